@@ -1,0 +1,130 @@
+/**
+ * Every way a router can fail us, each carrying what a user needs to act on it:
+ * which router, which action, the protocol's own code, and whether trying again can help.
+ */
+import { Schema } from "effect"
+
+/** A UPnP fault (`UPnPError/errorCode`) returned by the router for one SOAP action. */
+export class UpnpError extends Schema.TaggedError<UpnpError>()("UpnpError", {
+  router: Schema.String,
+  action: Schema.String,
+  code: Schema.Int,
+  description: Schema.String
+}) {
+  get retryable(): boolean {
+    return this.code === 501 || this.code === 728
+  }
+  override get message(): string {
+    const meaning = upnpErrorMeaning(this.code)
+    return `${this.action} on ${this.router} failed: UPnP error ${this.code} (${this.description || meaning}${
+      this.description && meaning && this.description !== meaning ? `: ${meaning}` : ""
+    })`
+  }
+}
+
+/** The router could not be reached, stalled, reset the connection, or answered 5xx without a UPnP fault. */
+export class GatewayUnreachable extends Schema.TaggedError<GatewayUnreachable>()("GatewayUnreachable", {
+  router: Schema.String,
+  action: Schema.String,
+  reason: Schema.String
+}) {
+  get retryable(): boolean {
+    return true
+  }
+  override get message(): string {
+    return `${this.action} on ${this.router}: gateway unreachable (${this.reason})`
+  }
+}
+
+/** The router answered, but with something we cannot use (garbage, oversize, a missing field). */
+export class GatewayProtocolError extends Schema.TaggedError<GatewayProtocolError>()("GatewayProtocolError", {
+  router: Schema.String,
+  action: Schema.String,
+  field: Schema.optional(Schema.String),
+  reason: Schema.String
+}) {
+  get retryable(): boolean {
+    return false
+  }
+  override get message(): string {
+    return `${this.action} on ${this.router}: unusable response${this.field ? ` (field ${this.field})` : ""}: ${this.reason}`
+  }
+}
+
+/** No usable Internet gateway answered discovery (or the configured URL is not one). */
+export class GatewayNotFound extends Schema.TaggedError<GatewayNotFound>()("GatewayNotFound", {
+  reason: Schema.String,
+  candidates: Schema.Array(Schema.String)
+}) {
+  get retryable(): boolean {
+    return true
+  }
+  override get message(): string {
+    return `no usable Internet gateway found: ${this.reason}${
+      this.candidates.length > 0 ? ` (tried ${this.candidates.join(", ")})` : ""
+    }`
+  }
+}
+
+/**
+ * The router's external address is private, reserved or missing: a mapping would not make
+ * anything reachable from the Internet, so this is never reported as success.
+ */
+export class DoubleNat extends Schema.TaggedError<DoubleNat>()("DoubleNat", {
+  router: Schema.String,
+  externalIp: Schema.optional(Schema.String),
+  reason: Schema.String
+}) {
+  get retryable(): boolean {
+    return true
+  }
+  override get message(): string {
+    return `${this.router}: ${this.reason}${this.externalIp ? ` (external address ${this.externalIp})` : ""}`
+  }
+}
+
+/** The external port is held by another mapping: another host, or ours under another description. */
+export class PortConflict extends Schema.TaggedError<PortConflict>()("PortConflict", {
+  router: Schema.String,
+  externalPort: Schema.Int,
+  protocol: Schema.String,
+  holder: Schema.String,
+  reason: Schema.String
+}) {
+  get retryable(): boolean {
+    return true
+  }
+  override get message(): string {
+    return `${this.protocol} ${this.externalPort} on ${this.router} is held by ${this.holder}: ${this.reason}`
+  }
+}
+
+export type GatewayError =
+  | UpnpError
+  | GatewayUnreachable
+  | GatewayProtocolError
+  | GatewayNotFound
+  | DoubleNat
+  | PortConflict
+
+/** The meaning of each UPnP error code a gateway client meets in the field. */
+export const upnpErrorMeaning = (code: number): string => UPNP_ERROR_MEANINGS[code] ?? ""
+
+const UPNP_ERROR_MEANINGS: Record<number, string> = {
+  401: "Invalid Action",
+  402: "Invalid Args",
+  501: "Action Failed",
+  606: "Action not authorized",
+  713: "SpecifiedArrayIndexInvalid",
+  714: "NoSuchEntryInArray",
+  715: "WildCardNotPermittedInSrcIP",
+  716: "WildCardNotPermittedInExtPort",
+  718: "ConflictInMappingEntry",
+  724: "SamePortValuesRequired",
+  725: "OnlyPermanentLeasesSupported",
+  726: "RemoteHostOnlySupportsWildcard",
+  727: "ExternalPortOnlySupportsWildcard",
+  728: "NoPortMapsAvailable",
+  729: "ConflictWithOtherMechanisms",
+  732: "WildCardNotPermittedInIntPort"
+}

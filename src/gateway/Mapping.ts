@@ -1,0 +1,76 @@
+/**
+ * What a router can hold: port mappings and its own external address, in terms that mean
+ * the same for UPnP IGD, NAT-PMP and PCP. Nothing here knows about Kubernetes.
+ */
+import { Schema } from "effect"
+
+export const Protocol = Schema.Literals(["TCP", "UDP"])
+export type Protocol = typeof Protocol.Type
+
+/** A port a router can forward: 1-65535 (0 is the wildcard that routers refuse, code 716). */
+export const MappablePort = Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 65535 }))
+
+/** What the caller asks a router to forward. */
+export interface MappingRequest {
+  readonly externalPort: number
+  readonly protocol: Protocol
+  readonly internalPort: number
+  /** Defaults to the local address of our connection to the router. */
+  readonly internalClient?: string | undefined
+  /** Kept under 64 bytes: miniupnpd returns longer descriptions with garbage appended. */
+  readonly description: string
+  /** Seconds; 0 asks for a permanent mapping. */
+  readonly leaseSeconds: number
+  /** Overwrite a mapping that exists under another description (never one of another host). */
+  readonly force?: boolean | undefined
+}
+
+/** One row of a router's mapping table, as the router reports it. */
+export interface MappingEntry {
+  readonly externalPort: number
+  readonly protocol: Protocol
+  readonly internalClient: string
+  readonly internalPort: number
+  readonly description: string
+  /** Remaining seconds (0 = permanent) where the router says; undefined where it cannot. */
+  readonly leaseDuration: number | undefined
+  readonly enabled: boolean
+  readonly remoteHost: string
+}
+
+/** What the router actually granted: the port may differ (AddAnyPortMapping, NAT-PMP, PCP). */
+export interface GrantedMapping {
+  readonly externalPort: number
+  readonly protocol: Protocol
+  readonly internalClient: string
+  readonly internalPort: number
+  readonly description: string
+  readonly leaseSeconds: number
+  /** PCP only: the nonce that owns this mapping, needed to renew or delete it. */
+  readonly nonce?: string | undefined
+}
+
+/**
+ * How useful the router's external address is for publishing a Service:
+ * - public: reachable from the Internet;
+ * - private: RFC 1918, CGNAT or another reserved range, i.e. a double NAT;
+ * - missing: empty or 0.0.0.0, i.e. the WAN link is down.
+ */
+export type ExternalIpClass = "public" | "private" | "missing"
+
+export interface ExternalAddress {
+  readonly ip: string | undefined
+  readonly class: ExternalIpClass
+}
+
+export interface GatewayStatus {
+  /** The router's identity for logs and errors: its control URL, or address:port. */
+  readonly router: string
+  readonly protocol: "upnp-igd" | "nat-pmp" | "pcp"
+  readonly connected: boolean
+  /** UPnP: GetStatusInfo uptime. NAT-PMP/PCP: the epoch. A decrease means the router lost its table. */
+  readonly uptimeSeconds: number | undefined
+  readonly externalAddress: ExternalAddress
+  /** The local address of our connection to the router: the internal client of our mappings. */
+  readonly localAddress: string
+}

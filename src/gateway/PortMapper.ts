@@ -1,0 +1,34 @@
+/**
+ * The one interface the controller programs a router through. UPnP IGD, NAT-PMP and PCP
+ * each provide it as a layer; nothing behind it knows about Kubernetes.
+ */
+import { Context, type Effect } from "effect"
+import type { GatewayError } from "./GatewayError.ts"
+import type { ExternalAddress, GatewayStatus, GrantedMapping, MappingEntry, MappingRequest, Protocol } from "./Mapping.ts"
+
+export class PortMapper extends Context.Service<PortMapper, {
+  /** The router's external address, classified (public, private = double NAT, missing). */
+  readonly externalAddress: Effect.Effect<ExternalAddress, GatewayError>
+  /** Connection state, uptime or epoch, external address and our local address toward the router. */
+  readonly status: Effect.Effect<GatewayStatus, GatewayError>
+  /**
+   * Creates or renews a mapping. Refuses (PortConflict) to overwrite a mapping held under
+   * another description unless `force`; never touches one of another host.
+   */
+  readonly map: (request: MappingRequest) => Effect.Effect<GrantedMapping, GatewayError>
+  /** Deletes a mapping; one already gone counts as success. */
+  readonly unmap: (
+    mapping: { readonly externalPort: number; readonly protocol: Protocol; readonly nonce?: string | undefined }
+  ) => Effect.Effect<void, GatewayError>
+  /** The mapping on one external port, or undefined when there is none. */
+  readonly get: (
+    externalPort: number,
+    protocol: Protocol
+  ) => Effect.Effect<MappingEntry | undefined, GatewayError>
+  /**
+   * The router's whole table, or undefined where the protocol cannot list (NAT-PMP, PCP).
+   * Fails rather than returning a listing that broke off: a partial table must never be
+   * mistaken for "no such mapping".
+   */
+  readonly list: Effect.Effect<ReadonlyArray<MappingEntry> | undefined, GatewayError>
+}>()("edge-ccm/gateway/PortMapper") {}
