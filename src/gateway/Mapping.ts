@@ -23,6 +23,11 @@ export interface MappingRequest {
   readonly leaseSeconds: number
   /** Overwrite a mapping that exists under another description (never one of another host). */
   readonly force?: boolean | undefined
+  /**
+   * The caller has just read this port's entry itself (a renewal, or a planner that verified
+   * ownership), so the client skips its own GetSpecificPortMappingEntry before adding.
+   */
+  readonly ownershipVerified?: boolean | undefined
 }
 
 /** One row of a router's mapping table, as the router reports it. */

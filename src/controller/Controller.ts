@@ -1,0 +1,373 @@
+/**
+ * The service controller: watches Services, Nodes and EndpointSlices, keeps one worker per
+ * Service key, and drives the executor. Level-triggered: every watch event, resync tick and
+ * detected router reboot recomputes the plan from the whole observed state, so a dropped event,
+ * a restart or a rebooted router is repaired by the next pass.
+ */
+import type { V1EndpointSlice, V1Node, V1Service } from "@kubernetes/client-node"
+import { Context, Duration, Effect, FiberMap, Layer, Random, Schedule, Semaphore, Stream } from "effect"
+import type { GatewayError } from "../gateway/GatewayError.ts"
+import type { GatewayStatus, MappingEntry } from "../gateway/Mapping.ts"
+import { PortMapper } from "../gateway/PortMapper.ts"
+import { Kube, type WatchEvent } from "../kube/Kube.ts"
+import { makeAnnouncer } from "./Announcer.ts"
+import { describePort, type ExecutorContext, type ExecutorOptions, reconcileService } from "./executor.ts"
+import { readRecord } from "./MappingRecord.ts"
+import { type GatewayView, type Ownership, planOrphans } from "./planner.ts"
+import { desiredService, FINALIZER, selectService, serviceKey } from "./ServiceSpec.ts"
+import { makeTableCache } from "./TableCache.ts"
+import { makeWorkQueue } from "./WorkQueue.ts"
+
+export const EXCLUDE_FROM_LOAD_BALANCERS_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
+
+export interface ControllerOptions extends ExecutorOptions {
+  /** How often the router is asked for its uptime and address, to notice a reboot quickly. */
+  readonly probeInterval: Duration.Duration
+  /** The Node this controller runs on (for the exclusion label and local endpoints). */
+  readonly nodeName: string | undefined
+  /** Services reconciled in parallel (the router's own limit applies beneath). */
+  readonly workers: number
+}
+
+export const defaultControllerOptions: ControllerOptions = {
+  clusterName: "kubernetes",
+  loadBalancerClass: "midokura.com/edge",
+  defaultLease: Duration.hours(1),
+  ipMode: undefined,
+  resyncInterval: Duration.seconds(30),
+  probeInterval: Duration.seconds(2),
+  nodeName: undefined,
+  workers: 8
+}
+
+export interface ControllerHealth {
+  readonly servicesSynced: boolean
+  readonly gatewayReachable: boolean
+  readonly gatewayError: string | undefined
+  /** This node carries the exclude-from-external-load-balancers label: nothing is mapped to it. */
+  readonly excluded: boolean
+  readonly queueDepth: number
+  /** When the loops last made progress (ms since epoch): a stuck loop fails the liveness probe. */
+  readonly lastProbeAt: number
+  readonly lastResyncAt: number
+}
+
+export class Controller extends Context.Service<Controller, {
+  readonly health: Effect.Effect<ControllerHealth>
+  /** Lists the router's table and reconciles every Service now, as after a reboot. */
+  readonly fullPass: Effect.Effect<void>
+}>()("edge-ccm/controller/Controller") {
+  static layer(options: Partial<ControllerOptions> = {}): Layer.Layer<Controller, never, Kube | PortMapper> {
+    return Layer.effect(Controller, make({ ...defaultControllerOptions, ...options }))
+  }
+}
+
+const make = Effect.fnUntraced(function*(options: ControllerOptions) {
+  const kube = yield* Kube
+  const gateway = yield* PortMapper
+  const queue = yield* makeWorkQueue
+  const table = makeTableCache()
+  const announcer = makeAnnouncer()
+  const timers = yield* FiberMap.make<string>()
+  const fullPassLock = yield* Semaphore.make(1)
+
+  const services = new Map<string, V1Service>()
+  const nodes = new Map<string, V1Node>()
+  const slices = new Map<string, V1EndpointSlice>()
+  const state = {
+    servicesSynced: false,
+    nodesSynced: false,
+    initialPassDone: false,
+    slicesSynced: false,
+    gateway: undefined as GatewayStatus | undefined,
+    gatewayError: undefined as GatewayError | undefined,
+    failures: new Map<string, number>(),
+    lastProbeAt: Date.now(),
+    lastResyncAt: Date.now()
+  }
+
+  const isRelevant = (service: V1Service) =>
+    selectService(service, options)._tag !== "NotOurs" || (service.metadata?.finalizers?.includes(FINALIZER) ?? false)
+
+  const excluded = () => {
+    if (options.nodeName === undefined) return false
+    return nodes.get(options.nodeName)?.metadata?.labels?.[EXCLUDE_FROM_LOAD_BALANCERS_LABEL] !== undefined
+  }
+
+  const ownership = (): Ownership => {
+    const addresses = new Set<string>()
+    for (const node of nodes.values()) {
+      for (const address of node.status?.addresses ?? []) {
+        if (address.type === "InternalIP" || address.type === "ExternalIP") addresses.add(address.address)
+      }
+    }
+    if (state.gateway !== undefined) addresses.add(state.gateway.localAddress)
+    return { clusterName: options.clusterName, nodeAddresses: addresses }
+  }
+
+  const viewOf = (status: GatewayStatus): GatewayView => ({
+    router: status.router,
+    backend: status.protocol,
+    localAddress: status.localAddress,
+    externalAddress: status.externalAddress
+  })
+
+  /** Asks the router for its state; returns what changed since the last answer. */
+  const probe = gateway.status.pipe(
+    Effect.map((next) => {
+      const previous = state.gateway
+      const recovered = state.gatewayError !== undefined
+      state.gateway = next
+      state.gatewayError = undefined
+      state.lastProbeAt = Date.now()
+      const rebooted = previous !== undefined && previous.router === next.router &&
+        previous.uptimeSeconds !== undefined && next.uptimeSeconds !== undefined &&
+        next.uptimeSeconds < previous.uptimeSeconds
+      return {
+        status: next,
+        rebooted,
+        routerChanged: previous !== undefined && previous.router !== next.router,
+        recovered,
+        addressChanged: previous !== undefined &&
+          (previous.externalAddress.ip !== next.externalAddress.ip ||
+            previous.externalAddress.class !== next.externalAddress.class)
+      }
+    }),
+    Effect.tapError((error) =>
+      Effect.sync(() => {
+        state.gateway = undefined
+        state.gatewayError = error
+        state.lastProbeAt = Date.now()
+      })
+    )
+  )
+
+  const gatewayFailed = (error: GatewayError) =>
+    Effect.sync(() => {
+      state.gateway = undefined
+      state.gatewayError = error
+    }).pipe(Effect.andThen(table.invalidate))
+
+  const gatewayView: Effect.Effect<GatewayView, GatewayError> = Effect.suspend(() =>
+    state.gateway !== undefined ? Effect.succeed(viewOf(state.gateway)) : probe.pipe(Effect.map((p) => viewOf(p.status)))
+  )
+
+  const localTrafficWarning = (service: V1Service): string | undefined => {
+    if (service.spec?.externalTrafficPolicy !== "Local" || options.nodeName === undefined || !state.slicesSynced) {
+      return undefined
+    }
+    const namespace = service.metadata?.namespace
+    const name = service.metadata?.name
+    const ready = [...slices.values()].some((slice) =>
+      slice.metadata?.namespace === namespace && slice.metadata?.labels?.["kubernetes.io/service-name"] === name &&
+      (slice.endpoints ?? []).some((endpoint) => endpoint.nodeName === options.nodeName && endpoint.conditions?.ready !== false)
+    )
+    return ready
+      ? undefined
+      : `externalTrafficPolicy is Local and node ${options.nodeName} (the mapping target) has no ready endpoint ` +
+        "of this Service: traffic forwarded by the router will be dropped"
+  }
+
+  const context: ExecutorContext = {
+    options,
+    kube,
+    gateway,
+    table,
+    announcer,
+    services: () => services,
+    ownership,
+    gatewayView,
+    gatewayFailed,
+    localTrafficWarning
+  }
+
+  const enqueueAll = (verify: boolean) =>
+    Effect.forEach(
+      [...services.values()].filter(isRelevant),
+      (service) => queue.add(serviceKey(service), { verify }),
+      { discard: true }
+    )
+
+  /** Deletes owned mappings that no Service wants or records: only from a complete listing. */
+  const sweepOrphans = Effect.fnUntraced(function*(listing: ReadonlyArray<MappingEntry>) {
+    if (!state.servicesSynced || !state.nodesSynced) return
+    const live = new Set<string>()
+    for (const service of services.values()) {
+      const selection = selectService(service, options)
+      if (selection._tag === "Ours" && service.metadata?.deletionTimestamp === undefined) {
+        for (const port of desiredService(service, selection.backend, options).ports) live.add(port.description)
+      }
+      const record = readRecord(service)
+      if (record._tag === "Ok") for (const mapping of record.mappings) live.add(mapping.description)
+      // An unreadable record still holds whatever this Service owns until its cleanup reads the table.
+      if (record._tag === "Unreadable") return
+    }
+    for (const orphan of planOrphans(listing, live, ownership())) {
+      yield* gateway.unmap(orphan.entry).pipe(
+        Effect.tap(() => table.set(orphan.entry, null)),
+        Effect.tap(() =>
+          Effect.log(`deleted orphaned mapping ${describePort(orphan.entry)} '${orphan.entry.description}'`)
+        ),
+        Effect.catch((error) => Effect.logWarning(`could not delete orphaned mapping: ${error.message}`))
+      )
+    }
+  })
+
+  const fullPass = Semaphore.withPermit(fullPassLock)(
+    Effect.gen(function*() {
+      const listing = yield* Effect.result(gateway.list)
+      if (listing._tag === "Success" && listing.success !== undefined) {
+        yield* table.replaceAll(listing.success)
+        yield* sweepOrphans(listing.success)
+        yield* enqueueAll(false)
+      } else {
+        if (listing._tag === "Failure") yield* Effect.logWarning(`router table unreadable: ${listing.failure.message}`)
+        yield* table.invalidate
+        yield* enqueueAll(true)
+      }
+      state.lastResyncAt = Date.now()
+    })
+  )
+
+  const probeOnce = probe.pipe(
+    Effect.flatMap((change) => {
+      if (change.rebooted || change.routerChanged || change.recovered) {
+        const why = change.rebooted
+          ? `router ${change.status.router} rebooted (uptime went down to ${change.status.uptimeSeconds}s)`
+          : change.routerChanged
+          ? `the gateway is now ${change.status.router}`
+          : `router ${change.status.router} is reachable again`
+        return Effect.logWarning(`${why}: re-asserting every mapping`).pipe(
+          Effect.andThen(table.invalidate),
+          Effect.andThen(fullPass)
+        )
+      }
+      return change.addressChanged
+        ? Effect.log(`router external address is now ${change.status.externalAddress.ip ?? "missing"}`).pipe(
+          Effect.andThen(enqueueAll(false))
+        )
+        : Effect.void
+    }),
+    Effect.catch((error) => Effect.logWarning(`gateway probe failed: ${error.message}`))
+  )
+
+  const scheduleRetry = (key: string, delay: Duration.Duration) =>
+    FiberMap.run(timers, key, Effect.sleep(delay).pipe(Effect.andThen(queue.add(key, { verify: true }))))
+
+  const backoff = (failures: number) =>
+    Random.nextBetween(0.8, 1.2).pipe(
+      Effect.map((jitter) => Duration.millis(Math.min(1_000 * 2 ** (failures - 1), 300_000) * jitter))
+    )
+
+  const worker = Effect.forever(
+    Effect.gen(function*() {
+      const item = yield* queue.take
+      if (excluded()) {
+        yield* queue.done(item.key)
+        return
+      }
+      const result = yield* reconcileService(context, item.key, item.verify)
+      if (result._tag === "Retry") {
+        const failures = (state.failures.get(item.key) ?? 0) + 1
+        state.failures.set(item.key, failures)
+        const delay = yield* backoff(failures)
+        yield* Effect.logWarning(`will retry in ${Duration.format(delay)}: ${result.reason}`).pipe(
+          Effect.annotateLogs({ service: item.key })
+        )
+        yield* scheduleRetry(item.key, delay)
+      } else {
+        state.failures.delete(item.key)
+        if (result.renewAfter !== undefined) yield* scheduleRetry(item.key, result.renewAfter)
+        else yield* FiberMap.remove(timers, item.key)
+      }
+      yield* queue.done(item.key)
+    })
+  )
+
+  const consume = <T>(
+    stream: Stream.Stream<WatchEvent<T>>,
+    store: Map<string, T>,
+    keyOf: (object: T) => string,
+    onChange: (event: WatchEvent<T>) => Effect.Effect<void>
+  ) =>
+    stream.pipe(
+      Stream.runForEach((event) => {
+        if (event._tag === "Synced") {
+          store.clear()
+          for (const item of event.items) store.set(keyOf(item), item)
+        } else if (event._tag === "Upserted") store.set(keyOf(event.object), event.object)
+        else store.delete(keyOf(event.object))
+        return onChange(event)
+      })
+    )
+
+  const objectKey = (object: { readonly metadata?: { namespace?: string; name?: string } | undefined }) =>
+    `${object.metadata?.namespace ?? ""}/${object.metadata?.name ?? ""}`
+
+  // The first pass waits for both lists: orphans are judged by Services and by Node addresses.
+  const initialPass = Effect.suspend(() => {
+    if (!state.servicesSynced || !state.nodesSynced || state.initialPassDone) return Effect.void
+    state.initialPassDone = true
+    return fullPass
+  })
+
+  yield* consume(kube.watchServices, services, serviceKey, (event) => {
+    if (event._tag === "Synced") {
+      const relist = state.servicesSynced
+      state.servicesSynced = true
+      return relist ? enqueueAll(true) : initialPass
+    }
+    if (event._tag === "Deleted") return announcer.forget(serviceKey(event.object))
+    return isRelevant(event.object) ? queue.add(serviceKey(event.object), { verify: true }) : Effect.void
+  }).pipe(Effect.forkScoped)
+
+  yield* consume(kube.watchNodes, nodes, (node) => node.metadata?.name ?? "", (event) => {
+    if (event._tag !== "Synced") return Effect.void
+    state.nodesSynced = true
+    return initialPass
+  }).pipe(Effect.forkScoped)
+
+  yield* consume(kube.watchEndpointSlices, slices, objectKey, (event) => {
+    if (event._tag === "Synced") {
+      state.slicesSynced = true
+      return Effect.void
+    }
+    const slice = event.object
+    const service = slice.metadata?.labels?.["kubernetes.io/service-name"]
+    const key = `${slice.metadata?.namespace ?? ""}/${service ?? ""}`
+    const owner = services.get(key)
+    return owner !== undefined && owner.spec?.externalTrafficPolicy === "Local" && isRelevant(owner)
+      ? queue.add(key, { verify: false })
+      : Effect.void
+  }).pipe(Effect.forkScoped)
+
+  yield* Effect.forEach(Array.from({ length: options.workers }), () => Effect.forkScoped(worker), { discard: true })
+
+  yield* probeOnce.pipe(Effect.repeat(Schedule.spaced(options.probeInterval)), Effect.forkScoped)
+  yield* Effect.sleep(options.resyncInterval).pipe(
+    Effect.andThen(
+      Effect.gen(function*() {
+        if (!state.servicesSynced) return
+        yield* probeOnce
+        yield* fullPass
+      })
+    ),
+    Effect.forever,
+    Effect.forkScoped
+  )
+
+  return Controller.of({
+    health: Effect.gen(function*() {
+      return {
+        servicesSynced: state.servicesSynced,
+        gatewayReachable: state.gateway !== undefined,
+        gatewayError: state.gatewayError?.message,
+        excluded: excluded(),
+        queueDepth: yield* queue.depth,
+        lastProbeAt: state.lastProbeAt,
+        lastResyncAt: state.lastResyncAt
+      }
+    }),
+    fullPass
+  })
+})

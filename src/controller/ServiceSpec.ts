@@ -1,0 +1,202 @@
+/**
+ * What a Service asks of us, read from its spec and annotations: whether it is ours at all,
+ * and which router mappings it wants. Pure: no I/O, so the planner and its tests use plain data.
+ */
+import type { V1Service } from "@kubernetes/client-node"
+import { createHash } from "node:crypto"
+import { Duration, Result, Schema } from "effect"
+import type { Protocol } from "../gateway/Mapping.ts"
+import { DurationString } from "./DurationString.ts"
+
+export const LOAD_BALANCER_TYPE_ANNOTATION = "midokura.com/load-balancer-type"
+export const MAPPING_LEASE_ANNOTATION = "midokura.com/mapping-lease"
+export const MAPPINGS_ANNOTATION = "midokura.com/mappings"
+export const ABANDON_MAPPINGS_ANNOTATION = "midokura.com/abandon-mappings"
+export const FINALIZER = "midokura.com/load-balancer-cleanup"
+
+/** The values `midokura.com/load-balancer-type` accepts. */
+export const LoadBalancerType = Schema.Literals(["upnp-igd"])
+export type LoadBalancerType = typeof LoadBalancerType.Type
+
+export interface SelectionOptions {
+  readonly loadBalancerClass: string
+}
+
+export type Selection =
+  /** Not a LoadBalancer, another class, or no opt-in: ignored silently. */
+  | { readonly _tag: "NotOurs" }
+  | { readonly _tag: "Ours"; readonly backend: LoadBalancerType }
+  /** Opted in, but an annotation cannot be used: a Warning event names it and what is accepted. */
+  | { readonly _tag: "Invalid"; readonly annotation: string; readonly reason: string }
+
+export const serviceKey = (service: V1Service): string =>
+  `${service.metadata?.namespace ?? "default"}/${service.metadata?.name ?? ""}`
+
+export const selectService = (service: V1Service, options: SelectionOptions): Selection => {
+  if (service.spec?.type !== "LoadBalancer") return { _tag: "NotOurs" }
+  const loadBalancerClass = service.spec.loadBalancerClass
+  if (loadBalancerClass !== undefined && loadBalancerClass !== options.loadBalancerClass) return { _tag: "NotOurs" }
+  const requested = service.metadata?.annotations?.[LOAD_BALANCER_TYPE_ANNOTATION]
+  if (requested === undefined) {
+    return loadBalancerClass === options.loadBalancerClass ? { _tag: "Ours", backend: "upnp-igd" } : { _tag: "NotOurs" }
+  }
+  const backend = Schema.decodeUnknownResult(LoadBalancerType)(requested.trim())
+  return Result.isSuccess(backend)
+    ? { _tag: "Ours", backend: backend.success }
+    : {
+      _tag: "Invalid",
+      annotation: LOAD_BALANCER_TYPE_ANNOTATION,
+      reason: `"${requested}" is not a load balancer type; accepted: ${LoadBalancerType.literals.join(", ")}`
+    }
+}
+
+/** One router mapping a Service port wants. */
+export interface DesiredPort {
+  /** The Service port's name, or its number when unnamed. */
+  readonly portName: string
+  readonly protocol: Protocol
+  readonly externalPort: number
+  readonly internalPort: number
+  readonly description: string
+}
+
+/** A port of the Service that cannot be mapped, and why (for the port's status error and an event). */
+export interface UnmappablePort {
+  readonly portName: string
+  readonly port: number
+  readonly protocol: string
+  readonly reason: "UnsupportedProtocol" | "NoNodePort"
+  readonly message: string
+}
+
+export interface ServiceWarning {
+  readonly reason: "LoadBalancerSourceRangesIgnored" | "IPv6Only" | "InvalidAnnotation"
+  readonly message: string
+}
+
+export interface DesiredService {
+  readonly key: string
+  readonly namespace: string
+  readonly name: string
+  readonly uid: string
+  /** creationTimestamp in ms: the oldest Service wins a contested port. */
+  readonly createdAt: number
+  readonly backend: LoadBalancerType
+  readonly leaseSeconds: number
+  readonly ports: ReadonlyArray<DesiredPort>
+  readonly unmappable: ReadonlyArray<UnmappablePort>
+  readonly warnings: ReadonlyArray<ServiceWarning>
+}
+
+export interface DesiredOptions {
+  readonly clusterName: string
+  readonly defaultLease: Duration.Duration
+}
+
+const decodeLease = Schema.decodeUnknownResult(DurationString)
+
+/** Reads the mappings a selected Service wants. */
+export const desiredService = (
+  service: V1Service,
+  backend: LoadBalancerType,
+  options: DesiredOptions
+): DesiredService => {
+  const namespace = service.metadata?.namespace ?? "default"
+  const name = service.metadata?.name ?? ""
+  const warnings: Array<ServiceWarning> = []
+  let lease = options.defaultLease
+  const leaseText = service.metadata?.annotations?.[MAPPING_LEASE_ANNOTATION]
+  if (leaseText !== undefined) {
+    const decoded = decodeLease(leaseText)
+    if (Result.isSuccess(decoded)) lease = decoded.success
+    else {
+      warnings.push({
+        reason: "InvalidAnnotation",
+        message: `annotation ${MAPPING_LEASE_ANNOTATION}: ${
+          decoded.failure.message
+        }; using the default lease ${Duration.format(options.defaultLease)}`
+      })
+    }
+  }
+  const ipv6Only = service.spec?.ipFamilies !== undefined && service.spec.ipFamilies.length > 0 &&
+    service.spec.ipFamilies.every((family) => family === "IPv6")
+  if (ipv6Only) {
+    warnings.push({ reason: "IPv6Only", message: "the Service is IPv6-only: a router's IPv4 port mapping cannot serve it" })
+  }
+  const sourceRanges = service.spec?.loadBalancerSourceRanges ?? []
+  if (sourceRanges.length > 0) {
+    warnings.push({
+      reason: "LoadBalancerSourceRangesIgnored",
+      message: `loadBalancerSourceRanges (${sourceRanges.join(", ")}) are NOT enforced: ` +
+        "a router port mapping is open to every Internet address"
+    })
+  }
+  const ports: Array<DesiredPort> = []
+  const unmappable: Array<UnmappablePort> = []
+  for (const port of ipv6Only ? [] : service.spec?.ports ?? []) {
+    const portName = port.name !== undefined && port.name !== "" ? port.name : String(port.port)
+    const protocol = port.protocol ?? "TCP"
+    if (protocol !== "TCP" && protocol !== "UDP") {
+      unmappable.push({
+        portName,
+        port: port.port,
+        protocol,
+        reason: "UnsupportedProtocol",
+        message: `port ${portName}: ${protocol} cannot be forwarded by a router port mapping (TCP and UDP only)`
+      })
+      continue
+    }
+    if (port.nodePort === undefined || port.nodePort === 0) {
+      unmappable.push({
+        portName,
+        port: port.port,
+        protocol,
+        reason: "NoNodePort",
+        message: `port ${portName}: no nodePort to forward to (allocateLoadBalancerNodePorts is false?)`
+      })
+      continue
+    }
+    ports.push({
+      portName,
+      protocol,
+      externalPort: port.port,
+      internalPort: port.nodePort,
+      description: mappingDescription(options.clusterName, namespace, name, portName)
+    })
+  }
+  return {
+    key: `${namespace}/${name}`,
+    namespace,
+    name,
+    uid: service.metadata?.uid ?? "",
+    createdAt: toMillis(service.metadata?.creationTimestamp),
+    backend,
+    leaseSeconds: Math.round(Duration.toSeconds(lease)),
+    ports,
+    unmappable,
+    warnings
+  }
+}
+
+const toMillis = (timestamp: Date | string | undefined): number =>
+  timestamp === undefined ? 0 : new Date(timestamp).getTime()
+
+/** miniupnpd garbles descriptions of 64 bytes or more, so ours stay within 63. */
+export const MAX_DESCRIPTION_BYTES = 63
+
+/**
+ * `<cluster>/<namespace>/<service>/<port>`, as the seed documents. A longer one keeps its
+ * prefix and ends in a hash of the whole, so it stays unique and still shows whose it is.
+ */
+export const mappingDescription = (clusterName: string, namespace: string, name: string, portName: string): string => {
+  const full = `${clusterName}/${namespace}/${name}/${portName}`
+  if (Buffer.byteLength(full) <= MAX_DESCRIPTION_BYTES) return full
+  const hash = createHash("sha256").update(full).digest("hex").slice(0, 8)
+  let prefix = full.slice(0, MAX_DESCRIPTION_BYTES - hash.length - 1)
+  while (Buffer.byteLength(prefix) > MAX_DESCRIPTION_BYTES - hash.length - 1) prefix = prefix.slice(0, -1)
+  return `${prefix}~${hash}`
+}
+
+/** Whether a router mapping's description marks it as made by a controller of this cluster. */
+export const isClusterDescription = (clusterName: string, description: string): boolean =>
+  description.startsWith(`${clusterName}/`)

@@ -1,0 +1,59 @@
+/**
+ * A keyed work queue in the style of client-go's: a key waits at most once however many
+ * events arrive for it (bursts coalesce), a key is never processed by two workers at once,
+ * and a key that changes while being processed is processed again afterwards.
+ */
+import { Effect, Queue } from "effect"
+
+export interface WorkItem {
+  readonly key: string
+  /** Read this key's ports from the router itself, rather than trusting the cached table. */
+  readonly verify: boolean
+}
+
+export interface WorkQueue {
+  readonly add: (key: string, options?: { readonly verify?: boolean }) => Effect.Effect<void>
+  /** Waits for the next key and marks it in progress; pair every take with `done`. */
+  readonly take: Effect.Effect<WorkItem>
+  readonly done: (key: string) => Effect.Effect<void>
+  /** Keys waiting or in progress. */
+  readonly depth: Effect.Effect<number>
+}
+
+export const makeWorkQueue: Effect.Effect<WorkQueue> = Effect.gen(function*() {
+  const ready = yield* Queue.unbounded<string>()
+  // key → whether any coalesced request asked for verification
+  const pending = new Map<string, boolean>()
+  const processing = new Set<string>()
+
+  const add = (key: string, options?: { readonly verify?: boolean }) =>
+    Effect.suspend(() => {
+      const verify = options?.verify ?? true
+      const waiting = pending.get(key)
+      if (waiting !== undefined) {
+        if (verify && !waiting) pending.set(key, true)
+        return Effect.void
+      }
+      pending.set(key, verify)
+      return processing.has(key) ? Effect.void : Queue.offer(ready, key).pipe(Effect.asVoid)
+    })
+
+  const take = Queue.take(ready).pipe(
+    Effect.map((key): WorkItem => {
+      const verify = pending.get(key) ?? true
+      pending.delete(key)
+      processing.add(key)
+      return { key, verify }
+    })
+  )
+
+  const done = (key: string) =>
+    Effect.suspend(() => {
+      processing.delete(key)
+      return pending.has(key) ? Queue.offer(ready, key).pipe(Effect.asVoid) : Effect.void
+    })
+
+  const depth = Effect.sync(() => new Set([...pending.keys(), ...processing]).size)
+
+  return { add, take, done, depth }
+})

@@ -1,0 +1,610 @@
+/**
+ * The executor: reads one Service's world (its spec, its record, the router's entries for
+ * its ports), asks the planner what to do, and does it — record first, router second, status
+ * and events last. Every failure ends in a typed outcome, an event and a retry, never a crash.
+ */
+import type { V1LoadBalancerIngress, V1LoadBalancerStatus, V1Service } from "@kubernetes/client-node"
+import { Duration, Effect } from "effect"
+import type { GatewayError } from "../gateway/GatewayError.ts"
+import type { MappingEntry, Protocol } from "../gateway/Mapping.ts"
+import type { PortMapper } from "../gateway/PortMapper.ts"
+import type { Kube, ObjectRef } from "../kube/Kube.ts"
+import type { Announcement, Announcer } from "./Announcer.ts"
+import { portKey, readRecord, type RecordedMapping, writeRecord } from "./MappingRecord.ts"
+import {
+  type GatewayView,
+  isOwned,
+  type LoadBalancerStatus,
+  type ObservedTable,
+  type Ownership,
+  planCleanup,
+  planService,
+  type PortErrorReason,
+  type PortOutcome,
+  resolveClaims,
+  sameRecord,
+  serviceStatus,
+  type Step
+} from "./planner.ts"
+import {
+  ABANDON_MAPPINGS_ANNOTATION,
+  type DesiredPort,
+  type DesiredService,
+  desiredService,
+  FINALIZER,
+  MAPPINGS_ANNOTATION,
+  selectService,
+  serviceKey
+} from "./ServiceSpec.ts"
+import type { TableCache } from "./TableCache.ts"
+
+export interface ExecutorOptions {
+  readonly clusterName: string
+  readonly loadBalancerClass: string
+  readonly defaultLease: Duration.Duration
+  readonly ipMode: "VIP" | "Proxy" | undefined
+  readonly resyncInterval: Duration.Duration
+}
+
+export interface ExecutorContext {
+  readonly options: ExecutorOptions
+  readonly kube: Kube["Service"]
+  readonly gateway: PortMapper["Service"]
+  readonly table: TableCache
+  readonly announcer: Announcer
+  /** The latest Services seen by the watch, by namespace/name. */
+  readonly services: () => ReadonlyMap<string, V1Service>
+  readonly ownership: () => Ownership
+  readonly gatewayView: Effect.Effect<GatewayView, GatewayError>
+  /** Called when the router fails, so the next pass asks it afresh. */
+  readonly gatewayFailed: (error: GatewayError) => Effect.Effect<void>
+  /** A Warning about traffic not reaching this node (externalTrafficPolicy Local), if any. */
+  readonly localTrafficWarning: (service: V1Service) => string | undefined
+}
+
+export type ReconcileResult =
+  | { readonly _tag: "Done"; readonly renewAfter?: Duration.Duration }
+  /** Something failed that a later pass can repair: retry with backoff. */
+  | { readonly _tag: "Retry"; readonly reason: string }
+
+const done: ReconcileResult = { _tag: "Done" }
+
+/** Reconciles one Service key. Never fails: every error becomes a result, an event or a log line. */
+export const reconcileService = Effect.fn("Controller.reconcile")(function*(
+  context: ExecutorContext,
+  key: string,
+  verify: boolean
+) {
+  const service = context.services().get(key)
+  if (service === undefined) {
+    yield* context.announcer.forget(key)
+    return done
+  }
+  const selection = selectService(service, context.options)
+  const finalized = service.metadata?.finalizers?.includes(FINALIZER) ?? false
+  const deleting = service.metadata?.deletionTimestamp !== undefined
+  if (selection._tag === "Invalid" && !deleting) {
+    yield* context.announcer.conditions(key, [{
+      type: "Warning",
+      reason: "InvalidAnnotation",
+      action: "Validate",
+      note: `${selection.reason}; the Service's mappings are left as they are`
+    }], emitFor(context, service))
+    return done
+  }
+  if (deleting || selection._tag !== "Ours") {
+    return finalized ? yield* cleanup(context, service) : done
+  }
+  return yield* ensure(context, service, desiredService(service, selection.backend, context.options), verify)
+}, (effect, _context, key) =>
+  effect.pipe(
+    // A defect in one Service's pass must not stop the worker: log it and retry with backoff.
+    Effect.catchCause((cause) =>
+      Effect.logError("reconcile failed unexpectedly", cause).pipe(
+        Effect.as<ReconcileResult>({ _tag: "Retry", reason: "unexpected failure" })
+      )
+    ),
+    Effect.annotateLogs({ service: key })
+  ))
+
+// ---------------------------------------------------------------------------------------------
+// A live Service: make the router hold what it asks for.
+
+const ensure = Effect.fnUntraced(function*(
+  context: ExecutorContext,
+  service: V1Service,
+  desired: DesiredService,
+  verify: boolean
+) {
+  const emit = emitFor(context, service)
+  const view = yield* Effect.result(context.gatewayView)
+  if (view._tag === "Failure") {
+    yield* context.announcer.conditions(desired.key, [...warningsOf(desired), gatewayDown(view.failure)], emit)
+    return retry(view.failure.message)
+  }
+  const gateway = view.success
+  const recordRead = readRecord(service)
+  const record = recordRead._tag === "Ok" ? recordRead.mappings : []
+  const claims = resolveClaims(liveDesired(context)).get(desired.key) ?? { granted: desired.ports, contested: [] }
+  const observed = yield* observe(context, [...claims.granted, ...record], verify)
+  if (observed._tag === "Failure") {
+    yield* context.gatewayFailed(observed.failure)
+    yield* context.announcer.conditions(desired.key, [...warningsOf(desired), gatewayDown(observed.failure)], emit)
+    return retry(observed.failure.message)
+  }
+  const ownership = context.ownership()
+  const plan = planService({ service: desired, claims, record, observed: observed.success, gateway, ownership })
+
+  // The record and finalizer go first: whatever happens next, cleanup knows what to undo.
+  let current = service
+  const finalized = service.metadata?.finalizers?.includes(FINALIZER) ?? false
+  if (plan.recordBefore !== undefined || !finalized || recordRead._tag === "Unreadable") {
+    const written = yield* patchMetadata(context, current, {
+      finalizers: withFinalizer(current),
+      annotations: { [MAPPINGS_ANNOTATION]: writeRecord(plan.recordBefore ?? record) }
+    })
+    if (written._tag === "Failure") return retry(written.failure)
+    current = written.success
+    if (!finalized) {
+      yield* emit({
+        type: "Normal",
+        reason: "EnsuringLoadBalancer",
+        action: "Ensure",
+        note: `mapping ${describePorts(claims.granted)} on ${gateway.router}`
+      })
+    }
+  }
+
+  const outcomes: Array<PortOutcome> = plan.inPlace.map((port) => ({ _tag: "Mapped", port }))
+  const removed: Array<RecordedMapping> = [...plan.forgotten]
+  const oneShot: Array<Announcement> = []
+  for (const step of plan.steps) {
+    const outcome = yield* runStep(context, gateway, desired, step)
+    if (outcome === undefined) continue
+    if ("removed" in outcome) {
+      if (outcome.removed) removed.push(outcome.mapping)
+      continue
+    }
+    outcomes.push(outcome)
+    if (step._tag === "Add" && step.repair && outcome._tag === "Mapped") {
+      oneShot.push({
+        type: "Normal",
+        reason: "MappingRepaired",
+        action: "Map",
+        note: `${describePort(step.port)} was missing on ${gateway.router} and has been mapped again`
+      })
+    }
+  }
+  for (const port of plan.blocked) {
+    outcomes.push({ _tag: "Failed", port, reason: "DoubleNAT", message: doubleNatNote(gateway) })
+  }
+
+  // The record keeps what is, or may be, ours on the router; conflicts and removals leave it.
+  const conflicted = new Set(
+    outcomes.filter((o) => o._tag === "Failed" && o.reason === "PortConflict").map((o) => portKey(o.port))
+  )
+  const removedKeys = new Set(removed.map(portKey))
+  const recordNow = readRecordOr(current, plan.recordBefore ?? record)
+  const recordAfter = recordNow.filter((m) => !removedKeys.has(portKey(m)) && !conflicted.has(portKey(m)))
+  if (!sameRecord(recordAfter, recordNow)) {
+    const written = yield* patchMetadata(context, current, {
+      annotations: { [MAPPINGS_ANNOTATION]: writeRecord(recordAfter) }
+    })
+    if (written._tag === "Success") current = written.success
+  }
+
+  const unreachable = outcomes.find((o) => o._tag === "Failed" && o.reason === "GatewayUnreachable")
+  const conditions = [...warningsOf(desired), ...portConditions(outcomes, desired)]
+  const trafficWarning = context.localTrafficWarning(current)
+  if (trafficWarning !== undefined) {
+    conditions.push({ type: "Warning", reason: "NoLocalEndpoints", action: "Ensure", note: trafficWarning })
+  }
+  if (unreachable !== undefined) {
+    // The mappings may well still work: keep the published status and try again soon.
+    yield* context.announcer.conditions(desired.key, conditions, emit)
+    yield* Effect.forEach(oneShot, emit, { discard: true })
+    return retry(unreachable._tag === "Failed" ? unreachable.message : "gateway unreachable")
+  }
+
+  const status = serviceStatus(outcomes, desired.unmappable, gateway.externalAddress, context.options.ipMode)
+  const previousIp = current.status?.loadBalancer?.ingress?.[0]?.ip
+  if (!sameStatus(current.status?.loadBalancer, status)) {
+    const applied = yield* Effect.result(
+      context.kube.applyServiceStatus(refOf(current), { loadBalancer: toV1Status(status) })
+    )
+    if (applied._tag === "Failure") {
+      yield* Effect.logWarning(`status write failed: ${applied.failure.message}`)
+      return retry(applied.failure.message)
+    }
+    const ip = status.ingress[0]?.ip
+    if (ip !== undefined && previousIp !== undefined && ip !== previousIp) {
+      oneShot.push({
+        type: "Normal",
+        reason: "ExternalIPChanged",
+        action: "Ensure",
+        note: `the router's external address changed from ${previousIp} to ${ip}`
+      })
+    }
+    if (ip !== undefined && !outcomes.some((o) => o._tag === "Failed") && desired.unmappable.length === 0) {
+      oneShot.push({
+        type: "Normal",
+        reason: "EnsuredLoadBalancer",
+        action: "Ensure",
+        note: `${ip}: ${describePorts(outcomes.map((o) => o.port))} mapped on ${gateway.router}`
+      })
+    }
+  }
+  yield* context.announcer.conditions(desired.key, conditions, emit)
+  yield* Effect.forEach(oneShot, emit, { discard: true })
+
+  const failed = outcomes.find((o) => o._tag === "Failed" && o.reason !== "DoubleNAT")
+  if (failed !== undefined && failed._tag === "Failed") return retry(failed.message)
+  return renewal(desired, context.options.resyncInterval)
+})
+
+/** Renews at half the lease even when that is sooner than the next resync. */
+const renewal = (desired: DesiredService, resync: Duration.Duration): ReconcileResult => {
+  if (desired.leaseSeconds === 0 || desired.ports.length === 0) return done
+  const half = Duration.seconds(desired.leaseSeconds / 2)
+  return Duration.isLessThan(half, resync) ? { _tag: "Done", renewAfter: half } : done
+}
+
+type StepOutcome = PortOutcome | { readonly removed: boolean; readonly mapping: RecordedMapping } | undefined
+
+const runStep = (
+  context: ExecutorContext,
+  gateway: GatewayView,
+  desired: DesiredService,
+  step: Step
+): Effect.Effect<StepOutcome> => {
+  switch (step._tag) {
+    case "Add":
+    case "Renew":
+      return mapPort(context, gateway, desired, step.port)
+    case "Replace": {
+      // Another node's mapping must go first; our own is overwritten in place by the add.
+      const add = mapPort(context, gateway, desired, step.port)
+      if (step.previous.internalClient === gateway.localAddress) return add
+      return unmap(context, step.previous).pipe(
+        Effect.matchEffect({ onFailure: (error) => Effect.succeed(failedPort(step.port, error)), onSuccess: () => add })
+      )
+    }
+    case "Conflict":
+      return Effect.succeed({ _tag: "Failed", port: step.port, reason: "PortConflict", message: step.reason })
+    case "Delete":
+      return unmap(context, step.mapping).pipe(
+        Effect.as<StepOutcome>({ removed: true, mapping: step.mapping }),
+        Effect.catch((error) =>
+          Effect.logWarning(`could not delete ${describePort(step.mapping)}: ${error.message}`).pipe(
+            Effect.as<StepOutcome>({ removed: false, mapping: step.mapping })
+          )
+        )
+      )
+    case "Orphan":
+      return Effect.succeed(undefined)
+  }
+}
+
+const mapPort = (
+  context: ExecutorContext,
+  gateway: GatewayView,
+  desired: DesiredService,
+  port: DesiredPort
+): Effect.Effect<PortOutcome> =>
+  context.gateway.map({
+    externalPort: port.externalPort,
+    protocol: port.protocol,
+    internalPort: port.internalPort,
+    internalClient: gateway.localAddress,
+    description: port.description,
+    leaseSeconds: desired.leaseSeconds,
+    ownershipVerified: true
+  }).pipe(
+    Effect.tap((granted) =>
+      context.table.set(port, {
+        externalPort: granted.externalPort,
+        protocol: granted.protocol,
+        internalClient: granted.internalClient,
+        internalPort: granted.internalPort,
+        description: granted.description,
+        leaseDuration: granted.leaseSeconds,
+        enabled: true,
+        remoteHost: ""
+      })
+    ),
+    Effect.as<PortOutcome>({ _tag: "Mapped", port }),
+    Effect.catch((error) => {
+      const outcome = failedPort(port, error)
+      return (outcome.reason === "GatewayUnreachable" ? context.gatewayFailed(error) : Effect.void).pipe(
+        Effect.andThen(Effect.logWarning(`${describePort(port)}: ${error.message}`)),
+        Effect.as(outcome)
+      )
+    }),
+    Effect.annotateLogs({ port: describePort(port), action: "map" })
+  )
+
+const unmap = (
+  context: ExecutorContext,
+  mapping: { readonly externalPort: number; readonly protocol: Protocol; readonly nonce?: string | undefined }
+) =>
+  context.gateway.unmap(mapping).pipe(
+    Effect.tap(() => context.table.set(mapping, null)),
+    Effect.annotateLogs({ port: describePort(mapping), action: "unmap" })
+  )
+
+const failedPort = (port: DesiredPort, error: GatewayError): Extract<PortOutcome, { _tag: "Failed" }> => ({
+  _tag: "Failed",
+  port,
+  reason: portErrorReason(error),
+  message: error.message
+})
+
+export const portErrorReason = (error: GatewayError): PortErrorReason => {
+  switch (error._tag) {
+    case "PortConflict":
+      return "PortConflict"
+    case "DoubleNat":
+      return "DoubleNAT"
+    case "GatewayUnreachable":
+    case "GatewayNotFound":
+      return "GatewayUnreachable"
+    case "UpnpError":
+      return error.code === 718 || error.code === 606 ? "PortConflict" : "MappingFailed"
+    case "GatewayProtocolError":
+    case "InvalidMapping":
+      return "MappingFailed"
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cleanup: deleted, no longer a LoadBalancer, or opted out — with our finalizer still on.
+
+const cleanup = Effect.fnUntraced(function*(context: ExecutorContext, service: V1Service) {
+  const key = serviceKey(service)
+  const emit = emitFor(context, service)
+  const recordRead = readRecord(service)
+  if (service.metadata?.annotations?.[ABANDON_MAPPINGS_ANNOTATION] === "true") {
+    const left = recordRead._tag === "Ok" ? recordRead.mappings.map(describePort).join(", ") : "unknown"
+    const released = yield* releaseFinalizer(context, service)
+    if (released._tag === "Failure") return retry(released.failure)
+    yield* emit({
+      type: "Warning",
+      reason: "MappingsAbandoned",
+      action: "Delete",
+      note: `${ABANDON_MAPPINGS_ANNOTATION} is "true": finalizer removed without router cleanup; left behind: ${left}`
+    })
+    yield* context.announcer.forget(key)
+    return done
+  }
+
+  let record: ReadonlyArray<RecordedMapping>
+  if (recordRead._tag === "Ok") record = recordRead.mappings
+  else {
+    // The record was edited into garbage: fall back to the router's table under our descriptions.
+    const fromTable = yield* Effect.result(recordFromTable(context, service))
+    if (fromTable._tag === "Failure") return yield* cleanupFailed(context, service, fromTable.failure.message)
+    record = fromTable.success
+  }
+  const observed = yield* observe(context, record, true)
+  if (observed._tag === "Failure") {
+    yield* context.gatewayFailed(observed.failure)
+    return yield* cleanupFailed(context, service, observed.failure.message)
+  }
+  const plan = planCleanup(record, observed.success, context.ownership())
+  const failures: Array<string> = []
+  for (const step of plan.steps) {
+    const result = yield* Effect.result(unmap(context, step.mapping))
+    if (result._tag === "Failure") failures.push(`${describePort(step.mapping)}: ${result.failure.message}`)
+  }
+  if (failures.length > 0) return yield* cleanupFailed(context, service, failures.join("; "))
+
+  if (service.metadata?.deletionTimestamp === undefined && (service.status?.loadBalancer?.ingress?.length ?? 0) > 0) {
+    const cleared = yield* Effect.result(context.kube.applyServiceStatus(refOf(service), { loadBalancer: {} }))
+    if (cleared._tag === "Failure") return retry(cleared.failure.message)
+  }
+  const released = yield* releaseFinalizer(context, service)
+  if (released._tag === "Failure") return retry(released.failure)
+  yield* emit({
+    type: "Normal",
+    reason: "DeletedLoadBalancer",
+    action: "Delete",
+    note: plan.steps.length === 0
+      ? "no router mappings were left to remove"
+      : `removed ${plan.steps.map((s) => describePort(s.mapping)).join(", ")}`
+  })
+  yield* context.announcer.forget(key)
+  return done
+})
+
+const cleanupFailed = (context: ExecutorContext, service: V1Service, reason: string) =>
+  context.announcer.conditions(serviceKey(service), [{
+    type: "Warning",
+    reason: "SyncLoadBalancerFailed",
+    action: "Delete",
+    note: `cannot remove the router mappings yet (${reason}); retrying with backoff. ` +
+      `To give up and leave them, annotate the Service ${ABANDON_MAPPINGS_ANNOTATION}="true"`
+  }], emitFor(context, service)).pipe(Effect.as(retry(reason)))
+
+const recordFromTable = (context: ExecutorContext, service: V1Service) =>
+  context.gateway.list.pipe(
+    Effect.map((table) => {
+      const prefix = `${context.options.clusterName}/${serviceKey(service)}/`
+      const ownership = context.ownership()
+      return (table ?? [])
+        .filter((entry) => entry.description.startsWith(prefix) && isOwned(entry, ownership))
+        .map((entry): RecordedMapping => ({
+          backend: "upnp-igd",
+          gateway: "",
+          protocol: entry.protocol,
+          externalPort: entry.externalPort,
+          internalClient: entry.internalClient,
+          internalPort: entry.internalPort,
+          description: entry.description
+        }))
+    })
+  )
+
+const releaseFinalizer = (context: ExecutorContext, service: V1Service) =>
+  patchMetadata(context, service, {
+    finalizers: (service.metadata?.finalizers ?? []).filter((f) => f !== FINALIZER),
+    annotations: { [MAPPINGS_ANNOTATION]: null }
+  })
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+/** The router's entries for these ports: from the cached table, or read afresh when asked to verify. */
+const observe = (
+  context: ExecutorContext,
+  ports: ReadonlyArray<{ readonly protocol: Protocol; readonly externalPort: number }>,
+  verify: boolean
+) =>
+  Effect.result(
+    Effect.gen(function*() {
+      const unique = [...new Map(ports.map((p) => [portKey(p), p])).values()]
+      const cached = verify ? undefined : yield* context.table.lookup(unique)
+      if (cached !== undefined) return cached
+      const entries = yield* Effect.forEach(unique, (p) =>
+        context.gateway.get(p.externalPort, p.protocol).pipe(
+          Effect.tap((entry) => context.table.set(p, entry ?? null)),
+          Effect.map((entry) => [portKey(p), entry ?? null] as const)
+        ), { concurrency: "unbounded" })
+      return new Map<string, MappingEntry | null>(entries) as ObservedTable
+    })
+  )
+
+const liveDesired = (context: ExecutorContext): ReadonlyArray<DesiredService> => {
+  const result: Array<DesiredService> = []
+  for (const service of context.services().values()) {
+    if (service.metadata?.deletionTimestamp !== undefined) continue
+    const selection = selectService(service, context.options)
+    if (selection._tag === "Ours") result.push(desiredService(service, selection.backend, context.options))
+  }
+  return result
+}
+
+const patchMetadata = (
+  context: ExecutorContext,
+  service: V1Service,
+  change: {
+    readonly finalizers?: ReadonlyArray<string>
+    readonly annotations?: Readonly<Record<string, string | null>>
+  }
+) =>
+  Effect.result(
+    context.kube.patchServiceMetadata({ ...refOf(service), resourceVersion: service.metadata?.resourceVersion ?? "" }, change)
+  ).pipe(
+    Effect.map((result) =>
+      result._tag === "Success"
+        ? { _tag: "Success" as const, success: result.success }
+        : { _tag: "Failure" as const, failure: result.failure.message }
+    )
+  )
+
+const readRecordOr = (service: V1Service, fallback: ReadonlyArray<RecordedMapping>) => {
+  const read = readRecord(service)
+  return read._tag === "Ok" ? read.mappings : fallback
+}
+
+const withFinalizer = (service: V1Service): ReadonlyArray<string> => {
+  const finalizers = service.metadata?.finalizers ?? []
+  return finalizers.includes(FINALIZER) ? finalizers : [...finalizers, FINALIZER]
+}
+
+export const refOf = (service: V1Service): ObjectRef => ({
+  namespace: service.metadata?.namespace ?? "default",
+  name: service.metadata?.name ?? "",
+  uid: service.metadata?.uid,
+  resourceVersion: service.metadata?.resourceVersion
+})
+
+const emitFor = (context: ExecutorContext, service: V1Service) => (announcement: Announcement) =>
+  context.kube.recordEvent({
+    regarding: { ...refOf(service), kind: "Service", apiVersion: "v1" },
+    ...announcement
+  }).pipe(
+    Effect.tap(() =>
+      Effect.log(`event ${announcement.type} ${announcement.reason}: ${announcement.note}`).pipe(
+        Effect.annotateLogs({ service: serviceKey(service) })
+      )
+    ),
+    Effect.catch((error) => Effect.logWarning(`could not record event ${announcement.reason}: ${error.message}`))
+  )
+
+const warningsOf = (desired: DesiredService): Array<Announcement> => [
+  ...desired.warnings.map((warning): Announcement => ({
+    type: "Warning",
+    reason: warning.reason === "IPv6Only" ? "UnsupportedIPFamily" : warning.reason,
+    action: "Validate",
+    note: warning.message
+  })),
+  ...desired.unmappable.map((port): Announcement => ({
+    type: "Warning",
+    reason: port.reason === "UnsupportedProtocol" ? "UnsupportedProtocol" : "NoNodePort",
+    action: "Validate",
+    note: port.message
+  }))
+]
+
+const portConditions = (outcomes: ReadonlyArray<PortOutcome>, desired: DesiredService): Array<Announcement> => {
+  const conditions: Array<Announcement> = []
+  for (const outcome of outcomes) {
+    if (outcome._tag !== "Failed") continue
+    const reason = outcome.reason === "PortConflict"
+      ? "PortConflict"
+      : outcome.reason === "DoubleNAT"
+      ? "DoubleNAT"
+      : "SyncLoadBalancerFailed"
+    conditions.push({ type: "Warning", reason, action: "Ensure", note: `${describePort(outcome.port)}: ${outcome.message}` })
+  }
+  // One DoubleNAT event per Service, not one per port.
+  const doubleNat = conditions.filter((c) => c.reason === "DoubleNAT")
+  return doubleNat.length > 1
+    ? [
+      ...conditions.filter((c) => c.reason !== "DoubleNAT"),
+      { ...doubleNat[0]!, note: `${desired.ports.length} ports not published: ${outcomesNote(doubleNat[0]!.note)}` }
+    ]
+    : conditions
+}
+
+const outcomesNote = (note: string) => note.slice(note.indexOf(": ") + 2)
+
+const gatewayDown = (error: GatewayError): Announcement => ({
+  type: "Warning",
+  reason: error._tag === "GatewayNotFound" ? "GatewayNotFound" : "SyncLoadBalancerFailed",
+  action: "Ensure",
+  note: error.message
+})
+
+const doubleNatNote = (gateway: GatewayView): string =>
+  gateway.externalAddress.class === "missing"
+    ? `${gateway.router} reports no external address (WAN down?): nothing can be published`
+    : `${gateway.router} has the external address ${gateway.externalAddress.ip}, which is private or reserved ` +
+      "(double NAT or CGNAT): the Service would not be reachable from the Internet, so no address is published"
+
+const retry = (reason: string): ReconcileResult => ({ _tag: "Retry", reason })
+
+export const describePort = (port: { readonly protocol: string; readonly externalPort: number }): string =>
+  `${port.protocol} ${port.externalPort}`
+
+const describePorts = (ports: ReadonlyArray<{ readonly protocol: string; readonly externalPort: number }>) =>
+  ports.length === 0 ? "no ports" : ports.map(describePort).join(", ")
+
+const toV1Status = (status: LoadBalancerStatus) => ({
+  ingress: status.ingress.map((ingress) => ({
+    ip: ingress.ip,
+    ...(ingress.ipMode === undefined ? {} : { ipMode: ingress.ipMode }),
+    ports: ingress.ports.map((port) => ({ ...port }))
+  }))
+})
+
+/** Compares what the Service shows with what it should show, ignoring fields we never write. */
+const sameStatus = (current: V1LoadBalancerStatus | undefined, next: LoadBalancerStatus): boolean => {
+  const normalize = (ingress: ReadonlyArray<V1LoadBalancerIngress | LoadBalancerStatus["ingress"][number]>) =>
+    JSON.stringify(ingress.map((i) => ({
+      ip: i.ip,
+      ipMode: i.ipMode,
+      ports: (i.ports ?? []).map((p) => ({ port: p.port, protocol: p.protocol, error: p.error }))
+    })))
+  return normalize(current?.ingress ?? []) === normalize(next.ingress)
+}

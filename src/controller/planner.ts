@@ -1,0 +1,311 @@
+/**
+ * The planner: a pure function from what Services want, what the router holds and what the
+ * Service records say, to the steps that reconcile them. No Effect services, no I/O: every
+ * decision about ownership, conflicts, renewal and cleanup is made here and tested with data.
+ */
+import type { ExternalAddress, MappingEntry } from "../gateway/Mapping.ts"
+import { portKey, type RecordedMapping } from "./MappingRecord.ts"
+import { type DesiredPort, type DesiredService, isClusterDescription, type UnmappablePort } from "./ServiceSpec.ts"
+
+/** What the router's table says about one port: an entry, or verified absent (null). */
+export type ObservedTable = ReadonlyMap<string, MappingEntry | null>
+
+export interface Ownership {
+  readonly clusterName: string
+  /** Addresses of this cluster's Nodes: a mapping to one of them under our description prefix is ours. */
+  readonly nodeAddresses: ReadonlySet<string>
+}
+
+export interface GatewayView {
+  readonly router: string
+  readonly backend: string
+  /** Our internal client: the local address of our connection to the router. */
+  readonly localAddress: string
+  readonly externalAddress: ExternalAddress
+}
+
+/** Whether a router entry is one this cluster made (and may therefore change or delete). */
+export const isOwned = (entry: MappingEntry, ownership: Ownership): boolean =>
+  isClusterDescription(ownership.clusterName, entry.description) && ownership.nodeAddresses.has(entry.internalClient)
+
+// ---------------------------------------------------------------------------------------------
+// Claims: two Services on one external port. Decided before any router call.
+
+export interface ContestedPort {
+  readonly port: DesiredPort
+  /** The Service that holds the port: the oldest by creationTimestamp, then namespace/name. */
+  readonly holder: string
+}
+
+export interface Claims {
+  readonly granted: ReadonlyArray<DesiredPort>
+  readonly contested: ReadonlyArray<ContestedPort>
+}
+
+export const resolveClaims = (services: ReadonlyArray<DesiredService>): ReadonlyMap<string, Claims> => {
+  const winners = new Map<string, DesiredService>()
+  for (const service of services) {
+    for (const port of service.ports) {
+      const key = portKey(port)
+      const current = winners.get(key)
+      if (current === undefined || isOlder(service, current)) winners.set(key, service)
+    }
+  }
+  const claims = new Map<string, Claims>()
+  for (const service of services) {
+    const granted: Array<DesiredPort> = []
+    const contested: Array<ContestedPort> = []
+    for (const port of service.ports) {
+      const holder = winners.get(portKey(port))!
+      if (holder.key === service.key) granted.push(port)
+      else contested.push({ port, holder: holder.key })
+    }
+    claims.set(service.key, { granted, contested })
+  }
+  return claims
+}
+
+const isOlder = (a: DesiredService, b: DesiredService): boolean =>
+  a.createdAt !== b.createdAt ? a.createdAt < b.createdAt : a.key < b.key
+
+// ---------------------------------------------------------------------------------------------
+// Steps
+
+export type Step =
+  /** Nothing holds the port: map it. `repair` when the record says we had mapped it before. */
+  | { readonly _tag: "Add"; readonly port: DesiredPort; readonly repair: boolean }
+  /** Ours and correct, but past half its lease: send the identical mapping again. */
+  | { readonly _tag: "Renew"; readonly port: DesiredPort }
+  /** Ours, but pointing elsewhere (another of our nodes after a failover, or an old nodePort). */
+  | { readonly _tag: "Replace"; readonly port: DesiredPort; readonly previous: MappingEntry }
+  /** Held by someone else, or by us under another description: never touched. */
+  | { readonly _tag: "Conflict"; readonly port: DesiredPort; readonly holder: string; readonly reason: string }
+  /** A recorded mapping this Service no longer wants, still ours on the router. */
+  | { readonly _tag: "Delete"; readonly mapping: RecordedMapping }
+  /** A mapping of ours whose Service is gone. */
+  | { readonly _tag: "Orphan"; readonly entry: MappingEntry }
+
+export interface ServicePlan {
+  /** The record to write (with the finalizer) before any router call; undefined when it already holds it. */
+  readonly recordBefore: ReadonlyArray<RecordedMapping> | undefined
+  readonly steps: ReadonlyArray<Step>
+  /** Ports already correct on the router. */
+  readonly inPlace: ReadonlyArray<DesiredPort>
+  /** Recorded mappings that are no longer on the router as ours: dropped from the record. */
+  readonly forgotten: ReadonlyArray<RecordedMapping>
+  /** Ports not attempted because the router cannot publish them (double NAT, disconnected). */
+  readonly blocked: ReadonlyArray<DesiredPort>
+}
+
+export interface ServicePlanInput {
+  readonly service: DesiredService
+  readonly claims: Claims
+  readonly record: ReadonlyArray<RecordedMapping>
+  readonly observed: ObservedTable
+  readonly gateway: GatewayView
+  readonly ownership: Ownership
+}
+
+export const toRecorded = (port: DesiredPort, gateway: GatewayView): RecordedMapping => ({
+  backend: gateway.backend,
+  gateway: gateway.router,
+  protocol: port.protocol,
+  externalPort: port.externalPort,
+  internalClient: gateway.localAddress,
+  internalPort: port.internalPort,
+  description: port.description
+})
+
+/** Plans one live Service: what to add, renew, replace or delete, and what to leave alone. */
+export const planService = (input: ServicePlanInput): ServicePlan => {
+  const { claims, gateway, observed, ownership, record, service } = input
+  const steps: Array<Step> = []
+  const inPlace: Array<DesiredPort> = []
+  const blocked: Array<DesiredPort> = []
+  const recordedKeys = new Set(record.map(portKey))
+  const publishable = gateway.externalAddress.class === "public"
+
+  for (const { holder, port } of claims.contested) {
+    steps.push({
+      _tag: "Conflict",
+      port,
+      holder: `Service ${holder}`,
+      reason: `Service ${holder} is older and already claims ${port.protocol} ${port.externalPort}`
+    })
+  }
+  for (const port of claims.granted) {
+    const entry = observed.get(portKey(port)) ?? null
+    if (entry === null) {
+      if (publishable) steps.push({ _tag: "Add", port, repair: recordedKeys.has(portKey(port)) })
+      else blocked.push(port)
+      continue
+    }
+    const owned = isOwned(entry, ownership)
+    if (!owned || entry.description !== port.description) {
+      steps.push({ _tag: "Conflict", port, holder: describeHolder(entry), reason: conflictReason(entry, owned) })
+      continue
+    }
+    if (entry.internalClient !== gateway.localAddress || entry.internalPort !== port.internalPort) {
+      if (publishable) steps.push({ _tag: "Replace", port, previous: entry })
+      else blocked.push(port)
+      continue
+    }
+    if (needsRenewal(entry, service.leaseSeconds)) steps.push({ _tag: "Renew", port })
+    else inPlace.push(port)
+  }
+
+  const wanted = new Set(claims.granted.map(portKey))
+  const forgotten: Array<RecordedMapping> = []
+  for (const mapping of record) {
+    if (wanted.has(portKey(mapping))) continue
+    const entry = observed.get(portKey(mapping)) ?? null
+    if (entry !== null && isOwned(entry, ownership) && entry.description === mapping.description) {
+      steps.push({ _tag: "Delete", mapping })
+    } else {
+      forgotten.push(mapping)
+    }
+  }
+
+  const desiredRecord = mergeRecord(record, claims.granted.map((port) => toRecorded(port, gateway)))
+  return {
+    recordBefore: sameRecord(desiredRecord, record) ? undefined : desiredRecord,
+    steps,
+    inPlace,
+    forgotten,
+    blocked
+  }
+}
+
+/** A finite lease is renewed once half of it has passed; an unknown remaining lease is renewed. */
+export const needsRenewal = (entry: MappingEntry, leaseSeconds: number): boolean => {
+  if (leaseSeconds === 0) return false
+  if (entry.leaseDuration === undefined) return true
+  // A permanent mapping where we asked for a lease: the router ignored it (725 routers); keep it.
+  if (entry.leaseDuration === 0) return false
+  return entry.leaseDuration <= leaseSeconds / 2
+}
+
+const describeHolder = (entry: MappingEntry): string =>
+  `${entry.internalClient}:${entry.internalPort}${entry.description ? ` '${entry.description}'` : ""}`
+
+const conflictReason = (entry: MappingEntry, owned: boolean): string =>
+  owned
+    ? `the port maps to this cluster under another description '${entry.description}'`
+    : `the port is mapped to ${entry.internalClient}:${entry.internalPort}` +
+      (entry.description ? ` ('${entry.description}')` : "") + ", which is not ours"
+
+/** Entries for the same port are replaced by the newer one; others are kept until cleaned up. */
+const mergeRecord = (
+  record: ReadonlyArray<RecordedMapping>,
+  desired: ReadonlyArray<RecordedMapping>
+): ReadonlyArray<RecordedMapping> => {
+  const merged = new Map(record.map((mapping) => [portKey(mapping), mapping]))
+  for (const mapping of desired) merged.set(portKey(mapping), mapping)
+  return [...merged.values()]
+}
+
+export const sameRecord = (a: ReadonlyArray<RecordedMapping>, b: ReadonlyArray<RecordedMapping>): boolean => {
+  if (a.length !== b.length) return false
+  const byKey = new Map(b.map((mapping) => [portKey(mapping), mapping]))
+  return a.every((mapping) => {
+    const other = byKey.get(portKey(mapping))
+    return other !== undefined && other.internalClient === mapping.internalClient &&
+      other.internalPort === mapping.internalPort && other.description === mapping.description &&
+      other.gateway === mapping.gateway && other.backend === mapping.backend && other.nonce === mapping.nonce
+  })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cleanup: the Service is deleted, no longer a LoadBalancer, or opted out.
+
+export interface CleanupPlan {
+  readonly steps: ReadonlyArray<Extract<Step, { _tag: "Delete" }>>
+  /** Recorded mappings already gone, or now held by someone else: nothing to undo. */
+  readonly alreadyGone: ReadonlyArray<RecordedMapping>
+}
+
+/**
+ * Deletes exactly the recorded mappings that the router still holds as ours. When the record
+ * is unreadable, the caller passes the router entries under the Service's descriptions instead.
+ */
+export const planCleanup = (
+  record: ReadonlyArray<RecordedMapping>,
+  observed: ObservedTable,
+  ownership: Ownership
+): CleanupPlan => {
+  const steps: Array<Extract<Step, { _tag: "Delete" }>> = []
+  const alreadyGone: Array<RecordedMapping> = []
+  for (const mapping of record) {
+    const entry = observed.get(portKey(mapping)) ?? null
+    if (entry !== null && isOwned(entry, ownership) && entry.description === mapping.description) {
+      steps.push({ _tag: "Delete", mapping })
+    } else {
+      alreadyGone.push(mapping)
+    }
+  }
+  return { steps, alreadyGone }
+}
+
+/**
+ * Owned router entries that no Service wants or records any more. Only called with a complete
+ * listing and a synced Service list: a partial view must never delete anything.
+ */
+export const planOrphans = (
+  table: ReadonlyArray<MappingEntry>,
+  liveDescriptions: ReadonlySet<string>,
+  ownership: Ownership
+): ReadonlyArray<Extract<Step, { _tag: "Orphan" }>> =>
+  table
+    .filter((entry) => isOwned(entry, ownership) && !liveDescriptions.has(entry.description))
+    .map((entry) => ({ _tag: "Orphan", entry }))
+
+// ---------------------------------------------------------------------------------------------
+// Status: what the Service shows in `kubectl get svc`, computed from per-port outcomes.
+
+export type PortErrorReason =
+  | "PortConflict"
+  | "DoubleNAT"
+  | "GatewayUnreachable"
+  | "MappingFailed"
+  | "UnsupportedProtocol"
+  | "NoNodePort"
+
+export type PortOutcome =
+  | { readonly _tag: "Mapped"; readonly port: DesiredPort }
+  | { readonly _tag: "Failed"; readonly port: DesiredPort; readonly reason: PortErrorReason; readonly message: string }
+
+export interface LoadBalancerStatus {
+  readonly ingress: ReadonlyArray<{
+    readonly ip: string
+    readonly ipMode?: "VIP" | "Proxy"
+    readonly ports: ReadonlyArray<{ readonly port: number; readonly protocol: string; readonly error?: string }>
+  }>
+}
+
+/** The API's provider-specific error format: `midokura.com/CamelCase`. */
+export const portErrorValue = (reason: PortErrorReason): string => `midokura.com/${reason}`
+
+/**
+ * The address is published only when the router's address is public (never behind a double
+ * NAT); every port is listed, with its error when it failed, so a conflict shows in the status.
+ */
+export const serviceStatus = (
+  outcomes: ReadonlyArray<PortOutcome>,
+  unmappable: ReadonlyArray<UnmappablePort>,
+  externalAddress: ExternalAddress,
+  ipMode: "VIP" | "Proxy" | undefined
+): LoadBalancerStatus => {
+  if (externalAddress.class !== "public" || externalAddress.ip === undefined) return { ingress: [] }
+  if (outcomes.length === 0 && unmappable.length === 0) return { ingress: [] }
+  const ports = [
+    ...outcomes.map((outcome) =>
+      outcome._tag === "Mapped"
+        ? { port: outcome.port.externalPort, protocol: outcome.port.protocol }
+        : { port: outcome.port.externalPort, protocol: outcome.port.protocol, error: portErrorValue(outcome.reason) }
+    ),
+    ...unmappable.map((port) => ({ port: port.port, protocol: port.protocol, error: portErrorValue(port.reason) }))
+  ].sort((a, b) => a.port - b.port || a.protocol.localeCompare(b.protocol))
+  return {
+    ingress: [{ ip: externalAddress.ip, ...(ipMode === undefined ? {} : { ipMode }), ports }]
+  }
+}

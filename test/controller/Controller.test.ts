@@ -1,0 +1,324 @@
+/**
+ * Scenario tests: the whole controller (watch → queue → planner → executor) against an
+ * in-memory apiserver and an in-memory router with miniupnpd's semantics. Time is TestClock's.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import type { V1Node, V1Service } from "@kubernetes/client-node"
+import { Duration, Effect, Layer } from "effect"
+import { TestClock } from "effect/testing"
+import { Controller, type ControllerOptions } from "../../src/controller/Controller.ts"
+import { readRecord } from "../../src/controller/MappingRecord.ts"
+import { FINALIZER, MAPPINGS_ANNOTATION } from "../../src/controller/ServiceSpec.ts"
+import { makeInMemoryGateway } from "../support/InMemoryGateway.ts"
+import { makeInMemoryKube } from "../support/InMemoryKube.ts"
+
+const node = (name: string, ip: string): V1Node => ({
+  metadata: { name },
+  status: { addresses: [{ type: "InternalIP", address: ip }] }
+})
+
+const seedService = (overrides: Partial<V1Service["metadata"]> = {}, spec: Partial<NonNullable<V1Service["spec"]>> = {}) =>
+  ({
+    metadata: {
+      name: "http-nginx-service",
+      annotations: { "midokura.com/load-balancer-type": "upnp-igd" },
+      creationTimestamp: new Date("2026-01-01T00:00:00Z"),
+      ...overrides
+    },
+    spec: {
+      type: "LoadBalancer",
+      selector: { app: "nginx" },
+      ports: [{ name: "http", port: 8080, targetPort: 80, nodePort: 30000, protocol: "TCP" }],
+      ...spec
+    }
+  }) satisfies V1Service
+
+const SEED_KEY = "default/http-nginx-service"
+const SEED_DESCRIPTION = "kubernetes/default/http-nginx-service/http"
+
+const setup = (options: Partial<ControllerOptions> = {}) => {
+  const kube = makeInMemoryKube([node("node-1", "192.168.77.10"), node("node-2", "192.168.77.11")])
+  const gateway = makeInMemoryGateway()
+  const start = Layer.build(
+    Controller.layer({ probeInterval: Duration.seconds(2), ...options }).pipe(
+      Layer.provide(kube.layer),
+      Layer.provide(gateway.layer)
+    )
+  )
+  return { kube, gateway, start }
+}
+
+/** Lets the controller's fibers run until the condition holds (bounded: fails with the description). */
+const until = (description: string, condition: () => boolean) =>
+  Effect.gen(function*() {
+    for (let round = 0; round < 2_000; round++) {
+      if (condition()) return
+      yield* Effect.yieldNow
+    }
+    return yield* Effect.die(new Error(`condition never held: ${description}`))
+  })
+
+/** Lets every fiber that can make progress do so, for assertions that something did NOT happen. */
+const settle = Effect.gen(function*() {
+  for (let round = 0; round < 500; round++) yield* Effect.yieldNow
+})
+
+const reasons = (kube: ReturnType<typeof makeInMemoryKube>) => kube.events.map((e) => e.reason)
+
+describe("Controller", () => {
+  it.effect("maps the seed's Service, records it first, and publishes the router's address", () =>
+    Effect.gen(function*() {
+      const { gateway, kube, start } = setup()
+      yield* start
+      kube.create(seedService())
+      yield* until("status published", () => kube.get(SEED_KEY)?.status?.loadBalancer?.ingress?.[0]?.ip !== undefined)
+
+      expect(gateway.table.get("TCP/8080")).toMatchObject({
+        internalClient: "192.168.77.10",
+        internalPort: 30000,
+        description: SEED_DESCRIPTION,
+        leaseDuration: 3600
+      })
+      const service = kube.get(SEED_KEY)!
+      expect(service.status?.loadBalancer?.ingress).toEqual([
+        { ip: "122.112.219.229", ports: [{ port: 8080, protocol: "TCP" }] }
+      ])
+      expect(service.metadata?.finalizers).toEqual([FINALIZER])
+      const record = readRecord(service)
+      expect(record._tag === "Ok" && record.mappings.map((m) => m.description)).toEqual([SEED_DESCRIPTION])
+      // The record (with the finalizer) is written before the router is touched.
+      const firstPatch = kube.calls.indexOf(`patch ${SEED_KEY}`)
+      expect(firstPatch).toBeGreaterThanOrEqual(0)
+      expect(reasons(kube)).toEqual(["EnsuringLoadBalancer", "EnsuredLoadBalancer"])
+    }))
+
+  it.effect("leaves Services without opt-in or of another class alone: no calls, no events", () =>
+    Effect.gen(function*() {
+      const { gateway, kube, start } = setup()
+      yield* start
+      kube.create(seedService({ name: "plain", annotations: {} }))
+      kube.create(seedService({ name: "metallb" }, { loadBalancerClass: "metallb.io/metallb" }))
+      kube.create(seedService({ name: "nodeport" }, { type: "NodePort" }))
+      yield* settle
+      expect(kube.events).toEqual([])
+      expect(kube.calls).toEqual([])
+      expect(gateway.calls.filter((c) => c.startsWith("map") || c.startsWith("get"))).toEqual([])
+    }))
+
+  it.effect("maps every port of a TCP+UDP Service", () =>
+    Effect.gen(function*() {
+      const { gateway, kube, start } = setup()
+      yield* start
+      kube.create(seedService({ name: "dns" }, {
+        ports: [
+          { name: "dns-tcp", port: 53, nodePort: 30053, protocol: "TCP" },
+          { name: "dns-udp", port: 53, nodePort: 30054, protocol: "UDP" }
+        ]
+      }))
+      yield* until("both mapped", () => gateway.table.has("TCP/53") && gateway.table.has("UDP/53"))
+      expect(gateway.table.get("UDP/53")).toMatchObject({ internalPort: 30054, description: "kubernetes/default/dns/dns-udp" })
+    }))
+
+  it.effect("on delete removes the mapping, then the finalizer, and the Service goes", () =>
+    Effect.gen(function*() {
+      const { gateway, kube, start } = setup()
+      yield* start
+      kube.create(seedService())
+      yield* until("mapped", () => gateway.table.has("TCP/8080") && kube.get(SEED_KEY)?.status?.loadBalancer?.ingress !== undefined)
+      kube.delete(SEED_KEY)
+      yield* until("service gone", () => kube.get(SEED_KEY) === undefined)
+      expect(gateway.table.size).toBe(0)
+      expect(reasons(kube)).toContain("DeletedLoadBalancer")
+    }))
+
+  it.effect("re-asserts every mapping as soon as a probe sees the router rebooted", () =>
+    Effect.gen(function*() {
+      const { gateway, kube, start } = setup({ resyncInterval: Duration.minutes(30) })
+      yield* start
+      kube.create(seedService())
+      kube.create(seedService({ name: "other" }, { ports: [{ name: "x", port: 9090, nodePort: 30090 }] }))
+      yield* until("mapped", () => gateway.table.size === 2)
+      gateway.reboot()
+      yield* TestClock.adjust(Duration.seconds(2))
+      yield* until("restored", () => gateway.table.size === 2)
+      expect(reasons(kube).filter((r) => r === "MappingRepaired")).toHaveLength(2)
+    }))
+
+  it.effect("repairs a mapping lost without a reboot at the next resync", () =>
+    Effect.gen(function*() {
+      const { gateway, kube, start } = setup({ resyncInterval: Duration.seconds(30) })
+      yield* start
+      kube.create(seedService())
+      yield* until("mapped", () => gateway.table.size === 1)
+      gateway.table.clear()
+      yield* TestClock.adjust(Duration.seconds(30))
+      yield* until("restored", () => gateway.table.size === 1)
+      expect(reasons(kube)).toContain("MappingRepaired")
+    }))
+
+  it.effect("after a restart, cleans up a Service deleted while it was down, from the record alone", () =>
+    Effect.gen(function*() {
+      const first = setup()
+      // The first process runs, maps, and stops (its scope closes: every fiber is gone).
+      yield* Effect.scoped(Effect.gen(function*() {
+        yield* first.start
+        first.kube.create(seedService())
+        yield* until("mapped", () => first.gateway.table.size === 1 && readRecord(first.kube.get(SEED_KEY)!)._tag === "Ok")
+      }))
+      const kube = first.kube
+      kube.delete(SEED_KEY)
+      yield* settle
+      expect(kube.get(SEED_KEY)?.metadata?.deletionTimestamp).toBeDefined()
+      expect(first.gateway.table.size).toBe(1)
+      // A new process over the same apiserver and router knows what to undo from the record.
+      yield* Layer.build(
+        Controller.layer({ probeInterval: Duration.seconds(2) }).pipe(
+          Layer.provide(kube.layer),
+          Layer.provide(first.gateway.layer)
+        )
+      )
+      yield* until("service gone", () => kube.get(SEED_KEY) === undefined)
+      expect(first.gateway.table.size).toBe(0)
+    }))
+
+  it.effect("reports a port held by another host as a conflict and never touches it", () =>
+    Effect.gen(function*() {
+      const { gateway, kube, start } = setup()
+      gateway.addForeign({ externalPort: 8080, protocol: "TCP" })
+      yield* start
+      kube.create(seedService())
+      yield* until("conflict event", () => reasons(kube).includes("PortConflict"))
+      yield* until("port error", () =>
+        kube.get(SEED_KEY)?.status?.loadBalancer?.ingress?.[0]?.ports?.[0]?.error === "midokura.com/PortConflict")
+      expect(gateway.table.get("TCP/8080")).toMatchObject({ internalClient: "192.168.77.50", description: "someone else's game" })
+      expect(gateway.calls.filter((c) => c.startsWith("map ") || c.startsWith("unmap "))).toEqual([])
+      // Announced once, not on every retry.
+      yield* TestClock.adjust(Duration.seconds(10))
+      yield* settle
+      expect(reasons(kube).filter((r) => r === "PortConflict")).toHaveLength(1)
+    }))
+
+  it.effect("publishes nothing behind a double NAT, and says why", () =>
+    Effect.gen(function*() {
+      const { gateway, kube, start } = setup()
+      gateway.state.externalIp = "10.0.0.2"
+      gateway.state.externalClass = "private"
+      yield* start
+      kube.create(seedService())
+      yield* until("DoubleNAT event", () => reasons(kube).includes("DoubleNAT"))
+      expect(kube.get(SEED_KEY)?.status?.loadBalancer?.ingress ?? []).toEqual([])
+      expect(gateway.table.size).toBe(0)
+    }))
+
+  it.effect("follows a new external address", () =>
+    Effect.gen(function*() {
+      const { gateway, kube, start } = setup()
+      yield* start
+      kube.create(seedService())
+      yield* until("published", () => kube.get(SEED_KEY)?.status?.loadBalancer?.ingress?.[0]?.ip === "122.112.219.229")
+      gateway.state.externalIp = "122.112.219.230"
+      yield* TestClock.adjust(Duration.seconds(2))
+      yield* until("followed", () => kube.get(SEED_KEY)?.status?.loadBalancer?.ingress?.[0]?.ip === "122.112.219.230")
+      expect(reasons(kube)).toContain("ExternalIPChanged")
+    }))
+
+  it.effect("gives a contested port to the older Service, and hands it over when that one goes", () =>
+    Effect.gen(function*() {
+      const { gateway, kube, start } = setup()
+      yield* start
+      kube.create(seedService({ name: "older", creationTimestamp: new Date("2026-01-01T00:00:00Z") }))
+      kube.create(
+        seedService({ name: "newer", creationTimestamp: new Date("2026-02-01T00:00:00Z") }, {
+          ports: [{ name: "http", port: 8080, nodePort: 30500 }]
+        })
+      )
+      yield* until("newer gets a conflict", () =>
+        kube.get("default/newer")?.status?.loadBalancer?.ingress?.[0]?.ports?.[0]?.error === "midokura.com/PortConflict")
+      expect(gateway.table.get("TCP/8080")?.description).toBe("kubernetes/default/older/http")
+      kube.delete("default/older")
+      yield* until("handed over", () => gateway.table.get("TCP/8080")?.description === "kubernetes/default/newer/http")
+      yield* until("newer published cleanly", () =>
+        kube.get("default/newer")?.status?.loadBalancer?.ingress?.[0]?.ports?.[0]?.error === undefined)
+    }))
+
+  it.effect("moves a mapping when the Service's port changes, deleting the old one", () =>
+    Effect.gen(function*() {
+      const { gateway, kube, start } = setup()
+      yield* start
+      kube.create(seedService())
+      yield* until("mapped", () => gateway.table.has("TCP/8080"))
+      kube.update(SEED_KEY, (s) => ({ ...s, spec: { ...s.spec, ports: [{ name: "http", port: 9090, nodePort: 30000 }] } }))
+      yield* until("moved", () => gateway.table.has("TCP/9090") && !gateway.table.has("TCP/8080"))
+      yield* until("record follows", () => {
+        const record = readRecord(kube.get(SEED_KEY)!)
+        return record._tag === "Ok" && record.mappings.length === 1 && record.mappings[0]!.externalPort === 9090
+      })
+    }))
+
+  it.effect("deletes orphaned mappings of this cluster, and only those", () =>
+    Effect.gen(function*() {
+      const { gateway, start } = setup()
+      gateway.addForeign({ externalPort: 7000, protocol: "TCP", internalClient: "192.168.77.10", description: "kubernetes/default/gone/http" })
+      gateway.addForeign({ externalPort: 7001, protocol: "TCP", internalClient: "192.168.77.11", description: "kubernetes/default/gone/b" })
+      gateway.addForeign({ externalPort: 7002, protocol: "TCP", description: "kubernetes/x/y/z" })
+      gateway.addForeign({ externalPort: 7003, protocol: "TCP", internalClient: "192.168.77.10", description: "staging/default/a/b" })
+      yield* start
+      yield* until("orphans deleted", () => !gateway.table.has("TCP/7000") && !gateway.table.has("TCP/7001"))
+      expect([...gateway.table.keys()].sort()).toEqual(["TCP/7002", "TCP/7003"])
+    }))
+
+  it.effect("warns once about an unknown load balancer type and changes nothing", () =>
+    Effect.gen(function*() {
+      const { gateway, kube, start } = setup()
+      yield* start
+      kube.create(seedService({ annotations: { "midokura.com/load-balancer-type": "upnp" } }))
+      yield* until("warned", () => reasons(kube).includes("InvalidAnnotation"))
+      kube.update(SEED_KEY, (s) => ({ ...s, metadata: { ...s.metadata, labels: { touched: "yes" } } }))
+      yield* settle
+      expect(reasons(kube)).toEqual(["InvalidAnnotation"])
+      expect(kube.events[0]!.note).toContain("accepted: upnp-igd")
+      expect(gateway.calls.filter((c) => c.startsWith("map"))).toEqual([])
+    }))
+
+  it.effect("keeps retrying cleanup while the router is down, and releases on abandon-mappings", () =>
+    Effect.gen(function*() {
+      const { gateway, kube, start } = setup()
+      yield* start
+      kube.create(seedService())
+      yield* until("mapped", () => gateway.table.size === 1 && kube.get(SEED_KEY)?.metadata?.finalizers?.length === 1)
+      gateway.state.reachable = false
+      kube.delete(SEED_KEY)
+      yield* until("warned", () => reasons(kube).includes("SyncLoadBalancerFailed"))
+      expect(kube.get(SEED_KEY)?.metadata?.finalizers).toEqual([FINALIZER])
+      kube.update(SEED_KEY, (s) => ({
+        ...s,
+        metadata: { ...s.metadata, annotations: { ...s.metadata?.annotations, "midokura.com/abandon-mappings": "true" } }
+      }))
+      yield* until("released", () => kube.get(SEED_KEY) === undefined)
+      expect(kube.events.find((e) => e.reason === "MappingsAbandoned")?.note).toContain("TCP 8080")
+    }))
+
+  it.effect("replaces the old leader node's mapping with one to this node", () =>
+    Effect.gen(function*() {
+      const { gateway, kube, start } = setup()
+      gateway.addForeign({ externalPort: 8080, protocol: "TCP", internalClient: "192.168.77.11", internalPort: 30000, description: SEED_DESCRIPTION })
+      yield* start
+      kube.create(seedService())
+      yield* until("re-pointed", () => gateway.table.get("TCP/8080")?.internalClient === "192.168.77.10")
+      expect(gateway.calls).toContain("unmap TCP/8080")
+    }))
+
+  it.effect("writes nothing when nothing changed", () =>
+    Effect.gen(function*() {
+      const { kube, start } = setup()
+      yield* start
+      kube.create(seedService())
+      yield* until("published", () => kube.get(SEED_KEY)?.status?.loadBalancer?.ingress !== undefined)
+      yield* settle
+      const writes = kube.calls.length
+      yield* TestClock.adjust(Duration.seconds(30))
+      yield* settle
+      expect(kube.calls.slice(writes)).toEqual([])
+      expect(kube.get(SEED_KEY)?.metadata?.annotations?.[MAPPINGS_ANNOTATION]).toContain("8080")
+    }))
+})

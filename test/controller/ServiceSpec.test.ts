@@ -1,0 +1,136 @@
+import { describe, expect, it } from "@effect/vitest"
+import type { V1Service } from "@kubernetes/client-node"
+import { Duration } from "effect"
+import { parseDuration } from "../../src/controller/DurationString.ts"
+import {
+  desiredService,
+  mappingDescription,
+  MAX_DESCRIPTION_BYTES,
+  selectService
+} from "../../src/controller/ServiceSpec.ts"
+
+const options = { loadBalancerClass: "midokura.com/edge" }
+const desiredOptions = { clusterName: "kubernetes", defaultLease: Duration.hours(1) }
+
+const svc = (
+  spec: Partial<NonNullable<V1Service["spec"]>> = {},
+  annotations: Record<string, string> | null = { "midokura.com/load-balancer-type": "upnp-igd" }
+): V1Service => ({
+  metadata: {
+    name: "http-nginx-service",
+    namespace: "default",
+    uid: "u1",
+    creationTimestamp: new Date("2026-01-01T00:00:00Z"),
+    ...(annotations === null ? {} : { annotations })
+  },
+  spec: {
+    type: "LoadBalancer",
+    ports: [{ name: "http", port: 8080, targetPort: 80, nodePort: 30000, protocol: "TCP" }],
+    ...spec
+  }
+})
+
+describe("selectService", () => {
+  it("takes the seed's annotation and our class, nothing else", () => {
+    expect(selectService(svc(), options)).toEqual({ _tag: "Ours", backend: "upnp-igd" })
+    expect(selectService(svc({ loadBalancerClass: "midokura.com/edge" }, null), options)._tag).toBe("Ours")
+    expect(selectService(svc({}, null), options)._tag).toBe("NotOurs")
+    expect(selectService(svc({ type: "NodePort" }), options)._tag).toBe("NotOurs")
+    expect(selectService(svc({ type: "ClusterIP" }), options)._tag).toBe("NotOurs")
+  })
+
+  it("never touches a Service of another class, even with our annotation", () => {
+    expect(selectService(svc({ loadBalancerClass: "metallb.io/metallb" }), options)._tag).toBe("NotOurs")
+  })
+
+  it("names the annotation and the accepted values when the value is unknown", () => {
+    const selection = selectService(svc({}, { "midokura.com/load-balancer-type": "upnp" }), options)
+    expect(selection).toMatchObject({ _tag: "Invalid", annotation: "midokura.com/load-balancer-type" })
+    expect(selection._tag === "Invalid" && selection.reason).toMatch(/"upnp".*accepted: upnp-igd/)
+  })
+})
+
+describe("desiredService", () => {
+  it("maps each port to the nodePort with the seed's description format", () => {
+    const desired = desiredService(svc(), "upnp-igd", desiredOptions)
+    expect(desired.ports).toEqual([{
+      portName: "http",
+      protocol: "TCP",
+      externalPort: 8080,
+      internalPort: 30000,
+      description: "kubernetes/default/http-nginx-service/http"
+    }])
+    expect(desired.leaseSeconds).toBe(3600)
+    expect(desired.createdAt).toBe(Date.parse("2026-01-01T00:00:00Z"))
+  })
+
+  it("names an unnamed port by its number", () => {
+    const desired = desiredService(svc({ ports: [{ port: 53, nodePort: 30053, protocol: "UDP" }] }), "upnp-igd", desiredOptions)
+    expect(desired.ports[0]!.description).toBe("kubernetes/default/http-nginx-service/53")
+  })
+
+  it("reports SCTP and a missing nodePort per port instead of failing", () => {
+    const desired = desiredService(
+      svc({
+        ports: [
+          { name: "sig", port: 2905, nodePort: 30100, protocol: "SCTP" },
+          { name: "web", port: 80 },
+          { name: "ok", port: 443, nodePort: 30443 }
+        ]
+      }),
+      "upnp-igd",
+      desiredOptions
+    )
+    expect(desired.ports.map((p) => p.portName)).toEqual(["ok"])
+    expect(desired.unmappable.map((p) => [p.portName, p.reason])).toEqual([
+      ["sig", "UnsupportedProtocol"],
+      ["web", "NoNodePort"]
+    ])
+  })
+
+  it("reads the lease override, and warns (keeping the default) on a bad one", () => {
+    const override = desiredService(svc({}, { "midokura.com/mapping-lease": "10m" }), "upnp-igd", desiredOptions)
+    expect(override.leaseSeconds).toBe(600)
+    const bad = desiredService(svc({}, { "midokura.com/mapping-lease": "forever" }), "upnp-igd", desiredOptions)
+    expect(bad.leaseSeconds).toBe(3600)
+    expect(bad.warnings[0]!.message).toContain("midokura.com/mapping-lease")
+    expect(bad.warnings[0]!.message).toContain("forever")
+  })
+
+  it("warns that source ranges are not enforced, and maps nothing for an IPv6-only Service", () => {
+    const ranges = desiredService(svc({ loadBalancerSourceRanges: ["1.2.3.0/24"] }), "upnp-igd", desiredOptions)
+    expect(ranges.warnings.map((w) => w.reason)).toEqual(["LoadBalancerSourceRangesIgnored"])
+    const v6 = desiredService(svc({ ipFamilies: ["IPv6"] }), "upnp-igd", desiredOptions)
+    expect(v6.ports).toEqual([])
+    expect(v6.warnings.map((w) => w.reason)).toContain("IPv6Only")
+    const dual = desiredService(svc({ ipFamilies: ["IPv6", "IPv4"] }), "upnp-igd", desiredOptions)
+    expect(dual.ports).toHaveLength(1)
+  })
+})
+
+describe("mappingDescription", () => {
+  it("keeps short descriptions as they are", () => {
+    expect(mappingDescription("kubernetes", "default", "web", "http")).toBe("kubernetes/default/web/http")
+  })
+
+  it("caps long ones at 63 bytes with a hash that keeps them distinct", () => {
+    const long = "a-very-long-service-name-that-goes-on-and-on-and-on"
+    const a = mappingDescription("kubernetes", "production-namespace", long, "http")
+    const b = mappingDescription("kubernetes", "production-namespace", long, "https")
+    expect(Buffer.byteLength(a)).toBeLessThanOrEqual(MAX_DESCRIPTION_BYTES)
+    expect(a.startsWith("kubernetes/production-namespace/")).toBe(true)
+    expect(a).not.toBe(b)
+    const multibyte = mappingDescription("kubernetes", "ns", "服务".repeat(20), "http")
+    expect(Buffer.byteLength(multibyte)).toBeLessThanOrEqual(MAX_DESCRIPTION_BYTES)
+  })
+})
+
+describe("parseDuration", () => {
+  it("accepts Go-style and Effect-style durations", () => {
+    expect(Duration.toMillis(parseDuration("1h30m")!)).toBe(5_400_000)
+    expect(Duration.toMillis(parseDuration("30s")!)).toBe(30_000)
+    expect(Duration.toMillis(parseDuration("0")!)).toBe(0)
+    expect(Duration.toMillis(parseDuration("5 seconds")!)).toBe(5_000)
+    expect(parseDuration("soon")).toBeUndefined()
+  })
+})

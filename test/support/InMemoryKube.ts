@@ -1,0 +1,129 @@
+/**
+ * An in-memory apiserver for Services, with the semantics the controller relies on:
+ * resourceVersion preconditions (409), finalizers holding a deleted object, a status
+ * subresource, and a watch that starts with the full list.
+ */
+import type { V1EndpointSlice, V1Node, V1Service } from "@kubernetes/client-node"
+import { Effect, Layer, Queue, Stream } from "effect"
+import { type EventSpec, Kube, KubeConflict, KubeNotFound, type WatchEvent } from "../../src/kube/Kube.ts"
+
+export interface InMemoryKube {
+  readonly layer: Layer.Layer<Kube>
+  readonly services: Map<string, V1Service>
+  readonly events: Array<EventSpec>
+  /** Every write, in order: `patch default/web`, `status default/web`, `event Reason`. */
+  readonly calls: Array<string>
+  readonly create: (service: V1Service) => void
+  readonly update: (key: string, change: (service: V1Service) => V1Service) => void
+  /** kubectl delete: held by finalizers until they are gone. */
+  readonly delete: (key: string) => void
+  readonly get: (key: string) => V1Service | undefined
+}
+
+export const makeInMemoryKube = (nodes: ReadonlyArray<V1Node> = []): InMemoryKube => {
+  const services = new Map<string, V1Service>()
+  const events: Array<EventSpec> = []
+  const calls: Array<string> = []
+  const listeners = new Set<(event: WatchEvent<V1Service>) => void>()
+  let resourceVersion = 1
+
+  const keyOf = (s: V1Service) => `${s.metadata?.namespace ?? "default"}/${s.metadata?.name}`
+  const store = (service: V1Service) => {
+    const next = structuredClone({
+      ...service,
+      metadata: { ...service.metadata, resourceVersion: String(++resourceVersion) }
+    })
+    const key = keyOf(next)
+    if (next.metadata?.deletionTimestamp !== undefined && (next.metadata.finalizers ?? []).length === 0) {
+      services.delete(key)
+      for (const listener of listeners) listener({ _tag: "Deleted", object: next })
+      return next
+    }
+    services.set(key, next)
+    for (const listener of listeners) listener({ _tag: "Upserted", object: structuredClone(next) })
+    return next
+  }
+
+  const watch = <T>(initial: () => ReadonlyArray<T>, subscribe: boolean) =>
+    Stream.callback<WatchEvent<T>>((queue) =>
+      Effect.acquireRelease(
+        Effect.sync(() => {
+          Queue.offerUnsafe(queue, { _tag: "Synced", items: structuredClone(initial()) })
+          const listener = (event: WatchEvent<V1Service>) => Queue.offerUnsafe(queue, event as WatchEvent<T>)
+          if (subscribe) listeners.add(listener)
+          return listener
+        }),
+        (listener) => Effect.sync(() => listeners.delete(listener))
+      )
+    )
+
+  const notFound = (verb: string, namespace: string, name: string) =>
+    new KubeNotFound({ verb, resource: "services", namespace, name, reason: "NotFound", message: "not found" })
+
+  const kube = Kube.of({
+    watchServices: watch(() => [...services.values()], true),
+    watchNodes: watch<V1Node>(() => nodes, false),
+    watchEndpointSlices: watch<V1EndpointSlice>(() => [], false),
+    getService: (namespace, name) => Effect.sync(() => structuredClone(services.get(`${namespace}/${name}`))),
+    patchServiceMetadata: (ref, change) =>
+      Effect.suspend((): Effect.Effect<V1Service, KubeConflict | KubeNotFound> => {
+        const key = `${ref.namespace}/${ref.name}`
+        calls.push(`patch ${key}`)
+        const current = services.get(key)
+        if (current === undefined) return Effect.fail(notFound("patch", ref.namespace, ref.name))
+        if (ref.resourceVersion !== current.metadata?.resourceVersion) {
+          return Effect.fail(
+            new KubeConflict({ verb: "patch", resource: "services", reason: "Conflict", message: "stale resourceVersion" })
+          )
+        }
+        const annotations: Record<string, string> = { ...current.metadata?.annotations }
+        for (const [name, value] of Object.entries(change.annotations ?? {})) {
+          if (value === null) delete annotations[name]
+          else annotations[name] = value
+        }
+        return Effect.succeed(store({
+          ...current,
+          metadata: {
+            ...current.metadata,
+            annotations,
+            ...(change.finalizers === undefined ? {} : { finalizers: [...change.finalizers] })
+          }
+        }))
+      }),
+    applyServiceStatus: (ref, status) =>
+      Effect.suspend(() => {
+        const key = `${ref.namespace}/${ref.name}`
+        calls.push(`status ${key}`)
+        const current = services.get(key)
+        if (current === undefined) return Effect.fail(notFound("apply", ref.namespace, ref.name))
+        return Effect.succeed(store({ ...current, status: { ...current.status, loadBalancer: status.loadBalancer } }))
+      }),
+    recordEvent: (event) =>
+      Effect.sync(() => {
+        calls.push(`event ${event.reason}`)
+        events.push(event)
+      }),
+    getLease: () => Effect.succeed(undefined),
+    createLease: (lease) => Effect.succeed(lease),
+    replaceLease: (lease) => Effect.succeed(lease)
+  })
+
+  return {
+    layer: Layer.succeed(Kube, kube),
+    services,
+    events,
+    calls,
+    create: (service) =>
+      void store({
+        ...service,
+        metadata: { namespace: "default", uid: `uid-${service.metadata?.name}`, ...service.metadata }
+      }),
+    update: (key, change) => void store(change(structuredClone(services.get(key)!))),
+    delete: (key) => {
+      const current = services.get(key)
+      if (current === undefined) return
+      store({ ...current, metadata: { ...current.metadata, deletionTimestamp: new Date() } })
+    },
+    get: (key) => services.get(key)
+  }
+}
