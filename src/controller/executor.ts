@@ -578,7 +578,8 @@ const gatewayDown = (error: GatewayError): Announcement => ({
 
 const doubleNatNote = (gateway: GatewayView): string =>
   gateway.externalAddress.class === "missing"
-    ? `${gateway.router} reports no external address (WAN down?): nothing can be published`
+    ? `${gateway.router} reports no usable external address (its WAN link is down, or it hides a private ` +
+      "address behind a double NAT): nothing can be published"
     : `${gateway.router} has the external address ${gateway.externalAddress.ip}, which is private or reserved ` +
       "(double NAT or CGNAT): the Service would not be reachable from the Internet, so no address is published"
 
