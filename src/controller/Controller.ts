@@ -5,7 +5,7 @@
  * a restart or a rebooted router is repaired by the next pass.
  */
 import type { V1EndpointSlice, V1Node, V1Service } from "@kubernetes/client-node"
-import { Context, Duration, Effect, FiberMap, Layer, Random, Schedule, Semaphore, Stream } from "effect"
+import { Context, Duration, Effect, FiberMap, Layer, Metric, Random, Schedule, Semaphore, Stream } from "effect"
 import type { GatewayError } from "../gateway/GatewayError.ts"
 import type { GatewayStatus, MappingEntry } from "../gateway/Mapping.ts"
 import { PortMapper } from "../gateway/PortMapper.ts"
@@ -13,7 +13,8 @@ import { Kube, type WatchEvent } from "../kube/Kube.ts"
 import { makeAnnouncer } from "./Announcer.ts"
 import { describePort, type ExecutorContext, type ExecutorOptions, reconcileService } from "./executor.ts"
 import { readRecord } from "./MappingRecord.ts"
-import { type GatewayView, type Ownership, planOrphans } from "./planner.ts"
+import * as metrics from "./metrics.ts"
+import { type GatewayView, isOwned, type Ownership, planOrphans } from "./planner.ts"
 import { desiredService, FINALIZER, selectService, serviceKey } from "./ServiceSpec.ts"
 import { makeTableCache } from "./TableCache.ts"
 import { makeWorkQueue } from "./WorkQueue.ts"
@@ -114,6 +115,7 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
 
   /** Asks the router for its state; returns what changed since the last answer. */
   const probe = gateway.status.pipe(
+    Effect.tap((next) => metrics.setExternalIp(state.gateway?.externalAddress, next.externalAddress)),
     Effect.map((next) => {
       const previous = state.gateway
       const recovered = state.gatewayError !== undefined
@@ -218,6 +220,8 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
       const listing = yield* Effect.result(gateway.list)
       if (listing._tag === "Success" && listing.success !== undefined) {
         yield* table.replaceAll(listing.success)
+        const owned = ownership()
+        yield* Metric.update(metrics.ownedMappings, listing.success.filter((entry) => isOwned(entry, owned)).length)
         yield* sweepOrphans(listing.success)
         yield* enqueueAll(false)
       } else {
@@ -225,6 +229,15 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
         yield* table.invalidate
         yield* enqueueAll(true)
       }
+      yield* Metric.update(
+        metrics.desiredMappings,
+        [...services.values()].reduce((sum, service) => {
+          const selection = selectService(service, options)
+          return selection._tag === "Ours" && service.metadata?.deletionTimestamp === undefined
+            ? sum + desiredService(service, selection.backend, options).ports.length
+            : sum
+        }, 0)
+      )
       state.lastResyncAt = Date.now()
     })
   )
@@ -238,6 +251,7 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
           ? `the gateway is now ${change.status.router}`
           : `router ${change.status.router} is reachable again`
         return Effect.logWarning(`${why}: re-asserting every mapping`).pipe(
+          Effect.andThen(change.rebooted ? metrics.count(metrics.gatewayReboots) : Effect.void),
           Effect.andThen(table.invalidate),
           Effect.andThen(fullPass)
         )
@@ -266,7 +280,10 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
         yield* queue.done(item.key)
         return
       }
+      const started = Date.now()
       const result = yield* reconcileService(context, item.key, item.verify)
+      yield* Metric.update(metrics.reconcileDuration, (Date.now() - started) / 1000)
+      yield* metrics.count(metrics.reconcileTotal, { result: result._tag === "Retry" ? "retry" : "success" })
       if (result._tag === "Retry") {
         const failures = (state.failures.get(item.key) ?? 0) + 1
         state.failures.set(item.key, failures)

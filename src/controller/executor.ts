@@ -11,6 +11,7 @@ import type { PortMapper } from "../gateway/PortMapper.ts"
 import type { Kube, ObjectRef } from "../kube/Kube.ts"
 import type { Announcement, Announcer } from "./Announcer.ts"
 import { portKey, readRecord, type RecordedMapping, writeRecord } from "./MappingRecord.ts"
+import * as metrics from "./metrics.ts"
 import {
   type GatewayView,
   isOwned,
@@ -352,6 +353,7 @@ export const portErrorReason = (error: GatewayError): PortErrorReason => {
       return error.code === 718 || error.code === 606 ? "PortConflict" : "MappingFailed"
     case "GatewayProtocolError":
     case "InvalidMapping":
+    case "PortControlError":
       return "MappingFailed"
   }
 }
@@ -519,7 +521,7 @@ export const refOf = (service: V1Service): ObjectRef => ({
 })
 
 const emitFor = (context: ExecutorContext, service: V1Service) => (announcement: Announcement) =>
-  context.kube.recordEvent({
+  countEvent(announcement).pipe(Effect.andThen(context.kube.recordEvent({
     regarding: { ...refOf(service), kind: "Service", apiVersion: "v1" },
     ...announcement
   }).pipe(
@@ -529,7 +531,14 @@ const emitFor = (context: ExecutorContext, service: V1Service) => (announcement:
       )
     ),
     Effect.catch((error) => Effect.logWarning(`could not record event ${announcement.reason}: ${error.message}`))
-  )
+  )))
+
+const countEvent = (announcement: Announcement) =>
+  announcement.reason === "PortConflict"
+    ? metrics.count(metrics.portConflicts)
+    : announcement.reason === "MappingRepaired"
+    ? metrics.count(metrics.driftRepairs)
+    : Effect.void
 
 const warningsOf = (desired: DesiredService): Array<Announcement> => [
   ...desired.warnings.map((warning): Announcement => ({

@@ -99,13 +99,83 @@ export class PortConflict extends Schema.TaggedError<PortConflict>()("PortConfli
   }
 }
 
+/**
+ * A request we refuse to send: it could only fail or do harm on the router (port 0 is the
+ * wildcard routers reject with 716; miniupnpd garbles descriptions of 64 bytes or more).
+ */
+export class InvalidMapping extends Schema.TaggedError<InvalidMapping>()("InvalidMapping", {
+  router: Schema.String,
+  action: Schema.String,
+  field: Schema.String,
+  reason: Schema.String
+}) {
+  get retryable(): boolean {
+    return false
+  }
+  override get message(): string {
+    return `${this.action} on ${this.router} not sent: ${this.field} ${this.reason}`
+  }
+}
+
+/**
+ * A NAT-PMP (RFC 6886 §3.5) or PCP (RFC 6887 §7.4) result code other than success, for one
+ * request. Short-lifetime codes (network failure, out of resources, quota) may clear by
+ * themselves; the others will not without a change on the gateway or in the request.
+ */
+export class PortControlError extends Schema.TaggedError<PortControlError>()("PortControlError", {
+  router: Schema.String,
+  protocol: Schema.Literals(["nat-pmp", "pcp"]),
+  action: Schema.String,
+  code: Schema.Int,
+  /** What else the user needs, e.g. both addresses of an ADDRESS_MISMATCH. */
+  detail: Schema.optional(Schema.String)
+}) {
+  get codeName(): string {
+    return (this.protocol === "pcp" ? PCP_RESULT_CODES : NATPMP_RESULT_CODES)[this.code] ?? "unknown result code"
+  }
+  get retryable(): boolean {
+    return this.protocol === "pcp" ? [7, 8, 10].includes(this.code) : [3, 4].includes(this.code)
+  }
+  override get message(): string {
+    return `${this.action} on ${this.router} failed: ${this.protocol === "pcp" ? "PCP" : "NAT-PMP"} result ${this.code} (${this.codeName})${
+      this.detail ? `: ${this.detail}` : ""
+    }`
+  }
+}
+
+const NATPMP_RESULT_CODES: Record<number, string> = {
+  1: "UNSUPPORTED_VERSION",
+  2: "NOT_AUTHORIZED",
+  3: "NETWORK_FAILURE",
+  4: "OUT_OF_RESOURCES",
+  5: "UNSUPPORTED_OPCODE"
+}
+
+const PCP_RESULT_CODES: Record<number, string> = {
+  1: "UNSUPP_VERSION",
+  2: "NOT_AUTHORIZED",
+  3: "MALFORMED_REQUEST",
+  4: "UNSUPP_OPCODE",
+  5: "UNSUPP_OPTION",
+  6: "MALFORMED_OPTION",
+  7: "NETWORK_FAILURE",
+  8: "NO_RESOURCES",
+  9: "UNSUPP_PROTOCOL",
+  10: "USER_EX_QUOTA",
+  11: "CANNOT_PROVIDE_EXTERNAL",
+  12: "ADDRESS_MISMATCH",
+  13: "EXCESSIVE_REMOTE_PEERS"
+}
+
 export type GatewayError =
   | UpnpError
+  | InvalidMapping
   | GatewayUnreachable
   | GatewayProtocolError
   | GatewayNotFound
   | DoubleNat
   | PortConflict
+  | PortControlError
 
 /** The meaning of each UPnP error code a gateway client meets in the field. */
 export const upnpErrorMeaning = (code: number): string => UPNP_ERROR_MEANINGS[code] ?? ""

@@ -28,6 +28,8 @@ export interface MappingRequest {
    * ownership), so the client skips its own GetSpecificPortMappingEntry before adding.
    */
   readonly ownershipVerified?: boolean | undefined
+  /** PCP: the nonce of an existing mapping, to renew it (a new one is drawn when absent). */
+  readonly nonce?: string | undefined
 }
 
 /** One row of a router's mapping table, as the router reports it. */
@@ -78,4 +80,12 @@ export interface GatewayStatus {
   readonly externalAddress: ExternalAddress
   /** The local address of our connection to the router: the internal client of our mappings. */
   readonly localAddress: string
+  /**
+   * NAT-PMP/PCP: whether an epoch seen since the previous `status` call (this one's included)
+   * went backwards or lagged behind the time elapsed (RFC 6886 §3.6, RFC 6887 §8.5): the gateway
+   * lost its mappings, so every mapping must be made again. Reported once, by the next `status`.
+   */
+  readonly lostState?: boolean | undefined
+  /** NAT-PMP/PCP: how many such losses this client has seen since it started; never decreases. */
+  readonly stateLosses?: number | undefined
 }

@@ -7,6 +7,11 @@ import type { GatewayError } from "./GatewayError.ts"
 import type { ExternalAddress, GatewayStatus, GrantedMapping, MappingEntry, MappingRequest, Protocol } from "./Mapping.ts"
 
 export class PortMapper extends Context.Service<PortMapper, {
+  /**
+   * Whether `get` and `list` can read the router's table (UPnP). NAT-PMP and PCP cannot: the
+   * controller then relies on its own record, and on `map` reporting a conflict.
+   */
+  readonly canReadTable?: boolean | undefined
   /** The router's external address, classified (public, private = double NAT, missing). */
   readonly externalAddress: Effect.Effect<ExternalAddress, GatewayError>
   /** Connection state, uptime or epoch, external address and our local address toward the router. */
@@ -16,9 +21,18 @@ export class PortMapper extends Context.Service<PortMapper, {
    * another description unless `force`; never touches one of another host.
    */
   readonly map: (request: MappingRequest) => Effect.Effect<GrantedMapping, GatewayError>
-  /** Deletes a mapping; one already gone counts as success. */
+  /**
+   * Deletes a mapping; one already gone counts as success. NAT-PMP and PCP delete by internal
+   * port (and PCP by nonce too): pass them from the record when this client did not make the
+   * mapping itself.
+   */
   readonly unmap: (
-    mapping: { readonly externalPort: number; readonly protocol: Protocol; readonly nonce?: string | undefined }
+    mapping: {
+      readonly externalPort: number
+      readonly protocol: Protocol
+      readonly internalPort?: number | undefined
+      readonly nonce?: string | undefined
+    }
   ) => Effect.Effect<void, GatewayError>
   /** The mapping on one external port, or undefined when there is none. */
   readonly get: (

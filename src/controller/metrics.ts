@@ -1,0 +1,50 @@
+/** The controller's Prometheus metrics (served on /metrics by the runtime). */
+import { Effect, Metric } from "effect"
+
+export const reconcileTotal = Metric.counter("edge_ccm_reconcile_total", {
+  description: "Service reconciliations, by result (success, retry)",
+  incremental: true
+})
+
+export const reconcileDuration = Metric.histogram("edge_ccm_reconcile_duration_seconds", {
+  description: "Time to reconcile one Service, router and apiserver calls included",
+  boundaries: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
+})
+
+export const ownedMappings = Metric.gauge("edge_ccm_owned_mappings", {
+  description: "Router mappings owned by this cluster, as of the last full listing"
+})
+
+export const desiredMappings = Metric.gauge("edge_ccm_desired_mappings", {
+  description: "Router mappings the selected Services ask for"
+})
+
+export const portConflicts = Metric.counter("edge_ccm_port_conflicts_total", {
+  description: "Ports found held by someone else (announced once per conflict)",
+  incremental: true
+})
+
+export const driftRepairs = Metric.counter("edge_ccm_drift_repairs_total", {
+  description: "Mappings found missing on the router and mapped again",
+  incremental: true
+})
+
+export const gatewayReboots = Metric.counter("edge_ccm_gateway_reboots_total", {
+  description: "Router reboots (or lost tables) detected",
+  incremental: true
+})
+
+export const externalIpInfo = Metric.gauge("edge_ccm_external_ip_info", {
+  description: "1 for the router's current external address and its class (public, private, missing)"
+})
+
+export const count = (metric: Metric.Metric<number, unknown>, attributes?: Record<string, string>) =>
+  Metric.update(attributes === undefined ? metric : Metric.withAttributes(metric, attributes), 1)
+
+export const setExternalIp = (previous: { ip: string | undefined; class: string } | undefined, next: { ip: string | undefined; class: string }) =>
+  Effect.gen(function*() {
+    if (previous !== undefined && (previous.ip !== next.ip || previous.class !== next.class)) {
+      yield* Metric.update(Metric.withAttributes(externalIpInfo, { ip: previous.ip ?? "", class: previous.class }), 0)
+    }
+    yield* Metric.update(Metric.withAttributes(externalIpInfo, { ip: next.ip ?? "", class: next.class }), 1)
+  })

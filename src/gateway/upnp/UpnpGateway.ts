@@ -1,0 +1,508 @@
+/**
+ * The `PortMapper` for UPnP IGD. It finds the gateway (a configured root description URL, or
+ * SSDP discovery), chooses the WAN service by miniupnpc's ranking, and keeps that choice until
+ * the gateway stops answering. Mappings are checked before they are made: miniupnpd silently
+ * overwrites a mapping held by the same internal client, so one under another description is
+ * a conflict unless forced, and one of another host is never touched.
+ */
+import { NodeHttpClient } from "@effect/platform-node"
+import { Config, Context, Duration, Effect, Layer, Option, Ref, Result, Semaphore } from "effect"
+import type { HttpClient } from "effect/http"
+import { externalAddressOf } from "../classifyExternalIp.ts"
+import {
+  type GatewayError,
+  GatewayNotFound,
+  GatewayProtocolError,
+  PortConflict
+} from "../GatewayError.ts"
+import { localAddressToward } from "../localAddress.ts"
+import type { ExternalIpClass, GatewayStatus, GrantedMapping, MappingEntry, MappingRequest } from "../Mapping.ts"
+import { PortMapper } from "../PortMapper.ts"
+import { Description, type RootDescription, type WanService } from "./Description.ts"
+import { Discovery, type DiscoveryOptions } from "./Discovery.ts"
+import * as IgdClient from "./IgdClient.ts"
+import { type RetryOptions, SoapTransport } from "./SoapTransport.ts"
+
+export interface UpnpGatewayOptions {
+  /** The root description URL: skips discovery. */
+  readonly gatewayUrl: string | undefined
+  /** Per SOAP call (each attempt) and per description fetch. */
+  readonly soapTimeout: Duration.Input
+  /** How long SSDP replies are collected. */
+  readonly discoveryTimeout: Duration.Input
+  /** Cap on description and SOAP response bodies. */
+  readonly maxResponseBytes: number
+  /** SOAP calls in flight per router. */
+  readonly concurrency: number
+  /** Backoff for transient failures (connection refused/reset, timeout, bare 5xx). */
+  readonly retry: RetryOptions
+  /** Where SSDP searches go (used only without `gatewayUrl`). */
+  readonly discovery: Partial<DiscoveryOptions> | undefined
+  /**
+   * Whether a control URL host other than the description's own may be called. Default:
+   * on a directly connected LAN subnet.
+   */
+  readonly isAllowedHost: ((ip: string) => boolean) | undefined
+}
+
+export const defaultUpnpGatewayOptions: UpnpGatewayOptions = {
+  gatewayUrl: undefined,
+  soapTimeout: "5 seconds",
+  discoveryTimeout: "2 seconds",
+  maxResponseBytes: 64 * 1024,
+  concurrency: 4,
+  retry: { times: 2, base: "250 millis", cap: "2 seconds" },
+  discovery: undefined,
+  isAllowedHost: undefined
+}
+
+/** One WAN service found, probed and ranked: a row of `edge-ccm gateway discover`. */
+export interface GatewayCandidate {
+  readonly location: string
+  readonly deviceType: string | undefined
+  readonly serviceType: string | undefined
+  readonly controlUrl: string | undefined
+  /** GetStatusInfo's ConnectionStatus, or why there is none (unreachable, refused, …). */
+  readonly status: string
+  readonly connected: boolean
+  readonly externalIp: string | undefined
+  readonly externalIpClass: ExternalIpClass | undefined
+  readonly uptimeSeconds: number | undefined
+  readonly selected: boolean
+  /** Why it was chosen, or why not. */
+  readonly reason: string
+}
+
+/** The gateway in use: its description, the chosen WAN service, and a client for it. */
+export interface SelectedGateway {
+  readonly description: RootDescription
+  readonly service: WanService
+  readonly client: IgdClient.IgdClient
+  /** Our address toward the router: the default internal client. */
+  readonly localAddress: string
+}
+
+export class UpnpGateway extends Context.Service<UpnpGateway, {
+  /** Finds and probes every gateway, ranks them, and selects the best for later calls. */
+  readonly discover: Effect.Effect<ReadonlyArray<GatewayCandidate>, GatewayError>
+  /** The gateway in use, discovering it when there is none yet. */
+  readonly selected: Effect.Effect<SelectedGateway, GatewayError>
+  /** The whole table with the count of entries that could not be read. */
+  readonly listing: Effect.Effect<IgdClient.Listing, GatewayError>
+  /** Drops the cached choice: the next call discovers again. */
+  readonly invalidate: Effect.Effect<void>
+}>()("edge-ccm/gateway/upnp/UpnpGateway") {
+  /**
+   * Builds both services. Needs `Description` and `SoapTransport`; uses `Discovery` when it is
+   * in the context (it must be, unless `gatewayUrl` is set).
+   */
+  static make = Effect.fnUntraced(function*(options?: Partial<UpnpGatewayOptions>) {
+    const settings = { ...defaultUpnpGatewayOptions, ...options }
+    const description = yield* Description
+    const soap = yield* SoapTransport
+    const discovery = yield* Effect.serviceOption(Discovery)
+    const cache = yield* Ref.make(Option.none<SelectedGateway>())
+    const selecting = yield* Semaphore.make(1)
+    // What a router taught us about its leases outlives a rediscovery of the same router.
+    const leaseMemory = new Map<string, Ref.Ref<boolean>>()
+
+    const makeClient = Effect.fnUntraced(function*(service: WanService) {
+      let permanentOnly = leaseMemory.get(service.controlUrl)
+      if (permanentOnly === undefined) {
+        permanentOnly = yield* Ref.make(false)
+        leaseMemory.set(service.controlUrl, permanentOnly)
+      }
+      return yield* IgdClient.make(service, { permanentOnly }).pipe(Effect.provideService(SoapTransport, soap))
+    })
+
+    const locations = Effect.gen(function*() {
+      if (settings.gatewayUrl !== undefined) return [settings.gatewayUrl]
+      if (Option.isNone(discovery)) {
+        return yield* new GatewayNotFound({ reason: "no gateway URL configured and SSDP discovery unavailable", candidates: [] })
+      }
+      const replies = yield* discovery.value.search({ timeout: settings.discoveryTimeout })
+      return Array.from(new Set(replies.map((reply) => reply.location)))
+    })
+
+    interface Probed {
+      readonly service: WanService
+      readonly description: RootDescription
+      readonly client: IgdClient.IgdClient
+      readonly status: Result.Result<IgdClient.StatusInfo, GatewayError>
+      readonly externalIp: Result.Result<string, GatewayError>
+    }
+
+    const probe = (root: RootDescription, service: WanService) =>
+      Effect.gen(function*() {
+        const client = yield* makeClient(service)
+        const [status, externalIp] = yield* Effect.all(
+          [Effect.result(client.getStatusInfo), Effect.result(client.getExternalIPAddress)],
+          { concurrency: 2 }
+        )
+        return { service, description: root, client, status, externalIp } satisfies Probed
+      })
+
+    const reachable = (probed: Probed) =>
+      !(Result.isFailure(probed.status) && probed.status.failure._tag === "GatewayUnreachable" &&
+        Result.isFailure(probed.externalIp) && probed.externalIp.failure._tag === "GatewayUnreachable")
+
+    const ipClassOf = (probed: Probed): ExternalIpClass =>
+      Result.isSuccess(probed.externalIp) ? externalAddressOf(probed.externalIp.success).class : "missing"
+
+    const isConnected = (probed: Probed) => Result.isSuccess(probed.status) && probed.status.success.connected
+
+    /**
+     * miniupnpc: connected with a public address, then connected with a private (or no)
+     * address, then any; unreachable ones are never chosen.
+     */
+    const tier = (probed: Probed): number => {
+      if (!reachable(probed)) return 3
+      if (!isConnected(probed)) return 2
+      return ipClassOf(probed) === "public" ? 0 : 1
+    }
+
+    const tierReason = (probed: Probed): string => {
+      switch (tier(probed)) {
+        case 0:
+          return "connected with a public external address"
+        case 1:
+          return ipClassOf(probed) === "private"
+            ? "connected, but the external address is private (double NAT)"
+            : "connected, but no external address reported (a private WAN address hidden by the router: double NAT)"
+        case 2:
+          return Result.isSuccess(probed.status)
+            ? `not connected (${probed.status.success.connectionStatus})`
+            : `connection status unknown (${probed.status.failure.message})`
+        default:
+          return "unreachable"
+      }
+    }
+
+    const discoverAll = Effect.gen(function*() {
+      const found = yield* locations
+      if (found.length === 0) {
+        return yield* new GatewayNotFound({ reason: "no Internet gateway answered the SSDP search", candidates: [] })
+      }
+      const fetched = yield* Effect.forEach(found, (location) => Effect.result(description.fetch(location)), {
+        concurrency: 4
+      })
+      const probed = yield* Effect.forEach(
+        fetched.flatMap((result) => Result.isSuccess(result) ? result.success.wanServices.map((service) => [result.success, service] as const) : []),
+        ([root, service]) => probe(root, service),
+        { concurrency: 4 }
+      )
+      const ranked = probed
+        .map((entry, order) => ({ entry, order, tier: tier(entry) }))
+        .sort((a, b) => a.tier - b.tier || a.entry.service.preference - b.entry.service.preference || a.order - b.order)
+      const best = ranked.find((candidate) => candidate.tier < 3)
+      const rows: Array<GatewayCandidate> = ranked.map(({ entry, tier }) => {
+        const status = Result.isSuccess(entry.status)
+          ? entry.status.success.connectionStatus
+          : entry.status.failure._tag === "GatewayUnreachable" ? "unreachable" : "unknown"
+        const address = Result.isSuccess(entry.externalIp) ? externalAddressOf(entry.externalIp.success) : undefined
+        const selected = best !== undefined && best.entry === entry
+        return {
+          location: entry.description.location,
+          deviceType: entry.description.deviceType,
+          serviceType: entry.service.serviceType,
+          controlUrl: entry.service.controlUrl,
+          status,
+          connected: Result.isSuccess(entry.status) && entry.status.success.connected,
+          externalIp: address?.ip,
+          externalIpClass: address?.class,
+          uptimeSeconds: Result.isSuccess(entry.status) ? entry.status.success.uptimeSeconds : undefined,
+          selected,
+          reason: selected
+            ? `selected: ${tierReason(entry)}, ${entry.service.kind}`
+            : best === undefined
+            ? tierReason(entry)
+            : tier > best.tier
+            ? `not selected: ${tierReason(entry)}`
+            : `not selected: ${best.entry.service.kind} at ${best.entry.service.controlUrl} ranks first`
+        }
+      })
+      fetched.forEach((result, index) => {
+        const location = found[index]!
+        if (Result.isFailure(result)) {
+          rows.push(unusableRow(location, "unreachable", `description unusable: ${result.failure.message}`))
+          return
+        }
+        for (const refused of result.success.refused) {
+          rows.push({
+            ...unusableRow(location, "refused", `control URL refused: ${refused.reason}`),
+            deviceType: result.success.deviceType,
+            serviceType: refused.serviceType,
+            controlUrl: refused.controlUrl
+          })
+        }
+        if (result.success.wanServices.length === 0 && result.success.refused.length === 0) {
+          rows.push({
+            ...unusableRow(location, "not a gateway", "no WANIPConnection or WANPPPConnection service"),
+            deviceType: result.success.deviceType
+          })
+        }
+      })
+      const chosen: SelectedGateway | undefined = best === undefined ? undefined : {
+        description: best.entry.description,
+        service: best.entry.service,
+        client: best.entry.client,
+        localAddress: yield* localAddressOf(best.entry.service)
+      }
+      const failures = fetched.flatMap((result) => Result.isFailure(result) ? [result.failure] : [])
+      return { rows, chosen, found, failures }
+    })
+
+    /** Discovers, and keeps what was chosen for the calls that follow. */
+    const discoverAndKeep = Effect.tap(
+      discoverAll,
+      ({ chosen }) => chosen === undefined ? Effect.void : Ref.set(cache, Option.some(chosen))
+    )
+
+    const localAddressOf = (service: WanService) => {
+      const url = new URL(service.controlUrl)
+      return localAddressToward(url.hostname, url.port === "" ? 80 : Number(url.port))
+    }
+
+    const noGateway = (
+      rows: ReadonlyArray<GatewayCandidate>,
+      found: ReadonlyArray<string>,
+      failures: ReadonlyArray<GatewayError>
+    ): GatewayError => {
+      // One gateway, and its description could not be read: that error says it best.
+      if (found.length === 1 && failures.length === 1) return failures[0]!
+      const refused = rows.find((row) => row.status === "refused")
+      if (refused !== undefined && rows.every((row) => row.status === "refused" || row.status === "not a gateway")) {
+        return new GatewayProtocolError({
+          router: refused.location,
+          action: "root description",
+          field: "controlURL",
+          reason: refused.reason
+        })
+      }
+      return new GatewayNotFound({
+        reason: rows.length === 0
+          ? "no WAN connection service found"
+          : `no usable WAN connection service (${rows.map((row) => row.reason).join("; ")})`,
+        candidates: [...found]
+      })
+    }
+
+    const discover = discoverAndKeep.pipe(
+      Effect.map(({ rows }): ReadonlyArray<GatewayCandidate> => rows),
+      Semaphore.withPermit(selecting)
+    )
+
+    const selected: Effect.Effect<SelectedGateway, GatewayError> = Semaphore.withPermit(
+      selecting,
+      Effect.gen(function*() {
+        const cached = yield* Ref.get(cache)
+        if (Option.isSome(cached)) return cached.value
+        const { rows, chosen, found, failures } = yield* discoverAndKeep
+        if (chosen === undefined) return yield* noGateway(rows, found, failures)
+        yield* Effect.logDebug("using UPnP gateway", {
+          location: chosen.description.location,
+          controlUrl: chosen.service.controlUrl,
+          serviceType: chosen.service.serviceType
+        })
+        return chosen
+      })
+    )
+
+    const invalidate = Ref.set(cache, Option.none<SelectedGateway>())
+
+    /** Runs against the gateway in use; one that stops answering is forgotten, to be found again. */
+    const withGateway = <A, E extends GatewayError>(f: (gateway: SelectedGateway) => Effect.Effect<A, E>) =>
+      Effect.flatMap(selected, f).pipe(
+        Effect.tapError((error) => error._tag === "GatewayUnreachable" ? invalidate : Effect.void)
+      )
+
+    const listing = withGateway((gateway) =>
+      gateway.client.listPortMappings.pipe(
+        Effect.tap((listed) =>
+          listed.unreadable > 0
+            ? Effect.logWarning(`${listed.unreadable} mapping entries could not be read; treating them as foreign`, {
+              router: gateway.service.controlUrl
+            })
+            : Effect.void
+        )
+      )
+    )
+
+    const describe = (entry: MappingEntry) =>
+      `${entry.internalClient}:${entry.internalPort} ${JSON.stringify(entry.description)}`
+
+    const map = Effect.fn("UpnpGateway.map")(function*(request: MappingRequest) {
+      return yield* withGateway((gateway) =>
+        Effect.gen(function*() {
+          const router = gateway.service.controlUrl
+          const args: IgdClient.PortMappingArgs = {
+            externalPort: request.externalPort,
+            protocol: request.protocol,
+            internalPort: request.internalPort,
+            internalClient: request.internalClient ?? gateway.localAddress,
+            description: request.description,
+            leaseSeconds: request.leaseSeconds
+          }
+          yield* IgdClient.validatePortMappingArgs(router, "AddPortMapping", args)
+          if (request.ownershipVerified !== true) {
+            const existing = yield* gateway.client.getSpecificPortMappingEntry(args.externalPort, args.protocol)
+            if (existing !== undefined && existing.internalClient !== args.internalClient) {
+              return yield* new PortConflict({
+                router,
+                externalPort: args.externalPort,
+                protocol: args.protocol,
+                holder: describe(existing),
+                reason: "the port is mapped to another host; it is left alone"
+              })
+            }
+            if (existing !== undefined && existing.description !== args.description && request.force !== true) {
+              return yield* new PortConflict({
+                router,
+                externalPort: args.externalPort,
+                protocol: args.protocol,
+                holder: describe(existing),
+                reason: "the port is mapped to this host under another description; force to take it over"
+              })
+            }
+          }
+          const granted = yield* gateway.client.addPortMapping(args)
+          // Some routers report success and create nothing.
+          const created = yield* gateway.client.getSpecificPortMappingEntry(args.externalPort, args.protocol)
+          if (created === undefined) {
+            return yield* new GatewayProtocolError({
+              router,
+              action: "AddPortMapping",
+              reason: "the router reported success but holds no such mapping"
+            })
+          }
+          if (created.internalClient !== args.internalClient) {
+            return yield* new PortConflict({
+              router,
+              externalPort: args.externalPort,
+              protocol: args.protocol,
+              holder: describe(created),
+              reason: "after adding, the port maps to another host"
+            })
+          }
+          return {
+            externalPort: args.externalPort,
+            protocol: args.protocol,
+            internalClient: args.internalClient,
+            internalPort: args.internalPort,
+            description: args.description,
+            leaseSeconds: effectiveLease(granted.leaseSeconds, created.leaseDuration)
+          } satisfies GrantedMapping
+        })
+      )
+    })
+
+    const unmap = Effect.fn("UpnpGateway.unmap")(function*(mapping: Parameters<PortMapper["Service"]["unmap"]>[0]) {
+      return yield* withGateway((gateway) => gateway.client.deletePortMapping(mapping.externalPort, mapping.protocol))
+    })
+
+    const get = Effect.fn("UpnpGateway.get")(function*(externalPort: number, protocol: MappingEntry["protocol"]) {
+      return yield* withGateway((gateway) => gateway.client.getSpecificPortMappingEntry(externalPort, protocol))
+    })
+
+    const externalAddress = withGateway((gateway) =>
+      Effect.map(gateway.client.getExternalIPAddress, externalAddressOf)
+    ).pipe(Effect.withSpan("UpnpGateway.externalAddress"))
+
+    const status = withGateway((gateway) =>
+      Effect.gen(function*() {
+        const [info, ip] = yield* Effect.all([gateway.client.getStatusInfo, gateway.client.getExternalIPAddress], {
+          concurrency: 2
+        })
+        return {
+          router: gateway.service.controlUrl,
+          protocol: "upnp-igd",
+          connected: info.connected,
+          uptimeSeconds: info.uptimeSeconds,
+          externalAddress: externalAddressOf(ip),
+          localAddress: gateway.localAddress
+        } satisfies GatewayStatus
+      })
+    ).pipe(Effect.withSpan("UpnpGateway.status"))
+
+    const portMapper = PortMapper.of({
+      externalAddress,
+      status,
+      map,
+      unmap,
+      get,
+      list: Effect.map(listing, (listed) => listed.entries)
+    })
+    const upnp = UpnpGateway.of({ discover, selected, listing, invalidate })
+    return { portMapper, upnp }
+  })
+
+  /**
+   * `PortMapper` and `UpnpGateway` over an `HttpClient` you provide; `Discovery` is used when
+   * present in the context.
+   */
+  static layerWithoutHttp(
+    options?: Partial<UpnpGatewayOptions>
+  ): Layer.Layer<PortMapper | UpnpGateway, never, HttpClient.HttpClient> {
+    const settings = { ...defaultUpnpGatewayOptions, ...options }
+    const built = Layer.effectContext(
+      Effect.map(UpnpGateway.make(settings), ({ portMapper, upnp }) =>
+        Context.make(PortMapper, portMapper).pipe(Context.add(UpnpGateway, upnp)))
+    )
+    return built.pipe(
+      Layer.provide(Layer.mergeAll(
+        Description.layer({
+          timeout: settings.soapTimeout,
+          maxResponseBytes: settings.maxResponseBytes,
+          ...(settings.isAllowedHost !== undefined ? { isAllowedHost: settings.isAllowedHost } : {})
+        }),
+        SoapTransport.layer({
+          timeout: settings.soapTimeout,
+          maxResponseBytes: settings.maxResponseBytes,
+          concurrency: settings.concurrency,
+          retry: settings.retry
+        })
+      ))
+    )
+  }
+
+  /** The UPnP gateway over Node's HTTP client, with SSDP discovery unless `gatewayUrl` is set. */
+  static layer(options?: Partial<UpnpGatewayOptions>): Layer.Layer<PortMapper | UpnpGateway> {
+    const base = UpnpGateway.layerWithoutHttp(options)
+    const discovering = options?.gatewayUrl === undefined
+      ? base.pipe(Layer.provide(Discovery.layer(options?.discovery)))
+      : base
+    return discovering.pipe(Layer.provide(NodeHttpClient.layerNodeHttp))
+  }
+
+  /** `layer` with its options read from `Config` (environment variables by default). */
+  static layerConfig(
+    options: Config.Wrap<Partial<UpnpGatewayOptions>>
+  ): Layer.Layer<PortMapper | UpnpGateway, Config.ConfigError> {
+    return Layer.unwrap(Effect.map(Config.unwrap(options), (resolved) => UpnpGateway.layer(resolved)))
+  }
+}
+
+/**
+ * The lease the router actually applies. IGDv2 routers turn a permanent (0) lease into a week,
+ * and some shorten long leases; a remaining lease a few seconds under the one sent is just
+ * the time the call took.
+ */
+export const effectiveLease = (sent: number, reported: number | undefined): number => {
+  if (reported === undefined || reported === 0) return sent
+  if (sent === 0 || reported < sent - 5) return reported
+  return sent
+}
+
+const unusableRow = (location: string, status: string, reason: string): GatewayCandidate => ({
+  location,
+  deviceType: undefined,
+  serviceType: undefined,
+  controlUrl: undefined,
+  status,
+  connected: false,
+  externalIp: undefined,
+  externalIpClass: undefined,
+  uptimeSeconds: undefined,
+  selected: false,
+  reason
+})

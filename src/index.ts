@@ -1,0 +1,59 @@
+/**
+ * edge-cloud-controller-manager as a library: the services and layers an Effect program
+ * composes to run the controller itself.
+ *
+ * ```ts
+ * import { Controller, Kube, UpnpGateway } from "edge-cloud-controller-manager"
+ * import { NodeRuntime } from "@effect/platform-node"
+ * import { Layer } from "effect"
+ *
+ * Controller.layer({ clusterName: "home" }).pipe(
+ *   Layer.provide(UpnpGateway.layer({ gatewayUrl: "http://192.168.1.1:49536/rootDesc.xml" })),
+ *   Layer.provide(Kube.layer({ instance: "my-app" })),
+ *   Layer.launch,
+ *   NodeRuntime.runMain
+ * )
+ * ```
+ */
+
+// The controller
+export { Controller, type ControllerHealth, type ControllerOptions, defaultControllerOptions } from "./controller/Controller.ts"
+export {
+  ABANDON_MAPPINGS_ANNOTATION,
+  FINALIZER,
+  LOAD_BALANCER_TYPE_ANNOTATION,
+  MAPPING_LEASE_ANNOTATION,
+  MAPPINGS_ANNOTATION
+} from "./controller/ServiceSpec.ts"
+
+// Routers
+export { PortMapper } from "./gateway/PortMapper.ts"
+export type {
+  ExternalAddress,
+  ExternalIpClass,
+  GatewayStatus,
+  GrantedMapping,
+  MappingEntry,
+  MappingRequest,
+  Protocol
+} from "./gateway/Mapping.ts"
+export {
+  DoubleNat,
+  type GatewayError,
+  GatewayNotFound,
+  GatewayProtocolError,
+  GatewayUnreachable,
+  InvalidMapping,
+  PortConflict,
+  UpnpError
+} from "./gateway/GatewayError.ts"
+export { UpnpGateway, type UpnpGatewayOptions } from "./gateway/upnp/UpnpGateway.ts"
+export { Discovery, type DiscoveryOptions, type SsdpResponse } from "./gateway/upnp/Discovery.ts"
+
+// Kubernetes
+export { Kube, KubeConflict, KubeError, KubeNotFound, type WatchEvent } from "./kube/Kube.ts"
+
+// The process
+export { controllerProcessLayer } from "./runtime/ControllerProcess.ts"
+export { HealthCheck, healthServerLayer } from "./runtime/HealthServer.ts"
+export type { RunSettings } from "./runtime/Settings.ts"

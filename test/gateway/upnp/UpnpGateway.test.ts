@@ -1,0 +1,442 @@
+import { NodeHttpClient } from "@effect/platform-node"
+import { assert, describe, it } from "@effect/vitest"
+import { Config, ConfigProvider, Effect, Layer, Stream } from "effect"
+import { PortMapper } from "../../../src/gateway/PortMapper.ts"
+import { Discovery, type SsdpResponse } from "../../../src/gateway/upnp/Discovery.ts"
+import { effectiveLease, UpnpGateway, type UpnpGatewayOptions } from "../../../src/gateway/upnp/UpnpGateway.ts"
+import * as FakeIgd from "../../support/FakeIgd.ts"
+
+const fast: Partial<UpnpGatewayOptions> = {
+  soapTimeout: "2 seconds",
+  retry: { times: 1, base: "5 millis", cap: "5 millis" }
+}
+
+const withGateway = (fake: FakeIgd.FakeIgd, options?: Partial<UpnpGatewayOptions>) =>
+  UpnpGateway.layerWithoutHttp({ ...fast, gatewayUrl: fake.location, ...options }).pipe(
+    Layer.provide(NodeHttpClient.layerNodeHttp)
+  )
+
+/** A Discovery that "finds" these locations, for tests of selection without any SSDP. */
+const discoveryOf = (locations: ReadonlyArray<string>) =>
+  Layer.succeed(
+    Discovery,
+    Discovery.of({
+      search: () =>
+        Effect.succeed(locations.map((location): SsdpResponse => ({
+          location,
+          searchTarget: "urn:schemas-upnp-org:device:InternetGatewayDevice:2",
+          usn: undefined,
+          server: undefined,
+          bootId: undefined,
+          configId: undefined,
+          responder: "127.0.0.1"
+        }))),
+      advertisements: Stream.empty
+    })
+  )
+
+const discovering = (locations: ReadonlyArray<string>) =>
+  UpnpGateway.layerWithoutHttp(fast).pipe(
+    Layer.provide(Layer.merge(NodeHttpClient.layerNodeHttp, discoveryOf(locations)))
+  )
+
+const request = {
+  externalPort: 8080,
+  protocol: "TCP" as const,
+  internalPort: 30000,
+  description: "kubernetes/default/http-nginx-service/http",
+  leaseSeconds: 3600
+}
+
+/** SOAP actions other than the selection probe (GetStatusInfo, GetExternalIPAddress). */
+const mappingActions = (fake: FakeIgd.FakeIgd) =>
+  fake.actions().filter((action) => action !== "GetStatusInfo" && action !== "GetExternalIPAddress")
+
+const mapperOf = Effect.gen(function*() {
+  return yield* PortMapper
+})
+
+const upnpOf = Effect.gen(function*() {
+  return yield* UpnpGateway
+})
+
+describe("UpnpGateway as PortMapper", () => {
+  it.live("map checks the port, adds with our own address, and verifies", () =>
+    Effect.gen(function*() {
+      const fake = yield* FakeIgd.make()
+      const granted = yield* Effect.flatMap(mapperOf, (mapper) => mapper.map(request)).pipe(
+        Effect.provide(withGateway(fake))
+      )
+      assert.deepStrictEqual(granted, {
+        externalPort: 8080,
+        protocol: "TCP",
+        internalClient: "127.0.0.1",
+        internalPort: 30000,
+        description: "kubernetes/default/http-nginx-service/http",
+        leaseSeconds: 3600
+      })
+      assert.deepStrictEqual(mappingActions(fake), ["GetSpecificPortMappingEntry", "AddPortMapping", "GetSpecificPortMappingEntry"])
+      assert.deepStrictEqual(fake.mappings.map((m) => [m.externalPort, m.internalClient, m.internalPort, m.description]), [
+        [8080, "127.0.0.1", 30000, "kubernetes/default/http-nginx-service/http"]
+      ])
+      assert.deepStrictEqual(fake.violations, [])
+    }).pipe(Effect.scoped))
+
+  it.live("renewing our own mapping (same description) is allowed", () =>
+    Effect.gen(function*() {
+      const fake = yield* FakeIgd.make()
+      yield* Effect.gen(function*() {
+        const mapper = yield* PortMapper
+        yield* mapper.map(request)
+        const renewed = yield* mapper.map({ ...request, leaseSeconds: 7200 })
+        assert.strictEqual(renewed.leaseSeconds, 7200)
+      }).pipe(Effect.provide(withGateway(fake)))
+      assert.strictEqual(fake.mappings.length, 1)
+      assert.strictEqual(fake.mappings[0]!.leaseSeconds, 7200)
+    }).pipe(Effect.scoped))
+
+  it.live("our host's mapping under another description is a conflict, left alone unless forced", () =>
+    Effect.gen(function*() {
+      const fake = yield* FakeIgd.make()
+      fake.seed({
+        externalPort: 8080,
+        protocol: "TCP",
+        internalPort: 9000,
+        internalClient: "127.0.0.1",
+        enabled: true,
+        description: "another app on this node",
+        leaseSeconds: 0
+      })
+      yield* Effect.gen(function*() {
+        const mapper = yield* PortMapper
+        const error = yield* Effect.flip(mapper.map(request))
+        assert.strictEqual(error._tag, "PortConflict")
+        assert.match(error.message, /held by 127\.0\.0\.1:9000 "another app on this node": .*another description; force/)
+        assert.notInclude(fake.actions(), "AddPortMapping")
+        assert.strictEqual(fake.mappings[0]!.description, "another app on this node")
+        const forced = yield* mapper.map({ ...request, force: true })
+        assert.strictEqual(forced.description, request.description)
+      }).pipe(Effect.provide(withGateway(fake)))
+      assert.strictEqual(fake.mappings[0]!.description, request.description)
+      assert.strictEqual(fake.mappings[0]!.internalPort, 30000)
+    }).pipe(Effect.scoped))
+
+  it.live("another host's mapping is never touched, even when forced", () =>
+    Effect.gen(function*() {
+      const fake = yield* FakeIgd.make()
+      fake.seed({
+        externalPort: 8080,
+        protocol: "TCP",
+        internalPort: 22,
+        internalClient: "192.168.77.50",
+        enabled: true,
+        description: "peer",
+        leaseSeconds: 0
+      })
+      const error = yield* Effect.flatMap(mapperOf, (mapper) => Effect.flip(mapper.map({ ...request, force: true }))).pipe(
+        Effect.provide(withGateway(fake))
+      )
+      assert.strictEqual(error._tag, "PortConflict")
+      assert.match(error.message, /another host; it is left alone/)
+      assert.deepStrictEqual(mappingActions(fake), ["GetSpecificPortMappingEntry"])
+    }).pipe(Effect.scoped))
+
+  it.live("the granted lease is the one the router applies: IGDv2 turns a permanent lease into a week", () =>
+    Effect.gen(function*() {
+      const fake = yield* FakeIgd.make({ igdVersion: 2 })
+      const granted = yield* Effect.flatMap(mapperOf, (mapper) => mapper.map({ ...request, leaseSeconds: 0 })).pipe(
+        Effect.provide(withGateway(fake))
+      )
+      assert.strictEqual(granted.leaseSeconds, 604800)
+    }).pipe(Effect.scoped))
+
+  it.live("ownershipVerified skips the check before adding (the verification after stays)", () =>
+    Effect.gen(function*() {
+      const fake = yield* FakeIgd.make()
+      yield* Effect.flatMap(mapperOf, (mapper) => mapper.map({ ...request, ownershipVerified: true })).pipe(
+        Effect.provide(withGateway(fake))
+      )
+      assert.deepStrictEqual(mappingActions(fake), ["AddPortMapping", "GetSpecificPortMappingEntry"])
+    }).pipe(Effect.scoped))
+
+  it.live("a router that reports success but creates nothing is caught", () =>
+    Effect.gen(function*() {
+      const fake = yield* FakeIgd.make()
+      fake.inject(
+        { kind: "raw", body: `<?xml version="1.0"?><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><u:AddPortMappingResponse xmlns:u="${fake.serviceType}"/></s:Body></s:Envelope>` },
+        { action: "AddPortMapping" }
+      )
+      const error = yield* Effect.flatMap(mapperOf, (mapper) => Effect.flip(mapper.map(request))).pipe(
+        Effect.provide(withGateway(fake))
+      )
+      assert.strictEqual(error._tag, "GatewayProtocolError")
+      assert.match(error.message, /reported success but holds no such mapping/)
+    }).pipe(Effect.scoped))
+
+  it.live("a description of 64 bytes is refused before anything is sent", () =>
+    Effect.gen(function*() {
+      const fake = yield* FakeIgd.make()
+      const error = yield* Effect.flatMap(mapperOf, (mapper) => Effect.flip(mapper.map({ ...request, description: "x".repeat(64) }))).pipe(
+        Effect.provide(withGateway(fake))
+      )
+      assert.strictEqual(error._tag, "InvalidMapping")
+      assert.deepStrictEqual(mappingActions(fake), [])
+    }).pipe(Effect.scoped))
+
+  it.live("a private WAN: map fails with DoubleNat and nothing is mapped", () =>
+    Effect.gen(function*() {
+      const fake = yield* FakeIgd.make({ externalIp: "10.0.0.2" })
+      const error = yield* Effect.flatMap(mapperOf, (mapper) => Effect.flip(mapper.map(request))).pipe(
+        Effect.provide(withGateway(fake))
+      )
+      assert.strictEqual(error._tag, "DoubleNat")
+      assert.strictEqual(fake.mappings.length, 0)
+    }).pipe(Effect.scoped))
+
+  it.live("unmap, get and list", () =>
+    Effect.gen(function*() {
+      const fake = yield* FakeIgd.make()
+      yield* Effect.gen(function*() {
+        const mapper = yield* PortMapper
+        yield* mapper.map(request)
+        yield* mapper.map({ ...request, externalPort: 5353, protocol: "UDP", internalPort: 5353, description: "dns" })
+        const entry = yield* mapper.get(8080, "TCP")
+        assert.strictEqual(entry?.internalPort, 30000)
+        assert.strictEqual(entry?.description, request.description)
+        assert.isUndefined(yield* mapper.get(8081, "TCP"))
+        const table = yield* mapper.list
+        assert.deepStrictEqual(table?.map((row) => `${row.protocol} ${row.externalPort} ${row.description}`), [
+          `TCP 8080 ${request.description}`,
+          "UDP 5353 dns"
+        ])
+        yield* mapper.unmap({ externalPort: 8080, protocol: "TCP" })
+        yield* mapper.unmap({ externalPort: 8080, protocol: "TCP" })
+        assert.isUndefined(yield* mapper.get(8080, "TCP"))
+      }).pipe(Effect.provide(withGateway(fake)))
+      assert.deepStrictEqual(fake.mappings.map((m) => m.externalPort), [5353])
+    }).pipe(Effect.scoped))
+
+  it.live("status and externalAddress", () =>
+    Effect.gen(function*() {
+      const fake = yield* FakeIgd.make()
+      yield* Effect.gen(function*() {
+        const mapper = yield* PortMapper
+        const status = yield* mapper.status
+        assert.deepStrictEqual(status, {
+          router: fake.controlUrl,
+          protocol: "upnp-igd",
+          connected: true,
+          uptimeSeconds: 4242,
+          externalAddress: { ip: "122.112.219.229", class: "public" },
+          localAddress: "127.0.0.1"
+        })
+        fake.configure({ externalIp: "100.64.1.2", revealPrivateExternalIp: true })
+        assert.deepStrictEqual(yield* mapper.externalAddress, { ip: "100.64.1.2", class: "private" })
+        fake.configure({ externalIp: "0.0.0.0" })
+        assert.deepStrictEqual(yield* mapper.externalAddress, { ip: "0.0.0.0", class: "missing" })
+      }).pipe(Effect.provide(withGateway(fake)))
+    }).pipe(Effect.scoped))
+
+  it.live("the gateway is found once and kept; a gateway that stops answering is looked up again", () =>
+    Effect.gen(function*() {
+      const fake = yield* FakeIgd.make()
+      yield* Effect.gen(function*() {
+        const mapper = yield* PortMapper
+        yield* mapper.externalAddress
+        yield* mapper.status
+        yield* mapper.get(8080, "TCP")
+        assert.strictEqual(fake.descriptionFetches(), 1)
+        fake.inject({ kind: "reset" }, { action: "GetExternalIPAddress", times: 2 })
+        const error = yield* Effect.flip(mapper.externalAddress)
+        assert.strictEqual(error._tag, "GatewayUnreachable")
+        assert.strictEqual(fake.descriptionFetches(), 1)
+        yield* mapper.externalAddress
+        assert.strictEqual(fake.descriptionFetches(), 2)
+        yield* mapper.externalAddress
+        assert.strictEqual(fake.descriptionFetches(), 2)
+      }).pipe(Effect.provide(withGateway(fake)))
+    }).pipe(Effect.scoped))
+
+  it.live("many maps at once all succeed through the per-router limit", () =>
+    Effect.gen(function*() {
+      const fake = yield* FakeIgd.make()
+      yield* Effect.gen(function*() {
+        const mapper = yield* PortMapper
+        yield* Effect.forEach(
+          Array.from({ length: 20 }, (_, index) => index),
+          (index) => mapper.map({ ...request, externalPort: 20000 + index, description: `svc-${index}` }),
+          { concurrency: "unbounded" }
+        )
+      }).pipe(Effect.provide(withGateway(fake, { concurrency: 2 })))
+      assert.strictEqual(fake.mappings.length, 20)
+      assert.strictEqual(fake.descriptionFetches(), 1)
+    }).pipe(Effect.scoped))
+
+  it.live("a control URL off the LAN is refused with a typed error naming the field", () =>
+    Effect.gen(function*() {
+      const fake = yield* FakeIgd.make({ controlUrlHost: "203.0.113.9" })
+      const error = yield* Effect.flatMap(mapperOf, (mapper) => Effect.flip(mapper.status)).pipe(
+        Effect.provide(withGateway(fake))
+      )
+      assert.strictEqual(error._tag, "GatewayProtocolError")
+      assert.strictEqual(error._tag === "GatewayProtocolError" ? error.field : undefined, "controlURL")
+      assert.match(error.message, /203\.0\.113\.9/)
+      assert.deepStrictEqual(fake.actions(), [])
+    }).pipe(Effect.scoped))
+
+  it.live("a relative control URL is resolved against the description's host", () =>
+    Effect.gen(function*() {
+      const fake = yield* FakeIgd.make({ relativeControlUrl: true })
+      const status = yield* Effect.flatMap(mapperOf, (mapper) => mapper.status).pipe(Effect.provide(withGateway(fake)))
+      assert.strictEqual(status.router, fake.controlUrl)
+    }).pipe(Effect.scoped))
+
+  it.live("an unreachable description is reported as such", () =>
+    Effect.gen(function*() {
+      const fake = yield* FakeIgd.make()
+      fake.inject({ kind: "bare500" }, { action: "description" })
+      const error = yield* Effect.flatMap(mapperOf, (mapper) => Effect.flip(mapper.status)).pipe(
+        Effect.provide(withGateway(fake))
+      )
+      assert.strictEqual(error._tag, "GatewayUnreachable")
+      assert.match(error.message, /root description on .*HTTP 500/)
+    }).pipe(Effect.scoped))
+
+  it.live("layerConfig takes its options from Config", () =>
+    Effect.gen(function*() {
+      const fake = yield* FakeIgd.make()
+      const status = yield* Effect.flatMap(mapperOf, (mapper) => mapper.status).pipe(
+        Effect.provide(UpnpGateway.layerConfig({
+          gatewayUrl: Config.String("EDGE_CCM_GATEWAY_URL"),
+          concurrency: Config.Int("EDGE_CCM_GATEWAY_CONCURRENCY")
+        })),
+        Effect.provide(ConfigProvider.layer(ConfigProvider.fromEnv({
+          env: { EDGE_CCM_GATEWAY_URL: fake.location, EDGE_CCM_GATEWAY_CONCURRENCY: "2" }
+        })))
+      )
+      assert.strictEqual(status.router, fake.controlUrl)
+    }).pipe(Effect.scoped))
+
+  it.effect("without a gateway URL and without discovery there is no gateway", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flatMap(mapperOf, (mapper) => Effect.flip(mapper.status)).pipe(
+        Effect.provide(UpnpGateway.layerWithoutHttp(fast).pipe(Layer.provide(NodeHttpClient.layerNodeHttp)))
+      )
+      assert.strictEqual(error._tag, "GatewayNotFound")
+    }))
+})
+
+describe("UpnpGateway selection (miniupnpc's ranking)", () => {
+  it.live("a connected gateway with a public address wins over a disconnected one found first", () =>
+    Effect.gen(function*() {
+      const down = yield* FakeIgd.make({ connectionStatus: "Disconnected", externalIp: "" })
+      const up = yield* FakeIgd.make()
+      const rows = yield* Effect.flatMap(upnpOf, (gateway) => gateway.discover).pipe(
+        Effect.provide(discovering([down.location, up.location]))
+      )
+      assert.deepStrictEqual(rows.map((row) => [row.location, row.status, row.selected]), [
+        [up.location, "Connected", true],
+        [down.location, "Disconnected", false]
+      ])
+      assert.match(rows[0]!.reason, /^selected: connected with a public external address, WANIPConnection:2$/)
+      assert.strictEqual(rows[1]!.reason, "not selected: not connected (Disconnected)")
+    }).pipe(Effect.scoped))
+
+  it.live("a double NAT gateway (connected, private address hidden) is still chosen when it is the only one", () =>
+    Effect.gen(function*() {
+      const fake = yield* FakeIgd.make({ externalIp: "10.0.0.2" })
+      const rows = yield* Effect.flatMap(upnpOf, (gateway) => gateway.discover).pipe(
+        Effect.provide(discovering([fake.location]))
+      )
+      assert.deepStrictEqual(rows.map((row) => [row.externalIp, row.externalIpClass, row.selected]), [[undefined, "missing", true]])
+      assert.strictEqual(
+        rows[0]!.reason,
+        "selected: connected, but no external address reported (a private WAN address hidden by the router: double NAT), WANIPConnection:2"
+      )
+    }).pipe(Effect.scoped))
+
+  it.live("connected with a public address beats connected with a private one", () =>
+    Effect.gen(function*() {
+      const doubleNat = yield* FakeIgd.make({ externalIp: "192.168.1.2", revealPrivateExternalIp: true })
+      const direct = yield* FakeIgd.make()
+      const status = yield* Effect.flatMap(mapperOf, (mapper) => mapper.status).pipe(
+        Effect.provide(discovering([doubleNat.location, direct.location]))
+      )
+      assert.strictEqual(status.router, direct.controlUrl)
+    }).pipe(Effect.scoped))
+
+  it.live("among equals, WANIPConnection:2 is preferred over :1", () =>
+    Effect.gen(function*() {
+      const v1 = yield* FakeIgd.make({ igdVersion: 1 })
+      const v2 = yield* FakeIgd.make({ igdVersion: 2 })
+      const rows = yield* Effect.flatMap(upnpOf, (gateway) => gateway.discover).pipe(
+        Effect.provide(discovering([v1.location, v2.location]))
+      )
+      assert.deepStrictEqual(rows.map((row) => [row.serviceType, row.selected]), [
+        ["urn:schemas-upnp-org:service:WANIPConnection:2", true],
+        ["urn:schemas-upnp-org:service:WANIPConnection:1", false]
+      ])
+      assert.match(rows[1]!.reason, /not selected: WANIPConnection:2 at .* ranks first/)
+    }).pipe(Effect.scoped))
+
+  it.live("MikroTik's two WANDevices: the connected one is used", () =>
+    Effect.gen(function*() {
+      const first = yield* FakeIgd.make({ igdVersion: 1, connectionStatus: "Disconnected", externalIp: "" })
+      const second = yield* FakeIgd.make({ igdVersion: 1 })
+      const host = yield* FakeIgd.make({
+        igdVersion: 1,
+        rootDescription: mikrotik(first.controlUrl, second.controlUrl)
+      })
+      const rows = yield* Effect.flatMap(upnpOf, (gateway) => gateway.discover).pipe(
+        Effect.provide(discovering([host.location]))
+      )
+      assert.deepStrictEqual(rows.map((row) => [row.controlUrl, row.selected]), [
+        [second.controlUrl, true],
+        [first.controlUrl, false]
+      ])
+    }).pipe(Effect.scoped))
+
+  it.live("unusable locations are listed with the reason; nothing answering is GatewayNotFound", () =>
+    Effect.gen(function*() {
+      const good = yield* FakeIgd.make()
+      const media = yield* FakeIgd.make({
+        rootDescription: `<?xml version="1.0"?><root xmlns="urn:schemas-upnp-org:device-1-0"><device><deviceType>urn:schemas-upnp-org:device:MediaServer:1</deviceType></device></root>`
+      })
+      const rows = yield* Effect.flatMap(upnpOf, (gateway) => gateway.discover).pipe(
+        Effect.provide(discovering([media.location, "http://127.0.0.1:9/rootDesc.xml", good.location]))
+      )
+      assert.deepStrictEqual(rows.map((row) => [row.location, row.status, row.selected]), [
+        [good.location, "Connected", true],
+        [media.location, "not a gateway", false],
+        ["http://127.0.0.1:9/rootDesc.xml", "unreachable", false]
+      ])
+      const none = yield* Effect.flatMap(upnpOf, (gateway) => Effect.flip(gateway.discover)).pipe(
+        Effect.provide(discovering([]))
+      )
+      assert.strictEqual(none._tag, "GatewayNotFound")
+    }).pipe(Effect.scoped))
+})
+
+const mikrotik = (first: string, second: string) => `<?xml version="1.0"?>
+<root xmlns="urn:schemas-upnp-org:device-1-0"><specVersion><major>1</major><minor>0</minor></specVersion>
+<device><deviceType>urn:schemas-upnp-org:device:InternetGatewayDevice:1</deviceType><friendlyName>MikroTik Router</friendlyName>
+<deviceList>
+<device><deviceType>urn:schemas-upnp-org:device:WANDevice:1</deviceType><deviceList><device><deviceType>urn:schemas-upnp-org:device:WANConnectionDevice:1</deviceType>
+<serviceList><service><serviceType>urn:schemas-upnp-org:service:WANIPConnection:1</serviceType><controlURL>${first}</controlURL></service></serviceList></device></deviceList></device>
+<device><deviceType>urn:schemas-upnp-org:device:WANDevice:1</deviceType><deviceList><device><deviceType>urn:schemas-upnp-org:device:WANConnectionDevice:1</deviceType>
+<serviceList><service><serviceType>urn:schemas-upnp-org:service:WANIPConnection:1</serviceType><controlURL>${second}</controlURL></service></serviceList></device></deviceList></device>
+</deviceList></device></root>`
+
+describe("effectiveLease", () => {
+  it.each([
+    [3600, 3600, 3600],
+    [3600, 3598, 3600],
+    [3600, undefined, 3600],
+    [0, 0, 0],
+    [0, 604800, 604800],
+    [0, 604799, 604799],
+    [86400 * 30, 604800, 604800]
+  ] as const)("sent %s, router reports %s: %s", (sent, reported, expected) => {
+    assert.strictEqual(effectiveLease(sent, reported), expected)
+  })
+})
