@@ -351,6 +351,8 @@ export const portErrorReason = (error: GatewayError): PortErrorReason => {
       return "GatewayUnreachable"
     case "UpnpError":
       return error.code === 718 || error.code === 606 ? "PortConflict" : "MappingFailed"
+    case "PortControlError":
+      return "MappingFailed"
     case "GatewayProtocolError":
     case "InvalidMapping":
     case "PortControlError":

@@ -8,6 +8,7 @@ import { Context, Duration, Effect, Layer, MutableHashMap, Result, Schedule, Sem
 import { HttpClient, HttpClientRequest } from "effect/http"
 import { NetAddress } from "effect/net"
 import { GatewayProtocolError, GatewayUnreachable, UpnpError } from "../GatewayError.ts"
+import { measured } from "../metrics.ts"
 import { fromHttpClientError, readBodyCapped, timedOut } from "./HttpExchange.ts"
 import {
   childElements,
@@ -212,14 +213,17 @@ export class SoapTransport extends Context.Service<SoapTransport, {
         }
         const semaphore = semaphoreFor(url.host)
         const idempotent = call.idempotent !== false
-        return yield* attempt(call, context).pipe(
-          Semaphore.withPermit(semaphore),
-          Effect.retry({
-            schedule: backoff,
-            times: settings.retry.times,
-            while: (error: SoapError) =>
-              error._tag === "GatewayUnreachable" && (idempotent || error.reason.startsWith("ECONNREFUSED"))
-          })
+        return yield* measured(
+          call.action,
+          attempt(call, context).pipe(
+            Semaphore.withPermit(semaphore),
+            Effect.retry({
+              schedule: backoff,
+              times: settings.retry.times,
+              while: (error: SoapError) =>
+                error._tag === "GatewayUnreachable" && (idempotent || error.reason.startsWith("ECONNREFUSED"))
+            })
+          )
         )
       })
 

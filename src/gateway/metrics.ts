@@ -1,0 +1,53 @@
+/** Router call metrics, by action and outcome (served on /metrics by the runtime). */
+import { Effect, Exit, Metric } from "effect"
+import type { GatewayError } from "./GatewayError.ts"
+
+export const gatewayRequests = Metric.counter("edge_ccm_gateway_requests_total", {
+  description: "Calls to the router, by action (SOAP action or NAT-PMP/PCP opcode)",
+  incremental: true
+})
+
+export const gatewayRequestErrors = Metric.counter("edge_ccm_gateway_request_errors_total", {
+  description: "Failed calls to the router, by action and code (the UPnP/PCP code, or unreachable, protocol)",
+  incremental: true
+})
+
+export const gatewayRequestDuration = Metric.histogram("edge_ccm_gateway_request_duration_seconds", {
+  description: "Router call latency, retries included",
+  boundaries: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]
+})
+
+const errorCode = (error: GatewayError): string => {
+  switch (error._tag) {
+    case "UpnpError":
+    case "PortControlError":
+      return String(error.code)
+    case "GatewayUnreachable":
+    case "GatewayNotFound":
+      return "unreachable"
+    case "PortConflict":
+      return "conflict"
+    case "DoubleNat":
+      return "double_nat"
+    case "GatewayProtocolError":
+    case "InvalidMapping":
+      return "protocol"
+    case "PortControlError":
+      return String(error.code)
+  }
+}
+
+/** Counts and times one router call. */
+export const measured = <A, E extends GatewayError, R>(action: string, effect: Effect.Effect<A, E, R>) =>
+  Effect.gen(function*() {
+    const started = Date.now()
+    const exit = yield* Effect.exit(effect)
+    yield* Metric.update(Metric.withAttributes(gatewayRequests, { action }), 1)
+    yield* Metric.update(Metric.withAttributes(gatewayRequestDuration, { action }), (Date.now() - started) / 1000)
+    if (Exit.isFailure(exit)) {
+      const failure = exit.cause.reasons.find((reason) => reason._tag === "Fail")
+      const code = failure?._tag === "Fail" ? errorCode(failure.error) : "defect"
+      yield* Metric.update(Metric.withAttributes(gatewayRequestErrors, { action, code }), 1)
+    }
+    return yield* exit
+  })

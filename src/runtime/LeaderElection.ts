@@ -1,0 +1,354 @@
+/**
+ * Leader election on a `coordination.k8s.io/v1` Lease, following client-go's leaderelection
+ * package:
+ *
+ * - expiry is judged by when *this* candidate last saw the record change, never by the
+ *   holder's clock, so clock skew between nodes does not matter;
+ * - acquire and renew are replaces carrying the resourceVersion: of two candidates racing
+ *   for a free Lease, one gets 409 and loses;
+ * - a leader that cannot renew within the renew deadline stops leading at once, before its
+ *   lease can expire for anyone else (renew deadline < lease duration);
+ * - on graceful shutdown the leader releases the Lease (empty holder, 1 s duration), so
+ *   another candidate takes over within one retry period.
+ */
+import type { V1Lease } from "@kubernetes/client-node"
+import { V1MicroTime } from "@kubernetes/client-node"
+import {
+  Clock,
+  Context,
+  Duration,
+  Effect,
+  Layer,
+  Metric,
+  Option,
+  Random,
+  Ref,
+  Schedule,
+  SubscriptionRef
+} from "effect"
+import { Kube } from "../kube/Kube.ts"
+import { KubeConflict, KubeError, KubeNotFound } from "../kube/KubeError.ts"
+
+/** A Lease with the metadata every write needs. */
+export type NamedLease = V1Lease & { readonly metadata: { readonly namespace: string; readonly name: string } }
+export type VersionedLease = V1Lease & {
+  readonly metadata: { readonly namespace: string; readonly name: string; readonly resourceVersion: string }
+}
+
+export interface LeaseStoreService {
+  readonly get: (namespace: string, name: string) => Effect.Effect<V1Lease | undefined, KubeError>
+  /** `KubeConflict` when it already exists. */
+  readonly create: (lease: NamedLease) => Effect.Effect<V1Lease, KubeConflict | KubeError>
+  /** `KubeConflict` when the resourceVersion is stale. */
+  readonly replace: (lease: VersionedLease) => Effect.Effect<V1Lease, KubeConflict | KubeNotFound | KubeError>
+}
+
+/** The memory store's state, for tests: its Leases, and a switch that makes every call fail. */
+export class MemoryLeases extends Context.Service<MemoryLeases, {
+  readonly leases: Ref.Ref<ReadonlyMap<string, V1Lease>>
+  readonly unreachable: Ref.Ref<boolean>
+}>()("edge-ccm/runtime/MemoryLeases") {
+  static readonly layer: Layer.Layer<MemoryLeases> = Layer.effect(
+    MemoryLeases,
+    Effect.all({ leases: Ref.make<ReadonlyMap<string, V1Lease>>(new Map()), unreachable: Ref.make(false) })
+  )
+}
+
+const LEASES = "leases.coordination.k8s.io"
+
+/** An apiserver-like store in memory: resourceVersions, 409 on a stale one, 404, outages. */
+const makeMemoryStore = Effect.gen(function*() {
+  const { leases, unreachable } = yield* MemoryLeases
+  const version = yield* Ref.make(0)
+  const key = (namespace: string, name: string) => `${namespace}/${name}`
+  const guard = (verb: string, namespace: string, name: string) =>
+    Effect.flatMap(Ref.get(unreachable), (down) =>
+      down
+        ? Effect.fail(
+          new KubeError({
+            verb,
+            resource: LEASES,
+            namespace,
+            name,
+            reason: "ECONNREFUSED",
+            message: `cannot ${verb} ${LEASES} ${namespace}/${name}: connection refused`
+          })
+        )
+        : Effect.void)
+  const store = (lease: V1Lease, namespace: string, name: string) =>
+    Effect.gen(function*() {
+      const resourceVersion = String(yield* Ref.updateAndGet(version, (n) => n + 1))
+      // Round-trip through JSON as the apiserver would: MicroTimes come back as strings.
+      const stored: V1Lease = JSON.parse(JSON.stringify({ ...lease, metadata: { ...lease.metadata, resourceVersion } }))
+      yield* Ref.update(leases, (m) => new Map(m).set(key(namespace, name), stored))
+      return stored
+    })
+  const conflict = (verb: string, namespace: string, name: string, reason: string) =>
+    new KubeConflict({ verb, resource: LEASES, namespace, name, reason, message: `${verb} ${namespace}/${name}: ${reason}` })
+  const service: LeaseStoreService = {
+    get: (namespace, name) =>
+      guard("get", namespace, name).pipe(
+        Effect.andThen(Ref.get(leases)),
+        Effect.map((m) => m.get(key(namespace, name)))
+      ),
+    create: Effect.fnUntraced(function*(lease: NamedLease) {
+      const { namespace, name } = lease.metadata
+      yield* guard("create", namespace, name)
+      if ((yield* Ref.get(leases)).has(key(namespace, name))) {
+        return yield* conflict("create", namespace, name, "AlreadyExists")
+      }
+      return yield* store(lease, namespace, name)
+    }),
+    replace: Effect.fnUntraced(function*(lease: VersionedLease) {
+      const { namespace, name, resourceVersion } = lease.metadata
+      yield* guard("update", namespace, name)
+      const existing = (yield* Ref.get(leases)).get(key(namespace, name))
+      if (existing === undefined) {
+        return yield* new KubeNotFound({
+          verb: "update",
+          resource: LEASES,
+          namespace,
+          name,
+          reason: "NotFound",
+          message: `${LEASES} "${name}" not found`
+        })
+      }
+      if (existing.metadata?.resourceVersion !== resourceVersion) {
+        return yield* conflict("update", namespace, name, "Conflict")
+      }
+      return yield* store(lease, namespace, name)
+    })
+  }
+  return service
+})
+
+/** Where the Lease lives: the apiserver (`layerKube`) or memory (`layerMemory`, for tests). */
+export class LeaseStore extends Context.Service<LeaseStore, LeaseStoreService>()("edge-ccm/runtime/LeaseStore") {
+  static readonly layerKube: Layer.Layer<LeaseStore, never, Kube> = Layer.effect(
+    LeaseStore,
+    Effect.gen(function*() {
+      const kube = yield* Kube
+      const service: LeaseStoreService = { get: kube.getLease, create: kube.createLease, replace: kube.replaceLease }
+      return service
+    })
+  )
+
+  static readonly layerMemory: Layer.Layer<LeaseStore | MemoryLeases> = Layer.effect(LeaseStore, makeMemoryStore).pipe(
+    Layer.provideMerge(MemoryLeases.layer)
+  )
+}
+
+export interface LeaderElectionOptions {
+  readonly namespace: string
+  /** Lease name, e.g. `edge-cloud-controller-manager`. */
+  readonly name: string
+  /** This candidate's holder identity: the pod name. */
+  readonly identity: string
+  /** How long a Lease stays valid after its last renewal (default 15 s). */
+  readonly leaseDuration?: Duration.Input | undefined
+  /** How long the leader keeps trying to renew before it gives up leading (default 10 s). */
+  readonly renewDeadline?: Duration.Input | undefined
+  /** Pause between attempts to acquire or renew (default 2 s). */
+  readonly retryPeriod?: Duration.Input | undefined
+}
+
+/** `edge_ccm_leader{lease}`: 1 while this process leads, else 0. */
+export const leaderGauge = Metric.gauge("edge_ccm_leader", {
+  description: "1 while this process holds the leader Lease, else 0"
+})
+
+export interface LeaderElectionService {
+  /**
+   * Campaigns, runs `effect` while leading, and interrupts it the moment renewal fails;
+   * then campaigns again and restarts it on the next win. Returns when `effect` completes
+   * or fails while leading. Interrupting `run` (shutdown) releases the Lease.
+   */
+  readonly run: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+  /** Whether this process leads now; for readiness and logs. */
+  readonly isLeader: SubscriptionRef.SubscriptionRef<boolean>
+  /** The holder currently recorded in the Lease, as last observed (empty when free). */
+  readonly observedHolder: Effect.Effect<string>
+  readonly identity: string
+}
+
+interface Observed {
+  readonly lease: V1Lease | undefined
+  /** Local time at which the record last changed, as seen by this candidate. */
+  readonly at: number
+}
+
+const microTime = (millis: number) => new V1MicroTime(millis)
+
+/** Builds a candidate over `LeaseStore`. */
+export const make = Effect.fn("LeaderElection.make")(function*(options: LeaderElectionOptions) {
+  const store = yield* LeaseStore
+  const leaseDuration = Duration.fromInputUnsafe(options.leaseDuration ?? Duration.seconds(15))
+  const renewDeadline = Duration.fromInputUnsafe(options.renewDeadline ?? Duration.seconds(10))
+  const retryPeriod = Duration.fromInputUnsafe(options.retryPeriod ?? Duration.seconds(2))
+  if (Duration.isGreaterThanOrEqualTo(renewDeadline, leaseDuration)) {
+    return yield* Effect.die(new Error("leader election: the renew deadline must be shorter than the lease duration"))
+  }
+  const isLeader = yield* SubscriptionRef.make(false)
+  const observed = yield* Ref.make<Observed>({ lease: undefined, at: 0 })
+  const gauge = Metric.withAttributes(leaderGauge, { lease: `${options.namespace}/${options.name}` })
+  const seconds = Math.max(1, Math.round(Duration.toSeconds(leaseDuration)))
+
+  const setLeader = (leading: boolean) =>
+    SubscriptionRef.set(isLeader, leading).pipe(Effect.andThen(Metric.update(gauge, leading ? 1 : 0)))
+
+  const remember = (lease: V1Lease | undefined, now: number) =>
+    Ref.update(observed, (previous) =>
+      previous.lease?.metadata?.resourceVersion === lease?.metadata?.resourceVersion && previous.lease !== undefined
+        ? previous
+        : { lease, at: now })
+
+  /** One round of client-go's `tryAcquireOrRenew`: true when we hold the Lease afterwards. */
+  const tryAcquireOrRenew: Effect.Effect<boolean, KubeError | KubeConflict | KubeNotFound> = Effect.gen(function*() {
+    const now = yield* Clock.currentTimeMillis
+    const current = yield* store.get(options.namespace, options.name)
+    if (current === undefined) {
+      const created = yield* store.create({
+        apiVersion: "coordination.k8s.io/v1",
+        kind: "Lease",
+        metadata: { namespace: options.namespace, name: options.name },
+        spec: {
+          holderIdentity: options.identity,
+          leaseDurationSeconds: seconds,
+          acquireTime: microTime(now),
+          renewTime: microTime(now),
+          leaseTransitions: 0
+        }
+      })
+      yield* remember(created, now)
+      return true
+    }
+    yield* remember(current, now)
+    const seen = yield* Ref.get(observed)
+    const holder = current.spec?.holderIdentity ?? ""
+    const ours = holder === options.identity
+    const duration = (current.spec?.leaseDurationSeconds ?? seconds) * 1000
+    if (holder !== "" && !ours && seen.at + duration > now) return false
+    const resourceVersion = current.metadata?.resourceVersion ?? ""
+    const renewed = yield* store.replace({
+      ...current,
+      apiVersion: "coordination.k8s.io/v1",
+      kind: "Lease",
+      metadata: { ...current.metadata, namespace: options.namespace, name: options.name, resourceVersion },
+      spec: {
+        ...current.spec,
+        holderIdentity: options.identity,
+        leaseDurationSeconds: seconds,
+        acquireTime: ours && current.spec?.acquireTime !== undefined ? current.spec.acquireTime : microTime(now),
+        renewTime: microTime(now),
+        leaseTransitions: (current.spec?.leaseTransitions ?? 0) + (ours ? 0 : 1)
+      }
+    })
+    yield* remember(renewed, now)
+    return true
+  })
+
+  /** A round that never fails: errors and lost races count as "not now". */
+  const attempt = tryAcquireOrRenew.pipe(
+    Effect.catch((error) =>
+      Effect.logDebug("leader election attempt failed").pipe(
+        Effect.annotateLogs({ error: error.message }),
+        Effect.as(false)
+      )
+    )
+  )
+
+  const jitteredRetry = Effect.flatMap(
+    Random.nextBetween(1, 1.2),
+    (factor) => Effect.sleep(Duration.times(retryPeriod, factor))
+  )
+
+  /** Until we hold the Lease, retrying every retry period (jittered, as client-go does). */
+  const acquire = Effect.gen(function*() {
+    while (!(yield* attempt)) yield* jitteredRetry
+  })
+
+  /**
+   * Renews every retry period; completes when a renewal round could not succeed within the
+   * renew deadline: from then on another candidate may take over, so we must stop.
+   */
+  const renewUntilLost = Effect.gen(function*() {
+    while (true) {
+      yield* Effect.sleep(retryPeriod)
+      const renewed = yield* attempt.pipe(
+        Effect.repeat({ until: (ok) => ok, schedule: Schedule.spaced(retryPeriod) }),
+        Effect.timeoutOption(renewDeadline)
+      )
+      if (Option.isNone(renewed)) return
+    }
+  })
+
+  /** Hands the Lease back so the next candidate need not wait for it to expire. */
+  const release = Effect.gen(function*() {
+    const { lease } = yield* Ref.get(observed)
+    if (lease?.spec?.holderIdentity !== options.identity || lease.metadata?.resourceVersion === undefined) return
+    const now = yield* Clock.currentTimeMillis
+    yield* store.replace({
+      ...lease,
+      metadata: {
+        ...lease.metadata,
+        namespace: options.namespace,
+        name: options.name,
+        resourceVersion: lease.metadata.resourceVersion
+      },
+      spec: {
+        ...lease.spec,
+        holderIdentity: "",
+        leaseDurationSeconds: 1,
+        acquireTime: microTime(now),
+        renewTime: microTime(now)
+      }
+    }).pipe(
+      Effect.tap((released) => remember(released, now)),
+      Effect.tap(() => Effect.logInfo("released the leader Lease")),
+      Effect.catch((error) =>
+        Effect.logWarning("could not release the leader Lease; it expires on its own").pipe(
+          Effect.annotateLogs({ error: error.message })
+        )
+      ),
+      Effect.timeoutOption(renewDeadline)
+    )
+  })
+
+  const run = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+    Effect.gen(function*() {
+      while (true) {
+        yield* acquire
+        yield* setLeader(true)
+        yield* Effect.logInfo("became leader")
+        const outcome = yield* Effect.raceFirst(
+          Effect.map(effect, Option.some),
+          Effect.as(renewUntilLost, Option.none<A>())
+        )
+        if (Option.isSome(outcome)) return outcome.value
+        yield* setLeader(false)
+        yield* Effect.logWarning("lost the leader Lease: stopped, campaigning again")
+      }
+    }).pipe(
+      // Release whenever the last record we saw names us, even if we were interrupted
+      // between winning and noticing it.
+      Effect.ensuring(Effect.uninterruptible(release.pipe(Effect.andThen(setLeader(false))))),
+      Effect.annotateLogs({ lease: `${options.namespace}/${options.name}`, identity: options.identity })
+    )
+
+  const service: LeaderElectionService = {
+    run,
+    isLeader,
+    observedHolder: Effect.map(Ref.get(observed), (o) => o.lease?.spec?.holderIdentity ?? ""),
+    identity: options.identity
+  }
+  return service
+})
+
+export class LeaderElection extends Context.Service<LeaderElection, LeaderElectionService>()(
+  "edge-ccm/runtime/LeaderElection"
+) {
+  /** A candidate over the given store (`LeaseStore.layerKube` in production). */
+  static layer(options: LeaderElectionOptions): Layer.Layer<LeaderElection, never, LeaseStore> {
+    return Layer.effect(LeaderElection, make(options))
+  }
+}
