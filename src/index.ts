@@ -54,6 +54,7 @@ export { Discovery, type DiscoveryOptions, type SsdpResponse } from "./gateway/u
 export { Kube, KubeConflict, KubeError, KubeNotFound, type WatchEvent } from "./kube/Kube.ts"
 
 // The process
-export { controllerProcessLayer } from "./runtime/ControllerProcess.ts"
+export { runControllerProcess } from "./runtime/ControllerProcess.ts"
+export { LeaderElection, LeaseStore } from "./runtime/LeaderElection.ts"
 export { HealthCheck, healthServerLayer } from "./runtime/HealthServer.ts"
 export type { RunSettings } from "./runtime/Settings.ts"

@@ -144,10 +144,11 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
     )
   )
 
+  /** The router failed or contradicted our view of it: ask it afresh on the next pass. */
   const gatewayFailed = (error: GatewayError) =>
     Effect.sync(() => {
       state.gateway = undefined
-      state.gatewayError = error
+      if (error._tag !== "DoubleNat") state.gatewayError = error
     }).pipe(Effect.andThen(table.invalidate))
 
   const gatewayView: Effect.Effect<GatewayView, GatewayError> = Effect.suspend(() =>

@@ -214,7 +214,13 @@ const ensure = Effect.fnUntraced(function*(
       context.kube.applyServiceStatus(refOf(current), { loadBalancer: toV1Status(status) })
     )
     if (applied._tag === "Failure") {
-      yield* Effect.logWarning(`status write failed: ${applied.failure.message}`)
+      const note = `cannot write the Service's status: ${applied.failure.message}`
+      yield* Effect.logWarning(note)
+      yield* context.announcer.conditions(
+        desired.key,
+        [...conditions, { type: "Warning", reason: "SyncLoadBalancerFailed", action: "Ensure", note }],
+        emit
+      )
       return retry(applied.failure.message)
     }
     const ip = status.ingress[0]?.ip
@@ -267,7 +273,7 @@ const runStep = (
       const add = mapPort(context, gateway, desired, step.port)
       if (step.previous.internalClient === gateway.localAddress) return add
       return unmap(context, step.previous).pipe(
-        Effect.matchEffect({ onFailure: (error) => Effect.succeed(failedPort(step.port, error)), onSuccess: () => add })
+        Effect.matchEffect({ onFailure: (error) => Effect.succeed(replaceRefused(step, error)), onSuccess: () => add })
       )
     }
     case "Conflict":
@@ -316,7 +322,9 @@ const mapPort = (
     Effect.as<PortOutcome>({ _tag: "Mapped", port }),
     Effect.catch((error) => {
       const outcome = failedPort(port, error)
-      return (outcome.reason === "GatewayUnreachable" ? context.gatewayFailed(error) : Effect.void).pipe(
+      // Unreachable, or behind a double NAT: either way the router's state must be read afresh.
+      const stale = outcome.reason === "GatewayUnreachable" || outcome.reason === "DoubleNAT"
+      return (stale ? context.gatewayFailed(error) : Effect.void).pipe(
         Effect.andThen(Effect.logWarning(`${describePort(port)}: ${error.message}`)),
         Effect.as(outcome)
       )
@@ -332,6 +340,25 @@ const unmap = (
     Effect.tap(() => context.table.set(mapping, null)),
     Effect.annotateLogs({ port: describePort(mapping), action: "unmap" })
   )
+
+/**
+ * A secure-mode router lets only the node that made a mapping delete it (606): after a
+ * failover, the old leader's mapping is re-pointed once its lease runs out.
+ */
+const replaceRefused = (step: Extract<Step, { _tag: "Replace" }>, error: GatewayError): PortOutcome =>
+  error._tag === "UpnpError" && error.code === 606
+    ? {
+      _tag: "Failed",
+      port: step.port,
+      reason: "PortConflict",
+      message: `the mapping still points at ${step.previous.internalClient}, the previous leader's node, and the ` +
+        `router lets only that node change it; waiting for its lease to expire (${
+          step.previous.leaseDuration === undefined || step.previous.leaseDuration === 0
+            ? "a permanent mapping never does: remove it on the router"
+            : `in ${step.previous.leaseDuration} s`
+        })`
+    }
+    : failedPort(step.port, error)
 
 const failedPort = (port: DesiredPort, error: GatewayError): Extract<PortOutcome, { _tag: "Failed" }> => ({
   _tag: "Failed",
@@ -615,7 +642,8 @@ const sameStatus = (current: V1LoadBalancerStatus | undefined, next: LoadBalance
   const normalize = (ingress: ReadonlyArray<V1LoadBalancerIngress | LoadBalancerStatus["ingress"][number]>) =>
     JSON.stringify(ingress.map((i) => ({
       ip: i.ip,
-      ipMode: i.ipMode,
+      // The apiserver fills in VIP when we leave ipMode unset.
+      ipMode: i.ipMode ?? "VIP",
       ports: (i.ports ?? []).map((p) => ({ port: p.port, protocol: p.protocol, error: p.error }))
     })))
   return normalize(current?.ingress ?? []) === normalize(next.ingress)

@@ -296,6 +296,8 @@ export const serviceStatus = (
   ipMode: "VIP" | "Proxy" | undefined
 ): LoadBalancerStatus => {
   if (externalAddress.class !== "public" || externalAddress.ip === undefined) return { ingress: [] }
+  // The router itself said it cannot forward (double NAT), whatever its last reported address.
+  if (outcomes.some((outcome) => outcome._tag === "Failed" && outcome.reason === "DoubleNAT")) return { ingress: [] }
   if (outcomes.length === 0 && unmappable.length === 0) return { ingress: [] }
   const ports = [
     ...outcomes.map((outcome) =>

@@ -1,23 +1,36 @@
 /**
- * The whole controller process as one layer: logging, the Kubernetes client, the router,
- * the controller and its health/metrics server. `edge-ccm run` launches it; an embedding
- * program can launch it too, or compose the pieces itself (see src/index.ts).
+ * The whole controller process: logging, the Kubernetes client, the health and metrics
+ * server (always up), and the controller with its router, which runs only while this process
+ * leads when leader election is on. `edge-ccm run` runs it; an embedding program can run it
+ * too, or compose the pieces itself (see src/index.ts).
  */
 import { hostname } from "node:os"
-import { Duration, Effect, Layer, type LogLevel } from "effect"
+import { Context, Duration, Effect, Layer, type LogLevel, Option, Ref, SubscriptionRef } from "effect"
 import { Controller } from "../controller/Controller.ts"
 import { UpnpGateway } from "../gateway/upnp/UpnpGateway.ts"
 import { Kube } from "../kube/Kube.ts"
 import { HealthCheck, healthServerLayer } from "./HealthServer.ts"
+import { LeaderElection, LeaseStore } from "./LeaderElection.ts"
 import { loggingLayer } from "./Logging.ts"
 import { parseBindAddress, type RunSettings } from "./Settings.ts"
 
-/** Health from the controller's own view: its loops ticking, its caches synced, the router answering. */
-export const controllerHealthCheck = (settings: Pick<RunSettings, "gatewayProbeInterval" | "resyncInterval">) =>
+/** The controller while it runs (it does not while another replica leads). */
+class ActiveController extends Context.Service<ActiveController, Ref.Ref<Option.Option<Controller["Service"]>>>()(
+  "edge-ccm/runtime/ActiveController"
+) {}
+
+export const LEASE_NAME = "edge-cloud-controller-manager"
+
+/**
+ * Health from the controller's own view: its loops ticking, its caches synced, the router
+ * answering. A standby replica is healthy and ready: it is doing its job, which is waiting.
+ */
+const healthCheck = (settings: Pick<RunSettings, "gatewayProbeInterval" | "resyncInterval">) =>
   Layer.effect(
     HealthCheck,
     Effect.gen(function*() {
-      const controller = yield* Controller
+      const active = yield* ActiveController
+      const election = yield* Effect.serviceOption(LeaderElection)
       // A loop silent for this long is stuck: the liveness probe then restarts the pod.
       const stuckAfter = Math.max(
         60_000,
@@ -25,13 +38,25 @@ export const controllerHealthCheck = (settings: Pick<RunSettings, "gatewayProbeI
         3 * Duration.toMillis(settings.resyncInterval)
       )
       return HealthCheck.of({
-        report: Effect.map(controller.health, (health) => {
+        report: Effect.gen(function*() {
+          const controller = yield* Ref.get(active)
+          if (Option.isNone(controller)) {
+            const leading = Option.isSome(election) ? yield* SubscriptionRef.get(election.value.isLeader) : true
+            const holder = Option.isSome(election) ? yield* election.value.observedHolder : ""
+            return {
+              healthy: true,
+              ready: !leading,
+              details: leading ? { role: "starting" } : { role: "standby", leader: holder }
+            }
+          }
+          const health = yield* controller.value.health
           const now = Date.now()
           const loopsAlive = now - health.lastProbeAt < stuckAfter && now - health.lastResyncAt < stuckAfter
           return {
             healthy: loopsAlive,
             ready: health.servicesSynced && health.gatewayReachable && !health.excluded,
             details: {
+              role: "leader",
               servicesSynced: health.servicesSynced,
               gatewayReachable: health.gatewayReachable,
               ...(health.gatewayError === undefined ? {} : { gatewayError: health.gatewayError }),
@@ -46,9 +71,10 @@ export const controllerHealthCheck = (settings: Pick<RunSettings, "gatewayProbeI
     })
   )
 
-export const controllerProcessLayer = (settings: RunSettings, logLevel: LogLevel.LogLevel = "Info") => {
-  const kube = Kube.layer({ kubeconfig: settings.kubeconfig, instance: settings.nodeName ?? hostname() })
-  const gateway = UpnpGateway.layer({ gatewayUrl: settings.gatewayUrl, concurrency: settings.gatewayConcurrency })
+/** Runs the controller process until interrupted (SIGTERM leaves every mapping in place). */
+export const runControllerProcess = (settings: RunSettings, logLevel: LogLevel.LogLevel = "Info") => {
+  const identity = process.env["POD_NAME"] ?? settings.nodeName ?? hostname()
+  const kube = Kube.layer({ kubeconfig: settings.kubeconfig, instance: identity })
   const controller = Controller.layer({
     clusterName: settings.clusterName,
     loadBalancerClass: settings.loadBalancerClass,
@@ -57,20 +83,50 @@ export const controllerProcessLayer = (settings: RunSettings, logLevel: LogLevel
     resyncInterval: settings.resyncInterval,
     probeInterval: settings.gatewayProbeInterval,
     nodeName: settings.nodeName
-  }).pipe(Layer.provide(kube), Layer.provide(gateway))
+  }).pipe(
+    Layer.provide(UpnpGateway.layer({ gatewayUrl: settings.gatewayUrl, concurrency: settings.gatewayConcurrency }))
+  )
+  const election = settings.leaderElection === undefined
+    ? Layer.empty
+    : LeaderElection.layer({
+      namespace: settings.leaderElection.namespace,
+      name: LEASE_NAME,
+      identity,
+      leaseDuration: settings.leaderElection.leaseDuration,
+      renewDeadline: settings.leaderElection.renewDeadline,
+      retryPeriod: settings.leaderElection.retryPeriod
+    }).pipe(Layer.provide(LeaseStore.layerKube))
+  const base = Layer.mergeAll(election, Layer.effect(ActiveController, Ref.make(Option.none()))).pipe(
+    Layer.provideMerge(kube)
+  )
   const health = healthServerLayer({
     health: parseBindAddress(settings.healthBindAddress),
     metrics: settings.metricsBindAddress === undefined ? undefined : parseBindAddress(settings.metricsBindAddress)
-  }).pipe(Layer.provide(controllerHealthCheck(settings)))
-  const started = Layer.effectDiscard(
-    Effect.log(
+  }).pipe(Layer.provide(healthCheck(settings)))
+
+  const runController = Effect.gen(function*() {
+    const active = yield* ActiveController
+    yield* Effect.addFinalizer(() => Ref.set(active, Option.none()))
+    const context = yield* Layer.build(controller)
+    yield* Ref.set(active, Option.some(Context.get(context, Controller)))
+    return yield* Effect.never
+  }).pipe(Effect.scoped)
+
+  const main = Effect.gen(function*() {
+    yield* Effect.log(
       `edge-ccm started: cluster ${settings.clusterName}, class ${settings.loadBalancerClass}, ` +
         `router ${settings.gatewayUrl ?? "discovered by SSDP"}, node ${settings.nodeName ?? "unknown"}, ` +
-        `lease ${Duration.format(settings.mappingLease)}, resync ${Duration.format(settings.resyncInterval)}`
+        `lease ${Duration.format(settings.mappingLease)}, resync ${Duration.format(settings.resyncInterval)}, ` +
+        (settings.leaderElection === undefined
+          ? "no leader election"
+          : `leader election on Lease ${settings.leaderElection.namespace}/${LEASE_NAME} as ${identity}`)
     )
-  )
-  return Layer.mergeAll(health, started).pipe(
-    Layer.provideMerge(controller),
-    Layer.provide(loggingLayer({ format: settings.logFormat, level: logLevel }))
+    const leader = yield* Effect.serviceOption(LeaderElection)
+    return yield* Option.isSome(leader) ? leader.value.run(runController) : runController
+  })
+
+  return main.pipe(
+    Effect.provide(Layer.merge(base, health.pipe(Layer.provide(base)))),
+    Effect.provide(loggingLayer({ format: settings.logFormat, level: logLevel }))
   )
 }

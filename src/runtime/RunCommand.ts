@@ -1,7 +1,7 @@
 /** `edge-ccm run`: the controller, until SIGTERM (which leaves every mapping in place). */
-import { Effect, Layer } from "effect"
+import { Effect } from "effect"
 import { Command } from "effect/cli"
-import { controllerProcessLayer } from "./ControllerProcess.ts"
+import { runControllerProcess } from "./ControllerProcess.ts"
 import { requestedLogLevel } from "./Logging.ts"
 import { runFlags, toRunSettings } from "./Settings.ts"
 
@@ -10,7 +10,7 @@ export const runCommand = Command.make(
   runFlags,
   (flags) =>
     requestedLogLevel.pipe(
-      Effect.flatMap((level) => Layer.launch(controllerProcessLayer(toRunSettings(flags), level))),
+      Effect.flatMap((level) => runControllerProcess(toRunSettings(flags), level)),
       Effect.asVoid
     )
 ).pipe(

@@ -78,7 +78,23 @@ export const runFlags = {
     Flag.withSchema(BindAddress),
     Flag.optional
   ),
-  logFormat: choice("log-format", ["json", "text"], "json for collectors, text for terminals", "json")
+  logFormat: choice("log-format", ["json", "text"], "json for collectors, text for terminals", "json"),
+  leaderElect: Flag.Boolean("leader-elect").pipe(
+    Flag.withDescription(
+      `run only while holding the leader Lease, so one of several replicas maps (default false) [env ${
+        environmentName("leader-elect")
+      }]`
+    ),
+    Flag.withFallbackConfig(Config.Boolean(environmentName("leader-elect"))),
+    Flag.withDefault(false)
+  ),
+  leaderElectNamespace: text("leader-elect-namespace", "namespace of the leader Lease [or env POD_NAMESPACE]").pipe(
+    Flag.withFallbackConfig(Config.String("POD_NAMESPACE")),
+    Flag.withDefault("edge-ccm-system")
+  ),
+  leaderElectLeaseDuration: duration("leader-elect-lease-duration", "how long a leader's Lease stays valid", "15s"),
+  leaderElectRenewDeadline: duration("leader-elect-renew-deadline", "how long a leader retries renewing before it stops", "10s"),
+  leaderElectRetryPeriod: duration("leader-elect-retry-period", "pause between attempts to acquire or renew", "2s")
 }
 
 export interface RunSettings {
@@ -95,6 +111,14 @@ export interface RunSettings {
   readonly healthBindAddress: string
   readonly metricsBindAddress: string | undefined
   readonly logFormat: "json" | "text"
+  readonly leaderElection:
+    | {
+      readonly namespace: string
+      readonly leaseDuration: Duration.Duration
+      readonly renewDeadline: Duration.Duration
+      readonly retryPeriod: Duration.Duration
+    }
+    | undefined
 }
 
 type ParsedFlags = {
@@ -114,7 +138,15 @@ export const toRunSettings = (flags: ParsedFlags): RunSettings => ({
   nodeName: Option.getOrUndefined(flags.nodeName),
   healthBindAddress: flags.healthBindAddress,
   metricsBindAddress: Option.getOrUndefined(flags.metricsBindAddress),
-  logFormat: flags.logFormat
+  logFormat: flags.logFormat,
+  leaderElection: flags.leaderElect
+    ? {
+      namespace: flags.leaderElectNamespace,
+      leaseDuration: flags.leaderElectLeaseDuration,
+      renewDeadline: flags.leaderElectRenewDeadline,
+      retryPeriod: flags.leaderElectRetryPeriod
+    }
+    : undefined
 })
 
 /** Splits `host:port` (host may be empty, meaning every interface). */

@@ -81,7 +81,7 @@ describe("Controller", () => {
       })
       const service = kube.get(SEED_KEY)!
       expect(service.status?.loadBalancer?.ingress).toEqual([
-        { ip: "122.112.219.229", ports: [{ port: 8080, protocol: "TCP" }] }
+        { ip: "122.112.219.229", ipMode: "VIP", ports: [{ port: 8080, protocol: "TCP" }] }
       ])
       expect(service.metadata?.finalizers).toEqual([FINALIZER])
       const record = readRecord(service)
@@ -210,6 +210,19 @@ describe("Controller", () => {
       expect(gateway.table.size).toBe(0)
     }))
 
+  it.effect("withholds the address when the router refuses as double NAT before a probe noticed", () =>
+    Effect.gen(function*() {
+      const { gateway, kube, start } = setup()
+      yield* start
+      yield* until("first probe", () => gateway.calls.includes("status"))
+      // The WAN address turns private between two probes: the cached view still says public.
+      gateway.state.externalClass = "private"
+      kube.create(seedService())
+      yield* until("DoubleNAT event", () => reasons(kube).includes("DoubleNAT"))
+      yield* settle
+      expect(kube.get(SEED_KEY)?.status?.loadBalancer?.ingress ?? []).toEqual([])
+    }))
+
   it.effect("follows a new external address", () =>
     Effect.gen(function*() {
       const { gateway, kube, start } = setup()
@@ -306,6 +319,32 @@ describe("Controller", () => {
       kube.create(seedService())
       yield* until("re-pointed", () => gateway.table.get("TCP/8080")?.internalClient === "192.168.77.10")
       expect(gateway.calls).toContain("unmap TCP/8080")
+    }))
+
+  it.effect("on a secure-mode router, waits for the old leader's mapping to expire, and says so", () =>
+    Effect.gen(function*() {
+      const { gateway, kube, start } = setup()
+      gateway.state.secureMode = true
+      gateway.addForeign({
+        externalPort: 8080,
+        protocol: "TCP",
+        internalClient: "192.168.77.11",
+        internalPort: 30000,
+        description: SEED_DESCRIPTION,
+        leaseDuration: 20
+      })
+      yield* start
+      kube.create(seedService())
+      const waiting = yield* Effect.gen(function*() {
+        yield* until("a PortConflict event", () => reasons(kube).includes("PortConflict"))
+        return kube.events.find((e) => e.reason === "PortConflict")!
+      })
+      expect(waiting.note).toContain("waiting for its lease to expire (in 20 s)")
+      expect(gateway.table.get("TCP/8080")?.internalClient).toBe("192.168.77.11")
+      // The old mapping's lease runs out on the router; the retry then maps to this node.
+      gateway.table.delete("TCP/8080")
+      yield* TestClock.adjust(Duration.seconds(5))
+      yield* until("re-pointed", () => gateway.table.get("TCP/8080")?.internalClient === "192.168.77.10")
     }))
 
   it.effect("writes nothing when nothing changed", () =>

@@ -96,7 +96,14 @@ export const makeInMemoryKube = (nodes: ReadonlyArray<V1Node> = []): InMemoryKub
         calls.push(`status ${key}`)
         const current = services.get(key)
         if (current === undefined) return Effect.fail(notFound("apply", ref.namespace, ref.name))
-        return Effect.succeed(store({ ...current, status: { ...current.status, loadBalancer: status.loadBalancer } }))
+        // Like the apiserver, fill in ipMode VIP where the writer left it unset.
+        const loadBalancer = {
+          ...status.loadBalancer,
+          ...(status.loadBalancer.ingress === undefined
+            ? {}
+            : { ingress: status.loadBalancer.ingress.map((ingress) => ({ ipMode: "VIP", ...ingress })) })
+        }
+        return Effect.succeed(store({ ...current, status: { ...current.status, loadBalancer } }))
       }),
     recordEvent: (event) =>
       Effect.sync(() => {

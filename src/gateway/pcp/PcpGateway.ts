@@ -1,0 +1,406 @@
+/**
+ * The `PortMapper` for PCP (RFC 6887), MAP opcode only. Every mapping has a nonce of its own
+ * (12 random bytes), returned in the granted mapping so the caller keeps it in its record: a
+ * restarted controller renews and deletes with the recorded nonce, and a mapping is never
+ * touched with another. Our real source address goes in the client-IP field (anything else is
+ * ADDRESS_MISMATCH), the suggested external port is the one asked for, the suggested external
+ * address the IPv4 zero address.
+ *
+ * As with NAT-PMP, another external port than the one asked for is released at once and fails
+ * with PortConflict, and a private or missing external address fails with DoubleNat. PCP has
+ * no request for the external address alone: `status` sends a deletion for the discard port
+ * under a fresh nonce, which changes nothing (no mapping of ours is there, and another's nonce
+ * could not delete it) but is answered with the epoch and, by miniupnpd, the external address.
+ * A gateway that copies the zero address back (RFC 6887 erratum 3621) leaves us the address of
+ * the last mapping granted.
+ */
+import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
+import { randomBytes } from "node:crypto"
+import { Config, Context, Effect, Layer, Ref, Result } from "effect"
+import { externalAddressOf } from "../classifyExternalIp.ts"
+import { DoubleNat, type GatewayError, InvalidMapping, PortConflict, PortControlError } from "../GatewayError.ts"
+import type { ExternalAddress, GatewayStatus, GrantedMapping, MappingRequest, Protocol } from "../Mapping.ts"
+import type { EpochReport } from "../natpmp/Epoch.ts"
+import { type Endpoint, nodeSocket, type OpenSocket, type Retransmission, type Verdict } from "../natpmp/Exchange.ts"
+import { makePortControl, type PortControl } from "../natpmp/PortControl.ts"
+import { PortMapper } from "../PortMapper.ts"
+import {
+  decodeResponse,
+  encodeMapRequest,
+  IPV4_UNSPECIFIED,
+  NONCE_BYTES,
+  OPCODE_MAP,
+  PCP_ADDRESS_MISMATCH,
+  PCP_MALFORMED_REQUEST,
+  PCP_NETWORK_FAILURE,
+  PCP_NO_RESOURCES,
+  PCP_NOT_AUTHORIZED,
+  PCP_PORT,
+  PCP_SUCCESS,
+  PCP_UNSUPP_OPCODE,
+  PCP_UNSUPP_VERSION,
+  type PcpResponse
+} from "./PcpPacket.ts"
+
+export interface PcpGatewayOptions {
+  /** The gateway's IPv4 address (the PCP server). Default: the default route's gateway. */
+  readonly gateway: string | undefined
+  /** Default 5351. */
+  readonly port: number
+  /** Our source address toward the gateway. Default: the kernel's choice for the route to it. */
+  readonly localAddress: string | undefined
+  /** The client-IP field. Default: the source address, as RFC 6887 §8.1 requires. */
+  readonly clientAddress: string | undefined
+  /**
+   * RFC 6887 §8.1.1: from 3 s, doubling up to 1024 s, each wait ±10 %, with no limit on sends.
+   * The deadline (default 15 s: sends at about 0, 3 and 9 s) bounds one call.
+   */
+  readonly retransmission: Retransmission
+  /** The lifetime asked for when a request's lease is 0 (PCP has no permanent mappings). Default 7200. */
+  readonly defaultLifetimeSeconds: number
+  /** The internal port of `status`'s harmless deletion (default 9, discard). */
+  readonly probePort: number
+  /** Requests in flight at once. Default 4. */
+  readonly concurrency: number
+  /** How each exchange's socket is opened (tests replace it). */
+  readonly openSocket: OpenSocket
+}
+
+export const defaultPcpRetransmission: Retransmission = {
+  initial: "3 seconds",
+  maxInterval: "1024 seconds",
+  attempts: Number.POSITIVE_INFINITY,
+  jitter: 0.1,
+  deadline: "15 seconds"
+}
+
+export const defaultPcpGatewayOptions: PcpGatewayOptions = {
+  gateway: undefined,
+  port: PCP_PORT,
+  localAddress: undefined,
+  clientAddress: undefined,
+  retransmission: defaultPcpRetransmission,
+  defaultLifetimeSeconds: 7200,
+  probePort: 9,
+  concurrency: 4,
+  openSocket: nodeSocket
+}
+
+export class PcpGateway extends Context.Service<PcpGateway, {
+  /** The gateway in use and our address toward it. */
+  readonly endpoint: Effect.Effect<Endpoint, GatewayError>
+  /** The last epoch and whether the gateway lost its state; clears `lostState` like `status`. */
+  readonly epoch: Effect.Effect<EpochReport>
+}>()("edge-ccm/gateway/pcp/PcpGateway") {
+  /** Builds both services; needs a FileSystem to read the default route. */
+  static make = Effect.fnUntraced(function*(options?: Partial<PcpGatewayOptions>) {
+    const settings: PcpGatewayOptions = {
+      ...defaultPcpGatewayOptions,
+      ...options,
+      retransmission: { ...defaultPcpRetransmission, ...options?.retransmission }
+    }
+    const control = yield* makePortControl("pcp", settings)
+    const portMapper = yield* makePortMapper(control, settings)
+    const pcp = PcpGateway.of({ endpoint: control.endpoint, epoch: control.epochs.report })
+    return { portMapper, pcp }
+  })
+
+  /** `PortMapper` and `PcpGateway` over UDP; the gateway is found on first use. */
+  static layer(options?: Partial<PcpGatewayOptions>): Layer.Layer<PortMapper | PcpGateway> {
+    return Layer.effectContext(
+      Effect.map(PcpGateway.make(options), ({ pcp, portMapper }) =>
+        Context.make(PortMapper, portMapper).pipe(Context.add(PcpGateway, pcp)))
+    ).pipe(Layer.provide(NodeFileSystem.layer))
+  }
+
+  /** `layer` with its options read from `Config`. */
+  static layerConfig(
+    options: Config.Wrap<Partial<PcpGatewayOptions>>
+  ): Layer.Layer<PortMapper | PcpGateway, Config.ConfigError> {
+    return Layer.unwrap(Effect.map(Config.unwrap(options), (resolved) => PcpGateway.layer(resolved)))
+  }
+}
+
+/** A fresh 96-bit nonce, as lower-case hex. */
+export const randomNonce = (): string => randomBytes(NONCE_BYTES).toString("hex")
+
+const NONCE_PATTERN = /^[0-9a-f]{24}$/
+
+type MapAnswer = Exclude<PcpResponse, { _tag: "Failure" }> | Extract<PcpResponse, { _tag: "Failure" }>
+
+/** Error codes a server may send without echoing the MAP fields: it did not understand the request. */
+const UNDERSTOOD_NOTHING = new Set([PCP_UNSUPP_VERSION, PCP_MALFORMED_REQUEST, PCP_UNSUPP_OPCODE])
+
+/** An answer to this MAP request: same nonce, protocol and internal port (RFC 6887 §11.3). */
+const matchMap = (nonce: string, protocol: Protocol, internalPort: number) => (payload: Uint8Array): Verdict<MapAnswer> => {
+  const decoded = decodeResponse(payload)
+  if (Result.isFailure(decoded)) return { _tag: "Unusable", ...decoded.failure }
+  const response = decoded.success
+  switch (response._tag) {
+    case "UnsupportedVersion":
+      return { _tag: "Accept", value: response }
+    case "Failure":
+      return response.requestOpcode === OPCODE_MAP && UNDERSTOOD_NOTHING.has(response.resultCode)
+        ? { _tag: "Accept", value: response }
+        : { _tag: "Ignore", reason: `result ${response.resultCode} without the MAP fields to match` }
+    case "Map":
+      return response.nonce === nonce && response.protocol === protocol && response.internalPort === internalPort
+        ? { _tag: "Accept", value: response }
+        : {
+          _tag: "Ignore",
+          reason: `MAP reply for nonce ${response.nonce}, ${response.protocol} internal port ${response.internalPort}`
+        }
+  }
+}
+
+const isPort = (port: number) => Number.isInteger(port) && port >= 1 && port <= 65535
+const isUnspecified = (address: string) => address === IPV4_UNSPECIFIED || address === "::"
+
+const makePortMapper = (control: PortControl, settings: PcpGatewayOptions) =>
+  Effect.gen(function*() {
+    const lastAssigned = yield* Ref.make<string | undefined>(undefined)
+    const clientOf = (endpoint: Endpoint) => settings.clientAddress ?? endpoint.localAddress
+
+    const invalid = (endpoint: Endpoint, action: string, field: string, reason: string) =>
+      new InvalidMapping({ router: endpoint.router, action, field, reason })
+
+    const resultError = (
+      endpoint: Endpoint,
+      action: string,
+      code: number,
+      context: { readonly protocol?: Protocol; readonly externalPort?: number; readonly nonce?: string | undefined } = {}
+    ): GatewayError => {
+      if (code === PCP_NETWORK_FAILURE) {
+        return new DoubleNat({
+          router: endpoint.router,
+          reason: `${action}: the gateway reports NETWORK_FAILURE (PCP result 7): it has no usable external address`
+        })
+      }
+      if (code === PCP_NOT_AUTHORIZED && context.nonce !== undefined && context.protocol !== undefined && context.externalPort !== undefined) {
+        return new PortConflict({
+          router: endpoint.router,
+          externalPort: context.externalPort,
+          protocol: context.protocol,
+          holder: "another PCP client (the mapping is owned by another nonce)",
+          reason: `NOT_AUTHORIZED for nonce ${context.nonce}`
+        })
+      }
+      const detail = code === PCP_ADDRESS_MISMATCH
+        ? `we sent client IP ${clientOf(endpoint)} from ${endpoint.localAddress}, and the gateway saw another source address: a NAT between us and ${endpoint.gateway}?`
+        : code === PCP_NOT_AUTHORIZED
+        ? "refused by the gateway's policy for this client or port"
+        : undefined
+      return new PortControlError({
+        router: endpoint.router,
+        protocol: "pcp",
+        action,
+        code,
+        ...(detail === undefined ? {} : { detail })
+      })
+    }
+
+    const sendMap = (
+      endpoint: Endpoint,
+      action: string,
+      fields: {
+        readonly lifetime: number
+        readonly nonce: string
+        readonly protocol: Protocol
+        readonly internalPort: number
+        readonly suggestedExternalPort: number
+      }
+    ) =>
+      Effect.gen(function*() {
+        const payload = encodeMapRequest({
+          ...fields,
+          clientAddress: clientOf(endpoint),
+          suggestedExternalAddress: IPV4_UNSPECIFIED
+        })
+        if (Result.isFailure(payload)) {
+          return yield* invalid(endpoint, action, payload.failure.field ?? "request", payload.failure.reason)
+        }
+        const answer = yield* control.send(
+          endpoint,
+          { action, payload: payload.success, match: matchMap(fields.nonce, fields.protocol, fields.internalPort) },
+          (a) => a.epoch
+        )
+        if (answer._tag === "UnsupportedVersion") {
+          return yield* new PortControlError({
+            router: endpoint.router,
+            protocol: "pcp",
+            action,
+            code: PCP_UNSUPP_VERSION,
+            detail: answer.serverVersion === 0
+              ? "the gateway speaks NAT-PMP only (it answered with version 0)"
+              : `the gateway speaks PCP version ${answer.serverVersion}, not 2`
+          })
+        }
+        return answer
+      })
+
+    /** Lifetime 0 with the owning nonce (RFC 6887 §15); an absent mapping counts as deleted. */
+    const release = (endpoint: Endpoint, action: string, protocol: Protocol, externalPort: number, internalPort: number, nonce: string) =>
+      Effect.gen(function*() {
+        const answer = yield* sendMap(endpoint, action, { lifetime: 0, nonce, protocol, internalPort, suggestedExternalPort: 0 })
+        if (answer.resultCode === PCP_SUCCESS) return
+        // miniupnpd answers a deletion that finds no mapping with NO_RESOURCES.
+        if (answer.resultCode === PCP_NO_RESOURCES) {
+          return yield* Effect.logDebug("PCP deletion found no mapping", { router: endpoint.router, action })
+        }
+        return yield* resultError(endpoint, action, answer.resultCode, { protocol, externalPort, nonce })
+      })
+
+    const map = Effect.fn("PcpGateway.map")(function*(request: MappingRequest) {
+      const endpoint = yield* control.endpoint
+      const action = `MAP ${request.protocol} ${request.externalPort}`
+      if (!isPort(request.externalPort)) return yield* invalid(endpoint, action, "externalPort", "must be 1-65535")
+      if (!isPort(request.internalPort)) return yield* invalid(endpoint, action, "internalPort", "must be 1-65535")
+      if (!Number.isInteger(request.leaseSeconds) || request.leaseSeconds < 0 || request.leaseSeconds > 0xffff_ffff) {
+        return yield* invalid(endpoint, action, "leaseSeconds", "must be a whole number of seconds")
+      }
+      if (request.internalClient !== undefined && request.internalClient !== endpoint.localAddress) {
+        return yield* invalid(
+          endpoint,
+          action,
+          "internalClient",
+          `PCP maps to the address that asks (${endpoint.localAddress}), not ${request.internalClient}`
+        )
+      }
+      if (request.nonce !== undefined && !NONCE_PATTERN.test(request.nonce)) {
+        return yield* invalid(endpoint, action, "nonce", "must be 24 lower-case hex digits (96 bits)")
+      }
+      const nonce = request.nonce ?? randomNonce()
+      const answer = yield* sendMap(endpoint, action, {
+        lifetime: request.leaseSeconds === 0 ? settings.defaultLifetimeSeconds : request.leaseSeconds,
+        nonce,
+        protocol: request.protocol,
+        internalPort: request.internalPort,
+        suggestedExternalPort: request.externalPort
+      })
+      if (answer._tag === "Failure" || answer.resultCode !== PCP_SUCCESS) {
+        return yield* resultError(endpoint, action, answer.resultCode, {
+          protocol: request.protocol,
+          externalPort: request.externalPort,
+          nonce: request.nonce
+        })
+      }
+      const releaseGranted = (why: string) =>
+        Effect.gen(function*() {
+          const released = yield* Effect.result(
+            release(endpoint, `release ${request.protocol} ${answer.externalPort}`, request.protocol, answer.externalPort, request.internalPort, nonce)
+          )
+          return `${why}; ${Result.isSuccess(released) ? "released it" : `releasing it failed (${released.failure.message})`}`
+        })
+      if (answer.externalPort !== request.externalPort) {
+        const reason = yield* releaseGranted(`the gateway granted port ${answer.externalPort} instead`)
+        return yield* new PortConflict({
+          router: endpoint.router,
+          externalPort: request.externalPort,
+          protocol: request.protocol,
+          holder: "another mapping on the gateway",
+          reason
+        })
+      }
+      const address = externalAddressOf(isUnspecified(answer.externalAddress) ? undefined : answer.externalAddress)
+      if (address.class !== "public") {
+        const reason = yield* releaseGranted(
+          address.class === "private"
+            ? "the gateway's external address is private or reserved (double NAT): the mapping would not be reachable"
+            : "the gateway assigned no external address"
+        )
+        return yield* new DoubleNat({
+          router: endpoint.router,
+          ...(address.ip === undefined ? {} : { externalIp: address.ip }),
+          reason
+        })
+      }
+      if (answer.lifetime === 0) {
+        return yield* invalid(endpoint, action, "lifetime", "the gateway granted a lifetime of 0 seconds")
+      }
+      yield* Ref.set(lastAssigned, address.ip)
+      yield* control.remember(request.protocol, request.externalPort, { internalPort: request.internalPort, nonce })
+      return {
+        externalPort: answer.externalPort,
+        protocol: request.protocol,
+        internalClient: endpoint.localAddress,
+        internalPort: request.internalPort,
+        description: request.description,
+        leaseSeconds: answer.lifetime,
+        nonce
+      } satisfies GrantedMapping
+    })
+
+    const unmap = Effect.fn("PcpGateway.unmap")(function*(mapping: Parameters<PortMapper["Service"]["unmap"]>[0]) {
+      const endpoint = yield* control.endpoint
+      const action = `delete ${mapping.protocol} ${mapping.externalPort}`
+      const known = yield* control.recall(mapping.protocol, mapping.externalPort)
+      const nonce = mapping.nonce ?? known?.nonce
+      const internalPort = mapping.internalPort ?? known?.internalPort
+      if (nonce === undefined) {
+        return yield* invalid(endpoint, action, "nonce", "PCP deletes only with the mapping's nonce: pass it from the record")
+      }
+      if (!NONCE_PATTERN.test(nonce)) return yield* invalid(endpoint, action, "nonce", "must be 24 lower-case hex digits")
+      if (internalPort === undefined) {
+        return yield* invalid(endpoint, action, "internalPort", "PCP deletes by internal port: pass it from the record")
+      }
+      if (!isPort(internalPort)) return yield* invalid(endpoint, action, "internalPort", "must be 1-65535")
+      yield* release(endpoint, action, mapping.protocol, mapping.externalPort, internalPort, nonce)
+      yield* control.forget(mapping.protocol, mapping.externalPort)
+    })
+
+    /** The harmless deletion `status` sends: the epoch and, from miniupnpd, the external address. */
+    const probe = (endpoint: Endpoint) =>
+      Effect.gen(function*() {
+        const action = "status"
+        const answer = yield* sendMap(endpoint, action, {
+          lifetime: 0,
+          nonce: randomNonce(),
+          protocol: "TCP",
+          internalPort: settings.probePort,
+          suggestedExternalPort: 0
+        })
+        const code = answer.resultCode
+        if (code === PCP_NETWORK_FAILURE) {
+          const missing: ExternalAddress = { ip: undefined, class: "missing" }
+          return { epoch: answer.epoch, connected: false, address: missing }
+        }
+        // Deleting nothing: success, miniupnpd's NO_RESOURCES, or NOT_AUTHORIZED for another's nonce.
+        if (code !== PCP_SUCCESS && code !== PCP_NO_RESOURCES && code !== PCP_NOT_AUTHORIZED) {
+          return yield* resultError(endpoint, action, code)
+        }
+        const reported = answer._tag === "Map" && !isUnspecified(answer.externalAddress) ? answer.externalAddress : undefined
+        const ip = reported ?? (yield* Ref.get(lastAssigned))
+        return { epoch: answer.epoch, connected: true, address: externalAddressOf(ip) }
+      })
+
+    const status = Effect.gen(function*() {
+      const endpoint = yield* control.endpoint
+      const probed = yield* probe(endpoint)
+      const epoch = yield* control.epochs.report
+      return {
+        router: endpoint.router,
+        protocol: "pcp",
+        connected: probed.connected,
+        uptimeSeconds: probed.epoch,
+        externalAddress: probed.address,
+        localAddress: endpoint.localAddress,
+        lostState: epoch.lostState,
+        stateLosses: epoch.stateLosses
+      } satisfies GatewayStatus
+    }).pipe(Effect.withSpan("PcpGateway.status"))
+
+    const externalAddress = Effect.gen(function*() {
+      const endpoint = yield* control.endpoint
+      return (yield* probe(endpoint)).address
+    }).pipe(Effect.withSpan("PcpGateway.externalAddress"))
+
+    return PortMapper.of({
+      canReadTable: false,
+      externalAddress,
+      status,
+      map,
+      unmap,
+      get: () => Effect.succeed(undefined),
+      list: Effect.succeed(undefined)
+    })
+  })
