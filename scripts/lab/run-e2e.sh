@@ -3,7 +3,7 @@
 # lab's node namespace with EDGE_CCM_LAB_STATE set, and tears the lab down on every exit path.
 #
 #   EDGE_CCM_LAB_CONTROL_PLANE=0   gateway only (no etcd / kube-apiserver)
-#   EDGE_CCM_LAB_NODES=2           a second node namespace (192.168.77.11)
+#   EDGE_CCM_LAB_NODES=1           only one node namespace (default 2: node-2 at 192.168.77.11)
 #   EDGE_CCM_LAB_KEEP_LOGS=1       keep .lab/<name>/logs after teardown
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -14,8 +14,10 @@ node="$root/node_modules/.bin/node"
 [ "$(id -u)" = 0 ] || { echo "[e2e] the lab needs root (network namespaces, nftables)" >&2; exit 1; }
 
 bash scripts/lab/install-deps.sh
+# What the container image holds (dist/ + production node_modules): the in-cluster tests run it.
+bash scripts/build-artifact.sh
 
-up_args=(--name "e2e-$$" --nodes "${EDGE_CCM_LAB_NODES:-1}")
+up_args=(--name "e2e-$$" --nodes "${EDGE_CCM_LAB_NODES:-2}")
 if [ "${EDGE_CCM_LAB_CONTROL_PLANE:-1}" = 0 ]; then
   up_args+=(--no-control-plane)
 else

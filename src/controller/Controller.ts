@@ -288,7 +288,7 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
       if (result._tag === "Retry") {
         const failures = (state.failures.get(item.key) ?? 0) + 1
         state.failures.set(item.key, failures)
-        const delay = yield* backoff(failures)
+        const delay = result.after ?? (yield* backoff(failures))
         yield* Effect.logWarning(`will retry in ${Duration.format(delay)}: ${result.reason}`).pipe(
           Effect.annotateLogs({ service: item.key })
         )

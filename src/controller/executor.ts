@@ -65,8 +65,8 @@ export interface ExecutorContext {
 
 export type ReconcileResult =
   | { readonly _tag: "Done"; readonly renewAfter?: Duration.Duration }
-  /** Something failed that a later pass can repair: retry with backoff. */
-  | { readonly _tag: "Retry"; readonly reason: string }
+  /** Something failed that a later pass can repair: retry with backoff, or at `after` when known. */
+  | { readonly _tag: "Retry"; readonly reason: string; readonly after?: Duration.Duration }
 
 const done: ReconcileResult = { _tag: "Done" }
 
@@ -180,13 +180,11 @@ const ensure = Effect.fnUntraced(function*(
     outcomes.push({ _tag: "Failed", port, reason: "DoubleNAT", message: doubleNatNote(gateway) })
   }
 
-  // The record keeps what is, or may be, ours on the router; conflicts and removals leave it.
-  const conflicted = new Set(
-    outcomes.filter((o) => o._tag === "Failed" && o.reason === "PortConflict").map((o) => portKey(o.port))
-  )
+  // The record keeps what is, or may be, ours on the router (a failed add may have landed);
+  // only what was deleted, or found gone, leaves it.
   const removedKeys = new Set(removed.map(portKey))
   const recordNow = readRecordOr(current, plan.recordBefore ?? record)
-  const recordAfter = recordNow.filter((m) => !removedKeys.has(portKey(m)) && !conflicted.has(portKey(m)))
+  const recordAfter = recordNow.filter((m) => !removedKeys.has(portKey(m)))
   if (!sameRecord(recordAfter, recordNow)) {
     const written = yield* patchMetadata(context, current, {
       annotations: { [MAPPINGS_ANNOTATION]: writeRecord(recordAfter) }
@@ -245,7 +243,11 @@ const ensure = Effect.fnUntraced(function*(
   yield* Effect.forEach(oneShot, emit, { discard: true })
 
   const failed = outcomes.find((o) => o._tag === "Failed" && o.reason !== "DoubleNAT")
-  if (failed !== undefined && failed._tag === "Failed") return retry(failed.message)
+  if (failed !== undefined && failed._tag === "Failed") {
+    return failed.retryAfterSeconds === undefined
+      ? retry(failed.message)
+      : { _tag: "Retry" as const, reason: failed.message, after: Duration.seconds(failed.retryAfterSeconds) }
+  }
   return renewal(desired, context.options.resyncInterval)
 })
 
@@ -351,6 +353,9 @@ const replaceRefused = (step: Extract<Step, { _tag: "Replace" }>, error: Gateway
       _tag: "Failed",
       port: step.port,
       reason: "PortConflict",
+      ...(step.previous.leaseDuration === undefined || step.previous.leaseDuration === 0
+        ? {}
+        : { retryAfterSeconds: step.previous.leaseDuration + 1 }),
       message: `the mapping still points at ${step.previous.internalClient}, the previous leader's node, and the ` +
         `router lets only that node change it; waiting for its lease to expire (${
           step.previous.leaseDuration === undefined || step.previous.leaseDuration === 0

@@ -166,7 +166,16 @@ export const planService = (input: ServicePlanInput): ServicePlan => {
     }
   }
 
-  const desiredRecord = mergeRecord(record, claims.granted.map((port) => toRecorded(port, gateway)))
+  // The record gains only the ports we are about to hold; one held by someone else leaves it
+  // (so a conflict is not written in and out on every pass).
+  const held = steps.flatMap((step) =>
+    step._tag === "Add" || step._tag === "Renew" || step._tag === "Replace" ? [step.port] : []
+  )
+  const conflicted = new Set(steps.flatMap((step) => step._tag === "Conflict" ? [portKey(step.port)] : []))
+  const desiredRecord = mergeRecord(
+    record.filter((mapping) => !conflicted.has(portKey(mapping))),
+    [...held, ...inPlace].map((port) => toRecorded(port, gateway))
+  )
   return {
     recordBefore: sameRecord(desiredRecord, record) ? undefined : desiredRecord,
     steps,
@@ -272,7 +281,14 @@ export type PortErrorReason =
 
 export type PortOutcome =
   | { readonly _tag: "Mapped"; readonly port: DesiredPort }
-  | { readonly _tag: "Failed"; readonly port: DesiredPort; readonly reason: PortErrorReason; readonly message: string }
+  | {
+    readonly _tag: "Failed"
+    readonly port: DesiredPort
+    readonly reason: PortErrorReason
+    readonly message: string
+    /** When the failure has a known end (an old mapping's lease), retry then rather than by backoff. */
+    readonly retryAfterSeconds?: number
+  }
 
 export interface LoadBalancerStatus {
   readonly ingress: ReadonlyArray<{

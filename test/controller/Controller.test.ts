@@ -192,6 +192,11 @@ describe("Controller", () => {
         kube.get(SEED_KEY)?.status?.loadBalancer?.ingress?.[0]?.ports?.[0]?.error === "midokura.com/PortConflict")
       expect(gateway.table.get("TCP/8080")).toMatchObject({ internalClient: "192.168.77.50", description: "someone else's game" })
       expect(gateway.calls.filter((c) => c.startsWith("map ") || c.startsWith("unmap "))).toEqual([])
+      // Settled: no write feeds the watch back into another pass.
+      yield* settle
+      const writes = kube.calls.length
+      yield* settle
+      expect(kube.calls.length).toBe(writes)
       // Announced once, not on every retry.
       yield* TestClock.adjust(Duration.seconds(10))
       yield* settle
@@ -340,10 +345,17 @@ describe("Controller", () => {
         return kube.events.find((e) => e.reason === "PortConflict")!
       })
       expect(waiting.note).toContain("waiting for its lease to expire (in 20 s)")
+      yield* settle
+      const writes = kube.calls.length
+      yield* settle
+      expect(kube.calls.length).toBe(writes)
       expect(gateway.table.get("TCP/8080")?.internalClient).toBe("192.168.77.11")
-      // The old mapping's lease runs out on the router; the retry then maps to this node.
+      // The old mapping's lease runs out on the router; the retry, timed for then, maps to this node.
       gateway.table.delete("TCP/8080")
-      yield* TestClock.adjust(Duration.seconds(5))
+      yield* TestClock.adjust(Duration.seconds(20))
+      yield* settle
+      expect(gateway.table.get("TCP/8080")).toBeUndefined()
+      yield* TestClock.adjust(Duration.seconds(1))
       yield* until("re-pointed", () => gateway.table.get("TCP/8080")?.internalClient === "192.168.77.10")
     }))
 
