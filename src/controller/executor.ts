@@ -348,7 +348,7 @@ const unmap = (
  * failover, the old leader's mapping is re-pointed once its lease runs out.
  */
 const replaceRefused = (step: Extract<Step, { _tag: "Replace" }>, error: GatewayError): PortOutcome =>
-  error._tag === "UpnpError" && error.code === 606
+  (error._tag === "UpnpError" && error.code === 606) || error._tag === "PortConflict"
     ? {
       _tag: "Failed",
       port: step.port,

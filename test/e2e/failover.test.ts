@@ -1,0 +1,166 @@
+/**
+ * High availability on two nodes: a controller on each, leader election on a Lease. When the
+ * leader dies, the other takes over and re-points every mapping to its own node; a graceful
+ * stop hands over faster; a secure-mode router makes the new leader wait for expiry.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
+import { eventsFor, getService, ingressIp, loadBalancerService, startController } from "./support/controller.ts"
+import {
+  curlFromWan,
+  kubectl,
+  kubectlJson,
+  type LabProcess,
+  loadLab,
+  reconfigureGateway,
+  restoreGateway,
+  spawnInNamespace,
+  upnpcList,
+  waitFor
+} from "./support/lab.ts"
+
+const NAMESPACE = "edge-ccm-system"
+const NODE_1 = "192.168.77.10"
+const NODE_2 = "192.168.77.11"
+const PORT = 8801
+
+type Controller = LabProcess & { readonly healthUrl: string }
+const running = new Set<Controller>()
+
+const start = async (namespace: "lan" | "lan2", flags: ReadonlyArray<string> = []) => {
+  const controller = await startController({
+    namespace,
+    flags: ["--leader-elect", "--leader-elect-namespace", NAMESPACE, ...flags]
+  })
+  running.add(controller)
+  return controller
+}
+
+const stop = async (controller: Controller, signal: NodeJS.Signals = "SIGTERM") => {
+  await controller.stop({ signal })
+  running.delete(controller)
+}
+
+const holder = async () =>
+  (await kubectlJson<{ spec: { holderIdentity?: string } }>(["get", "lease", "edge-cloud-controller-manager", "-n", NAMESPACE]))
+    .spec.holderIdentity ?? ""
+
+/** The stand-in for kube-proxy on node-2, in its own namespace. */
+const serveOnNode2 = (port: number): LabProcess =>
+  spawnInNamespace("lan2", [
+    process.execPath,
+    "-e",
+    `require("node:http").createServer((q, s) => s.end("node-2 nodePort ${port}\\n")).listen(${port}, "${NODE_2}")`
+  ])
+
+const mappingTarget = async () => (await upnpcList()).find((m) => m.externalPort === PORT)?.internalClient
+
+let nodePort = 0
+let node2Server: LabProcess
+
+beforeAll(async () => {
+  expect(loadLab().nodes.length, "the failover tests need the lab's second node").toBeGreaterThanOrEqual(2)
+  await kubectl(["create", "namespace", NAMESPACE])
+})
+
+afterEach(async (context) => {
+  if (context.task.result?.state === "fail") {
+    for (const controller of running) console.log(`controller ${controller.pid}:\n${controller.output().slice(-5000)}`)
+  }
+  // Delete while a controller still runs, so the finalizer is honoured and the next test starts clean.
+  await kubectl(["delete", "service", "failover", "--ignore-not-found", "--wait=false"])
+  await waitFor(async () => (await getService("failover")) === undefined, {
+    description: "the failover Service to be gone",
+    timeoutMs: 60_000
+  })
+  for (const controller of running) await stop(controller)
+})
+
+const createService = async () => {
+  const created = await kubectl(["create", "-f", "-"], {
+    input: loadBalancerService("failover", { ports: [{ name: "http", port: PORT }] })
+  })
+  expect(created.code, created.stderr).toBe(0)
+}
+
+afterAll(async () => {
+  await node2Server?.stop()
+  await restoreGateway()
+})
+
+describe("failover", () => {
+  it("re-points every mapping to the new leader's node within 20 s of a SIGKILL, and curl works again", async () => {
+    const first = await start("lan")
+    await waitFor(async () => (await holder()) === "node-1", { description: "node-1 to lead" })
+    const second = await start("lan2")
+    expect((await (await fetch(`${second.healthUrl}/readyz`)).json()) as object).toMatchObject({ role: "standby" })
+
+    await createService()
+    const service = await waitFor(async () => {
+      const s = await getService("failover")
+      return ingressIp(s) !== undefined ? s : undefined
+    }, { description: "published" })
+    nodePort = service.spec.ports[0]!.nodePort!
+    expect(await mappingTarget()).toBe(NODE_1)
+    node2Server = serveOnNode2(nodePort)
+
+    await stop(first, "SIGKILL")
+    const killed = Date.now()
+    await waitFor(async () => (await mappingTarget()) === NODE_2, {
+      description: `the mapping on ${PORT} to point at node-2`,
+      timeoutMs: 20_000,
+      intervalMs: 200
+    })
+    console.log(`failover: mapping re-pointed ${Date.now() - killed} ms after SIGKILL of the leader`)
+    expect(await holder()).toBe("node-2")
+    const answer = await waitFor(async () => {
+      const r = await curlFromWan(`http://122.112.219.229:${PORT}/`)
+      return r.ok ? r : undefined
+    }, { description: "curl through the new leader's node" })
+    expect(answer.body).toBe(`node-2 nodePort ${nodePort}\n`)
+    expect((await upnpcList()).filter((m) => m.internalClient === NODE_1)).toEqual([])
+  })
+
+  it("hands over faster on a graceful SIGTERM: the Lease is released", async () => {
+    const leader = await start("lan2")
+    await waitFor(async () => (await holder()) === "node-2", { description: "node-2 to lead" })
+    await start("lan")
+    await createService()
+    await waitFor(async () => (await mappingTarget()) === NODE_2, { description: "mapped to node-2" })
+
+    const stopping = Date.now()
+    await stop(leader)
+    await waitFor(async () => (await mappingTarget()) === NODE_1, {
+      description: "the mapping to point at node-1",
+      timeoutMs: 10_000,
+      intervalMs: 100
+    })
+    const handover = Date.now() - stopping
+    console.log(`graceful handover: mapping re-pointed ${handover} ms after SIGTERM`)
+    // Faster than waiting for a 15 s Lease to expire.
+    expect(handover).toBeLessThan(10_000)
+  })
+
+  it("on a secure-mode router, waits for the old leader's mapping to expire, says so, then takes over", async () => {
+    await reconfigureGateway({ secureMode: true })
+    // Renewed every 30 s: when the new leader arrives (about 15 s after the kill), the old
+    // mapping still has 15-45 s to live.
+    const lease = ["--mapping-lease", "60s"]
+    const first = await start("lan", lease)
+    await waitFor(async () => (await holder()) === "node-1", { description: "node-1 to lead" })
+    await start("lan2", lease)
+    await createService()
+    await waitFor(async () => (await mappingTarget()) === NODE_1, { description: "mapped to node-1" })
+
+    await stop(first, "SIGKILL")
+    const event = await waitFor(
+      async () => (await eventsFor("failover")).find((e) => e.note.includes("waiting for its lease to expire")),
+      { description: "an event saying the new leader waits for the old mapping to expire", timeoutMs: 40_000 }
+    )
+    expect(event.reason).toBe("PortConflict")
+    await waitFor(async () => (await mappingTarget()) === NODE_2, {
+      description: "the mapping to point at node-2 once the old one expired",
+      timeoutMs: 60_000,
+      intervalMs: 250
+    })
+  })
+})
