@@ -247,14 +247,21 @@ export const make = Effect.fn("LeaderElection.make")(function*(options: LeaderEl
     return true
   })
 
-  /** A round that never fails: errors and lost races count as "not now". */
+  /**
+   * A round that never fails: errors and lost races count as "not now". A lost race (409) is
+   * normal; anything else (a missing namespace, RBAC) is said once per distinct reason.
+   */
+  let lastFailure = ""
   const attempt = tryAcquireOrRenew.pipe(
-    Effect.catch((error) =>
-      Effect.logDebug("leader election attempt failed").pipe(
-        Effect.annotateLogs({ error: error.message }),
-        Effect.as(false)
-      )
-    )
+    Effect.tap(() => Effect.sync(() => void (lastFailure = ""))),
+    Effect.catch((error) => {
+      const repeated = error.message === lastFailure
+      lastFailure = error.message
+      const log = error._tag === "KubeConflict" || repeated
+        ? Effect.logDebug("leader election attempt failed")
+        : Effect.logWarning(`cannot take or renew the leader Lease ${options.namespace}/${options.name}; retrying`)
+      return log.pipe(Effect.annotateLogs({ error: error.message }), Effect.as(false))
+    })
   )
 
   const jitteredRetry = Effect.flatMap(

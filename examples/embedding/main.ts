@@ -1,0 +1,34 @@
+/**
+ * Embedding the controller in your own Effect program: compose its layers with your own
+ * configuration (here a cluster name, a fixed router URL and a short lease), and run them
+ * beside whatever else your program does.
+ *
+ *   KUBECONFIG=~/.kube/config ROUTER_URL=http://192.168.1.1:49536/rootDesc.xml \
+ *     node examples/embedding/main.ts
+ *
+ * (From a published install, import from "edge-cloud-controller-manager" instead of ../../src.)
+ */
+import { NodeRuntime } from "@effect/platform-node"
+import { Config, Duration, Effect, Layer } from "effect"
+import { Controller, Kube, UpnpGateway } from "../../src/index.ts"
+
+const settings = Config.all({
+  kubeconfig: Config.String("KUBECONFIG"),
+  routerUrl: Config.String("ROUTER_URL"),
+  clusterName: Config.String("CLUSTER_NAME").pipe(Config.withDefault("embedded"))
+})
+
+const program = Effect.gen(function*() {
+  const { clusterName, kubeconfig, routerUrl } = yield* settings
+  const controller = Controller.layer({ clusterName, defaultLease: Duration.minutes(10) }).pipe(
+    Layer.provide(UpnpGateway.layer({ gatewayUrl: routerUrl })),
+    Layer.provide(Kube.layer({ kubeconfig, instance: "embedding-example" }))
+  )
+  // Something of your own, running beside the controller.
+  const heartbeat = Layer.effectDiscard(
+    Effect.log(`embedded controller running for cluster ${clusterName}`).pipe(Effect.forkScoped)
+  )
+  return yield* Layer.launch(Layer.merge(controller, heartbeat))
+})
+
+NodeRuntime.runMain(program)
