@@ -27,6 +27,7 @@ import {
   OPCODE_EXTERNAL_ADDRESS
 } from "./NatPmpPacket.ts"
 import { makePortControl, type PortControl } from "./PortControl.ts"
+import type { WireProblem } from "./Wire.ts"
 
 export interface NatPmpGatewayOptions {
   /** The gateway's IPv4 address. Default: the default route's gateway (/proc/net/route). */
@@ -39,7 +40,7 @@ export interface NatPmpGatewayOptions {
    * RFC 6886 §3.1: from 250 ms, doubling, 9 sends. The deadline (default 15 s, i.e. 6 sends)
    * keeps one call from holding the controller for the RFC's full 127 s.
    */
-  readonly retransmission: Retransmission
+  readonly retransmission: Partial<Retransmission>
   /** The lifetime asked for when a request's lease is 0: NAT-PMP has no permanent mappings (RFC 6886 §3.3: 7200 s). */
   readonly defaultLifetimeSeconds: number
   /** Requests in flight at once. Default 4. */
@@ -74,12 +75,9 @@ export class NatPmpGateway extends Context.Service<NatPmpGateway, {
 }>()("edge-ccm/gateway/natpmp/NatPmpGateway") {
   /** Builds both services; needs a FileSystem to read the default route. */
   static make = Effect.fnUntraced(function*(options?: Partial<NatPmpGatewayOptions>) {
-    const settings: NatPmpGatewayOptions = {
-      ...defaultNatPmpGatewayOptions,
-      ...options,
-      retransmission: { ...defaultNatPmpRetransmission, ...options?.retransmission }
-    }
-    const control = yield* makePortControl("nat-pmp", settings)
+    const settings: NatPmpGatewayOptions = { ...defaultNatPmpGatewayOptions, ...options }
+    const retransmission: Retransmission = { ...defaultNatPmpRetransmission, ...options?.retransmission }
+    const control = yield* makePortControl("nat-pmp", { ...settings, retransmission })
     const portMapper = makePortMapper(control, settings)
     const natpmp = NatPmpGateway.of({ endpoint: control.endpoint, epoch: control.epochs.report })
     return { portMapper, natpmp }
@@ -127,7 +125,8 @@ const matchMap = (protocol: Protocol, internalPort: number) => (payload: Uint8Ar
   }
   if (
     response._tag === "Failure" && response.requestOpcode === mapOpcode(protocol) &&
-    (response.internalPort === undefined || response.internalPort === internalPort)
+    // Some gateways zero the mapping fields of an error response rather than echo them.
+    (response.internalPort === undefined || response.internalPort === 0 || response.internalPort === internalPort)
   ) {
     return { _tag: "Accept", value: response }
   }
@@ -149,7 +148,7 @@ const makePortMapper = (control: PortControl, settings: NatPmpGatewayOptions) =>
         ...(code === 2 ? { detail: "the gateway refuses: NAT-PMP is disabled for us, or its rules deny this port" } : {})
       })
 
-  const encoded = (endpoint: Endpoint, action: string, payload: Result.Result<Uint8Array, { readonly field: string | undefined; readonly reason: string }>) =>
+  const encoded = (endpoint: Endpoint, action: string, payload: Result.Result<Uint8Array, WireProblem>) =>
     Result.isSuccess(payload)
       ? Effect.succeed(payload.success)
       : Effect.fail(

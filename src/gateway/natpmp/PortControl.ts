@@ -55,8 +55,8 @@ export const makePortControl = (
     const cached = yield* Ref.make(Option.none<Endpoint>())
     const permits = yield* Semaphore.make(Math.max(1, Math.floor(options.concurrency)))
     const remembered = yield* Ref.make(new Map<string, Remembered>())
-    const routerName = () => `${options.gateway ?? "default gateway"}:${options.port}`
-    const epochs = yield* makeEpochTracker(rule, routerName)
+    let resolvedRouter: string | undefined
+    const epochs = yield* makeEpochTracker(rule, () => resolvedRouter ?? `${options.gateway ?? "default gateway"}:${options.port}`)
 
     const resolve = Effect.gen(function*() {
       const gateway = options.gateway ?? (yield* readDefaultGateway.pipe(Effect.provideService(FileSystem.FileSystem, fs)))
@@ -71,6 +71,7 @@ export const makePortControl = (
       }
       const localAddress = options.localAddress ?? (yield* localAddressToward(gateway, options.port))
       const endpoint: Endpoint = { router: `${gateway}:${options.port}`, gateway, port: options.port, localAddress }
+      resolvedRouter = endpoint.router
       yield* Ref.set(cached, Option.some(endpoint))
       return endpoint
     })

@@ -55,7 +55,7 @@ export interface PcpGatewayOptions {
    * RFC 6887 §8.1.1: from 3 s, doubling up to 1024 s, each wait ±10 %, with no limit on sends.
    * The deadline (default 15 s: sends at about 0, 3 and 9 s) bounds one call.
    */
-  readonly retransmission: Retransmission
+  readonly retransmission: Partial<Retransmission>
   /** The lifetime asked for when a request's lease is 0 (PCP has no permanent mappings). Default 7200. */
   readonly defaultLifetimeSeconds: number
   /** The internal port of `status`'s harmless deletion (default 9, discard). */
@@ -94,12 +94,9 @@ export class PcpGateway extends Context.Service<PcpGateway, {
 }>()("edge-ccm/gateway/pcp/PcpGateway") {
   /** Builds both services; needs a FileSystem to read the default route. */
   static make = Effect.fnUntraced(function*(options?: Partial<PcpGatewayOptions>) {
-    const settings: PcpGatewayOptions = {
-      ...defaultPcpGatewayOptions,
-      ...options,
-      retransmission: { ...defaultPcpRetransmission, ...options?.retransmission }
-    }
-    const control = yield* makePortControl("pcp", settings)
+    const settings: PcpGatewayOptions = { ...defaultPcpGatewayOptions, ...options }
+    const retransmission: Retransmission = { ...defaultPcpRetransmission, ...options?.retransmission }
+    const control = yield* makePortControl("pcp", { ...settings, retransmission })
     const portMapper = yield* makePortMapper(control, settings)
     const pcp = PcpGateway.of({ endpoint: control.endpoint, epoch: control.epochs.report })
     return { portMapper, pcp }
@@ -126,13 +123,11 @@ export const randomNonce = (): string => randomBytes(NONCE_BYTES).toString("hex"
 
 const NONCE_PATTERN = /^[0-9a-f]{24}$/
 
-type MapAnswer = Exclude<PcpResponse, { _tag: "Failure" }> | Extract<PcpResponse, { _tag: "Failure" }>
-
 /** Error codes a server may send without echoing the MAP fields: it did not understand the request. */
 const UNDERSTOOD_NOTHING = new Set([PCP_UNSUPP_VERSION, PCP_MALFORMED_REQUEST, PCP_UNSUPP_OPCODE])
 
 /** An answer to this MAP request: same nonce, protocol and internal port (RFC 6887 §11.3). */
-const matchMap = (nonce: string, protocol: Protocol, internalPort: number) => (payload: Uint8Array): Verdict<MapAnswer> => {
+const matchMap = (nonce: string, protocol: Protocol, internalPort: number) => (payload: Uint8Array): Verdict<PcpResponse> => {
   const decoded = decodeResponse(payload)
   if (Result.isFailure(decoded)) return { _tag: "Unusable", ...decoded.failure }
   const response = decoded.success

@@ -189,11 +189,8 @@ export const decodeResponse = (payload: Uint8Array): Result.Result<PcpResponse, 
   const header = decodeHeader(payload)
   if (Result.isFailure(header)) return Result.fail(wireProblem(header.failure))
   const { epoch, opcode, resultCode, version } = header.success
-  if (resultCode === PCP_UNSUPP_VERSION || version !== PCP_VERSION) {
-    return version === PCP_VERSION
-      ? Result.fail({ field: "resultCode", reason: "UNSUPP_VERSION from a version 2 server" })
-      : Result.succeed({ _tag: "UnsupportedVersion", serverVersion: version, epoch })
-  }
+  // An UNSUPP_VERSION response carries the server's own version (RFC 6887 §9).
+  if (version !== PCP_VERSION) return Result.succeed({ _tag: "UnsupportedVersion", serverVersion: version, epoch })
   const requestOpcode = opcode & ~RESPONSE_BIT
   if (requestOpcode !== OPCODE_MAP) {
     return resultCode === PCP_SUCCESS
