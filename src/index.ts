@@ -3,12 +3,12 @@
  * composes to run the controller itself.
  *
  * ```ts
- * import { Controller, Kube, UpnpGateway } from "edge-cloud-controller-manager"
+ * import { Controller, Gateways, Kube } from "edge-cloud-controller-manager"
  * import { NodeRuntime } from "@effect/platform-node"
  * import { Layer } from "effect"
  *
  * Controller.layer({ clusterName: "home" }).pipe(
- *   Layer.provide(UpnpGateway.layer({ gatewayUrl: "http://192.168.1.1:49536/rootDesc.xml" })),
+ *   Layer.provide(Gateways.layer({ upnp: { gatewayUrl: "http://192.168.1.1:49536/rootDesc.xml" } })),
  *   Layer.provide(Kube.layer({ instance: "my-app" })),
  *   Layer.launch,
  *   NodeRuntime.runMain
@@ -48,6 +48,15 @@ export {
   UpnpError
 } from "./gateway/GatewayError.ts"
 export { UpnpGateway, type UpnpGatewayOptions } from "./gateway/upnp/UpnpGateway.ts"
+export { NatPmpGateway, type NatPmpGatewayOptions } from "./gateway/natpmp/NatPmpGateway.ts"
+export { PcpGateway, type PcpGatewayOptions } from "./gateway/pcp/PcpGateway.ts"
+export {
+  type Backend,
+  type GatewayChoice,
+  Gateways,
+  type GatewaysOptions,
+  type LoadBalancerType
+} from "./gateway/Gateways.ts"
 export { Discovery, type DiscoveryOptions, type SsdpResponse } from "./gateway/upnp/Discovery.ts"
 
 // Kubernetes

@@ -10,7 +10,7 @@
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Config, Duration, Effect, Layer } from "effect"
-import { Controller, Kube, UpnpGateway } from "../../src/index.ts"
+import { Controller, Gateways, Kube, UpnpGateway } from "../../src/index.ts"
 
 const settings = Config.all({
   kubeconfig: Config.String("KUBECONFIG"),
@@ -21,6 +21,8 @@ const settings = Config.all({
 const program = Effect.gen(function*() {
   const { clusterName, kubeconfig, routerUrl } = yield* settings
   const controller = Controller.layer({ clusterName, defaultLease: Duration.minutes(10) }).pipe(
+    // One router, spoken to over UPnP (Gateways.layer offers NAT-PMP, PCP and auto as well).
+    Layer.provide(Gateways.layerSingle("upnp-igd")),
     Layer.provide(UpnpGateway.layer({ gatewayUrl: routerUrl })),
     Layer.provide(Kube.layer({ kubeconfig, instance: "embedding-example" }))
   )

@@ -7,16 +7,23 @@
 import type { V1EndpointSlice, V1Node, V1Service } from "@kubernetes/client-node"
 import { Context, Duration, Effect, FiberMap, Layer, Metric, Random, Schedule, Semaphore, Stream } from "effect"
 import type { GatewayError } from "../gateway/GatewayError.ts"
+import { type Backend, Gateways, type LoadBalancerType } from "../gateway/Gateways.ts"
 import type { GatewayStatus, MappingEntry } from "../gateway/Mapping.ts"
-import { PortMapper } from "../gateway/PortMapper.ts"
+import type { PortMapper } from "../gateway/PortMapper.ts"
 import { Kube, type WatchEvent } from "../kube/Kube.ts"
 import { makeAnnouncer } from "./Announcer.ts"
-import { describePort, type ExecutorContext, type ExecutorOptions, reconcileService } from "./executor.ts"
+import {
+  describePort,
+  type ExecutorContext,
+  type ExecutorOptions,
+  type GatewayHandle,
+  reconcileService
+} from "./executor.ts"
 import { readRecord } from "./MappingRecord.ts"
 import * as metrics from "./metrics.ts"
 import { type GatewayView, isOwned, type Ownership, planOrphans } from "./planner.ts"
 import { desiredService, FINALIZER, selectService, serviceKey } from "./ServiceSpec.ts"
-import { makeTableCache } from "./TableCache.ts"
+import { makeTableCache, type TableCache } from "./TableCache.ts"
 import { makeWorkQueue } from "./WorkQueue.ts"
 
 export const EXCLUDE_FROM_LOAD_BALANCERS_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
@@ -58,16 +65,15 @@ export class Controller extends Context.Service<Controller, {
   /** Lists the router's table and reconciles every Service now, as after a reboot. */
   readonly fullPass: Effect.Effect<void>
 }>()("edge-ccm/controller/Controller") {
-  static layer(options: Partial<ControllerOptions> = {}): Layer.Layer<Controller, never, Kube | PortMapper> {
+  static layer(options: Partial<ControllerOptions> = {}): Layer.Layer<Controller, never, Kube | Gateways> {
     return Layer.effect(Controller, make({ ...defaultControllerOptions, ...options }))
   }
 }
 
 const make = Effect.fnUntraced(function*(options: ControllerOptions) {
   const kube = yield* Kube
-  const gateway = yield* PortMapper
+  const gateways = yield* Gateways
   const queue = yield* makeWorkQueue
-  const table = makeTableCache()
   const announcer = makeAnnouncer()
   const timers = yield* FiberMap.make<string>()
   const fullPassLock = yield* Semaphore.make(1)
@@ -80,8 +86,6 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
     nodesSynced: false,
     initialPassDone: false,
     slicesSynced: false,
-    gateway: undefined as GatewayStatus | undefined,
-    gatewayError: undefined as GatewayError | undefined,
     failures: new Map<string, number>(),
     lastProbeAt: Date.now(),
     lastResyncAt: Date.now()
@@ -102,9 +106,22 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
         if (address.type === "InternalIP" || address.type === "ExternalIP") addresses.add(address.address)
       }
     }
-    if (state.gateway !== undefined) addresses.add(state.gateway.localAddress)
+    for (const backend of backends.values()) if (backend.status !== undefined) addresses.add(backend.status.localAddress)
     return { clusterName: options.clusterName, nodeAddresses: addresses }
   }
+
+  /**
+   * One entry per router protocol in use (created when a Service or a record first needs it):
+   * its mapper, what we know of its table, and its last answer.
+   */
+  interface BackendState {
+    readonly backend: Backend
+    readonly mapper: PortMapper["Service"]
+    readonly table: TableCache
+    status: GatewayStatus | undefined
+    error: GatewayError | undefined
+  }
+  const backends = new Map<Backend, BackendState>()
 
   const viewOf = (status: GatewayStatus): GatewayView => ({
     router: status.router,
@@ -114,46 +131,69 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
   })
 
   /** Asks the router for its state; returns what changed since the last answer. */
-  const probe = gateway.status.pipe(
-    Effect.tap((next) => metrics.setExternalIp(state.gateway?.externalAddress, next.externalAddress)),
-    Effect.map((next) => {
-      const previous = state.gateway
-      const recovered = state.gatewayError !== undefined
-      state.gateway = next
-      state.gatewayError = undefined
-      state.lastProbeAt = Date.now()
-      const rebooted = previous !== undefined && previous.router === next.router &&
-        previous.uptimeSeconds !== undefined && next.uptimeSeconds !== undefined &&
-        next.uptimeSeconds < previous.uptimeSeconds
-      return {
-        status: next,
-        rebooted,
-        routerChanged: previous !== undefined && previous.router !== next.router,
-        recovered,
-        addressChanged: previous !== undefined &&
-          (previous.externalAddress.ip !== next.externalAddress.ip ||
-            previous.externalAddress.class !== next.externalAddress.class)
-      }
-    }),
-    Effect.tapError((error) =>
-      Effect.sync(() => {
-        state.gateway = undefined
-        state.gatewayError = error
+  const probe = (backend: BackendState) =>
+    backend.mapper.status.pipe(
+      Effect.tap((next) => metrics.setExternalIp(backend.status?.externalAddress, next.externalAddress)),
+      Effect.map((next) => {
+        const previous = backend.status
+        const recovered = backend.error !== undefined
+        backend.status = next
+        backend.error = undefined
         state.lastProbeAt = Date.now()
+        // A reboot: the uptime (UPnP) or the epoch (NAT-PMP, PCP) went backwards, or the
+        // router's own epoch check says it lost its mappings.
+        const rebooted = previous !== undefined && previous.router === next.router &&
+          ((previous.uptimeSeconds !== undefined && next.uptimeSeconds !== undefined &&
+            next.uptimeSeconds < previous.uptimeSeconds) ||
+            (next.stateLosses ?? 0) > (previous.stateLosses ?? 0))
+        return {
+          status: next,
+          rebooted,
+          routerChanged: previous !== undefined && previous.router !== next.router,
+          recovered,
+          addressChanged: previous !== undefined &&
+            (previous.externalAddress.ip !== next.externalAddress.ip ||
+              previous.externalAddress.class !== next.externalAddress.class)
+        }
+      }),
+      Effect.tapError((error) =>
+        Effect.sync(() => {
+          backend.status = undefined
+          backend.error = error
+          state.lastProbeAt = Date.now()
+        })
+      )
+    )
+
+  const handleOf = (backend: BackendState, reason?: string): GatewayHandle => ({
+    backend: backend.backend,
+    mapper: backend.mapper,
+    table: backend.table,
+    view: Effect.suspend(() =>
+      backend.status !== undefined
+        ? Effect.succeed(viewOf(backend.status))
+        : probe(backend).pipe(Effect.map((change) => viewOf(change.status)))
+    ),
+    // The router failed or contradicted our view of it: ask it afresh on the next pass.
+    failed: (error) =>
+      Effect.sync(() => {
+        backend.status = undefined
+        if (error._tag !== "DoubleNat") backend.error = error
+      }).pipe(Effect.andThen(backend.table.invalidate)),
+    reason
+  })
+
+  const gatewayFor = (type: LoadBalancerType) =>
+    gateways.forType(type).pipe(
+      Effect.map((choice) => {
+        let backend = backends.get(choice.backend)
+        if (backend === undefined) {
+          backend = { backend: choice.backend, mapper: choice.mapper, table: makeTableCache(), status: undefined, error: undefined }
+          backends.set(choice.backend, backend)
+        }
+        return handleOf(backend, choice.reason)
       })
     )
-  )
-
-  /** The router failed or contradicted our view of it: ask it afresh on the next pass. */
-  const gatewayFailed = (error: GatewayError) =>
-    Effect.sync(() => {
-      state.gateway = undefined
-      if (error._tag !== "DoubleNat") state.gatewayError = error
-    }).pipe(Effect.andThen(table.invalidate))
-
-  const gatewayView: Effect.Effect<GatewayView, GatewayError> = Effect.suspend(() =>
-    state.gateway !== undefined ? Effect.succeed(viewOf(state.gateway)) : probe.pipe(Effect.map((p) => viewOf(p.status)))
-  )
 
   const localTrafficWarning = (service: V1Service): string | undefined => {
     if (service.spec?.externalTrafficPolicy !== "Local" || options.nodeName === undefined || !state.slicesSynced) {
@@ -174,13 +214,10 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
   const context: ExecutorContext = {
     options,
     kube,
-    gateway,
-    table,
+    gatewayFor,
     announcer,
     services: () => services,
     ownership,
-    gatewayView,
-    gatewayFailed,
     localTrafficWarning
   }
 
@@ -192,7 +229,7 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
     )
 
   /** Deletes owned mappings that no Service wants or records: only from a complete listing. */
-  const sweepOrphans = Effect.fnUntraced(function*(listing: ReadonlyArray<MappingEntry>) {
+  const sweepOrphans = Effect.fnUntraced(function*(backend: BackendState, listing: ReadonlyArray<MappingEntry>) {
     if (!state.servicesSynced || !state.nodesSynced) return
     const live = new Set<string>()
     for (const service of services.values()) {
@@ -206,8 +243,8 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
       if (record._tag === "Unreadable") return
     }
     for (const orphan of planOrphans(listing, live, ownership())) {
-      yield* gateway.unmap(orphan.entry).pipe(
-        Effect.tap(() => table.set(orphan.entry, null)),
+      yield* backend.mapper.unmap(orphan.entry).pipe(
+        Effect.tap(() => backend.table.set(orphan.entry, null)),
         Effect.tap(() =>
           Effect.log(`deleted orphaned mapping ${describePort(orphan.entry)} '${orphan.entry.description}'`)
         ),
@@ -216,20 +253,47 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
     }
   })
 
+  /**
+   * Every protocol a Service asks for, or a record names, has its state before the pass:
+   * cleanup and orphans need the routers even when no live Service uses them any more.
+   */
+  const materializeBackends = Effect.forEach(
+    new Set([...services.values()].flatMap((service) => {
+      const selection = selectService(service, options)
+      const record = readRecord(service)
+      return [
+        ...(selection._tag === "Ours" ? [selection.backend] : []),
+        ...(record._tag === "Ok" ? record.mappings.map((mapping) => mapping.backend as LoadBalancerType) : [])
+      ]
+    })),
+    (type) => Effect.ignore(gatewayFor(type)),
+    { discard: true }
+  )
+
+  /** Lists every readable router's table, sweeps orphans, and reconciles every Service. */
   const fullPass = Semaphore.withPermit(fullPassLock)(
     Effect.gen(function*() {
-      const listing = yield* Effect.result(gateway.list)
-      if (listing._tag === "Success" && listing.success !== undefined) {
-        yield* table.replaceAll(listing.success)
-        const owned = ownership()
-        yield* Metric.update(metrics.ownedMappings, listing.success.filter((entry) => isOwned(entry, owned)).length)
-        yield* sweepOrphans(listing.success)
-        yield* enqueueAll(false)
-      } else {
-        if (listing._tag === "Failure") yield* Effect.logWarning(`router table unreadable: ${listing.failure.message}`)
-        yield* table.invalidate
-        yield* enqueueAll(true)
+      yield* Effect.suspend(() => materializeBackends)
+      let complete = true
+      let owned = 0
+      for (const backend of backends.values()) {
+        if (backend.mapper.canReadTable === false) continue
+        const listing = yield* Effect.result(backend.mapper.list)
+        if (listing._tag === "Success" && listing.success !== undefined) {
+          yield* backend.table.replaceAll(listing.success)
+          const ours = ownership()
+          owned += listing.success.filter((entry) => isOwned(entry, ours)).length
+          yield* sweepOrphans(backend, listing.success)
+        } else {
+          if (listing._tag === "Failure") {
+            yield* Effect.logWarning(`router table unreadable: ${listing.failure.message}`)
+          }
+          yield* backend.table.invalidate
+          complete = false
+        }
       }
+      yield* Metric.update(metrics.ownedMappings, owned)
+      yield* enqueueAll(!complete)
       yield* Metric.update(
         metrics.desiredMappings,
         [...services.values()].reduce((sum, service) => {
@@ -243,7 +307,8 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
     })
   )
 
-  const probeOnce = probe.pipe(
+  const probeOne = (backend: BackendState) =>
+    probe(backend).pipe(
     Effect.flatMap((change) => {
       if (change.rebooted || change.routerChanged || change.recovered) {
         const why = change.rebooted
@@ -253,7 +318,7 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
           : `router ${change.status.router} is reachable again`
         return Effect.logWarning(`${why}: re-asserting every mapping`).pipe(
           Effect.andThen(change.rebooted ? metrics.count(metrics.gatewayReboots) : Effect.void),
-          Effect.andThen(table.invalidate),
+          Effect.andThen(backend.table.invalidate),
           Effect.andThen(fullPass)
         )
       }
@@ -265,6 +330,8 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
     }),
     Effect.catch((error) => Effect.logWarning(`gateway probe failed: ${error.message}`))
   )
+
+  const probeOnce = Effect.suspend(() => Effect.forEach([...backends.values()], probeOne, { discard: true }))
 
   const scheduleRetry = (key: string, delay: Duration.Duration) =>
     FiberMap.run(timers, key, Effect.sleep(delay).pipe(Effect.andThen(queue.add(key, { verify: true }))))
@@ -326,8 +393,26 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
   const initialPass = Effect.suspend(() => {
     if (!state.servicesSynced || !state.nodesSynced || state.initialPassDone) return Effect.void
     state.initialPassDone = true
-    return fullPass
+    return lookForUpnp.pipe(Effect.andThen(fullPass))
   })
+
+  /**
+   * Orphans (ours, with no Service) can only be found on a router that lists its table: look
+   * for a UPnP gateway once at startup even if no Service needs one; forget it if none answers.
+   */
+  const lookForUpnp = Effect.suspend(() =>
+    backends.has("upnp-igd")
+      ? Effect.void
+      : gatewayFor("upnp-igd").pipe(
+        Effect.flatMap((handle) => handle.view),
+        Effect.catch((error) =>
+          Effect.sync(() => backends.delete("upnp-igd")).pipe(
+            Effect.andThen(Effect.logInfo(`no UPnP gateway answered (${error.message}): orphan sweeping is off`))
+          )
+        ),
+        Effect.asVoid
+      )
+  )
 
   yield* consume(kube.watchServices, services, serviceKey, (event) => {
     if (event._tag === "Synced") {
@@ -378,8 +463,9 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
     health: Effect.gen(function*() {
       return {
         servicesSynced: state.servicesSynced,
-        gatewayReachable: state.gateway !== undefined,
-        gatewayError: state.gatewayError?.message,
+        // Every router protocol in use answers (none in use yet: nothing to wait for).
+        gatewayReachable: [...backends.values()].every((backend) => backend.error === undefined),
+        gatewayError: [...backends.values()].find((backend) => backend.error !== undefined)?.error?.message,
         excluded: excluded(),
         queueDepth: yield* queue.depth,
         lastProbeAt: state.lastProbeAt,

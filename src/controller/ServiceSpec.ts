@@ -14,8 +14,8 @@ export const MAPPINGS_ANNOTATION = "midokura.com/mappings"
 export const ABANDON_MAPPINGS_ANNOTATION = "midokura.com/abandon-mappings"
 export const FINALIZER = "midokura.com/load-balancer-cleanup"
 
-/** The values `midokura.com/load-balancer-type` accepts. */
-export const LoadBalancerType = Schema.Literals(["upnp-igd"])
+/** The values `midokura.com/load-balancer-type` accepts (`auto`: UPnP, else PCP, else NAT-PMP). */
+export const LoadBalancerType = Schema.Literals(["upnp-igd", "nat-pmp", "pcp", "auto"])
 export type LoadBalancerType = typeof LoadBalancerType.Type
 
 export interface SelectionOptions {

@@ -4,8 +4,10 @@
  * and events last. Every failure ends in a typed outcome, an event and a retry, never a crash.
  */
 import type { V1LoadBalancerIngress, V1LoadBalancerStatus, V1Service } from "@kubernetes/client-node"
+import { randomBytes } from "node:crypto"
 import { Duration, Effect } from "effect"
 import type { GatewayError } from "../gateway/GatewayError.ts"
+import type { Backend, LoadBalancerType } from "../gateway/Gateways.ts"
 import type { MappingEntry, Protocol } from "../gateway/Mapping.ts"
 import type { PortMapper } from "../gateway/PortMapper.ts"
 import type { Kube, ObjectRef } from "../kube/Kube.ts"
@@ -47,18 +49,27 @@ export interface ExecutorOptions {
   readonly resyncInterval: Duration.Duration
 }
 
+/** One router protocol as the executor uses it: the mapper, what we know of its table, its state. */
+export interface GatewayHandle {
+  readonly backend: Backend
+  readonly mapper: PortMapper["Service"]
+  readonly table: TableCache
+  readonly view: Effect.Effect<GatewayView, GatewayError>
+  /** Called when the router fails or contradicts our view of it, so the next pass asks afresh. */
+  readonly failed: (error: GatewayError) => Effect.Effect<void>
+  /** Why `auto` chose this backend. */
+  readonly reason?: string | undefined
+}
+
 export interface ExecutorContext {
   readonly options: ExecutorOptions
   readonly kube: Kube["Service"]
-  readonly gateway: PortMapper["Service"]
-  readonly table: TableCache
+  /** The router protocol for a Service's load-balancer type (or a record's backend). */
+  readonly gatewayFor: (type: LoadBalancerType) => Effect.Effect<GatewayHandle, GatewayError>
   readonly announcer: Announcer
   /** The latest Services seen by the watch, by namespace/name. */
   readonly services: () => ReadonlyMap<string, V1Service>
   readonly ownership: () => Ownership
-  readonly gatewayView: Effect.Effect<GatewayView, GatewayError>
-  /** Called when the router fails, so the next pass asks it afresh. */
-  readonly gatewayFailed: (error: GatewayError) => Effect.Effect<void>
   /** A Warning about traffic not reaching this node (externalTrafficPolicy Local), if any. */
   readonly localTrafficWarning: (service: V1Service) => string | undefined
 }
@@ -118,31 +129,43 @@ const ensure = Effect.fnUntraced(function*(
   verify: boolean
 ) {
   const emit = emitFor(context, service)
-  const view = yield* Effect.result(context.gatewayView)
+  const chosen = yield* Effect.result(context.gatewayFor(desired.backend))
+  if (chosen._tag === "Failure") {
+    yield* context.announcer.conditions(desired.key, [...warningsOf(desired), gatewayDown(chosen.failure)], emit)
+    return retry(chosen.failure.message)
+  }
+  const handle = chosen.success
+  const noticed = [...warningsOf(desired), ...selectionOf(desired, handle)]
+  const view = yield* Effect.result(handle.view)
   if (view._tag === "Failure") {
-    yield* context.announcer.conditions(desired.key, [...warningsOf(desired), gatewayDown(view.failure)], emit)
+    yield* context.announcer.conditions(desired.key, [...noticed, gatewayDown(view.failure)], emit)
     return retry(view.failure.message)
   }
   const gateway = view.success
   const recordRead = readRecord(service)
-  const record = recordRead._tag === "Ok" ? recordRead.mappings : []
+  const fullRecord = recordRead._tag === "Ok" ? recordRead.mappings : []
+  // Mappings made through another protocol (the type changed) are removed through that one.
+  const record = fullRecord.filter((mapping) => mapping.backend === handle.backend)
+  const elsewhere = fullRecord.filter((mapping) => mapping.backend !== handle.backend)
   const claims = resolveClaims(liveDesired(context)).get(desired.key) ?? { granted: desired.ports, contested: [] }
-  const observed = yield* observe(context, [...claims.granted, ...record], verify)
+  const observed = yield* observe(handle, [...claims.granted, ...record], verify, record)
   if (observed._tag === "Failure") {
-    yield* context.gatewayFailed(observed.failure)
-    yield* context.announcer.conditions(desired.key, [...warningsOf(desired), gatewayDown(observed.failure)], emit)
+    yield* handle.failed(observed.failure)
+    yield* context.announcer.conditions(desired.key, [...noticed, gatewayDown(observed.failure)], emit)
     return retry(observed.failure.message)
   }
   const ownership = context.ownership()
   const plan = planService({ service: desired, claims, record, observed: observed.success, gateway, ownership })
+  // A PCP mapping is owned by its nonce: drawn here, and recorded before the router sees it.
+  const recordHere = withNonces(plan.recordBefore ?? record)
 
   // The record and finalizer go first: whatever happens next, cleanup knows what to undo.
   let current = service
   const finalized = service.metadata?.finalizers?.includes(FINALIZER) ?? false
-  if (plan.recordBefore !== undefined || !finalized || recordRead._tag === "Unreadable") {
+  if (!sameRecord([...recordHere, ...elsewhere], fullRecord) || !finalized || recordRead._tag === "Unreadable") {
     const written = yield* patchMetadata(context, current, {
       finalizers: withFinalizer(current),
-      annotations: { [MAPPINGS_ANNOTATION]: writeRecord(plan.recordBefore ?? record) }
+      annotations: { [MAPPINGS_ANNOTATION]: writeRecord([...recordHere, ...elsewhere]) }
     })
     if (written._tag === "Failure") return retry(written.failure)
     current = written.success
@@ -159,8 +182,9 @@ const ensure = Effect.fnUntraced(function*(
   const outcomes: Array<PortOutcome> = plan.inPlace.map((port) => ({ _tag: "Mapped", port }))
   const removed: Array<RecordedMapping> = [...plan.forgotten]
   const oneShot: Array<Announcement> = []
+  const nonces = new Map(recordHere.flatMap((m) => m.nonce === undefined ? [] : [[portKey(m), m.nonce] as const]))
   for (const step of plan.steps) {
-    const outcome = yield* runStep(context, gateway, desired, step)
+    const outcome = yield* runStep(handle, gateway, desired, step, nonces)
     if (outcome === undefined) continue
     if ("removed" in outcome) {
       if (outcome.removed) removed.push(outcome.mapping)
@@ -180,11 +204,16 @@ const ensure = Effect.fnUntraced(function*(
     outcomes.push({ _tag: "Failed", port, reason: "DoubleNAT", message: doubleNatNote(gateway) })
   }
 
+  if (elsewhere.length > 0) {
+    const other = yield* removeRecorded(context, elsewhere)
+    removed.push(...other.deleted, ...other.gone)
+  }
+
   // The record keeps what is, or may be, ours on the router (a failed add may have landed);
   // only what was deleted, or found gone, leaves it.
-  const removedKeys = new Set(removed.map(portKey))
-  const recordNow = readRecordOr(current, plan.recordBefore ?? record)
-  const recordAfter = recordNow.filter((m) => !removedKeys.has(portKey(m)))
+  const removedKeys = new Set(removed.map((m) => `${m.backend}:${portKey(m)}`))
+  const recordNow = readRecordOr(current, [...recordHere, ...elsewhere])
+  const recordAfter = recordNow.filter((m) => !removedKeys.has(`${m.backend}:${portKey(m)}`))
   if (!sameRecord(recordAfter, recordNow)) {
     const written = yield* patchMetadata(context, current, {
       annotations: { [MAPPINGS_ANNOTATION]: writeRecord(recordAfter) }
@@ -193,7 +222,7 @@ const ensure = Effect.fnUntraced(function*(
   }
 
   const unreachable = outcomes.find((o) => o._tag === "Failed" && o.reason === "GatewayUnreachable")
-  const conditions = [...warningsOf(desired), ...portConditions(outcomes, desired)]
+  const conditions = [...noticed, ...portConditions(outcomes, desired)]
   const trafficWarning = context.localTrafficWarning(current)
   if (trafficWarning !== undefined) {
     conditions.push({ type: "Warning", reason: "NoLocalEndpoints", action: "Ensure", note: trafficWarning })
@@ -261,27 +290,28 @@ const renewal = (desired: DesiredService, resync: Duration.Duration): ReconcileR
 type StepOutcome = PortOutcome | { readonly removed: boolean; readonly mapping: RecordedMapping } | undefined
 
 const runStep = (
-  context: ExecutorContext,
+  handle: GatewayHandle,
   gateway: GatewayView,
   desired: DesiredService,
-  step: Step
+  step: Step,
+  nonces: ReadonlyMap<string, string>
 ): Effect.Effect<StepOutcome> => {
   switch (step._tag) {
     case "Add":
     case "Renew":
-      return mapPort(context, gateway, desired, step.port)
+      return mapPort(handle, gateway, desired, step.port, nonces.get(portKey(step.port)))
     case "Replace": {
       // Another node's mapping must go first; our own is overwritten in place by the add.
-      const add = mapPort(context, gateway, desired, step.port)
+      const add = mapPort(handle, gateway, desired, step.port, nonces.get(portKey(step.port)))
       if (step.previous.internalClient === gateway.localAddress) return add
-      return unmap(context, step.previous).pipe(
+      return unmap(handle, step.previous).pipe(
         Effect.matchEffect({ onFailure: (error) => Effect.succeed(replaceRefused(step, error)), onSuccess: () => add })
       )
     }
     case "Conflict":
       return Effect.succeed({ _tag: "Failed", port: step.port, reason: "PortConflict", message: step.reason })
     case "Delete":
-      return unmap(context, step.mapping).pipe(
+      return unmap(handle, step.mapping).pipe(
         Effect.as<StepOutcome>({ removed: true, mapping: step.mapping }),
         Effect.catch((error) =>
           Effect.logWarning(`could not delete ${describePort(step.mapping)}: ${error.message}`).pipe(
@@ -295,22 +325,24 @@ const runStep = (
 }
 
 const mapPort = (
-  context: ExecutorContext,
+  handle: GatewayHandle,
   gateway: GatewayView,
   desired: DesiredService,
-  port: DesiredPort
+  port: DesiredPort,
+  nonce: string | undefined
 ): Effect.Effect<PortOutcome> =>
-  context.gateway.map({
+  handle.mapper.map({
     externalPort: port.externalPort,
     protocol: port.protocol,
     internalPort: port.internalPort,
     internalClient: gateway.localAddress,
     description: port.description,
     leaseSeconds: desired.leaseSeconds,
-    ownershipVerified: true
+    ownershipVerified: true,
+    ...(nonce === undefined ? {} : { nonce })
   }).pipe(
     Effect.tap((granted) =>
-      context.table.set(port, {
+      handle.table.set(port, {
         externalPort: granted.externalPort,
         protocol: granted.protocol,
         internalClient: granted.internalClient,
@@ -326,7 +358,7 @@ const mapPort = (
       const outcome = failedPort(port, error)
       // Unreachable, or behind a double NAT: either way the router's state must be read afresh.
       const stale = outcome.reason === "GatewayUnreachable" || outcome.reason === "DoubleNAT"
-      return (stale ? context.gatewayFailed(error) : Effect.void).pipe(
+      return (stale ? handle.failed(error) : Effect.void).pipe(
         Effect.andThen(Effect.logWarning(`${describePort(port)}: ${error.message}`)),
         Effect.as(outcome)
       )
@@ -335,11 +367,21 @@ const mapPort = (
   )
 
 const unmap = (
-  context: ExecutorContext,
-  mapping: { readonly externalPort: number; readonly protocol: Protocol; readonly nonce?: string | undefined }
+  handle: GatewayHandle,
+  mapping: {
+    readonly externalPort: number
+    readonly protocol: Protocol
+    readonly internalPort?: number | undefined
+    readonly nonce?: string | undefined
+  }
 ) =>
-  context.gateway.unmap(mapping).pipe(
-    Effect.tap(() => context.table.set(mapping, null)),
+  handle.mapper.unmap({
+    externalPort: mapping.externalPort,
+    protocol: mapping.protocol,
+    internalPort: mapping.internalPort,
+    nonce: mapping.nonce
+  }).pipe(
+    Effect.tap(() => handle.table.set(mapping, null)),
     Effect.annotateLogs({ port: describePort(mapping), action: "unmap" })
   )
 
@@ -421,18 +463,8 @@ const cleanup = Effect.fnUntraced(function*(context: ExecutorContext, service: V
     if (fromTable._tag === "Failure") return yield* cleanupFailed(context, service, fromTable.failure.message)
     record = fromTable.success
   }
-  const observed = yield* observe(context, record, true)
-  if (observed._tag === "Failure") {
-    yield* context.gatewayFailed(observed.failure)
-    return yield* cleanupFailed(context, service, observed.failure.message)
-  }
-  const plan = planCleanup(record, observed.success, context.ownership())
-  const failures: Array<string> = []
-  for (const step of plan.steps) {
-    const result = yield* Effect.result(unmap(context, step.mapping))
-    if (result._tag === "Failure") failures.push(`${describePort(step.mapping)}: ${result.failure.message}`)
-  }
-  if (failures.length > 0) return yield* cleanupFailed(context, service, failures.join("; "))
+  const removal = yield* removeRecorded(context, record)
+  if (removal.failures.length > 0) return yield* cleanupFailed(context, service, removal.failures.join("; "))
 
   if (service.metadata?.deletionTimestamp === undefined && (service.status?.loadBalancer?.ingress?.length ?? 0) > 0) {
     const cleared = yield* Effect.result(context.kube.applyServiceStatus(refOf(service), { loadBalancer: {} }))
@@ -444,9 +476,9 @@ const cleanup = Effect.fnUntraced(function*(context: ExecutorContext, service: V
     type: "Normal",
     reason: "DeletedLoadBalancer",
     action: "Delete",
-    note: plan.steps.length === 0
+    note: removal.deleted.length === 0
       ? "no router mappings were left to remove"
-      : `removed ${plan.steps.map((s) => describePort(s.mapping)).join(", ")}`
+      : `removed ${removal.deleted.map(describePort).join(", ")}`
   })
   yield* context.announcer.forget(key)
   return done
@@ -461,8 +493,45 @@ const cleanupFailed = (context: ExecutorContext, service: V1Service, reason: str
       `To give up and leave them, annotate the Service ${ABANDON_MAPPINGS_ANNOTATION}="true"`
   }], emitFor(context, service)).pipe(Effect.as(retry(reason)))
 
+/**
+ * Deletes exactly the recorded mappings the router still holds as ours, each through the
+ * protocol that made it; reports what was deleted, what was already gone, and what failed.
+ */
+const removeRecorded = Effect.fnUntraced(function*(context: ExecutorContext, record: ReadonlyArray<RecordedMapping>) {
+  const deleted: Array<RecordedMapping> = []
+  const gone: Array<RecordedMapping> = []
+  const failures: Array<string> = []
+  for (const backend of new Set(record.map((mapping) => mapping.backend))) {
+    const mappings = record.filter((mapping) => mapping.backend === backend)
+    const handle = yield* Effect.result(context.gatewayFor(asBackend(backend)))
+    if (handle._tag === "Failure") {
+      failures.push(`${backend}: ${handle.failure.message}`)
+      continue
+    }
+    const observed = yield* observe(handle.success, mappings, true, mappings)
+    if (observed._tag === "Failure") {
+      yield* handle.success.failed(observed.failure)
+      failures.push(observed.failure.message)
+      continue
+    }
+    const plan = planCleanup(mappings, observed.success, context.ownership())
+    gone.push(...plan.alreadyGone)
+    for (const step of plan.steps) {
+      const result = yield* Effect.result(unmap(handle.success, step.mapping))
+      if (result._tag === "Success") deleted.push(step.mapping)
+      else failures.push(`${describePort(step.mapping)}: ${result.failure.message}`)
+    }
+  }
+  return { deleted, gone, failures }
+})
+
+/** A record written by an older version (or by hand) may lack a backend: it was UPnP. */
+const asBackend = (backend: string): Backend =>
+  backend === "nat-pmp" || backend === "pcp" ? backend : "upnp-igd"
+
 const recordFromTable = (context: ExecutorContext, service: V1Service) =>
-  context.gateway.list.pipe(
+  context.gatewayFor("upnp-igd").pipe(
+    Effect.flatMap((handle) => handle.mapper.list),
     Effect.map((table) => {
       const prefix = `${context.options.clusterName}/${serviceKey(service)}/`
       const ownership = context.ownership()
@@ -489,25 +558,69 @@ const releaseFinalizer = (context: ExecutorContext, service: V1Service) =>
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-/** The router's entries for these ports: from the cached table, or read afresh when asked to verify. */
+/**
+ * The router's entries for these ports: from the cached table, or read afresh when asked to
+ * verify. A router that cannot be read (NAT-PMP, PCP) is taken to hold what we mapped, or else
+ * what the record says we mapped (with an unknown lease, so it is renewed).
+ */
 const observe = (
-  context: ExecutorContext,
+  handle: GatewayHandle,
   ports: ReadonlyArray<{ readonly protocol: Protocol; readonly externalPort: number }>,
-  verify: boolean
+  verify: boolean,
+  record: ReadonlyArray<RecordedMapping>
 ) =>
   Effect.result(
     Effect.gen(function*() {
       const unique = [...new Map(ports.map((p) => [portKey(p), p])).values()]
-      const cached = verify ? undefined : yield* context.table.lookup(unique)
+      if (handle.mapper.canReadTable === false) {
+        const recorded = new Map(record.map((m) => [portKey(m), m]))
+        const entries = yield* Effect.forEach(unique, (p) =>
+          Effect.map(handle.table.known(p), (known) => {
+            const fromRecord = recorded.get(portKey(p))
+            return [
+              portKey(p),
+              known !== undefined ? known : fromRecord === undefined ? null : entryFromRecord(fromRecord)
+            ] as const
+          }))
+        return new Map<string, MappingEntry | null>(entries) as ObservedTable
+      }
+      const cached = verify ? undefined : yield* handle.table.lookup(unique)
       if (cached !== undefined) return cached
       const entries = yield* Effect.forEach(unique, (p) =>
-        context.gateway.get(p.externalPort, p.protocol).pipe(
-          Effect.tap((entry) => context.table.set(p, entry ?? null)),
+        handle.mapper.get(p.externalPort, p.protocol).pipe(
+          Effect.tap((entry) => handle.table.set(p, entry ?? null)),
           Effect.map((entry) => [portKey(p), entry ?? null] as const)
         ), { concurrency: "unbounded" })
       return new Map<string, MappingEntry | null>(entries) as ObservedTable
     })
   )
+
+const entryFromRecord = (mapping: RecordedMapping): MappingEntry => ({
+  externalPort: mapping.externalPort,
+  protocol: mapping.protocol,
+  internalClient: mapping.internalClient,
+  internalPort: mapping.internalPort,
+  description: mapping.description,
+  leaseDuration: undefined,
+  enabled: true,
+  remoteHost: ""
+})
+
+/** Draws a nonce for every PCP mapping that has none yet. */
+const withNonces = (record: ReadonlyArray<RecordedMapping>): ReadonlyArray<RecordedMapping> =>
+  record.some((mapping) => mapping.backend === "pcp" && mapping.nonce === undefined)
+    ? record.map((mapping) =>
+      mapping.backend === "pcp" && mapping.nonce === undefined
+        ? { ...mapping, nonce: randomBytes(12).toString("hex") }
+        : mapping
+    )
+    : record
+
+/** `auto` says once which protocol it chose, and why. */
+const selectionOf = (desired: DesiredService, handle: GatewayHandle): Array<Announcement> =>
+  desired.backend === "auto" && handle.reason !== undefined
+    ? [{ type: "Normal", reason: "GatewaySelected", action: "Ensure", note: `auto uses ${handle.backend}: ${handle.reason}` }]
+    : []
 
 const liveDesired = (context: ExecutorContext): ReadonlyArray<DesiredService> => {
   const result: Array<DesiredService> = []

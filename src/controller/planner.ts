@@ -203,13 +203,22 @@ const conflictReason = (entry: MappingEntry, owned: boolean): string =>
     : `the port is mapped to ${entry.internalClient}:${entry.internalPort}` +
       (entry.description ? ` ('${entry.description}')` : "") + ", which is not ours"
 
-/** Entries for the same port are replaced by the newer one; others are kept until cleaned up. */
+/**
+ * Entries for the same port are replaced by the newer one, keeping a PCP nonce (it owns the
+ * mapping); others are kept until cleaned up.
+ */
 const mergeRecord = (
   record: ReadonlyArray<RecordedMapping>,
   desired: ReadonlyArray<RecordedMapping>
 ): ReadonlyArray<RecordedMapping> => {
   const merged = new Map(record.map((mapping) => [portKey(mapping), mapping]))
-  for (const mapping of desired) merged.set(portKey(mapping), mapping)
+  for (const mapping of desired) {
+    const previous = merged.get(portKey(mapping))
+    merged.set(
+      portKey(mapping),
+      previous?.nonce !== undefined && previous.backend === mapping.backend ? { ...mapping, nonce: previous.nonce } : mapping
+    )
+  }
   return [...merged.values()]
 }
 

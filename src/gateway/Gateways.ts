@@ -203,6 +203,28 @@ export class Gateways extends Context.Service<Gateways, {
     return Layer.effect(Gateways, Gateways.make(layers, auto))
   }
 
+  /**
+   * One router spoken to in one protocol: the given `PortMapper` answers for its own type and
+   * for `auto`; other types fail with a clear error. For embedding and tests.
+   */
+  static layerSingle(backend: Backend): Layer.Layer<Gateways, never, PortMapper> {
+    return Layer.effect(
+      Gateways,
+      Effect.gen(function*() {
+        const choice: GatewayChoice = { backend, mapper: yield* PortMapper }
+        return Gateways.of({
+          forType: (type) =>
+            type === backend || type === "auto"
+              ? Effect.succeed(choice)
+              : Effect.fail(
+                new GatewayNotFound({ reason: `${type} is not configured: this controller speaks ${backend} only`, candidates: [] })
+              ),
+          autoChoice: Effect.succeed(choice)
+        })
+      })
+    )
+  }
+
   /** UPnP IGD, NAT-PMP and PCP over the network, each configured by its own options. */
   static layer(options?: Partial<GatewaysOptions>): Layer.Layer<Gateways> {
     return Gateways.layerFrom({

@@ -7,7 +7,7 @@
 import { hostname } from "node:os"
 import { Context, Duration, Effect, Layer, type LogLevel, Option, Ref, SubscriptionRef } from "effect"
 import { Controller } from "../controller/Controller.ts"
-import { UpnpGateway } from "../gateway/upnp/UpnpGateway.ts"
+import { Gateways } from "../gateway/Gateways.ts"
 import { Kube } from "../kube/Kube.ts"
 import { HealthCheck, healthServerLayer } from "./HealthServer.ts"
 import { LeaderElection, LeaseStore } from "./LeaderElection.ts"
@@ -84,7 +84,12 @@ export const runControllerProcess = (settings: RunSettings, logLevel: LogLevel.L
     probeInterval: settings.gatewayProbeInterval,
     nodeName: settings.nodeName
   }).pipe(
-    Layer.provide(UpnpGateway.layer({ gatewayUrl: settings.gatewayUrl, concurrency: settings.gatewayConcurrency }))
+    Layer.provide(Gateways.layer({
+      upnp: { gatewayUrl: settings.gatewayUrl, concurrency: settings.gatewayConcurrency },
+      natpmp: { concurrency: settings.gatewayConcurrency },
+      pcp: { concurrency: settings.gatewayConcurrency },
+      auto: { preference: settings.autoPreference }
+    }))
   )
   const election = settings.leaderElection === undefined
     ? Layer.empty

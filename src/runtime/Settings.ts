@@ -79,6 +79,15 @@ export const runFlags = {
     Flag.optional
   ),
   logFormat: choice("log-format", ["json", "text"], "json for collectors, text for terminals", "json"),
+  autoPreference: text(
+    "auto-preference",
+    "protocols `auto` tries, in order (default upnp-igd,pcp,nat-pmp; one entry pins it)"
+  ).pipe(
+    Flag.withDefault("upnp-igd,pcp,nat-pmp"),
+    Flag.withSchema(Schema.String.check(Schema.isPattern(/^(upnp-igd|pcp|nat-pmp)(,(upnp-igd|pcp|nat-pmp))*$/, {
+      message: "a comma-separated list of upnp-igd, pcp and nat-pmp, e.g. pcp,nat-pmp"
+    })))
+  ),
   leaderElect: Flag.Boolean("leader-elect").pipe(
     Flag.withDescription(
       `run only while holding the leader Lease, so one of several replicas maps (default false) [env ${
@@ -111,6 +120,7 @@ export interface RunSettings {
   readonly healthBindAddress: string
   readonly metricsBindAddress: string | undefined
   readonly logFormat: "json" | "text"
+  readonly autoPreference: ReadonlyArray<"upnp-igd" | "pcp" | "nat-pmp">
   readonly leaderElection:
     | {
       readonly namespace: string
@@ -139,6 +149,7 @@ export const toRunSettings = (flags: ParsedFlags): RunSettings => ({
   healthBindAddress: flags.healthBindAddress,
   metricsBindAddress: Option.getOrUndefined(flags.metricsBindAddress),
   logFormat: flags.logFormat,
+  autoPreference: flags.autoPreference.split(",") as Array<"upnp-igd" | "pcp" | "nat-pmp">,
   leaderElection: flags.leaderElect
     ? {
       namespace: flags.leaderElectNamespace,

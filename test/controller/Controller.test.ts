@@ -9,6 +9,8 @@ import { TestClock } from "effect/testing"
 import { Controller, type ControllerOptions } from "../../src/controller/Controller.ts"
 import { readRecord } from "../../src/controller/MappingRecord.ts"
 import { FINALIZER, MAPPINGS_ANNOTATION } from "../../src/controller/ServiceSpec.ts"
+import { Gateways } from "../../src/gateway/Gateways.ts"
+import { PortMapper } from "../../src/gateway/PortMapper.ts"
 import { makeInMemoryGateway } from "../support/InMemoryGateway.ts"
 import { makeInMemoryKube } from "../support/InMemoryKube.ts"
 
@@ -42,7 +44,7 @@ const setup = (options: Partial<ControllerOptions> = {}) => {
   const start = Layer.build(
     Controller.layer({ probeInterval: Duration.seconds(2), ...options }).pipe(
       Layer.provide(kube.layer),
-      Layer.provide(gateway.layer)
+      Layer.provide(Gateways.layerSingle("upnp-igd").pipe(Layer.provide(gateway.layer)))
     )
   )
   return { kube, gateway, start }
@@ -174,7 +176,7 @@ describe("Controller", () => {
       yield* Layer.build(
         Controller.layer({ probeInterval: Duration.seconds(2) }).pipe(
           Layer.provide(kube.layer),
-          Layer.provide(first.gateway.layer)
+          Layer.provide(Gateways.layerSingle("upnp-igd").pipe(Layer.provide(first.gateway.layer)))
         )
       )
       yield* until("service gone", () => kube.get(SEED_KEY) === undefined)
@@ -219,7 +221,8 @@ describe("Controller", () => {
     Effect.gen(function*() {
       const { gateway, kube, start } = setup()
       yield* start
-      yield* until("first probe", () => gateway.calls.includes("status"))
+      kube.create(seedService({ name: "first" }, { ports: [{ name: "x", port: 9999, nodePort: 30999 }] }))
+      yield* until("first mapped", () => gateway.table.has("TCP/9999"))
       // The WAN address turns private between two probes: the cached view still says public.
       gateway.state.externalClass = "private"
       kube.create(seedService())
@@ -371,5 +374,109 @@ describe("Controller", () => {
       yield* settle
       expect(kube.calls.slice(writes)).toEqual([])
       expect(kube.get(SEED_KEY)?.metadata?.annotations?.[MAPPINGS_ANNOTATION]).toContain("8080")
+    }))
+})
+
+describe("Controller over NAT-PMP/PCP-like routers (no table to read)", () => {
+  /** A UPnP router and a PCP one, as `Gateways` offers them; `auto` prefers UPnP unless told. */
+  const setupTwo = (autoPreference: ReadonlyArray<"upnp-igd" | "pcp" | "nat-pmp"> = ["upnp-igd", "pcp"]) => {
+    const kube = makeInMemoryKube([node("node-1", "192.168.77.10")])
+    const upnp = makeInMemoryGateway()
+    const pcp = makeInMemoryGateway("192.168.77.10", "pcp")
+    const unavailable = Layer.effect(PortMapper, Effect.die(new Error("NAT-PMP is not part of this test")))
+    const gateways = Gateways.layerFrom(
+      { "upnp-igd": upnp.layer, "pcp": pcp.layer, "nat-pmp": unavailable },
+      { preference: autoPreference }
+    )
+    const start = Layer.build(
+      Controller.layer({ probeInterval: Duration.seconds(2) }).pipe(Layer.provide(kube.layer), Layer.provide(gateways))
+    )
+    return { kube, upnp, pcp, start }
+  }
+  const pcpService = (overrides: Partial<V1Service["metadata"]> = {}) =>
+    seedService({ annotations: { "midokura.com/load-balancer-type": "pcp" }, ...overrides })
+
+  it.effect("records the PCP nonce before mapping, and deletes with it", () =>
+    Effect.gen(function*() {
+      const { kube, pcp, start } = setupTwo()
+      yield* start
+      kube.create(pcpService())
+      yield* until("mapped", () => pcp.table.has("TCP/8080") && kube.get(SEED_KEY)?.status?.loadBalancer?.ingress !== undefined)
+      const record = readRecord(kube.get(SEED_KEY)!)
+      const recorded = record._tag === "Ok" ? record.mappings[0]! : undefined
+      expect(recorded).toMatchObject({ backend: "pcp", externalPort: 8080 })
+      expect(recorded?.nonce).toMatch(/^[0-9a-f]{24}$/)
+      // The router holds the mapping under the nonce we drew, not one of its own.
+      expect(pcp.nonces.get("TCP/8080")).toBe(recorded?.nonce)
+      kube.delete(SEED_KEY)
+      yield* until("deleted", () => kube.get(SEED_KEY) === undefined)
+      expect(pcp.table.size).toBe(0)
+    }))
+
+  it.effect("after a restart, a new process deletes the PCP mapping with the recorded nonce", () =>
+    Effect.gen(function*() {
+      const first = setupTwo()
+      yield* Effect.scoped(Effect.gen(function*() {
+        yield* first.start
+        first.kube.create(pcpService())
+        yield* until("mapped", () => first.pcp.table.has("TCP/8080") && readRecord(first.kube.get(SEED_KEY)!)._tag === "Ok")
+      }))
+      first.kube.delete(SEED_KEY)
+      const gateways = Gateways.layerFrom({
+        "upnp-igd": first.upnp.layer,
+        "pcp": first.pcp.layer,
+        "nat-pmp": Layer.effect(PortMapper, Effect.die(new Error("unused")))
+      })
+      yield* Layer.build(
+        Controller.layer({ probeInterval: Duration.seconds(2) }).pipe(
+          Layer.provide(first.kube.layer),
+          Layer.provide(gateways)
+        )
+      )
+      yield* until("Service gone", () => first.kube.get(SEED_KEY) === undefined)
+      expect(first.pcp.table.size).toBe(0)
+    }))
+
+  it.effect("re-maps everything when the PCP epoch says the router lost its state", () =>
+    Effect.gen(function*() {
+      const { kube, pcp, start } = setupTwo()
+      yield* start
+      kube.create(pcpService())
+      kube.create(pcpService({ name: "second" }))
+      kube.update("default/second", (s) => ({ ...s, spec: { ...s.spec, ports: [{ name: "x", port: 9090, nodePort: 30090 }] } }))
+      yield* until("mapped", () => pcp.table.size === 2)
+      pcp.reboot()
+      yield* TestClock.adjust(Duration.seconds(2))
+      yield* until("re-mapped", () => pcp.table.size === 2)
+    }))
+
+  it.effect("auto says which protocol it chose, once", () =>
+    Effect.gen(function*() {
+      const { kube, pcp, start } = setupTwo(["pcp", "upnp-igd"])
+      yield* start
+      kube.create(seedService({ annotations: { "midokura.com/load-balancer-type": "auto" } }))
+      yield* until("mapped through PCP", () => pcp.table.has("TCP/8080"))
+      yield* until("announced", () => reasons(kube).includes("GatewaySelected"))
+      yield* TestClock.adjust(Duration.seconds(30))
+      yield* settle
+      expect(reasons(kube).filter((r) => r === "GatewaySelected")).toHaveLength(1)
+      expect(kube.events.find((e) => e.reason === "GatewaySelected")?.note).toContain("auto uses pcp")
+    }))
+
+  it.effect("moves a Service from UPnP to PCP: the UPnP mapping is removed through UPnP", () =>
+    Effect.gen(function*() {
+      const { kube, pcp, start, upnp } = setupTwo()
+      yield* start
+      kube.create(seedService())
+      yield* until("mapped over UPnP", () => upnp.table.has("TCP/8080"))
+      kube.update(SEED_KEY, (s) => ({
+        ...s,
+        metadata: { ...s.metadata, annotations: { ...s.metadata?.annotations, "midokura.com/load-balancer-type": "pcp" } }
+      }))
+      yield* until("moved", () => pcp.table.has("TCP/8080") && !upnp.table.has("TCP/8080"))
+      yield* until("record follows", () => {
+        const record = readRecord(kube.get(SEED_KEY)!)
+        return record._tag === "Ok" && record.mappings.length === 1 && record.mappings[0]!.backend === "pcp"
+      })
     }))
 })

@@ -2,7 +2,8 @@
  * An in-memory router with miniupnpd's semantics: one mapping per external port and
  * protocol, 718 for a port held by another host, a silent overwrite for the same host,
  * 606 for deleting another host's mapping in secure mode, 501 behind a double NAT, and a
- * reboot that loses everything and restarts the uptime.
+ * reboot that loses everything and restarts the uptime. Spoken to as PCP, it cannot be read
+ * (no get, no list), deletes only with the mapping's nonce, and counts lost state.
  */
 import { Effect, Layer } from "effect"
 import { DoubleNat, GatewayUnreachable, PortConflict, UpnpError } from "../../src/gateway/GatewayError.ts"
@@ -17,6 +18,8 @@ export interface InMemoryGateway {
   readonly table: Map<string, MappingEntry>
   /** Every router call, in order: `map TCP/8080`, `unmap TCP/8080`, `get TCP/8080`, `list`, `status`. */
   readonly calls: Array<string>
+  /** PCP: the nonce that owns each mapping, by `TCP/8080`. */
+  readonly nonces: Map<string, string>
   readonly state: {
     localAddress: string
     externalIp: string | undefined
@@ -24,22 +27,29 @@ export interface InMemoryGateway {
     uptime: number
     reachable: boolean
     secureMode: boolean
+    stateLosses: number
   }
   readonly reboot: () => void
   /** A mapping made by someone else on the LAN. */
   readonly addForeign: (entry: Partial<MappingEntry> & Pick<MappingEntry, "externalPort" | "protocol">) => void
 }
 
-export const makeInMemoryGateway = (localAddress = "192.168.77.10"): InMemoryGateway => {
+export const makeInMemoryGateway = (
+  localAddress = "192.168.77.10",
+  protocol: "upnp-igd" | "pcp" = "upnp-igd"
+): InMemoryGateway => {
   const table = new Map<string, MappingEntry>()
+  const nonces = new Map<string, string>()
   const calls: Array<string> = []
+  const router = protocol === "pcp" ? "192.168.77.1:5351" : ROUTER
   const state = {
     localAddress,
     externalIp: "122.112.219.229" as string | undefined,
     externalClass: "public" as ExternalIpClass,
     uptime: 1000,
     reachable: true,
-    secureMode: false
+    secureMode: false,
+    stateLosses: 0
   }
   const key = (port: number, protocol: string) => `${protocol}/${port}`
   const call = <A, E>(name: string, effect: () => Effect.Effect<A, E>) =>
@@ -52,14 +62,16 @@ export const makeInMemoryGateway = (localAddress = "192.168.77.10"): InMemoryGat
     })
 
   const mapper = PortMapper.of({
+    canReadTable: protocol === "upnp-igd",
     externalAddress: call("externalAddress", () =>
       Effect.succeed({ ip: state.externalIp, class: state.externalClass })),
     status: call("status", () =>
       Effect.succeed({
-        router: ROUTER,
-        protocol: "upnp-igd" as const,
+        router,
+        protocol,
         connected: true,
         uptimeSeconds: state.uptime,
+        stateLosses: state.stateLosses,
         externalAddress: { ip: state.externalIp, class: state.externalClass },
         localAddress: state.localAddress
       })),
@@ -92,11 +104,25 @@ export const makeInMemoryGateway = (localAddress = "192.168.77.10"): InMemoryGat
           remoteHost: ""
         }
         table.set(key(request.externalPort, request.protocol), entry)
-        return Effect.succeed({ ...entry, leaseSeconds: request.leaseSeconds })
+        if (protocol !== "pcp") return Effect.succeed({ ...entry, leaseSeconds: request.leaseSeconds })
+        const nonce = request.nonce ?? `drawn-by-router-${request.externalPort}`
+        nonces.set(key(request.externalPort, request.protocol), nonce)
+        return Effect.succeed({ ...entry, leaseSeconds: request.leaseSeconds, nonce })
       }),
     unmap: (mapping) =>
-      call(`unmap ${key(mapping.externalPort, mapping.protocol)}`, () => {
+      call(`unmap ${key(mapping.externalPort, mapping.protocol)}`, (): Effect.Effect<void, GatewayError> => {
         const existing = table.get(key(mapping.externalPort, mapping.protocol))
+        if (protocol === "pcp" && existing !== undefined && nonces.get(key(mapping.externalPort, mapping.protocol)) !== mapping.nonce) {
+          return Effect.fail(
+            new PortConflict({
+              router,
+              externalPort: mapping.externalPort,
+              protocol: mapping.protocol,
+              holder: existing.internalClient,
+              reason: "PCP NOT_AUTHORIZED: another nonce owns this mapping"
+            })
+          )
+        }
         if (existing !== undefined && state.secureMode && existing.internalClient !== state.localAddress) {
           return Effect.fail(
             new UpnpError({ router: ROUTER, action: "DeletePortMapping", code: 606, description: "Action not authorized" })
@@ -105,19 +131,23 @@ export const makeInMemoryGateway = (localAddress = "192.168.77.10"): InMemoryGat
         table.delete(key(mapping.externalPort, mapping.protocol))
         return Effect.void
       }),
-    get: (externalPort, protocol) =>
-      call(`get ${key(externalPort, protocol)}`, () => Effect.succeed(table.get(key(externalPort, protocol)))),
-    list: call("list", () => Effect.succeed([...table.values()]))
+    get: (externalPort, mapped) =>
+      call(`get ${key(externalPort, mapped)}`, () =>
+        Effect.succeed(protocol === "pcp" ? undefined : table.get(key(externalPort, mapped)))),
+    list: call("list", () => Effect.succeed(protocol === "pcp" ? undefined : [...table.values()]))
   })
 
   return {
     layer: Layer.succeed(PortMapper, mapper),
     table,
     calls,
+    nonces,
     state,
     reboot: () => {
       table.clear()
+      nonces.clear()
       state.uptime = 1
+      state.stateLosses += 1
     },
     addForeign: (entry) =>
       void table.set(key(entry.externalPort, entry.protocol), {
