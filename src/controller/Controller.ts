@@ -50,6 +50,8 @@ export const defaultControllerOptions: ControllerOptions = {
 
 export interface ControllerHealth {
   readonly servicesSynced: boolean
+  /** The first full pass (router found, table listed, every Service reconciled) has run. */
+  readonly initialPassDone: boolean
   readonly gatewayReachable: boolean
   readonly gatewayError: string | undefined
   /** This node carries the exclude-from-external-load-balancers label: nothing is mapped to it. */
@@ -84,6 +86,7 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
   const state = {
     servicesSynced: false,
     nodesSynced: false,
+    initialPassStarted: false,
     initialPassDone: false,
     slicesSynced: false,
     failures: new Map<string, number>(),
@@ -391,9 +394,12 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
 
   // The first pass waits for both lists: orphans are judged by Services and by Node addresses.
   const initialPass = Effect.suspend(() => {
-    if (!state.servicesSynced || !state.nodesSynced || state.initialPassDone) return Effect.void
-    state.initialPassDone = true
-    return lookForUpnp.pipe(Effect.andThen(fullPass))
+    if (!state.servicesSynced || !state.nodesSynced || state.initialPassStarted) return Effect.void
+    state.initialPassStarted = true
+    return lookForUpnp.pipe(
+      Effect.andThen(fullPass),
+      Effect.ensuring(Effect.sync(() => void (state.initialPassDone = true)))
+    )
   })
 
   /**
@@ -463,6 +469,7 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
     health: Effect.gen(function*() {
       return {
         servicesSynced: state.servicesSynced,
+        initialPassDone: state.initialPassDone,
         // Every router protocol in use answers (none in use yet: nothing to wait for).
         gatewayReachable: [...backends.values()].every((backend) => backend.error === undefined),
         gatewayError: [...backends.values()].find((backend) => backend.error !== undefined)?.error?.message,

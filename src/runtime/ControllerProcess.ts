@@ -54,10 +54,11 @@ const healthCheck = (settings: Pick<RunSettings, "gatewayProbeInterval" | "resyn
           const loopsAlive = now - health.lastProbeAt < stuckAfter && now - health.lastResyncAt < stuckAfter
           return {
             healthy: loopsAlive,
-            ready: health.servicesSynced && health.gatewayReachable && !health.excluded,
+            ready: health.servicesSynced && health.initialPassDone && health.gatewayReachable && !health.excluded,
             details: {
               role: "leader",
               servicesSynced: health.servicesSynced,
+              initialPassDone: health.initialPassDone,
               gatewayReachable: health.gatewayReachable,
               ...(health.gatewayError === undefined ? {} : { gatewayError: health.gatewayError }),
               excludedNode: health.excluded,
