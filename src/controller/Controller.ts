@@ -78,6 +78,7 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
   const queue = yield* makeWorkQueue
   const announcer = makeAnnouncer()
   const timers = yield* FiberMap.make<string>()
+  const scope = yield* Effect.scope
   const fullPassLock = yield* Semaphore.make(1)
 
   const services = new Map<string, V1Service>()
@@ -193,10 +194,26 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
         if (backend === undefined) {
           backend = { backend: choice.backend, mapper: choice.mapper, table: makeTableCache(), status: undefined, error: undefined }
           backends.set(choice.backend, backend)
+          return { backend, fresh: true, reason: choice.reason }
         }
-        return handleOf(backend, choice.reason)
-      })
+        return { backend, fresh: false, reason: choice.reason }
+      }),
+      Effect.tap(({ backend, fresh }) => fresh ? listenForRestarts(backend) : Effect.void),
+      Effect.map(({ backend, reason }) => handleOf(backend, reason))
     )
+
+  /** A router that announces its restarts (UPnP's SSDP NOTIFY) is re-asserted at once. */
+  const listenForRestarts = (backend: BackendState): Effect.Effect<void> => {
+    const restarts = backend.mapper.restarts
+    if (restarts === undefined) return Effect.void
+    const reassert = (announcement: string) =>
+      Effect.logWarning(`${announcement}: the router restarted, re-asserting every mapping`).pipe(
+        Effect.andThen(metrics.count(metrics.gatewayReboots)),
+        Effect.andThen(backend.table.invalidate),
+        Effect.andThen(Effect.suspend(() => fullPass))
+      )
+    return Effect.asVoid(Effect.forkIn(Stream.runForEach(restarts, reassert), scope))
+  }
 
   const localTrafficWarning = (service: V1Service): string | undefined => {
     if (service.spec?.externalTrafficPolicy !== "Local" || options.nodeName === undefined || !state.slicesSynced) {

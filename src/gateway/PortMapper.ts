@@ -2,7 +2,7 @@
  * The one interface the controller programs a router through. UPnP IGD, NAT-PMP and PCP
  * each provide it as a layer; nothing behind it knows about Kubernetes.
  */
-import { Context, type Effect } from "effect"
+import { Context, type Effect, type Stream } from "effect"
 import type { GatewayError } from "./GatewayError.ts"
 import type { ExternalAddress, GatewayStatus, GrantedMapping, MappingEntry, MappingRequest, Protocol } from "./Mapping.ts"
 
@@ -12,6 +12,11 @@ export class PortMapper extends Context.Service<PortMapper, {
    * controller then relies on its own record, and on `map` reporting a conflict.
    */
   readonly canReadTable?: boolean | undefined
+  /**
+   * Announcements that the router restarted and lost its table (UPnP: an SSDP NOTIFY with a
+   * new BOOTID.UPNP.ORG), faster than any polling. Absent where the protocol has none.
+   */
+  readonly restarts?: Stream.Stream<string> | undefined
   /** The router's external address, classified (public, private = double NAT, missing). */
   readonly externalAddress: Effect.Effect<ExternalAddress, GatewayError>
   /** Connection state, uptime or epoch, external address and our local address toward the router. */

@@ -6,7 +6,7 @@
  * a conflict unless forced, and one of another host is never touched.
  */
 import { NodeHttpClient } from "@effect/platform-node"
-import { Config, Context, Duration, Effect, Layer, Option, Ref, Result, Semaphore } from "effect"
+import { Config, Context, Duration, Effect, Layer, Option, Ref, Result, Semaphore, Stream } from "effect"
 import type { HttpClient } from "effect/http"
 import { externalAddressOf } from "../classifyExternalIp.ts"
 import {
@@ -19,7 +19,7 @@ import { localAddressToward } from "../localAddress.ts"
 import type { ExternalIpClass, GatewayStatus, GrantedMapping, MappingEntry, MappingRequest } from "../Mapping.ts"
 import { PortMapper } from "../PortMapper.ts"
 import { Description, type RootDescription, type WanService } from "./Description.ts"
-import { Discovery, type DiscoveryOptions } from "./Discovery.ts"
+import { Discovery, type DiscoveryOptions, type SsdpResponse } from "./Discovery.ts"
 import * as IgdClient from "./IgdClient.ts"
 import { type RetryOptions, SoapTransport } from "./SoapTransport.ts"
 
@@ -105,6 +105,16 @@ export class UpnpGateway extends Context.Service<UpnpGateway, {
     const selecting = yield* Semaphore.make(1)
     // What a router taught us about its leases outlives a rediscovery of the same router.
     const leaseMemory = new Map<string, Ref.Ref<boolean>>()
+    // The last BOOTID.UPNP.ORG heard from each device (search replies and announcements).
+    const bootIds = new Map<string, number>()
+    /** Records a device's BOOTID; true when it differs from the one heard before (it rebooted). */
+    const rememberBootId = (response: SsdpResponse): boolean => {
+      if (response.bootId === undefined) return false
+      const device = response.usn?.split("::")[0] ?? response.location
+      const previous = bootIds.get(device)
+      bootIds.set(device, response.bootId)
+      return previous !== undefined && previous !== response.bootId
+    }
 
     const makeClient = Effect.fnUntraced(function*(service: WanService) {
       let permanentOnly = leaseMemory.get(service.controlUrl)
@@ -121,6 +131,7 @@ export class UpnpGateway extends Context.Service<UpnpGateway, {
         return yield* new GatewayNotFound({ reason: "no gateway URL configured and SSDP discovery unavailable", candidates: [] })
       }
       const replies = yield* discovery.value.search({ timeout: settings.discoveryTimeout })
+      for (const reply of replies) rememberBootId(reply)
       return Array.from(new Set(replies.map((reply) => reply.location)))
     })
 
@@ -424,13 +435,30 @@ export class UpnpGateway extends Context.Service<UpnpGateway, {
       })
     ).pipe(Effect.withSpan("UpnpGateway.status"))
 
+    /**
+     * A router announces each boot with a new BOOTID.UPNP.ORG (UPnP Device Architecture 1.1):
+     * a change on the router in use means its table is gone, however recently it was probed.
+     */
+    const restarts = Option.isNone(discovery) ? undefined : discovery.value.advertisements.pipe(
+      Stream.filter((advertisement) => advertisement.kind === "alive" && rememberBootId(advertisement)),
+      Stream.filterEffect((advertisement) =>
+        Effect.map(Ref.get(cache), (selected) =>
+          Option.isSome(selected) && hostOf(selected.value.service.controlUrl) === hostOf(advertisement.location))
+      ),
+      Stream.map((advertisement) => `${advertisement.location} announced BOOTID.UPNP.ORG ${advertisement.bootId}`),
+      Stream.catchCause((cause) =>
+        Stream.fromEffect(Effect.logWarning("not listening for SSDP announcements", cause)).pipe(Stream.drain)
+      )
+    )
+
     const portMapper = PortMapper.of({
       externalAddress,
       status,
       map,
       unmap,
       get,
-      list: Effect.map(listing, (listed) => listed.entries)
+      list: Effect.map(listing, (listed) => listed.entries),
+      restarts
     })
     const upnp = UpnpGateway.of({ discover, selected, listing, invalidate })
     return { portMapper, upnp }
@@ -506,3 +534,5 @@ const unusableRow = (location: string, status: string, reason: string): GatewayC
   selected: false,
   reason
 })
+
+const hostOf = (url: string): string | undefined => URL.parse(url)?.host
