@@ -1,24 +1,7 @@
-import { NodeServices } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
-import { ConfigProvider, Effect, Layer } from "effect"
-import { TestConsole } from "effect/testing"
-import { run } from "../../src/cli/Cli.ts"
+import { Effect } from "effect"
 import * as FakeIgd from "../support/FakeIgd.ts"
-
-/** Runs `edge-ccm <args>` in-process with a clean environment; returns the exit code and output. */
-const cli = (args: ReadonlyArray<string>, env: Record<string, string> = {}) =>
-  Effect.gen(function*() {
-    const code = yield* run(args)
-    const out = (yield* TestConsole.logLines).map(String).join("\n")
-    const err = (yield* TestConsole.errorLines).map(String).join("\n")
-    return { code, out, err }
-  }).pipe(
-    Effect.provide(Layer.mergeAll(
-      TestConsole.layer,
-      NodeServices.layer,
-      ConfigProvider.layer(ConfigProvider.fromEnv({ env }))
-    ))
-  )
+import { assertOneLine, cli } from "./harness.ts"
 
 const DISCOVER_KEYS = [
   "location",
@@ -57,12 +40,6 @@ const mapArgs = (fake: FakeIgd.FakeIgd, description = "kubernetes/default/http-n
   "--description",
   description
 ]
-
-/** One line, no stack trace. */
-const assertOneLine = (text: string) => {
-  assert.strictEqual(text.split("\n").length, 1, text)
-  assert.notMatch(text, /\bat .*\.ts:\d+/)
-}
 
 describe("edge-ccm gateway", () => {
   it.live("discover --json finds the fake over SSDP on loopback and explains the choice", () =>
