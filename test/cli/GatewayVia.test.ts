@@ -200,7 +200,7 @@ describe("edge-ccm gateway --via nat-pmp|pcp", () => {
       assert.strictEqual(
         refused.err,
         `edge-ccm gateway unmap: TCP 8080 on 127.0.0.1:${fake.port} is held by another PCP client ` +
-          `(the mapping is owned by another nonce): NOT_AUTHORIZED for nonce ${stranger}`
+          `(the mapping is owned by another nonce): PCP result 2 (NOT_AUTHORIZED) for nonce ${stranger}: another nonce owns this mapping`
       )
       assert.include(fake.table.get("TCP/8080"), { nonce })
     }).pipe(Effect.scoped))
@@ -400,7 +400,7 @@ describe("edge-ccm gateway --via nat-pmp|pcp", () => {
       const result = yield* cli(mapArgs(fake, "nat-pmp"))
       assert.strictEqual(result.code, 1)
       assertOneLine(result.err)
-      assert.match(result.err, new RegExp(`^edge-ccm gateway map: 127\\.0\\.0\\.1:${fake.port}: .*NAT-PMP network failure`))
+      assert.match(result.err, new RegExp(`^edge-ccm gateway map: 127\\.0\\.0\\.1:${fake.port}: .*NAT-PMP result 3, NETWORK_FAILURE`))
       assert.strictEqual(fake.table.size, 0)
     }).pipe(Effect.scoped))
 

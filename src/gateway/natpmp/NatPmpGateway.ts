@@ -224,7 +224,7 @@ const makePortMapper = (control: PortControl, settings: NatPmpGatewayOptions) =>
         ...(external.address.ip === undefined ? {} : { externalIp: external.address.ip }),
         reason: external.address.class === "private"
           ? "the gateway's external address is private or reserved (double NAT): a mapping would not be reachable"
-          : "the gateway has no public external address (NAT-PMP network failure): a mapping would not be reachable"
+          : "the gateway has no public external address (NAT-PMP result 3, NETWORK_FAILURE): a mapping would not be reachable"
       })
     }
     const lifetime = request.leaseSeconds === 0 ? settings.defaultLifetimeSeconds : request.leaseSeconds

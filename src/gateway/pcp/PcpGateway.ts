@@ -177,7 +177,7 @@ const makePortMapper = (control: PortControl, settings: PcpGatewayOptions) =>
           externalPort: context.externalPort,
           protocol: context.protocol,
           holder: "another PCP client (the mapping is owned by another nonce)",
-          reason: `NOT_AUTHORIZED for nonce ${context.nonce}`
+          reason: `PCP result 2 (NOT_AUTHORIZED) for nonce ${context.nonce}: another nonce owns this mapping`
         })
       }
       const detail = code === PCP_ADDRESS_MISMATCH
