@@ -298,6 +298,12 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
       let owned = 0
       for (const backend of backends.values()) {
         if (backend.mapper.canReadTable === false) continue
+        if (backend.error !== undefined) {
+          // Not answering: its Services read their ports afresh (and fail fast) instead.
+          yield* backend.table.invalidate
+          complete = false
+          continue
+        }
         const listing = yield* Effect.result(backend.mapper.list)
         if (listing._tag === "Success" && listing.success !== undefined) {
           yield* backend.table.replaceAll(listing.success)
@@ -351,7 +357,10 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
     Effect.catch((error) => Effect.logWarning(`gateway probe failed: ${error.message}`))
   )
 
-  const probeOnce = Effect.suspend(() => Effect.forEach([...backends.values()], probeOne, { discard: true }))
+  // Concurrently: one router that does not answer must not delay noticing another's reboot.
+  const probeOnce = Effect.suspend(() =>
+    Effect.forEach([...backends.values()], probeOne, { concurrency: "unbounded", discard: true })
+  )
 
   const scheduleRetry = (key: string, delay: Duration.Duration) =>
     FiberMap.run(timers, key, Effect.sleep(delay).pipe(Effect.andThen(queue.add(key, { verify: true }))))

@@ -3,7 +3,7 @@
  * e2e tests assert on (Service status, events, the router's table).
  */
 import * as path from "node:path"
-import { kubectlJson, type LabProcess, loadLab, spawnInNamespace, waitFor } from "./lab.ts"
+import { kubectl, kubectlJson, type LabProcess, loadLab, spawnInNamespace, waitFor } from "./lab.ts"
 
 const root = path.resolve(import.meta.dirname, "../../..")
 
@@ -119,4 +119,17 @@ export function loadBalancerService(name: string, options: {
       ports: options.ports.map((p) => ({ name: p.name, port: p.port, targetPort: 80, protocol: p.protocol ?? "TCP" }))
     }
   })
+}
+
+/**
+ * Deletes every Service a test made in `default` (all but the apiserver's own), and waits until
+ * they are gone: run it while a controller still runs, so finalizers are honoured and a failed
+ * test leaves nothing for the next file.
+ */
+export async function deleteTestServices(): Promise<void> {
+  await kubectl(["delete", "service", "-n", "default", "--field-selector", "metadata.name!=kubernetes", "--wait=false"])
+  await waitFor(async () => {
+    const list = await kubectlJson<{ items: Array<{ metadata: { name: string } }> }>(["get", "services", "-n", "default"])
+    return list.items.every((item) => item.metadata.name === "kubernetes")
+  }, { description: "every test Service to be gone", timeoutMs: 60_000 })
 }
