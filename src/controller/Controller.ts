@@ -19,7 +19,7 @@ import {
   type GatewayHandle,
   reconcileService
 } from "./executor.ts"
-import { readRecord } from "./MappingRecord.ts"
+import { portKey, readRecord } from "./MappingRecord.ts"
 import * as metrics from "./metrics.ts"
 import { type GatewayView, isOwned, type Ownership, planOrphans } from "./planner.ts"
 import { desiredService, FINALIZER, selectService, serviceKey } from "./ServiceSpec.ts"
@@ -82,6 +82,8 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
   const fullPassLock = yield* Semaphore.make(1)
 
   const services = new Map<string, V1Service>()
+  // The last version of each Service this controller wrote: its watch echo needs no new pass.
+  const ownWrites = new Map<string, string>()
   const nodes = new Map<string, V1Node>()
   const slices = new Map<string, V1EndpointSlice>()
   const state = {
@@ -238,6 +240,10 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
     announcer,
     services: () => services,
     ownership,
+    wrote: (service) => {
+      const version = service.metadata?.resourceVersion
+      if (version !== undefined) ownWrites.set(serviceKey(service), version)
+    },
     localTrafficWarning
   }
 
@@ -373,7 +379,10 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
   const worker = Effect.forever(
     Effect.gen(function*() {
       const item = yield* queue.take
-      if (excluded()) {
+      // Checked here, not when the event arrives: by now the pass that wrote it has finished.
+      const echo = item.onlyIfChanged && ownWrites.get(item.key) !== undefined &&
+        ownWrites.get(item.key) === services.get(item.key)?.metadata?.resourceVersion
+      if (excluded() || echo) {
         yield* queue.done(item.key)
         return
       }
@@ -402,18 +411,35 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
     stream: Stream.Stream<WatchEvent<T>>,
     store: Map<string, T>,
     keyOf: (object: T) => string,
-    onChange: (event: WatchEvent<T>) => Effect.Effect<void>
+    onChange: (event: WatchEvent<T>, previous: T | undefined) => Effect.Effect<void>
   ) =>
     stream.pipe(
       Stream.runForEach((event) => {
+        const previous = event._tag === "Synced" ? undefined : store.get(keyOf(event.object))
         if (event._tag === "Synced") {
           store.clear()
           for (const item of event.items) store.set(keyOf(item), item)
         } else if (event._tag === "Upserted") store.set(keyOf(event.object), event.object)
         else store.delete(keyOf(event.object))
-        return onChange(event)
+        return onChange(event, previous)
       })
     )
+
+  /** Other Services asking for an external port this one asks (or asked) for. */
+  const contenders = (...versions: ReadonlyArray<V1Service | undefined>): ReadonlyArray<string> => {
+    const portsOf = (service: V1Service | undefined) => {
+      const selection = service === undefined ? undefined : selectService(service, options)
+      return service === undefined || selection?._tag !== "Ours"
+        ? []
+        : desiredService(service, selection.backend, options).ports.map(portKey)
+    }
+    const wanted = new Set(versions.flatMap(portsOf))
+    const self = versions.find((version) => version !== undefined)
+    if (wanted.size === 0 || self === undefined) return []
+    return [...services.values()]
+      .filter((other) => serviceKey(other) !== serviceKey(self) && portsOf(other).some((port) => wanted.has(port)))
+      .map(serviceKey)
+  }
 
   const objectKey = (object: { readonly metadata?: { namespace?: string; name?: string } | undefined }) =>
     `${object.metadata?.namespace ?? ""}/${object.metadata?.name ?? ""}`
@@ -446,14 +472,22 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
       )
   )
 
-  yield* consume(kube.watchServices, services, serviceKey, (event) => {
+  yield* consume(kube.watchServices, services, serviceKey, (event, previous) => {
     if (event._tag === "Synced") {
       const relist = state.servicesSynced
       state.servicesSynced = true
       return relist ? enqueueAll(true) : initialPass
     }
-    if (event._tag === "Deleted") return announcer.forget(serviceKey(event.object))
-    return isRelevant(event.object) ? queue.add(serviceKey(event.object), { verify: true }) : Effect.void
+    const key = serviceKey(event.object)
+    // A port it held or wanted may now go to another Service.
+    const others = Effect.forEach(contenders(previous, event.object), (other) => queue.add(other), { discard: true })
+    if (event._tag === "Deleted") {
+      ownWrites.delete(key)
+      return announcer.forget(key).pipe(Effect.andThen(others))
+    }
+    return (isRelevant(event.object) ? queue.add(key, { verify: true, onlyIfChanged: true }) : Effect.void).pipe(
+      Effect.andThen(others)
+    )
   }).pipe(Effect.forkScoped)
 
   yield* consume(kube.watchNodes, nodes, (node) => node.metadata?.name ?? "", (event) => {

@@ -9,10 +9,17 @@ export interface WorkItem {
   readonly key: string
   /** Read this key's ports from the router itself, rather than trusting the cached table. */
   readonly verify: boolean
+  /** Only a watch event asked: the pass may be skipped if the object is as we last wrote it. */
+  readonly onlyIfChanged: boolean
+}
+
+export interface AddOptions {
+  readonly verify?: boolean
+  readonly onlyIfChanged?: boolean
 }
 
 export interface WorkQueue {
-  readonly add: (key: string, options?: { readonly verify?: boolean }) => Effect.Effect<void>
+  readonly add: (key: string, options?: AddOptions) => Effect.Effect<void>
   /** Waits for the next key and marks it in progress; pair every take with `done`. */
   readonly take: Effect.Effect<WorkItem>
   readonly done: (key: string) => Effect.Effect<void>
@@ -22,28 +29,29 @@ export interface WorkQueue {
 
 export const makeWorkQueue: Effect.Effect<WorkQueue> = Effect.gen(function*() {
   const ready = yield* Queue.unbounded<string>()
-  // key → whether any coalesced request asked for verification
-  const pending = new Map<string, boolean>()
+  // key → what the coalesced requests asked for: verification if any did, a sure pass if any did
+  const pending = new Map<string, { verify: boolean; onlyIfChanged: boolean }>()
   const processing = new Set<string>()
 
-  const add = (key: string, options?: { readonly verify?: boolean }) =>
+  const add = (key: string, options?: AddOptions) =>
     Effect.suspend(() => {
       const verify = options?.verify ?? true
+      const onlyIfChanged = options?.onlyIfChanged ?? false
       const waiting = pending.get(key)
       if (waiting !== undefined) {
-        if (verify && !waiting) pending.set(key, true)
+        pending.set(key, { verify: waiting.verify || verify, onlyIfChanged: waiting.onlyIfChanged && onlyIfChanged })
         return Effect.void
       }
-      pending.set(key, verify)
+      pending.set(key, { verify, onlyIfChanged })
       return processing.has(key) ? Effect.void : Queue.offer(ready, key).pipe(Effect.asVoid)
     })
 
   const take = Queue.take(ready).pipe(
     Effect.map((key): WorkItem => {
-      const verify = pending.get(key) ?? true
+      const requested = pending.get(key) ?? { verify: true, onlyIfChanged: false }
       pending.delete(key)
       processing.add(key)
-      return { key, verify }
+      return { key, ...requested }
     })
   )
 

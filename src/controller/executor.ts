@@ -70,6 +70,8 @@ export interface ExecutorContext {
   /** The latest Services seen by the watch, by namespace/name. */
   readonly services: () => ReadonlyMap<string, V1Service>
   readonly ownership: () => Ownership
+  /** Called with every Service version this controller wrote, so the watch's echo is not a new pass. */
+  readonly wrote: (service: V1Service) => void
   /** A Warning about traffic not reaching this node (externalTrafficPolicy Local), if any. */
   readonly localTrafficWarning: (service: V1Service) => string | undefined
 }
@@ -238,7 +240,9 @@ const ensure = Effect.fnUntraced(function*(
   const previousIp = current.status?.loadBalancer?.ingress?.[0]?.ip
   if (!sameStatus(current.status?.loadBalancer, status)) {
     const applied = yield* Effect.result(
-      context.kube.applyServiceStatus(refOf(current), { loadBalancer: toV1Status(status) })
+      context.kube.applyServiceStatus(refOf(current), { loadBalancer: toV1Status(status) }).pipe(
+        Effect.tap((written) => Effect.sync(() => context.wrote(written)))
+      )
     )
     if (applied._tag === "Failure") {
       const note = `cannot write the Service's status: ${applied.failure.message}`
@@ -642,6 +646,7 @@ const patchMetadata = (
 ) =>
   Effect.result(
     context.kube.patchServiceMetadata({ ...refOf(service), resourceVersion: service.metadata?.resourceVersion ?? "" }, change)
+      .pipe(Effect.tap((written) => Effect.sync(() => context.wrote(written))))
   ).pipe(
     Effect.map((result) =>
       result._tag === "Success"
