@@ -84,14 +84,15 @@ export const runControllerProcess = (settings: RunSettings, logLevel: LogLevel.L
     resyncInterval: settings.resyncInterval,
     probeInterval: settings.gatewayProbeInterval,
     nodeName: settings.nodeName
-  }).pipe(
-    Layer.provide(Gateways.layer({
-      upnp: { gatewayUrl: settings.gatewayUrl, concurrency: settings.gatewayConcurrency },
-      natpmp: { concurrency: settings.gatewayConcurrency },
-      pcp: { concurrency: settings.gatewayConcurrency },
-      auto: { preference: settings.autoPreference }
-    }))
-  )
+  })
+  // Built once for the process, not per leadership term: a standby finds the router while it
+  // waits, so a failover does not also wait for discovery.
+  const gateways = Gateways.layer({
+    upnp: { gatewayUrl: settings.gatewayUrl, concurrency: settings.gatewayConcurrency },
+    natpmp: { concurrency: settings.gatewayConcurrency },
+    pcp: { concurrency: settings.gatewayConcurrency },
+    auto: { preference: settings.autoPreference }
+  })
   const election = settings.leaderElection === undefined
     ? Layer.empty
     : LeaderElection.layer({
@@ -102,7 +103,7 @@ export const runControllerProcess = (settings: RunSettings, logLevel: LogLevel.L
       renewDeadline: settings.leaderElection.renewDeadline,
       retryPeriod: settings.leaderElection.retryPeriod
     }).pipe(Layer.provide(LeaseStore.layerKube))
-  const base = Layer.mergeAll(election, Layer.effect(ActiveController, Ref.make(Option.none()))).pipe(
+  const base = Layer.mergeAll(election, gateways, Layer.effect(ActiveController, Ref.make(Option.none()))).pipe(
     Layer.provideMerge(kube)
   )
   const health = healthServerLayer({
@@ -128,6 +129,10 @@ export const runControllerProcess = (settings: RunSettings, logLevel: LogLevel.L
           : `leader election on Lease ${settings.leaderElection.namespace}/${LEASE_NAME} as ${identity}`)
     )
     const leader = yield* Effect.serviceOption(LeaderElection)
+    if (Option.isSome(leader)) {
+      const router = yield* Gateways
+      yield* router.forType("upnp-igd").pipe(Effect.flatMap((choice) => choice.mapper.status), Effect.ignore, Effect.forkChild)
+    }
     return yield* Option.isSome(leader) ? leader.value.run(runController) : runController
   })
 
