@@ -159,7 +159,8 @@ const ensure = Effect.fnUntraced(function*(
   // Mappings made through another protocol (the type changed) are removed through that one.
   const record = fullRecord.filter((mapping) => mapping.backend === handle.backend)
   const elsewhere = fullRecord.filter((mapping) => mapping.backend !== handle.backend)
-  const claims = resolveClaims(liveDesired(context)).get(desired.key) ?? { granted: desired.ports, contested: [] }
+  const claims = resolveClaims(liveDesired(context), holdingOf(context)).get(desired.key) ??
+    { granted: desired.ports, contested: [] }
   const burst = verify && handle.mapper.canReadTable !== false ? yield* context.burst : false
   const observed = yield* observe(handle, [...claims.granted, ...record], verify, record, burst)
   if (observed._tag === "Failure") {
@@ -646,6 +647,13 @@ const selectionOf = (desired: DesiredService, handle: GatewayHandle): Array<Anno
   desired.backend === "auto" && handle.reason !== undefined
     ? [{ type: "Normal", reason: "GatewaySelected", action: "Ensure", note: `auto uses ${handle.backend}: ${handle.reason}` }]
     : []
+
+/** The ports each Service's record holds: the incumbent keeps a port against an equally old rival. */
+const holdingOf = (context: ExecutorContext) => (key: string): ReadonlySet<string> => {
+  const service = context.services().get(key)
+  const record = service === undefined ? undefined : readRecord(service)
+  return new Set(record?._tag === "Ok" ? record.mappings.map(portKey) : [])
+}
 
 const liveDesired = (context: ExecutorContext): ReadonlyArray<DesiredService> => {
   const result: Array<DesiredService> = []

@@ -33,7 +33,10 @@ export const isOwned = (entry: MappingEntry, ownership: Ownership): boolean =>
 
 export interface ContestedPort {
   readonly port: DesiredPort
-  /** The Service that holds the port: the oldest by creationTimestamp, then namespace/name. */
+  /**
+   * The Service that holds the port: the oldest by creationTimestamp; among equally old ones
+   * (the timestamp has one-second resolution), the one already holding it; then namespace/name.
+   */
   readonly holder: string
 }
 
@@ -42,13 +45,17 @@ export interface Claims {
   readonly contested: ReadonlyArray<ContestedPort>
 }
 
-export const resolveClaims = (services: ReadonlyArray<DesiredService>): ReadonlyMap<string, Claims> => {
+export const resolveClaims = (
+  services: ReadonlyArray<DesiredService>,
+  /** Which ports each Service's record says it holds now, by Service key. */
+  holding: (serviceKey: string) => ReadonlySet<string> = () => new Set()
+): ReadonlyMap<string, Claims> => {
   const winners = new Map<string, DesiredService>()
   for (const service of services) {
     for (const port of service.ports) {
       const key = portKey(port)
       const current = winners.get(key)
-      if (current === undefined || isOlder(service, current)) winners.set(key, service)
+      if (current === undefined || comesFirst(service, current, key, holding)) winners.set(key, service)
     }
   }
   const claims = new Map<string, Claims>()
@@ -65,8 +72,17 @@ export const resolveClaims = (services: ReadonlyArray<DesiredService>): Readonly
   return claims
 }
 
-const isOlder = (a: DesiredService, b: DesiredService): boolean =>
-  a.createdAt !== b.createdAt ? a.createdAt < b.createdAt : a.key < b.key
+const comesFirst = (
+  a: DesiredService,
+  b: DesiredService,
+  port: string,
+  holding: (serviceKey: string) => ReadonlySet<string>
+): boolean => {
+  if (a.createdAt !== b.createdAt) return a.createdAt < b.createdAt
+  const aHolds = holding(a.key).has(port)
+  if (aHolds !== holding(b.key).has(port)) return aHolds
+  return a.key < b.key
+}
 
 // ---------------------------------------------------------------------------------------------
 // Steps

@@ -177,6 +177,14 @@ describe("resolveClaims", () => {
     expect(resolveClaims([tieA, tieB]).get("w/b")!.granted).toHaveLength(1)
   })
 
+  it("among equally old Services (one-second timestamps), the one already holding the port keeps it", () => {
+    const incumbent = service([port(8080, 30000)], { key: "default/z-incumbent", createdAt: 7 })
+    const newcomer = service([port(8080, 30001)], { key: "default/a-newcomer", createdAt: 7 })
+    const holding = (key: string) => new Set(key === "default/z-incumbent" ? ["TCP/8080"] : [])
+    expect(resolveClaims([newcomer, incumbent], holding).get("default/z-incumbent")!.granted).toHaveLength(1)
+    expect(resolveClaims([newcomer, incumbent]).get("default/a-newcomer")!.granted).toHaveLength(1)
+  })
+
   it("hands the port over once the holder is gone", () => {
     const newer = service([port(8080, 30001)], { key: "default/b", createdAt: 2 })
     expect(resolveClaims([newer]).get("default/b")!.granted).toHaveLength(1)
