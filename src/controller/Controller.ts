@@ -5,7 +5,7 @@
  * a restart or a rebooted router is repaired by the next pass.
  */
 import type { V1EndpointSlice, V1Node, V1Service } from "@kubernetes/client-node"
-import { Clock, Context, Duration, Effect, FiberMap, Layer, Metric, Random, Schedule, Semaphore, Stream } from "effect"
+import { Context, Duration, Effect, FiberMap, Layer, Metric, Random, Schedule, Semaphore, Stream } from "effect"
 import type { GatewayError } from "../gateway/GatewayError.ts"
 import { type Backend, Gateways, type LoadBalancerType } from "../gateway/Gateways.ts"
 import type { GatewayStatus, MappingEntry } from "../gateway/Mapping.ts"
@@ -27,9 +27,6 @@ import { makeTableCache, type TableCache } from "./TableCache.ts"
 import { makeWorkQueue } from "./WorkQueue.ts"
 
 export const EXCLUDE_FROM_LOAD_BALANCERS_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
-
-/** Passes wanting a fresh read of the router within one second, from which they share a listing. */
-const BURST_READS_PER_SECOND = 8
 
 export interface ControllerOptions extends ExecutorOptions {
   /** How often the router is asked for its uptime and address, to notice a reboot quickly. */
@@ -87,8 +84,6 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
   const services = new Map<string, V1Service>()
   // The last version of each Service this controller wrote: its watch echo needs no new pass.
   const ownWrites = new Map<string, string>()
-  // When recent passes wanted a fresh read of the router (a burst shares one listing).
-  const freshReads: Array<number> = []
   const nodes = new Map<string, V1Node>()
   const slices = new Map<string, V1EndpointSlice>()
   const state = {
@@ -129,7 +124,6 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
     readonly backend: Backend
     readonly mapper: PortMapper["Service"]
     readonly table: TableCache
-    readonly listing: Semaphore.Semaphore
     status: GatewayStatus | undefined
     error: GatewayError | undefined
   }
@@ -192,15 +186,7 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
         backend.status = undefined
         if (error._tag !== "DoubleNat") backend.error = error
       }).pipe(Effect.andThen(backend.table.invalidate)),
-    reason,
-    relist: (maxAgeMillis) =>
-      Semaphore.withPermit(backend.listing)(Effect.gen(function*() {
-        const listedAt = yield* backend.table.listedAt
-        const now = yield* Clock.currentTimeMillis
-        if (listedAt !== undefined && now - listedAt <= maxAgeMillis) return
-        const listing = yield* backend.mapper.list
-        if (listing !== undefined) yield* backend.table.replaceAll(listing)
-      }))
+    reason
   })
 
   const gatewayFor = (type: LoadBalancerType) =>
@@ -208,14 +194,7 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
       Effect.map((choice) => {
         let backend = backends.get(choice.backend)
         if (backend === undefined) {
-          backend = {
-            backend: choice.backend,
-            mapper: choice.mapper,
-            table: makeTableCache(),
-            listing: Semaphore.makeUnsafe(1),
-            status: undefined,
-            error: undefined
-          }
+          backend = { backend: choice.backend, mapper: choice.mapper, table: makeTableCache(), status: undefined, error: undefined }
           backends.set(choice.backend, backend)
           return { backend, fresh: true, reason: choice.reason }
         }
@@ -261,11 +240,6 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
     announcer,
     services: () => services,
     ownership,
-    burst: Clock.currentTimeMillis.pipe(Effect.map((now) => {
-      freshReads.push(now)
-      while (freshReads.length > 0 && now - freshReads[0]! > 1_000) freshReads.shift()
-      return freshReads.length >= BURST_READS_PER_SECOND
-    })),
     wrote: (service) => {
       const version = service.metadata?.resourceVersion
       if (version !== undefined) ownWrites.set(serviceKey(service), version)

@@ -16,16 +16,8 @@ export interface TableCache {
   readonly set: (port: PortRef, entry: MappingEntry | null) => Effect.Effect<void>
   /** What is known of one port: an entry, absent (null), or unknown (undefined). */
   readonly known: (port: PortRef) => Effect.Effect<MappingEntry | null | undefined>
-  /**
-   * The entries for these ports, or undefined when the cache cannot vouch for an absence (or,
-   * with `maxAgeMillis`, when its last complete listing is older than that).
-   */
-  readonly lookup: (
-    ports: ReadonlyArray<PortRef>,
-    maxAgeMillis?: number
-  ) => Effect.Effect<ObservedTable | undefined>
-  /** When the last complete listing was taken (ms), if the cache is complete. */
-  readonly listedAt: Effect.Effect<number | undefined>
+  /** The entries for these ports, or undefined when the cache cannot vouch for an absence. */
+  readonly lookup: (ports: ReadonlyArray<PortRef>) => Effect.Effect<ObservedTable | undefined>
   /** Replaces the whole cache with a complete listing. */
   readonly replaceAll: (entries: ReadonlyArray<MappingEntry>) => Effect.Effect<void>
   /** Forgets everything: the router may have changed behind our back (a reboot, a failure). */
@@ -40,7 +32,6 @@ interface Seen {
 export const makeTableCache = (): TableCache => {
   let entries = new Map<string, Seen>()
   let complete = false
-  let listedAt = 0
 
   const current = (seen: Seen, now: number): MappingEntry | null => {
     const entry = seen.entry
@@ -57,9 +48,9 @@ export const makeTableCache = (): TableCache => {
         if (seen !== undefined) return current(seen, now)
         return complete ? null : undefined
       })),
-    lookup: (ports, maxAgeMillis) =>
+    lookup: (ports) =>
       Clock.currentTimeMillis.pipe(Effect.map((now) => {
-        if (!complete || (maxAgeMillis !== undefined && now - listedAt > maxAgeMillis)) return undefined
+        if (!complete) return undefined
         return new Map(ports.map((port) => {
           const seen = entries.get(portKey(port))
           return [portKey(port), seen === undefined ? null : current(seen, now)]
@@ -69,9 +60,7 @@ export const makeTableCache = (): TableCache => {
       Clock.currentTimeMillis.pipe(Effect.map((at) => {
         entries = new Map(listing.map((entry) => [portKey(entry), { entry, at }]))
         complete = true
-        listedAt = at
       })),
-    listedAt: Effect.sync(() => complete ? listedAt : undefined),
     invalidate: Effect.sync(() => {
       entries = new Map()
       complete = false

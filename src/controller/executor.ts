@@ -59,11 +59,6 @@ export interface GatewayHandle {
   readonly failed: (error: GatewayError) => Effect.Effect<void>
   /** Why `auto` chose this backend. */
   readonly reason?: string | undefined
-  /**
-   * Lists the router's table unless a listing younger than `maxAgeMillis` exists; one listing
-   * at a time. Serves verification in bursts: one call instead of one per port.
-   */
-  readonly relist: (maxAgeMillis: number) => Effect.Effect<void, GatewayError>
 }
 
 export interface ExecutorContext {
@@ -75,11 +70,6 @@ export interface ExecutorContext {
   /** The latest Services seen by the watch, by namespace/name. */
   readonly services: () => ReadonlyMap<string, V1Service>
   readonly ownership: () => Ownership
-  /**
-   * Notes a pass that wants a fresh read of the router; true in a burst, when ports are then
-   * verified from one shared, fresh listing rather than one by one.
-   */
-  readonly burst: Effect.Effect<boolean>
   /** Called with every Service version this controller wrote, so the watch's echo is not a new pass. */
   readonly wrote: (service: V1Service) => void
   /** A Warning about traffic not reaching this node (externalTrafficPolicy Local), if any. */
@@ -161,8 +151,7 @@ const ensure = Effect.fnUntraced(function*(
   const elsewhere = fullRecord.filter((mapping) => mapping.backend !== handle.backend)
   const claims = resolveClaims(liveDesired(context), holdingOf(context)).get(desired.key) ??
     { granted: desired.ports, contested: [] }
-  const burst = verify && handle.mapper.canReadTable !== false ? yield* context.burst : false
-  const observed = yield* observe(handle, [...claims.granted, ...record], verify, record, burst)
+  const observed = yield* observe(handle, [...claims.granted, ...record], verify, record)
   if (observed._tag === "Failure") {
     yield* handle.failed(observed.failure)
     yield* context.announcer.conditions(desired.key, [...noticed, gatewayDown(observed.failure)], emit)
@@ -574,21 +563,16 @@ const releaseFinalizer = (context: ExecutorContext, service: V1Service) =>
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-/** How old a shared listing may be to stand for reading a port afresh during a burst. */
-const BURST_LISTING_MAX_AGE_MILLIS = 1_000
-
 /**
  * The router's entries for these ports: from the cached table, or read afresh when asked to
- * verify (during a burst, from one listing at most a second old, shared by every Service). A
- * router that cannot be read (NAT-PMP, PCP) is taken to hold what we mapped, or else what the
- * record says we mapped (with an unknown lease, so it is renewed).
+ * verify. A router that cannot be read (NAT-PMP, PCP) is taken to hold what we mapped, or else
+ * what the record says we mapped (with an unknown lease, so it is renewed).
  */
 const observe = (
   handle: GatewayHandle,
   ports: ReadonlyArray<{ readonly protocol: Protocol; readonly externalPort: number }>,
   verify: boolean,
-  record: ReadonlyArray<RecordedMapping>,
-  burst = false
+  record: ReadonlyArray<RecordedMapping>
 ) =>
   Effect.result(
     Effect.gen(function*() {
@@ -604,11 +588,6 @@ const observe = (
             ] as const
           }))
         return new Map<string, MappingEntry | null>(entries) as ObservedTable
-      }
-      if (verify && burst) {
-        yield* Effect.ignore(handle.relist(BURST_LISTING_MAX_AGE_MILLIS))
-        const fresh = yield* handle.table.lookup(unique, BURST_LISTING_MAX_AGE_MILLIS)
-        if (fresh !== undefined) return fresh
       }
       const cached = verify ? undefined : yield* handle.table.lookup(unique)
       if (cached !== undefined) return cached

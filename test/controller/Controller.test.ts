@@ -370,33 +370,6 @@ describe("Controller", () => {
       yield* until("re-pointed", () => gateway.table.get("TCP/8080")?.internalClient === "192.168.77.10")
     }))
 
-  it.effect("verifies a burst of new Services from shared listings, not port by port", () =>
-    Effect.gen(function*() {
-      const { gateway, kube, start } = setup()
-      const controller = Context.get(yield* start, Controller)
-      for (let round = 0; !(yield* controller.health).initialPassDone; round++) {
-        if (round > 2_000) return yield* Effect.die(new Error("the initial pass never finished"))
-        yield* Effect.yieldNow
-      }
-      // The startup listing is now stale; someone else maps a port the burst will ask for.
-      yield* TestClock.adjust(Duration.seconds(2))
-      yield* settle
-      gateway.addForeign({ externalPort: 9010, protocol: "TCP" })
-      const listsBefore = gateway.calls.filter((call) => call === "list").length
-      for (let n = 0; n < 30; n++) {
-        kube.create(seedService({ name: `burst-${n}` }, { ports: [{ name: "http", port: 9000 + n, nodePort: 31000 + n }] }))
-      }
-      yield* until("29 mapped", () => gateway.table.size === 30)
-      yield* until("the conflict reported", () =>
-        kube.get("default/burst-10")?.status?.loadBalancer?.ingress?.[0]?.ports?.[0]?.error === "midokura.com/PortConflict")
-      const gets = gateway.calls.filter((call) => call.startsWith("get ")).length
-      const lists = gateway.calls.filter((call) => call === "list").length - listsBefore
-      expect(lists).toBeGreaterThanOrEqual(1)
-      expect(gets + lists).toBeLessThan(30)
-      // The foreign mapping seen in the shared listing was still left alone.
-      expect(gateway.table.get("TCP/9010")?.internalClient).toBe("192.168.77.50")
-    }))
-
   it.effect("writes nothing when nothing changed", () =>
     Effect.gen(function*() {
       const { kube, start } = setup()
