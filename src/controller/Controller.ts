@@ -82,8 +82,9 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
   const fullPassLock = yield* Semaphore.make(1)
 
   const services = new Map<string, V1Service>()
-  // The last version of each Service this controller wrote: its watch echo needs no new pass.
-  const ownWrites = new Map<string, string>()
+  // The versions of each Service this controller wrote lately: their watch echoes need no new
+  // pass (a pass writes up to three times; the echo of the first may be taken before the last).
+  const ownWrites = new Map<string, Array<string>>()
   const nodes = new Map<string, V1Node>()
   const slices = new Map<string, V1EndpointSlice>()
   const state = {
@@ -242,7 +243,9 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
     ownership,
     wrote: (service) => {
       const version = service.metadata?.resourceVersion
-      if (version !== undefined) ownWrites.set(serviceKey(service), version)
+      if (version === undefined) return
+      const key = serviceKey(service)
+      ownWrites.set(key, [...(ownWrites.get(key) ?? []).slice(-3), version])
     },
     localTrafficWarning
   }
@@ -380,8 +383,8 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
     Effect.gen(function*() {
       const item = yield* queue.take
       // Checked here, not when the event arrives: by now the pass that wrote it has finished.
-      const echo = item.onlyIfChanged && ownWrites.get(item.key) !== undefined &&
-        ownWrites.get(item.key) === services.get(item.key)?.metadata?.resourceVersion
+      const current = services.get(item.key)?.metadata?.resourceVersion
+      const echo = item.onlyIfChanged && current !== undefined && (ownWrites.get(item.key) ?? []).includes(current)
       if (excluded() || echo) {
         yield* queue.done(item.key)
         return

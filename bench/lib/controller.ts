@@ -1,0 +1,122 @@
+/**
+ * The controller under test, started from the sources with the e2e tests' `startController()`
+ * (optionally under Node's --cpu-prof), and what its health endpoint says about its queue.
+ */
+import * as path from "node:path"
+import { type ControllerProcessOptions, startController } from "../../test/e2e/support/controller.ts"
+import { type LabProcess, loadLab } from "../../test/e2e/support/lab.ts"
+import { now, sleep } from "./stats.ts"
+
+const root = path.resolve(import.meta.dirname, "../..")
+
+export type Controller = LabProcess & { readonly healthUrl: string }
+
+export interface StartOptions {
+  readonly flags: ReadonlyArray<string>
+  /** Write a V8 CPU profile here when the process exits. */
+  readonly profileDir?: string | undefined
+  readonly profileName?: string | undefined
+  /** Node flags for the controller process, e.g. --max-old-space-size=128. */
+  readonly nodeFlags?: ReadonlyArray<string> | undefined
+}
+
+export interface Started {
+  readonly controller: Controller
+  /** startController() called → first /readyz 200 seen by our own 5 ms poll. */
+  readonly readyMs: number
+}
+
+/**
+ * Starts the controller and times process start → /readyz 200 with a 5 ms poll of our own
+ * (startController's own wait polls every 100 ms, too coarse for this figure).
+ */
+export async function start(options: StartOptions): Promise<Started> {
+  const nodeFlags = [
+    ...(options.nodeFlags ?? []),
+    ...(options.profileDir === undefined
+      ? []
+      : ["--cpu-prof", "--cpu-prof-dir", options.profileDir, ...(options.profileName === undefined ? [] : ["--cpu-prof-name", options.profileName])])
+  ]
+  const entry = nodeFlags.length === 0 ? undefined : [process.execPath, ...nodeFlags, path.join(root, "src/bin.ts")]
+  const startOptions: ControllerProcessOptions = { flags: options.flags, ...(entry === undefined ? {} : { entry }) }
+  const started = now()
+  let readyAt: number | undefined
+  let polling = true
+  // startController's default health address: the node's, port 10258.
+  const readyz = `http://${loadLab().nodeIp}:10258/readyz`
+  const poll = (async () => {
+    while (polling && readyAt === undefined) {
+      try {
+        const response = await fetch(readyz)
+        if (response.status === 200) readyAt = now()
+        else await response.arrayBuffer()
+      } catch {
+        // not listening yet
+      }
+      if (readyAt === undefined) await sleep(5)
+    }
+  })()
+  try {
+    const controller = await startController(startOptions)
+    await poll
+    return { controller, readyMs: (readyAt ?? now()) - started }
+  } finally {
+    polling = false
+  }
+}
+
+export interface Readiness {
+  readonly ok: boolean
+  readonly queueDepth: number
+  readonly gatewayReachable: boolean
+}
+
+export async function readiness(controller: Controller): Promise<Readiness> {
+  const response = await fetch(`${controller.healthUrl}/readyz`)
+  const body = (await response.json()) as { ok?: boolean; queueDepth?: number; gatewayReachable?: boolean }
+  return { ok: body.ok === true, queueDepth: body.queueDepth ?? -1, gatewayReachable: body.gatewayReachable === true }
+}
+
+/** Waits until the work queue has stayed empty for `quietMs`. */
+export async function waitIdle(controller: Controller, options: { quietMs: number; timeoutMs: number }): Promise<void> {
+  const deadline = now() + options.timeoutMs
+  let quietSince: number | undefined
+  while (now() < deadline) {
+    const r = await readiness(controller).catch(() => undefined)
+    if (r !== undefined && r.queueDepth === 0) {
+      quietSince ??= now()
+      if (now() - quietSince >= options.quietMs) return
+    } else {
+      quietSince = undefined
+    }
+    await sleep(50)
+  }
+  throw new Error(`the controller's queue did not stay empty for ${options.quietMs} ms within ${options.timeoutMs} ms`)
+}
+
+/** SIGTERM by PID and wait: a clean exit also writes the CPU profile. */
+export async function stop(controller: Controller): Promise<void> {
+  await controller.stop({ signal: "SIGTERM", timeoutMs: 15_000 })
+}
+
+/** The controller's own count of router calls by action (edge_ccm_gateway_requests_total on /metrics). */
+export async function gatewayCalls(controller: Controller): Promise<Record<string, number>> {
+  const text = await (await fetch(`${controller.healthUrl}/metrics`)).text()
+  const counts: Record<string, number> = {}
+  for (const line of text.split("\n")) {
+    if (!line.startsWith("edge_ccm_gateway_requests_total{")) continue
+    const action = /action="([^"]*)"/.exec(line)?.[1] ?? "?"
+    counts[action] = (counts[action] ?? 0) + Number(line.slice(line.lastIndexOf(" ") + 1))
+  }
+  return counts
+}
+
+/** after − before, by key, zeros dropped. */
+export function countDelta(before: Record<string, number>, after: Record<string, number>): Record<string, number> {
+  const delta: Record<string, number> = {}
+  for (const [key, value] of Object.entries(after)) {
+    const d = value - (before[key] ?? 0)
+    if (d !== 0) delta[key] = d
+  }
+  return delta
+}
