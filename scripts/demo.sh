@@ -12,10 +12,5 @@ export PATH="$root/node_modules/.bin:$PATH"
 bash scripts/lab/install-deps.sh
 bash scripts/lab/build-control-plane.sh >/dev/null
 
-name="demo-$$"
-state="$root/.lab/$name/state.json"
-trap 'node scripts/lab/cli.ts down --name "$name" --quiet' EXIT
 echo "[demo] starting the lab (router, cluster, node)..." >&2
-node scripts/lab/cli.ts up --name "$name" >/dev/null
-lan="$(node -e 'process.stdout.write(JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).namespaces.lan)' "$state")"
-ip netns exec "$lan" env EDGE_CCM_LAB_STATE="$state" node scripts/demo.ts
+exec bash scripts/lab/in-lab.sh "demo-$$" -- node scripts/demo.ts
