@@ -146,6 +146,8 @@ async function main(): Promise<number> {
     mode: quick ? "quick" : "full",
     profiled: opts.profile,
     source,
+    // Others may change the sources during a long run: what they were when it ended.
+    sourceAtEnd: sourceState(),
     machine: { ...machine, loadAverageAtEnd: os.loadavg().map((l) => Math.round(l * 100) / 100) },
     machineBusyPercent: Math.round((1000 * wholeCpu.machineMs) / (wholeCpu.wallMs * machine.nproc)) / 10,
     options: { ...opts, only: opts.only === undefined ? undefined : [...opts.only] },

@@ -165,10 +165,13 @@ async function soapPerResync(ctx: Context): Promise<{ rows: Array<Row>; raw: Rec
       const periodMs = durationMs(interval)
       const deadline = started + (opts.resyncWindows + 2) * periodMs + 30_000
       while (listings() < 2 && now() < deadline) await sleep(20)
+      // The counter counts a call when it ends, the proxy when it starts: let the pass's calls end.
+      await sleep(300)
       proxy.reset()
       const beforeWindow = await gatewayCalls(controller)
       const windowStart = now()
       while (listings() < 2 * opts.resyncWindows && now() < deadline) await sleep(20)
+      await sleep(300)
       // Let the last pass finish its calls (each listing is the start of a pass).
       await waitIdle(controller, { quietMs: 500, timeoutMs: 60_000 })
       const counts = countDelta(beforeWindow, await gatewayCalls(controller))
