@@ -82,3 +82,23 @@ export function renderTable(rows: ReadonlyArray<Row>): string {
     row.map((c, i) => (i === 0 || i === 1 || i >= 7 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ").trimEnd()
   return [pad(header), pad(widths.map((w) => "-".repeat(w))), ...lines.map((l) => (typeof l === "string" ? l : pad(l)))].join("\n")
 }
+
+/** The same rows as a Markdown table (for docs/benchmarks.md). */
+export function renderMarkdown(rows: ReadonlyArray<Row & { readonly ratio?: number | undefined }>): string {
+  const out = ["| figure | n | median | p95 | floor | ratio | goal | note |", "|---|---:|---:|---:|---:|---:|---|---|"]
+  let section = ""
+  for (const row of rows) {
+    if (row.section !== section) {
+      section = row.section
+      out.push(`| **${section}** | | | | | | | |`)
+    }
+    const unit = row.unit === "calls" || row.unit === "count" ? "" : ` ${row.unit}`
+    const cell = (v: number | undefined) => (v === undefined ? "" : `${fmt(row.unit, v)}${unit}`)
+    const ratio = ratioOf(row)
+    out.push(
+      `| ${row.figure.startsWith("  ") ? `↳ ${row.figure.trim()}` : row.figure} | ${row.value?.n ?? 0} | ${cell(row.value?.median)} | ${cell(row.value?.p95)} | ${cell(row.floor?.median)} | ` +
+        `${ratio === undefined ? "" : `${ratio.toFixed(2)}×`} | ${row.goal ?? ""} | ${(row.note ?? "").replace(/\|/g, "\\|")} |`
+    )
+  }
+  return out.join("\n")
+}

@@ -152,7 +152,7 @@ export async function bulk(ctx: Context): Promise<ScenarioResult> {
   const rebootGoal = floorCreate === undefined ? undefined : 5000 + 1.25 * floorCreate.median
   const reboots = rounds.flatMap((round) => (round.reboot === undefined ? [] : [round.reboot]))
   const rows: Array<Row> = [
-    { section: section2, figure: "first create sent → all statuses set (all mapped)", unit: "s", value: summarize(rounds.map((x) => x.create.totalMs)), floor: floorCreate, goal: "≤ 1.25x" },
+    { section: section2, figure: "first create sent → all statuses set (all mapped)", unit: "s", value: summarize(rounds.map((x) => x.create.totalMs)), floor: floorCreate, goal: "≤ 1.25×" },
     { section: section2, figure: "  the create burst itself (arrival of the work)", unit: "s", value: summarize(rounds.map((x) => x.create.createBurstMs)) },
     { section: section2, figure: "floor: metadata patch + 2 AddPortMapping + status patch each", unit: "s", value: floorCreate },
     { section: section2, figure: "  floor's AddPortMapping, mean per call", unit: "ms", value: summarize(floorRounds.map((f) => f.addMsMean)) },

@@ -1,0 +1,93 @@
+/**
+ * Opt-in (`--only listing`): how many mappings of one protocol the lab's miniupnpd can list in
+ * one GetListOfPortMappings before it dies, first by the minimal client alone, then through the
+ * controller's resync. It kills the gateway on purpose (and reboots it after), so it is not
+ * part of the default run; it is the check to repeat when the router or the listing changes.
+ */
+import { rebootGateway } from "../../test/e2e/support/lab.ts"
+import { countDelta, gatewayCalls } from "../lib/controller.ts"
+import type { Context, ScenarioResult } from "../lib/context.ts"
+import { gatewayAlive } from "../lib/gateway.ts"
+import { loadBalancer, NAMESPACE, pool, retrying } from "../lib/kube.ts"
+import { now, type Row, sleep, summarize } from "../lib/stats.ts"
+
+const BASE_PORT = 40000
+
+export async function listing(ctx: Context): Promise<ScenarioResult> {
+  const direct: Array<{ entries: number; survived: boolean }> = []
+  for (const entries of [120, 128, 132, 136, 150, 200]) {
+    await rebootGateway()
+    for (let i = 0; i < entries; i++) {
+      await ctx.soap.addPortMapping({
+        externalPort: BASE_PORT + i,
+        protocol: "TCP",
+        internalPort: 30000,
+        internalClient: "192.168.77.10",
+        description: `kubernetes/${NAMESPACE}/listing-${i}/tcp`,
+        leaseSeconds: 3600
+      })
+    }
+    const answered = await ctx.soap.listCount("TCP", 1000).then(() => true, () => false)
+    await sleep(200)
+    direct.push({ entries, survived: answered && gatewayAlive() })
+    ctx.log(`  one listing over ${entries} TCP mappings: miniupnpd ${gatewayAlive() ? "alive" : "DEAD"}`)
+  }
+  await rebootGateway()
+
+  // Through the controller: Services of one TCP port each, resync every 3 s.
+  const viaController: Array<{ services: number; listings: number; survived: boolean }> = []
+  const { controller } = await ctx.startController("listing", ["--resync-interval", "3s"])
+  const names: Array<string> = []
+  try {
+    for (const services of [60, 120, 140]) {
+      const fresh: Array<string> = []
+      for (let i = names.length; i < services; i++) fresh.push(`listing-${String(i).padStart(3, "0")}`)
+      ctx.tracker.forget(fresh)
+      await pool(fresh, ctx.opts.clientConcurrency, (name) =>
+        retrying("create", () =>
+          ctx.c.core.createNamespacedService({
+            namespace: NAMESPACE,
+            body: loadBalancer(name, [{ name: "tcp", port: BASE_PORT + Number(name.slice(-3)), protocol: "TCP" }], true)
+          })
+        )
+      )
+      names.push(...fresh)
+      await ctx.tracker.until(() => ctx.tracker.count(names, (s) => s.statusAt !== undefined) === names.length || !gatewayAlive(), {
+        timeoutMs: 120_000,
+        description: "statuses"
+      })
+      // Two more resyncs, each listing both protocols.
+      const before = await gatewayCalls(controller)
+      const deadline = now() + 20_000
+      let listings = 0
+      while (gatewayAlive() && listings < 4 && now() < deadline) {
+        await sleep(250)
+        listings = countDelta(before, await gatewayCalls(controller).catch(() => before))["GetListOfPortMappings"] ?? 0
+      }
+      viaController.push({ services, listings, survived: gatewayAlive() })
+      ctx.log(`  controller resync with ${services} TCP mappings: miniupnpd ${gatewayAlive() ? "alive" : "DEAD"}`)
+      if (!gatewayAlive()) break
+    }
+  } finally {
+    await ctx.stopController(controller)
+    await ctx.recover()
+  }
+  const section = "listing limit of the lab's miniupnpd (opt-in)"
+  const rows: Array<Row> = [
+    ...direct.map((d): Row => ({
+      section,
+      figure: `one GetListOfPortMappings over ${d.entries} TCP mappings: router alive after`,
+      unit: "count",
+      value: summarize([d.survived ? 1 : 0]),
+      note: d.survived ? "alive" : "miniupnpd died"
+    })),
+    ...viaController.map((v): Row => ({
+      section,
+      figure: `controller resyncs with ${v.services} TCP mappings: router alive after`,
+      unit: "count",
+      value: summarize([v.survived ? 1 : 0]),
+      note: `${v.listings} listing calls; ${v.survived ? "alive" : "miniupnpd died"}`
+    }))
+  ]
+  return { rows, raw: { direct, viaController } }
+}
