@@ -47,10 +47,20 @@ export function gatewayPid(): number | undefined {
   return loadLab().gateway.pid ?? undefined
 }
 
-/** Whether the recorded miniupnpd process still runs. */
+/**
+ * Whether the recorded miniupnpd process still runs. A crashed daemon can linger as a zombie
+ * (nothing reaps it in a container without an init), so its state is read, not just its entry.
+ */
 export function gatewayAlive(): boolean {
   const pid = gatewayPid()
-  return pid !== undefined && fs.existsSync(`/proc/${pid}`)
+  if (pid === undefined) return false
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8")
+    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3)
+    return state !== "Z" && state !== "X"
+  } catch {
+    return false
+  }
 }
 
 /**

@@ -1,4 +1,4 @@
-/** Drives bench/wan-agent.ts in the `wan` namespace: "GET this until it answers", timestamped there. */
+/** Drives bench/wan-client.ts in the `wan` namespace: "GET this until it answers", timestamped there. */
 import { spawn } from "node:child_process"
 import * as path from "node:path"
 import * as readline from "node:readline"
@@ -20,8 +20,8 @@ export interface WanClient {
 
 export function startWanClient(): WanClient {
   const lab = loadLab()
-  const agent = path.join(import.meta.dirname, "..", "wan-agent.ts")
-  const child = spawn("ip", ["netns", "exec", lab.namespaces.wan, process.execPath, agent], { stdio: ["pipe", "pipe", "inherit"] })
+  const script = path.join(import.meta.dirname, "..", "wan-client.ts")
+  const child = spawn("ip", ["netns", "exec", lab.namespaces.wan, process.execPath, script], { stdio: ["pipe", "pipe", "inherit"] })
   const pending = new Map<number, (result: WanProbeResult) => void>()
   let nextId = 1
   readline.createInterface({ input: child.stdout }).on("line", (line) => {
@@ -35,10 +35,10 @@ export function startWanClient(): WanClient {
     get: (url, timeoutMs) =>
       new Promise((resolve) => {
         const id = nextId++
-        // The agent answers by its own deadline; this one covers an agent that died.
+        // The client answers by its own deadline; this one covers a client that died.
         const timer = setTimeout(() => {
           pending.delete(id)
-          resolve({ ok: false, at: Date.now(), attempts: 0, error: "the wan agent did not answer" })
+          resolve({ ok: false, at: Date.now(), attempts: 0, error: "the wan client did not answer" })
         }, timeoutMs + 5000)
         pending.set(id, (result) => {
           clearTimeout(timer)

@@ -29,7 +29,9 @@ export async function listing(ctx: Context): Promise<ScenarioResult> {
     }
     const answered = await ctx.soap.listCount("TCP", 1000).then(() => true, () => false)
     await sleep(200)
-    direct.push({ entries, survived: answered && gatewayAlive() })
+    // Alive means still answering, whatever the process table says.
+    const answers = await ctx.soap.getExternalIPAddress().then(() => true, () => false)
+    direct.push({ entries, survived: answered && answers && gatewayAlive() })
     ctx.log(`  one listing over ${entries} TCP mappings: miniupnpd ${gatewayAlive() ? "alive" : "DEAD"}`)
   }
   await rebootGateway()
