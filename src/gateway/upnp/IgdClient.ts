@@ -366,9 +366,7 @@ export interface ListingOptions {
   readonly maxConsecutiveUnreadable: number
 }
 
-// miniupnpd 2.3.1 dies answering one listing of more than about 135 entries (measured on the lab):
-// pages stay well below that.
-const defaultListingOptions: ListingOptions = { pageSize: 64, maxEntries: 8192, maxConsecutiveUnreadable: 32 }
+const defaultListingOptions: ListingOptions = { pageSize: 1000, maxEntries: 8192, maxConsecutiveUnreadable: 32 }
 
 export interface IgdClient {
   readonly endpoint: IgdEndpoint
