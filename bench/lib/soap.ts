@@ -25,8 +25,8 @@ export interface SoapClient {
   readonly deletePortMapping: (externalPort: number, protocol: string) => Promise<void>
   /** The entry on a port, or undefined (714). */
   readonly getSpecific: (externalPort: number, protocol: string) => Promise<{ internalClient: string; internalPort: number; description: string } | undefined>
-  /** GetListOfPortMappings over every port of one protocol (one page of up to `max`). */
-  readonly listCount: (protocol: string, max?: number) => Promise<number>
+  /** GetListOfPortMappings over one protocol's ports up to `endPort` (one page of up to `max`). */
+  readonly listCount: (protocol: string, max?: number, endPort?: number) => Promise<number>
 }
 
 export interface PortMapping {
@@ -119,10 +119,10 @@ export function soapClient(controlUrl: string, options: { timeoutMs?: number } =
         description: tag(answer.body, "NewPortMappingDescription") ?? ""
       }
     },
-    listCount: async (protocol, max = 65535) => {
+    listCount: async (protocol, max = 65535, endPort = 65535) => {
       const answer = await ok("GetListOfPortMappings", [
         ["NewStartPort", "1"],
-        ["NewEndPort", "65535"],
+        ["NewEndPort", String(endPort)],
         ["NewProtocol", protocol],
         ["NewManage", "1"],
         ["NewNumberOfPorts", String(max)]

@@ -14,8 +14,14 @@ import { now, type Row, sleep, summarize } from "../lib/stats.ts"
 const BASE_PORT = 40000
 
 export async function listing(ctx: Context): Promise<ScenarioResult> {
-  const direct: Array<{ entries: number; survived: boolean }> = []
-  for (const entries of [120, 128, 132, 136, 150, 200]) {
+  // The page size (NewNumberOfPorts) is not the limit: the entries in the requested range are.
+  const direct: Array<{ entries: number; page: number; inRange: number; survived: boolean }> = []
+  const cases: ReadonlyArray<readonly [entries: number, page: number, inRange: number]> = [
+    [120, 1000, 120], [128, 1000, 128], [132, 1000, 132], [136, 1000, 136], [150, 1000, 150], [200, 1000, 200],
+    [150, 64, 150], [200, 64, 200],
+    [300, 1000, 100]
+  ]
+  for (const [entries, page, inRange] of cases) {
     await rebootGateway()
     for (let i = 0; i < entries; i++) {
       await ctx.soap.addPortMapping({
@@ -27,12 +33,12 @@ export async function listing(ctx: Context): Promise<ScenarioResult> {
         leaseSeconds: 3600
       })
     }
-    const answered = await ctx.soap.listCount("TCP", 1000).then(() => true, () => false)
+    const answered = await ctx.soap.listCount("TCP", page, BASE_PORT + inRange - 1).then(() => true, () => false)
     await sleep(200)
     // Alive means still answering, whatever the process table says.
     const answers = await ctx.soap.getExternalIPAddress().then(() => true, () => false)
-    direct.push({ entries, survived: answered && answers && gatewayAlive() })
-    ctx.log(`  one listing over ${entries} TCP mappings: miniupnpd ${gatewayAlive() ? "alive" : "DEAD"}`)
+    direct.push({ entries, page, inRange, survived: answered && answers && gatewayAlive() })
+    ctx.log(`  one listing (page of ${page}, ${inRange} of ${entries} TCP mappings in range): miniupnpd ${answered && answers && gatewayAlive() ? "alive" : "DEAD"}`)
   }
   await rebootGateway()
 
@@ -78,7 +84,7 @@ export async function listing(ctx: Context): Promise<ScenarioResult> {
   const rows: Array<Row> = [
     ...direct.map((d): Row => ({
       section,
-      figure: `one GetListOfPortMappings over ${d.entries} TCP mappings: router alive after`,
+      figure: `one GetListOfPortMappings (NewNumberOfPorts ${d.page}), ${d.inRange} of ${d.entries} TCP mappings in its range: router alive after`,
       unit: "count",
       value: summarize([d.survived ? 1 : 0]),
       note: d.survived ? "alive" : "miniupnpd died"
