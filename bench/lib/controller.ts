@@ -4,6 +4,8 @@
  */
 import * as path from "node:path"
 import { type ControllerProcessOptions, startController } from "../../test/e2e/support/controller.ts"
+
+export { countDelta, fullPasses, gatewayCalls } from "../../test/e2e/support/controller.ts"
 import { type LabProcess, loadLab } from "../../test/e2e/support/lab.ts"
 import { now, sleep } from "./stats.ts"
 
@@ -99,24 +101,3 @@ export async function stop(controller: Controller): Promise<void> {
   await controller.stop({ signal: "SIGTERM", timeoutMs: 15_000 })
 }
 
-/** The controller's own count of router calls by action (edge_ccm_gateway_requests_total on /metrics). */
-export async function gatewayCalls(controller: Controller): Promise<Record<string, number>> {
-  const text = await (await fetch(`${controller.healthUrl}/metrics`)).text()
-  const counts: Record<string, number> = {}
-  for (const line of text.split("\n")) {
-    if (!line.startsWith("edge_ccm_gateway_requests_total{")) continue
-    const action = /action="([^"]*)"/.exec(line)?.[1] ?? "?"
-    counts[action] = (counts[action] ?? 0) + Number(line.slice(line.lastIndexOf(" ") + 1))
-  }
-  return counts
-}
-
-/** after − before, by key, zeros dropped. */
-export function countDelta(before: Record<string, number>, after: Record<string, number>): Record<string, number> {
-  const delta: Record<string, number> = {}
-  for (const [key, value] of Object.entries(after)) {
-    const d = value - (before[key] ?? 0)
-    if (d !== 0) delta[key] = d
-  }
-  return delta
-}

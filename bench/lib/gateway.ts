@@ -2,9 +2,10 @@
  * The router's table as the router's owner sees it (nftables in `gw`), so that watching it
  * costs miniupnpd nothing, and a check that miniupnpd is still alive.
  */
-import * as fs from "node:fs"
-import { loadLab, nftMappings } from "../../test/e2e/support/lab.ts"
+import { gatewayAlive, loadLab, nftMappings } from "../../test/e2e/support/lab.ts"
 import { now, sleep } from "./stats.ts"
+
+export { gatewayAlive, gatewayPid } from "../../test/e2e/support/lab.ts"
 
 export interface TableObservation {
   /** Midpoint of the nft call that first saw the condition. */
@@ -39,27 +40,6 @@ export async function waitTable(
     if (now() > deadline) throw new Error(`timed out after ${options.timeoutMs} ms waiting for ${options.description}; the table holds ${count}`)
     const interval = options.slowUntil !== undefined && count < options.slowUntil ? (options.slowIntervalMs ?? 1000) : options.intervalMs
     await sleep(Math.max(0, interval - (now() - started)))
-  }
-}
-
-/** The miniupnpd PID from the lab's state file (it changes with every reboot). */
-export function gatewayPid(): number | undefined {
-  return loadLab().gateway.pid ?? undefined
-}
-
-/**
- * Whether the recorded miniupnpd process still runs. A crashed daemon can linger as a zombie
- * (nothing reaps it in a container without an init), so its state is read, not just its entry.
- */
-export function gatewayAlive(): boolean {
-  const pid = gatewayPid()
-  if (pid === undefined) return false
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8")
-    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3)
-    return state !== "Z" && state !== "X"
-  } catch {
-    return false
   }
 }
 

@@ -328,6 +328,7 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
         }
       }
       yield* Metric.update(metrics.ownedMappings, owned)
+      yield* metrics.count(metrics.fullPasses, { result: complete ? "complete" : "incomplete" })
       yield* enqueueAll(!complete)
       yield* Metric.update(
         metrics.desiredMappings,

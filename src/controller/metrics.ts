@@ -24,6 +24,11 @@ export const portConflicts = Metric.counter("edge_ccm_port_conflicts_total", {
   incremental: true
 })
 
+export const fullPasses = Metric.counter("edge_ccm_full_passes_total", {
+  description: "Full passes (every router table listed, every Service reconciled), by result (complete, incomplete)",
+  incremental: true
+})
+
 export const driftRepairs = Metric.counter("edge_ccm_drift_repairs_total", {
   description: "Mappings found missing on the router and mapped again",
   incremental: true

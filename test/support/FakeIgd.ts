@@ -79,6 +79,11 @@ export interface FakeIgdOptions {
   readonly chunked: boolean
   /** miniupnpd reports an empty external address when its WAN address is private; others show it. */
   readonly revealPrivateExternalIp: boolean
+  /**
+   * miniupnpd 2.3.1's listing overflow: a GetListOfPortMappings range holding more mappings of
+   * its protocol than this is recorded as a violation and answered by a dropped connection.
+   */
+  readonly rangeCapacity: number | undefined
 }
 
 export const defaultFakeIgdOptions: FakeIgdOptions = {
@@ -95,7 +100,8 @@ export const defaultFakeIgdOptions: FakeIgdOptions = {
   relativeControlUrl: false,
   ssdp: false,
   chunked: false,
-  revealPrivateExternalIp: false
+  revealPrivateExternalIp: false,
+  rangeCapacity: undefined
 }
 
 export interface FakeIgd {
@@ -490,10 +496,13 @@ export const make = (options?: Partial<FakeIgdOptions>): Effect.Effect<FakeIgd, 
             const end = Number(arg("NewEndPort"))
             const protocol = arg("NewProtocol")
             const count = Number(arg("NewNumberOfPorts")) || 1000
-            const selected = table
+            const inRange = table
               .filter((mapping) => mapping.protocol === protocol && mapping.externalPort >= start && mapping.externalPort <= end)
-              .sort((a, b) => a.externalPort - b.externalPort)
-              .slice(0, count)
+            if (settings.rangeCapacity !== undefined && inRange.length > settings.rangeCapacity) {
+              violations.push(`GetListOfPortMappings ${start}-${end} holds ${inRange.length} ${protocol} mappings (router overflows past ${settings.rangeCapacity})`)
+              return void request.socket.destroy()
+            }
+            const selected = inRange.sort((a, b) => a.externalPort - b.externalPort).slice(0, count)
             if (selected.length === 0) return fail(730)
             const inner = `<?xml version="1.0" encoding="UTF-8"?><p:PortMappingList xmlns:p="urn:schemas-upnp-org:gw:WANIPConnection">` +
               selected.map((mapping) =>

@@ -358,15 +358,39 @@ export const getListOfPortMappings = Effect.fn("IgdClient.getListOfPortMappings"
 // ---------------------------------------------------------------------------------------------
 
 export interface ListingOptions {
-  /** Entries per GetListOfPortMappings page. */
+  /**
+   * Entries per GetListOfPortMappings page: a hundred entries with the longest descriptions,
+   * entity-escaped, stay under the 64 KiB response cap.
+   */
   readonly pageSize: number
+  /**
+   * The most mappings of one protocol one GetListOfPortMappings range may hold. miniupnpd
+   * (2.3.1 and earlier) gathers a range's ports into an array of 128 and, past that, writes
+   * beyond its end and dies; a range no wider than this can never hold more.
+   */
+  readonly rangeCapacity: number
+  /**
+   * With fewer mappings than this in the whole table, one full-range request per protocol is
+   * safe. Kept well under `rangeCapacity` so that mappings added between the count and the
+   * listing cannot push a range over it.
+   */
+  readonly fullRangeLimit: number
   /** A listing longer than this is taken as a router that never ends it (no 713). */
   readonly maxEntries: number
   /** This many unreadable entries in a row and the listing is taken as broken. */
   readonly maxConsecutiveUnreadable: number
 }
 
-const defaultListingOptions: ListingOptions = { pageSize: 1000, maxEntries: 8192, maxConsecutiveUnreadable: 32 }
+const defaultListingOptions: ListingOptions = {
+  pageSize: 100,
+  rangeCapacity: 128,
+  fullRangeLimit: 64,
+  maxEntries: 8192,
+  maxConsecutiveUnreadable: 32
+}
+
+/** The highest port; listings cover 1 to this. */
+const LAST_PORT = 65535
 
 export interface IgdClient {
   readonly endpoint: IgdEndpoint
@@ -402,9 +426,12 @@ export interface IgdClient {
     protocol: Protocol
   ) => Effect.Effect<MappingEntry | undefined, SoapError>
   /**
-   * The whole table: GetListOfPortMappings per protocol where the router has IGDv2, else (or
-   * on 401/402/404/501/602 or an unreadable listing) GetGenericPortMappingEntry from index 0
-   * until 713. Fails rather than returning a listing that broke off.
+   * The whole table. Where the router has IGDv2 and holds fewer than `fullRangeLimit`
+   * mappings, one GetListOfPortMappings per protocol; with more, the cheaper of
+   * GetGenericPortMappingEntry from index 0 until 713 and GetListOfPortMappings over ranges
+   * of `rangeCapacity` ports, so no request can hold more than miniupnpd survives. Without
+   * IGDv2 (or on 401/402/404/501/602 or an unreadable listing), the generic listing. Fails
+   * rather than returning a listing that broke off.
    */
   readonly listPortMappings: Effect.Effect<Listing, SoapError>
   /** Whether this router has been found to accept only permanent leases. */
@@ -583,16 +610,17 @@ export const make = Effect.fnUntraced(function*(
     return { entries, unreadable } satisfies Listing
   })
 
-  const listProtocolV2 = (protocol: Protocol) =>
+  /** One protocol's mappings with external ports in [first, last], page after page. */
+  const listRange = (protocol: Protocol, first: number, last: number) =>
     Effect.gen(function*() {
       const entries: Array<MappingEntry> = []
       let unreadable = 0
-      let startPort = 1
-      while (startPort <= 65535) {
+      let startPort = first
+      while (startPort <= last) {
         const page = yield* provide(getListOfPortMappings(endpoint, {
           protocol,
           startPort,
-          endPort: 65535,
+          endPort: last,
           numberOfPorts: listing.pageSize
         })).pipe(
           // 714/730: nothing in the range.
@@ -623,12 +651,52 @@ export const make = Effect.fnUntraced(function*(
       return { entries, unreadable } satisfies Listing
     })
 
+  const merged = (listings: ReadonlyArray<Listing>): Listing => ({
+    entries: listings.flatMap((part) => part.entries),
+    unreadable: listings.reduce((sum, part) => sum + part.unreadable, 0)
+  })
+
+  const fullRanges = Effect.map(
+    Effect.all([listRange("TCP", 1, LAST_PORT), listRange("UDP", 1, LAST_PORT)]),
+    merged
+  )
+
+  const windowsPerProtocol = Math.ceil(LAST_PORT / listing.rangeCapacity)
+  const windowed = Effect.map(
+    Effect.forEach(
+      (["TCP", "UDP"] as const).flatMap((protocol) =>
+        Array.from({ length: windowsPerProtocol }, (_, window) => {
+          const first = 1 + window * listing.rangeCapacity
+          return [protocol, first, Math.min(LAST_PORT, first + listing.rangeCapacity - 1)] as const
+        })
+      ),
+      ([protocol, first, last]) => listRange(protocol, first, last),
+      { concurrency: 4 }
+    ),
+    merged
+  )
+
+  /**
+   * Whether the table holds an entry at this index (so more than `index` mappings, counting
+   * from 0), or undefined where the router cannot say. An entry that does not decode is there.
+   */
+  const holdsIndex = (index: number) =>
+    provide(getGenericPortMappingEntry(endpoint, index)).pipe(
+      Effect.as<boolean | undefined>(true),
+      Effect.catchIf(
+        (error) => error._tag !== "GatewayUnreachable",
+        (error) => Effect.succeed(error._tag === "GatewayProtocolError" ? true : isUpnp(error, 713) ? false : undefined)
+      )
+    )
+
+  const listV2 = Effect.gen(function*() {
+    // A router without the generic action is not the miniupnpd this guards against.
+    if ((yield* holdsIndex(listing.fullRangeLimit)) !== true) return yield* fullRanges
+    return (yield* holdsIndex(2 * windowsPerProtocol)) === true ? yield* windowed : yield* listGeneric
+  })
+
   const listPortMappings: Effect.Effect<Listing, SoapError> = endpoint.igdV2
-    ? Effect.all([listProtocolV2("TCP"), listProtocolV2("UDP")]).pipe(
-      Effect.map(([tcp, udp]): Listing => ({
-        entries: [...tcp.entries, ...udp.entries],
-        unreadable: tcp.unreadable + udp.unreadable
-      })),
+    ? listV2.pipe(
       Effect.catchIf(
         (error) => isUpnp(error, 401, 402, 404, 501, 602) || error._tag === "GatewayProtocolError",
         (error) =>

@@ -133,3 +133,38 @@ export async function deleteTestServices(): Promise<void> {
     return list.items.every((item) => item.metadata.name === "kubernetes")
   }, { description: "every test Service to be gone", timeoutMs: 60_000 })
 }
+
+/** A counter from the controller's /metrics, summed by the value of one label. */
+export async function counterBy(
+  controller: { readonly healthUrl: string },
+  metric: string,
+  label: string
+): Promise<Record<string, number>> {
+  const text = await (await fetch(`${controller.healthUrl}/metrics`)).text()
+  const counts: Record<string, number> = {}
+  const labelPattern = new RegExp(`${label}="([^"]*)"`)
+  for (const line of text.split("\n")) {
+    if (!line.startsWith(`${metric}{`)) continue
+    const value = labelPattern.exec(line)?.[1] ?? "?"
+    counts[value] = (counts[value] ?? 0) + Number(line.slice(line.lastIndexOf(" ") + 1))
+  }
+  return counts
+}
+
+/** The controller's own count of router calls by action (edge_ccm_gateway_requests_total). */
+export const gatewayCalls = (controller: { readonly healthUrl: string }) =>
+  counterBy(controller, "edge_ccm_gateway_requests_total", "action")
+
+/** Full passes by result, complete or incomplete (edge_ccm_full_passes_total). */
+export const fullPasses = (controller: { readonly healthUrl: string }) =>
+  counterBy(controller, "edge_ccm_full_passes_total", "result")
+
+/** after − before, by key, zeros dropped. */
+export function countDelta(before: Record<string, number>, after: Record<string, number>): Record<string, number> {
+  const delta: Record<string, number> = {}
+  for (const [key, value] of Object.entries(after)) {
+    const d = value - (before[key] ?? 0)
+    if (d !== 0) delta[key] = d
+  }
+  return delta
+}

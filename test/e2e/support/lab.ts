@@ -435,6 +435,27 @@ export async function nftMappings(): Promise<Array<NftMapping>> {
   return parseNftNatRules(await nftNatRules())
 }
 
+/** The miniupnpd PID from the lab's state file (it changes with every reboot). */
+export function gatewayPid(): number | undefined {
+  return loadLab().gateway.pid ?? undefined
+}
+
+/**
+ * Whether the recorded miniupnpd process still runs. A crashed daemon can linger as a zombie
+ * (nothing reaps it in a container without an init), so its state is read, not just its entry.
+ */
+export function gatewayAlive(): boolean {
+  const pid = gatewayPid()
+  if (pid === undefined) return false
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8")
+    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3)
+    return state !== "Z" && state !== "X"
+  } catch {
+    return false
+  }
+}
+
 /**
  * A router reboot: stop miniupnpd by PID, flush its three chains, start it, wait until it
  * answers (SOAP, and the NAT-PMP socket). Every mapping is gone afterwards; uptime and the

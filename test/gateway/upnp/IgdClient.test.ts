@@ -353,6 +353,10 @@ const seedMany = (fake: FakeIgd.FakeIgd, count: number, protocol: "TCP" | "UDP" 
   }
 }
 
+const seededPorts = (count: number) => Array.from({ length: count }, (_, index) => 10000 + index)
+
+const argument = (request: FakeIgd.RecordedRequest, name: string) => request.args.find(([key]) => key === name)?.[1]
+
 describe("IgdClient listing", () => {
   it.live("IGDv2: GetListOfPortMappings per protocol, paged", () =>
     Effect.gen(function*() {
@@ -368,9 +372,59 @@ describe("IgdClient listing", () => {
         "TCP/10004",
         "UDP/10000"
       ])
-      assert.isTrue(fake.actions().every((action) => action === "GetListOfPortMappings"))
-      const starts = fake.requests.map((request) => request.args.find(([name]) => name === "NewStartPort")?.[1])
+      // One count (is there an entry at index 64?), then listings only.
+      assert.deepStrictEqual(fake.actions()[0], "GetGenericPortMappingEntry")
+      assert.isTrue(fake.actions().slice(1).every((action) => action === "GetListOfPortMappings"))
+      const starts = fake.requests.map((request) => argument(request, "NewStartPort"))
       assert.includeMembers(starts, ["1", "10002", "10004"])
+    }).pipe(Effect.scoped, Effect.provide(soapLayer)))
+
+  it.live("a small table: one count and one full-range request per protocol", () =>
+    Effect.gen(function*() {
+      const fake = yield* FakeIgd.make({ rangeCapacity: 128 })
+      seedMany(fake, 60, "TCP")
+      seedMany(fake, 3, "UDP")
+      const listing = yield* (yield* clientFor(fake)).listPortMappings
+      assert.strictEqual(listing.entries.length, 63)
+      assert.deepStrictEqual([...fake.actions()].sort(), [
+        "GetGenericPortMappingEntry",
+        "GetListOfPortMappings",
+        "GetListOfPortMappings"
+      ])
+      assert.deepStrictEqual(argument(fake.requests[0]!, "NewPortMappingIndex"), "64")
+      assert.deepStrictEqual(fake.violations, [])
+    }).pipe(Effect.scoped, Effect.provide(soapLayer)))
+
+  it.live("150 mappings of one protocol are never asked for in one range (miniupnpd overflows past 128)", () =>
+    Effect.gen(function*() {
+      const fake = yield* FakeIgd.make({ rangeCapacity: 128 })
+      seedMany(fake, 150, "TCP")
+      const listing = yield* (yield* clientFor(fake)).listPortMappings
+      assert.deepStrictEqual(fake.violations, [])
+      assert.deepStrictEqual(listing.entries.map((entry) => entry.externalPort), seededPorts(150))
+      // Entry by entry: more mappings than 64, fewer than the 1,024 ranges would cost.
+      assert.notInclude(fake.actions(), "GetListOfPortMappings")
+      assert.strictEqual(fake.actions().length, 2 + 151)
+    }).pipe(Effect.scoped, Effect.provide(soapLayer)))
+
+  it.live("a large table is listed over ranges no wider than the router can hold", () =>
+    Effect.gen(function*() {
+      // Scaled down: ranges of 2,048 ports (32 per protocol) instead of 128, so 3,000 mappings
+      // stand in for the 1,024+ that choose ranges over the entry-by-entry listing.
+      const fake = yield* FakeIgd.make({ rangeCapacity: 2048 })
+      seedMany(fake, 3000, "TCP")
+      seedMany(fake, 2, "UDP")
+      const listing = yield* (yield* clientFor(fake, { rangeCapacity: 2048, fullRangeLimit: 16 })).listPortMappings
+      assert.deepStrictEqual(fake.violations, [])
+      assert.deepStrictEqual(
+        listing.entries.filter((entry) => entry.protocol === "TCP").map((entry) => entry.externalPort).sort((a, b) => a - b),
+        seededPorts(3000)
+      )
+      assert.strictEqual(listing.entries.filter((entry) => entry.protocol === "UDP").length, 2)
+      const ranges = fake.requests.filter((request) => request.action === "GetListOfPortMappings")
+      const widest = Math.max(...ranges.map((request) => Number(argument(request, "NewEndPort")) - Number(argument(request, "NewStartPort")) + 1))
+      assert.isAtMost(widest, 2048)
+      assert.deepStrictEqual(fake.actions().filter((action) => action === "GetGenericPortMappingEntry").length, 2)
     }).pipe(Effect.scoped, Effect.provide(soapLayer)))
 
   it.live("IGDv2 with an entity-escaped listing", () =>

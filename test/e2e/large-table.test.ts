@@ -1,0 +1,81 @@
+/**
+ * A table larger than miniupnpd 2.3.1 can list in one GetListOfPortMappings range: it gathers a
+ * range's ports into an array of 128 and dies when a range holds more of one protocol. The
+ * controller holds 200 TCP mappings through several resyncs, the router stays up, and a mapping
+ * removed behind the controller's back is found missing and put back.
+ */
+import { afterAll, beforeAll, expect, it } from "vitest"
+import {
+  countDelta,
+  deleteTestServices,
+  fullPasses,
+  gatewayCalls,
+  getService,
+  loadBalancerService,
+  type ServiceView,
+  startController
+} from "./support/controller.ts"
+import { gatewayAlive, kubectl, kubectlJson, type LabProcess, loadLab, nftMappings, upnpcDelete, waitFor } from "./support/lab.ts"
+
+const SERVICES = 100
+const FIRST_PORT = 42000
+// Two TCP ports per Service: 200 mappings, all in one stretch of ports.
+const portsOf = (index: number) => [FIRST_PORT + 2 * index, FIRST_PORT + 2 * index + 1]
+const MAPPINGS = 2 * SERVICES
+
+let controller: LabProcess & { readonly healthUrl: string }
+
+const ourRules = async () => {
+  const nodeIp = loadLab().nodeIp
+  return (await nftMappings()).filter((m) => m.internalClient === nodeIp && m.externalPort >= FIRST_PORT && m.externalPort < FIRST_PORT + MAPPINGS)
+}
+
+beforeAll(async () => {
+  controller = await startController({ flags: ["--resync-interval", "2s"] })
+})
+
+afterAll(async () => {
+  await deleteTestServices()
+  await controller?.stop()
+})
+
+it(`holds ${MAPPINGS} TCP mappings through resyncs without killing miniupnpd`, async () => {
+  const items = Array.from({ length: SERVICES }, (_, index) =>
+    JSON.parse(loadBalancerService(`table-${String(index).padStart(3, "0")}`, {
+      ports: portsOf(index).map((port, n) => ({ name: `p${n}`, port }))
+    })) as unknown
+  )
+  const created = await kubectl(["create", "-f", "-"], { input: JSON.stringify({ apiVersion: "v1", kind: "List", items }) })
+  expect(created.code, created.stderr).toBe(0)
+
+  await waitFor(async () => {
+    if (!gatewayAlive()) throw new Error("miniupnpd died while the Services were being mapped")
+    const list = await kubectlJson<{ items: Array<ServiceView> }>(["get", "services", "-n", "default"])
+    return list.items.filter((s) => s.metadata.name.startsWith("table-") && s.status?.loadBalancer?.ingress?.[0]?.ip).length === SERVICES
+  }, { description: `all ${SERVICES} Services published`, timeoutMs: 90_000 })
+  expect(await ourRules()).toHaveLength(MAPPINGS)
+
+  // Three more complete resyncs, each listing a table that one request would have died on.
+  const [passesBefore, callsBefore] = [await fullPasses(controller), await gatewayCalls(controller)]
+  await waitFor(async () => {
+    if (!gatewayAlive()) throw new Error("miniupnpd died during a resync")
+    return (countDelta(passesBefore, await fullPasses(controller))["complete"] ?? 0) >= 3
+  }, { description: "three complete resyncs of the whole table", timeoutMs: 30_000 })
+  // Read entry by entry: more mappings than one full-range request may cover.
+  const calls = countDelta(callsBefore, await gatewayCalls(controller))
+  expect(calls["GetGenericPortMappingEntry"]).toBeGreaterThanOrEqual(3 * MAPPINGS)
+  expect(calls["GetListOfPortMappings"]).toBeUndefined()
+  expect(gatewayAlive()).toBe(true)
+
+  // The listing sees the table: a mapping removed behind the controller's back comes back.
+  const removed = portsOf(42)[1]!
+  const deletion = await upnpcDelete({ externalPort: removed })
+  expect(deletion.ok, deletion.raw).toBe(true)
+  await waitFor(async () => (await ourRules()).some((m) => m.externalPort === removed), {
+    description: `port ${removed} mapped again by a resync`,
+    timeoutMs: 15_000
+  })
+  expect(await ourRules()).toHaveLength(MAPPINGS)
+  expect(gatewayAlive()).toBe(true)
+  expect(await getService("table-042")).toBeDefined()
+})
