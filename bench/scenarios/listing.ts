@@ -64,18 +64,22 @@ export async function listing(ctx: Context): Promise<ScenarioResult> {
         timeoutMs: 120_000,
         description: "statuses"
       })
-      // Two more complete resyncs, and what each cost the router.
-      const [passesBefore, callsBefore] = [await fullPasses(controller), await gatewayCalls(controller)]
+      // Two complete resyncs, counted from the end of one to the end of the third, and what
+      // each cost the router.
       const deadline = now() + 30_000
-      let passes = 0
-      while (gatewayAlive() && passes < 2 && now() < deadline) {
-        await sleep(250)
-        passes = countDelta(passesBefore, await fullPasses(controller).catch(() => passesBefore))["complete"] ?? 0
+      const passesAfter = async (start: Record<string, number>, count: number) => {
+        while (gatewayAlive() && now() < deadline) {
+          const passes = await fullPasses(controller).catch(() => start)
+          if ((countDelta(start, passes)["complete"] ?? 0) >= count) return passes
+          await sleep(50)
+        }
+        return start
       }
+      const synced = await passesAfter(await fullPasses(controller), 1)
+      const callsBefore = await gatewayCalls(controller)
+      await passesAfter(synced, 2)
       const calls = countDelta(callsBefore, await gatewayCalls(controller).catch(() => callsBefore))
-      const listings = Math.round(
-        ((calls["GetListOfPortMappings"] ?? 0) + (calls["GetGenericPortMappingEntry"] ?? 0)) / Math.max(1, passes)
-      )
+      const listings = Math.round(((calls["GetListOfPortMappings"] ?? 0) + (calls["GetGenericPortMappingEntry"] ?? 0)) / 2)
       viaController.push({ services, listings, survived: gatewayAlive() })
       ctx.log(`  controller resync with ${services} TCP mappings: ${listings} listing calls each; miniupnpd ${gatewayAlive() ? "alive" : "DEAD"}`)
       if (!gatewayAlive()) break

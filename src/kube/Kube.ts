@@ -31,6 +31,7 @@ import { hostname } from "node:os"
 import type { PageParams, WatchClient, WatchTuning } from "./clientNodeSource.ts"
 import { makeSource, watchIdleTimeoutOf } from "./clientNodeSource.ts"
 import type { KubeCallContext, KubeFailure } from "./KubeError.ts"
+import { KeptAliveConnections } from "./keptAliveClients.ts"
 import { fromCause, KubeConflict, KubeError, KubeNotFound } from "./KubeError.ts"
 import type { ListWatchOptions, WatchEvent } from "./listWatch.ts"
 import { listWatch } from "./listWatch.ts"
@@ -316,11 +317,12 @@ export const make = (apis: KubeApis, options: KubeOptions): Effect.Effect<KubeSe
 export const apisFromKubeConfig = (kc: KubeConfig, tuning?: WatchTuning): KubeApis => {
   const watch = new Watch(kc)
   Object.assign(watch, { requestTimeoutMs: Duration.toMillis(watchIdleTimeoutOf(tuning)) })
+  const connections = new KeptAliveConnections(kc)
   return {
-    core: kc.makeApiClient(CoreV1ApiClient),
-    discovery: kc.makeApiClient(DiscoveryV1ApiClient),
-    events: kc.makeApiClient(EventsV1ApiClient),
-    coordination: kc.makeApiClient(CoordinationV1ApiClient),
+    core: connections.client(CoreV1ApiClient),
+    discovery: connections.client(DiscoveryV1ApiClient),
+    events: connections.client(EventsV1ApiClient),
+    coordination: connections.client(CoordinationV1ApiClient),
     watch
   }
 }
