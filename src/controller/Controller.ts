@@ -5,7 +5,7 @@
  * a restart or a rebooted router is repaired by the next pass.
  */
 import type { V1EndpointSlice, V1Node, V1Service } from "@kubernetes/client-node"
-import { Context, Duration, Effect, FiberMap, Layer, Metric, Random, Schedule, Semaphore, Stream } from "effect"
+import { Clock, Context, Duration, Effect, FiberMap, Layer, Metric, Random, Schedule, Semaphore, Stream } from "effect"
 import type { GatewayError } from "../gateway/GatewayError.ts"
 import { type Backend, Gateways, type LoadBalancerType } from "../gateway/Gateways.ts"
 import type { GatewayStatus, MappingEntry } from "../gateway/Mapping.ts"
@@ -299,9 +299,25 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
     { discard: true }
   )
 
-  /** Lists every readable router's table, sweeps orphans, and reconciles every Service. */
-  const fullPass = Semaphore.withPermit(fullPassLock)(
+  /**
+   * Lists every readable router's table, sweeps orphans, and reconciles every Service. A pass
+   * that takes long says every 30 s what it is waiting for.
+   */
+  const fullPass = Effect.suspend(() => {
+    const progress = { step: "waiting for the previous full pass" }
+    const startedAt = Date.now()
+    const watchdog = Effect.sleep(Duration.seconds(30)).pipe(
+      Effect.andThen(Effect.suspend(() =>
+        Effect.logWarning(`full pass running for ${Math.round((Date.now() - startedAt) / 1000)} s: ${progress.step}`)
+      )),
+      Effect.forever
+    )
+    return Effect.raceFirst(fullPassSteps(progress), watchdog)
+  })
+
+  const fullPassSteps = (progress: { step: string }) => Semaphore.withPermit(fullPassLock)(
     Effect.gen(function*() {
+      progress.step = "finding the routers in use"
       yield* Effect.suspend(() => materializeBackends)
       let complete = true
       let owned = 0
@@ -313,11 +329,14 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
           complete = false
           continue
         }
+        progress.step = `listing the table of ${backend.backend}`
+        const listedAt = yield* Clock.currentTimeMillis
         const listing = yield* Effect.result(backend.mapper.list)
         if (listing._tag === "Success" && listing.success !== undefined) {
-          yield* backend.table.replaceAll(listing.success)
+          yield* backend.table.replaceAll(listing.success, listedAt)
           const ours = ownership()
           owned += listing.success.filter((entry) => isOwned(entry, ours)).length
+          progress.step = `deleting orphaned mappings on ${backend.backend}`
           yield* sweepOrphans(backend, listing.success)
         } else {
           if (listing._tag === "Failure") {
@@ -329,6 +348,7 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
       }
       yield* Metric.update(metrics.ownedMappings, owned)
       yield* metrics.count(metrics.fullPasses, { result: complete ? "complete" : "incomplete" })
+      progress.step = "queueing every Service"
       yield* enqueueAll(!complete)
       yield* Metric.update(
         metrics.desiredMappings,

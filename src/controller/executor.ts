@@ -336,28 +336,32 @@ const mapPort = (
   port: DesiredPort,
   nonce: string | undefined
 ): Effect.Effect<PortOutcome> =>
-  handle.mapper.map({
-    externalPort: port.externalPort,
-    protocol: port.protocol,
-    internalPort: port.internalPort,
-    internalClient: gateway.localAddress,
-    description: port.description,
-    leaseSeconds: desired.leaseSeconds,
-    ownershipVerified: true,
-    ...(nonce === undefined ? {} : { nonce })
+  Effect.gen(function*() {
+    // A first add is confirmed by the next listing rather than read back at once (one router
+    // call per port less); a port that listing lacked is read back after every add.
+    const readBack = handle.mapper.canReadTable !== false && (yield* handle.table.suspect(port))
+    const granted = yield* handle.mapper.map({
+      externalPort: port.externalPort,
+      protocol: port.protocol,
+      internalPort: port.internalPort,
+      internalClient: gateway.localAddress,
+      description: port.description,
+      leaseSeconds: desired.leaseSeconds,
+      ownershipVerified: true,
+      readBack,
+      ...(nonce === undefined ? {} : { nonce })
+    })
+    yield* handle.table.set(port, {
+      externalPort: granted.externalPort,
+      protocol: granted.protocol,
+      internalClient: granted.internalClient,
+      internalPort: granted.internalPort,
+      description: granted.description,
+      leaseDuration: granted.leaseSeconds,
+      enabled: true,
+      remoteHost: ""
+    }, { unconfirmed: handle.mapper.canReadTable !== false && !readBack })
   }).pipe(
-    Effect.tap((granted) =>
-      handle.table.set(port, {
-        externalPort: granted.externalPort,
-        protocol: granted.protocol,
-        internalClient: granted.internalClient,
-        internalPort: granted.internalPort,
-        description: granted.description,
-        leaseDuration: granted.leaseSeconds,
-        enabled: true,
-        remoteHost: ""
-      })
-    ),
     Effect.as<PortOutcome>({ _tag: "Mapped", port }),
     Effect.catch((error) => {
       const outcome = failedPort(port, error)
@@ -593,7 +597,7 @@ const observe = (
       if (cached !== undefined) return cached
       const entries = yield* Effect.forEach(unique, (p) =>
         handle.mapper.get(p.externalPort, p.protocol).pipe(
-          Effect.tap((entry) => handle.table.set(p, entry ?? null)),
+          Effect.tap((entry) => handle.table.seen(p, entry ?? null)),
           Effect.map((entry) => [portKey(p), entry ?? null] as const)
         ), { concurrency: "unbounded" })
       return new Map<string, MappingEntry | null>(entries) as ObservedTable

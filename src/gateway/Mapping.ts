@@ -28,6 +28,11 @@ export interface MappingRequest {
    * ownership), so the client skips its own GetSpecificPortMappingEntry before adding.
    */
   readonly ownershipVerified?: boolean | undefined
+  /**
+   * UPnP: read the mapping back after adding it, since some routers report success and create
+   * nothing (default true). The controller leaves it to its next listing for a first add.
+   */
+  readonly readBack?: boolean | undefined
   /** PCP: the nonce of an existing mapping, to renew it (a new one is drawn when absent). */
   readonly nonce?: string | undefined
 }

@@ -166,6 +166,34 @@ describe("Controller", () => {
       expect(reasons(kube)).toContain("MappingRepaired")
     }))
 
+  it.effect("reads back no first add; a router that reports success and creates nothing is caught by the next listing", () =>
+    Effect.gen(function*() {
+      const { gateway, kube, start } = setup({ resyncInterval: Duration.seconds(30) })
+      yield* start
+      gateway.state.dropsAdds = true
+      kube.create(seedService())
+      yield* until("published", () => kube.get(SEED_KEY)?.status?.loadBalancer?.ingress?.[0]?.ip !== undefined)
+      expect(gateway.readBacks).toEqual([])
+
+      yield* TestClock.adjust(Duration.seconds(30))
+      yield* until("the port reported failed", () =>
+        kube.events.some((e) => /reported success but holds no such mapping/.test(e.note ?? "")))
+      expect(gateway.readBacks).toEqual(["TCP/8080"])
+      expect(gateway.table.size).toBe(0)
+    }))
+
+  it.effect("a mapping lost to a reboot is re-added without a read-back", () =>
+    Effect.gen(function*() {
+      const { gateway, kube, start } = setup({ resyncInterval: Duration.seconds(30) })
+      yield* start
+      kube.create(seedService())
+      yield* until("mapped", () => gateway.table.size === 1)
+      gateway.reboot()
+      yield* TestClock.adjust(Duration.seconds(2))
+      yield* until("restored", () => gateway.table.size === 1)
+      expect(gateway.readBacks).toEqual([])
+    }))
+
   it.effect("after a restart, cleans up a Service deleted while it was down, from the record alone", () =>
     Effect.gen(function*() {
       const first = setup()

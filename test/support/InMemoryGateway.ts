@@ -3,10 +3,12 @@
  * protocol, 718 for a port held by another host, a silent overwrite for the same host,
  * 606 for deleting another host's mapping in secure mode, 501 behind a double NAT, and a
  * reboot that loses everything and restarts the uptime. Spoken to as PCP, it cannot be read
- * (no get, no list), deletes only with the mapping's nonce, and counts lost state.
+ * (no get, no list), deletes only with the mapping's nonce, and counts lost state. It can also
+ * be a router that reports success and creates nothing (`dropsAdds`), which only a read-back
+ * after the add, or a later listing, can tell.
  */
 import { Effect, Layer } from "effect"
-import { DoubleNat, GatewayUnreachable, PortConflict, UpnpError } from "../../src/gateway/GatewayError.ts"
+import { DoubleNat, GatewayProtocolError, GatewayUnreachable, PortConflict, UpnpError } from "../../src/gateway/GatewayError.ts"
 import type { GatewayError } from "../../src/gateway/GatewayError.ts"
 import type { ExternalIpClass, GrantedMapping, MappingEntry } from "../../src/gateway/Mapping.ts"
 import { PortMapper } from "../../src/gateway/PortMapper.ts"
@@ -20,6 +22,8 @@ export interface InMemoryGateway {
   readonly calls: Array<string>
   /** PCP: the nonce that owns each mapping, by `TCP/8080`. */
   readonly nonces: Map<string, string>
+  /** The adds that asked to be read back (`TCP/8080`). */
+  readonly readBacks: Array<string>
   readonly state: {
     localAddress: string
     externalIp: string | undefined
@@ -28,6 +32,7 @@ export interface InMemoryGateway {
     reachable: boolean
     secureMode: boolean
     stateLosses: number
+    dropsAdds: boolean
   }
   readonly reboot: () => void
   /** A mapping made by someone else on the LAN. */
@@ -41,6 +46,7 @@ export const makeInMemoryGateway = (
   const table = new Map<string, MappingEntry>()
   const nonces = new Map<string, string>()
   const calls: Array<string> = []
+  const readBacks: Array<string> = []
   const router = protocol === "pcp" ? "192.168.77.1:5351" : ROUTER
   const state = {
     localAddress,
@@ -49,7 +55,8 @@ export const makeInMemoryGateway = (
     uptime: 1000,
     reachable: true,
     secureMode: false,
-    stateLosses: 0
+    stateLosses: 0,
+    dropsAdds: false
   }
   const key = (port: number, protocol: string) => `${protocol}/${port}`
   const call = <A, E>(name: string, effect: () => Effect.Effect<A, E>) =>
@@ -103,6 +110,19 @@ export const makeInMemoryGateway = (
           enabled: true,
           remoteHost: ""
         }
+        const readBack = protocol !== "pcp" && request.readBack !== false
+        if (readBack) readBacks.push(key(request.externalPort, request.protocol))
+        if (state.dropsAdds) {
+          return readBack
+            ? Effect.fail(
+              new GatewayProtocolError({
+                router: ROUTER,
+                action: "AddPortMapping",
+                reason: "the router reported success but holds no such mapping"
+              })
+            )
+            : Effect.succeed({ ...entry, leaseSeconds: request.leaseSeconds })
+        }
         table.set(key(request.externalPort, request.protocol), entry)
         if (protocol !== "pcp") return Effect.succeed({ ...entry, leaseSeconds: request.leaseSeconds })
         const nonce = request.nonce ?? `drawn-by-router-${request.externalPort}`
@@ -142,6 +162,7 @@ export const makeInMemoryGateway = (
     table,
     calls,
     nonces,
+    readBacks,
     state,
     reboot: () => {
       table.clear()

@@ -377,6 +377,14 @@ export class UpnpGateway extends Context.Service<UpnpGateway, {
             }
           }
           const granted = yield* gateway.client.addPortMapping(args)
+          const mapped = {
+            externalPort: args.externalPort,
+            protocol: args.protocol,
+            internalClient: args.internalClient,
+            internalPort: args.internalPort,
+            description: args.description
+          }
+          if (request.readBack === false) return { ...mapped, leaseSeconds: granted.leaseSeconds } satisfies GrantedMapping
           // Some routers report success and create nothing.
           const created = yield* gateway.client.getSpecificPortMappingEntry(args.externalPort, args.protocol)
           if (created === undefined) {
@@ -395,14 +403,7 @@ export class UpnpGateway extends Context.Service<UpnpGateway, {
               reason: "after adding, the port maps to another host"
             })
           }
-          return {
-            externalPort: args.externalPort,
-            protocol: args.protocol,
-            internalClient: args.internalClient,
-            internalPort: args.internalPort,
-            description: args.description,
-            leaseSeconds: effectiveLease(granted.leaseSeconds, created.leaseDuration)
-          } satisfies GrantedMapping
+          return { ...mapped, leaseSeconds: effectiveLease(granted.leaseSeconds, created.leaseDuration) } satisfies GrantedMapping
         })
       )
     })

@@ -159,6 +159,16 @@ describe("UpnpGateway as PortMapper", () => {
       assert.deepStrictEqual(mappingActions(fake), ["AddPortMapping", "GetSpecificPortMappingEntry"])
     }).pipe(Effect.scoped))
 
+  it.live("readBack false leaves the check to the caller: one AddPortMapping, the lease as granted", () =>
+    Effect.gen(function*() {
+      const fake = yield* FakeIgd.make()
+      const granted = yield* Effect.flatMap(mapperOf, (mapper) =>
+        mapper.map({ ...request, ownershipVerified: true, readBack: false })).pipe(Effect.provide(withGateway(fake)))
+      assert.deepStrictEqual(mappingActions(fake), ["AddPortMapping"])
+      assert.strictEqual(granted.leaseSeconds, request.leaseSeconds)
+      assert.strictEqual(fake.mappings.length, 1)
+    }).pipe(Effect.scoped))
+
   it.live("a router that reports success but creates nothing is caught", () =>
     Effect.gen(function*() {
       const fake = yield* FakeIgd.make()
