@@ -12,6 +12,7 @@ import type { GatewayStatus, MappingEntry } from "../gateway/Mapping.ts"
 import type { PortMapper } from "../gateway/PortMapper.ts"
 import { Kube, type WatchEvent } from "../kube/Kube.ts"
 import { makeAnnouncer } from "./Announcer.ts"
+import { makeEventSink } from "./EventSink.ts"
 import {
   describePort,
   type ExecutorContext,
@@ -77,6 +78,7 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
   const gateways = yield* Gateways
   const queue = yield* makeWorkQueue
   const announcer = makeAnnouncer()
+  const events = yield* makeEventSink(kube)
   const timers = yield* FiberMap.make<string>()
   const scope = yield* Effect.scope
   const fullPassLock = yield* Semaphore.make(1)
@@ -127,6 +129,8 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
     readonly table: TableCache
     status: GatewayStatus | undefined
     error: GatewayError | undefined
+    /** When the latest listing of its table was asked for (Clock time). */
+    listedAt: number | undefined
   }
   const backends = new Map<Backend, BackendState>()
 
@@ -195,7 +199,14 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
       Effect.map((choice) => {
         let backend = backends.get(choice.backend)
         if (backend === undefined) {
-          backend = { backend: choice.backend, mapper: choice.mapper, table: makeTableCache(), status: undefined, error: undefined }
+          backend = {
+            backend: choice.backend,
+            mapper: choice.mapper,
+            table: makeTableCache(),
+            status: undefined,
+            error: undefined,
+            listedAt: undefined
+          }
           backends.set(choice.backend, backend)
           return { backend, fresh: true, reason: choice.reason }
         }
@@ -239,6 +250,7 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
     kube,
     gatewayFor,
     announcer,
+    events,
     services: () => services,
     ownership,
     wrote: (service) => {
@@ -331,6 +343,7 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
         }
         progress.step = `listing the table of ${backend.backend}`
         const listedAt = yield* Clock.currentTimeMillis
+        backend.listedAt = listedAt
         const listing = yield* Effect.result(backend.mapper.list)
         if (listing._tag === "Success" && listing.success !== undefined) {
           yield* backend.table.replaceAll(listing.success, listedAt)
@@ -372,11 +385,17 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
           : change.routerChanged
           ? `the gateway is now ${change.status.router}`
           : `router ${change.status.router} is reachable again`
-        return Effect.logWarning(`${why}: re-asserting every mapping`).pipe(
-          Effect.andThen(change.rebooted ? metrics.count(metrics.gatewayReboots) : Effect.void),
-          Effect.andThen(backend.table.invalidate),
-          Effect.andThen(fullPass)
-        )
+        return Effect.gen(function*() {
+          // Its announcement usually comes first: a listing asked for since the boot re-asserts.
+          const bootedAt = (yield* Clock.currentTimeMillis) - (change.status.uptimeSeconds ?? 0) * 1000
+          if (change.rebooted && change.status.uptimeSeconds !== undefined && (backend.listedAt ?? 0) > bootedAt) {
+            return yield* Effect.log(`${why}: already re-asserted since`)
+          }
+          yield* Effect.logWarning(`${why}: re-asserting every mapping`)
+          if (change.rebooted) yield* metrics.count(metrics.gatewayReboots)
+          yield* backend.table.invalidate
+          yield* fullPass
+        })
       }
       return change.addressChanged
         ? Effect.log(`router external address is now ${change.status.externalAddress.ip ?? "missing"}`).pipe(

@@ -12,6 +12,7 @@ import type { MappingEntry, Protocol } from "../gateway/Mapping.ts"
 import type { PortMapper } from "../gateway/PortMapper.ts"
 import type { Kube, ObjectRef } from "../kube/Kube.ts"
 import type { Announcement, Announcer } from "./Announcer.ts"
+import type { EventSink } from "./EventSink.ts"
 import { portKey, readRecord, type RecordedMapping, writeRecord } from "./MappingRecord.ts"
 import * as metrics from "./metrics.ts"
 import {
@@ -67,6 +68,8 @@ export interface ExecutorContext {
   /** The router protocol for a Service's load-balancer type (or a record's backend). */
   readonly gatewayFor: (type: LoadBalancerType) => Effect.Effect<GatewayHandle, GatewayError>
   readonly announcer: Announcer
+  /** Sends Events in the background. */
+  readonly events: EventSink
   /** The latest Services seen by the watch, by namespace/name. */
   readonly services: () => ReadonlyMap<string, V1Service>
   readonly ownership: () => Ownership
@@ -185,6 +188,7 @@ const ensure = Effect.fnUntraced(function*(
   const outcomes: Array<PortOutcome> = plan.inPlace.map((port) => ({ _tag: "Mapped", port }))
   const removed: Array<RecordedMapping> = [...plan.forgotten]
   const oneShot: Array<Announcement> = []
+  const repaired: Array<DesiredPort> = []
   const nonces = new Map(recordHere.flatMap((m) => m.nonce === undefined ? [] : [[portKey(m), m.nonce] as const]))
   for (const step of plan.steps) {
     const outcome = yield* runStep(handle, gateway, desired, step, nonces)
@@ -195,13 +199,18 @@ const ensure = Effect.fnUntraced(function*(
     }
     outcomes.push(outcome)
     if (step._tag === "Add" && step.repair && outcome._tag === "Mapped") {
-      oneShot.push({
-        type: "Normal",
-        reason: "MappingRepaired",
-        action: "Map",
-        note: `${describePort(step.port)} was missing on ${gateway.router} and has been mapped again`
-      })
+      repaired.push(step.port)
+      yield* metrics.count(metrics.driftRepairs)
     }
+  }
+  if (repaired.length > 0) {
+    oneShot.push({
+      type: "Normal",
+      reason: "MappingRepaired",
+      action: "Map",
+      note: `${describePorts(repaired)} ${repaired.length === 1 ? "was" : "were"} missing on ${gateway.router} and ` +
+        `${repaired.length === 1 ? "has" : "have"} been mapped again`
+    })
   }
   for (const port of plan.blocked) {
     outcomes.push({ _tag: "Failed", port, reason: "DoubleNAT", message: doubleNatNote(gateway) })
@@ -685,24 +694,13 @@ export const refOf = (service: V1Service): ObjectRef => ({
 })
 
 const emitFor = (context: ExecutorContext, service: V1Service) => (announcement: Announcement) =>
-  countEvent(announcement).pipe(Effect.andThen(context.kube.recordEvent({
+  countEvent(announcement).pipe(Effect.andThen(context.events.record({
     regarding: { ...refOf(service), kind: "Service", apiVersion: "v1" },
     ...announcement
-  }).pipe(
-    Effect.tap(() =>
-      Effect.log(`event ${announcement.type} ${announcement.reason}: ${announcement.note}`).pipe(
-        Effect.annotateLogs({ service: serviceKey(service) })
-      )
-    ),
-    Effect.catch((error) => Effect.logWarning(`could not record event ${announcement.reason}: ${error.message}`))
-  )))
+  }, serviceKey(service))))
 
 const countEvent = (announcement: Announcement) =>
-  announcement.reason === "PortConflict"
-    ? metrics.count(metrics.portConflicts)
-    : announcement.reason === "MappingRepaired"
-    ? metrics.count(metrics.driftRepairs)
-    : Effect.void
+  announcement.reason === "PortConflict" ? metrics.count(metrics.portConflicts) : Effect.void
 
 const warningsOf = (desired: DesiredService): Array<Announcement> => [
   ...desired.warnings.map((warning): Announcement => ({

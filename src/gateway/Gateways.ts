@@ -125,6 +125,7 @@ export class Gateways extends Context.Service<Gateways, {
         ...choice,
         mapper: PortMapper.of({
           canReadTable: mapper.canReadTable,
+          restarts: mapper.restarts,
           externalAddress: watch(mapper.externalAddress),
           status: watch(mapper.status),
           map: (request) => watch(mapper.map(request)),

@@ -67,6 +67,10 @@ const settle = Effect.gen(function*() {
 
 const reasons = (kube: ReturnType<typeof makeInMemoryKube>) => kube.events.map((e) => e.reason)
 
+/** Events are sent in the background: waits for `count` of this reason. */
+const untilEvents = (kube: ReturnType<typeof makeInMemoryKube>, reason: string, count = 1) =>
+  until(`${count} ${reason} event(s)`, () => reasons(kube).filter((r) => r === reason).length >= count)
+
 describe("Controller", () => {
   it.effect("maps the seed's Service, records it first, and publishes the router's address", () =>
     Effect.gen(function*() {
@@ -95,6 +99,7 @@ describe("Controller", () => {
       // The record (with the finalizer) is written before the router is touched.
       const firstPatch = kube.calls.indexOf(`patch ${SEED_KEY}`)
       expect(firstPatch).toBeGreaterThanOrEqual(0)
+      yield* untilEvents(kube, "EnsuredLoadBalancer")
       expect(reasons(kube)).toEqual(["EnsuringLoadBalancer", "EnsuredLoadBalancer"])
       // Our own writes come back through the watch; they are not a reason to ask the router again.
       yield* settle
@@ -138,7 +143,7 @@ describe("Controller", () => {
       kube.delete(SEED_KEY)
       yield* until("service gone", () => kube.get(SEED_KEY) === undefined)
       expect(gateway.table.size).toBe(0)
-      expect(reasons(kube)).toContain("DeletedLoadBalancer")
+      yield* untilEvents(kube, "DeletedLoadBalancer")
     }))
 
   it.effect("re-asserts every mapping as soon as a probe sees the router rebooted", () =>
@@ -151,7 +156,32 @@ describe("Controller", () => {
       gateway.reboot()
       yield* TestClock.adjust(Duration.seconds(2))
       yield* until("restored", () => gateway.table.size === 2)
+      // One per Service.
+      yield* untilEvents(kube, "MappingRepaired", 2)
+      yield* settle
       expect(reasons(kube).filter((r) => r === "MappingRepaired")).toHaveLength(2)
+    }))
+
+  it.effect("one full pass per reboot: the announcement's, not again at the probe that sees the uptime drop", () =>
+    Effect.gen(function*() {
+      const { gateway, kube, start } = setup({ resyncInterval: Duration.minutes(30) })
+      yield* start
+      kube.create(seedService())
+      yield* until("mapped", () => gateway.table.size === 1)
+      yield* settle
+      const listings = () => gateway.calls.filter((call) => call === "list").length
+      const before = listings()
+      gateway.reboot({ announce: true })
+      yield* until("restored after the announcement", () => gateway.table.size === 1)
+      yield* settle
+      expect(listings()).toBe(before + 1)
+      const probes = gateway.calls.filter((call) => call === "status").length
+      // Up for 3 s when the next probe comes, 2 s from now: it booted before that listing.
+      gateway.state.uptime = 3
+      yield* TestClock.adjust(Duration.seconds(2))
+      yield* until("probed", () => gateway.calls.filter((call) => call === "status").length > probes)
+      yield* settle
+      expect(listings()).toBe(before + 1)
     }))
 
   it.effect("repairs a mapping lost without a reboot at the next resync", () =>
@@ -163,7 +193,7 @@ describe("Controller", () => {
       gateway.table.clear()
       yield* TestClock.adjust(Duration.seconds(30))
       yield* until("restored", () => gateway.table.size === 1)
-      expect(reasons(kube)).toContain("MappingRepaired")
+      yield* untilEvents(kube, "MappingRepaired")
     }))
 
   it.effect("reads back no first add; a router that reports success and creates nothing is caught by the next listing", () =>
@@ -276,7 +306,7 @@ describe("Controller", () => {
       gateway.state.externalIp = "122.112.219.230"
       yield* TestClock.adjust(Duration.seconds(2))
       yield* until("followed", () => kube.get(SEED_KEY)?.status?.loadBalancer?.ingress?.[0]?.ip === "122.112.219.230")
-      expect(reasons(kube)).toContain("ExternalIPChanged")
+      yield* untilEvents(kube, "ExternalIPChanged")
     }))
 
   it.effect("gives a contested port to the older Service, and hands it over when that one goes", () =>
@@ -352,6 +382,7 @@ describe("Controller", () => {
         metadata: { ...s.metadata, annotations: { ...s.metadata?.annotations, "midokura.com/abandon-mappings": "true" } }
       }))
       yield* until("released", () => kube.get(SEED_KEY) === undefined)
+      yield* untilEvents(kube, "MappingsAbandoned")
       expect(kube.events.find((e) => e.reason === "MappingsAbandoned")?.note).toContain("TCP 8080")
     }))
 

@@ -6,7 +6,7 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import * as Net from "node:net"
-import { Context, Effect, Exit, Fiber, Layer } from "effect"
+import { Context, Effect, Exit, Fiber, Layer, Stream } from "effect"
 import { TestClock } from "effect/testing"
 import { type Backend, Gateways, type GatewaysOptions } from "../../src/gateway/Gateways.ts"
 import { type GatewayError, GatewayUnreachable, PortConflict, PortControlError } from "../../src/gateway/GatewayError.ts"
@@ -46,6 +46,7 @@ const makeBackends = (initial: Partial<Record<Backend, FakeBackend["status"]>>) 
       state.builds += 1
       return Layer.mock(PortMapper, {
         canReadTable: backend === "upnp-igd",
+        ...(backend === "upnp-igd" ? { restarts: Stream.make(`${backend} restarted`) } : {}),
         status: Effect.suspend(() => {
           state.statusCalls += 1
           const status = state.status
@@ -98,6 +99,8 @@ describe("Gateways auto", () => {
       assert.include(choice.reason ?? "", "first connected: upnp-igd: connected, public external address 122.112.219.229")
       assert.strictEqual(backends.pcp.builds, 0)
       assert.isTrue(choice.mapper.canReadTable)
+      // Its restart announcements reach the controller through auto too.
+      assert.deepStrictEqual(yield* Stream.runCollect(choice.mapper.restarts ?? Stream.empty), ["upnp-igd restarted"])
     }).pipe(Effect.scoped))
 
   it.effect("else PCP, with the reason naming what UPnP said", () =>

@@ -7,7 +7,7 @@
  * be a router that reports success and creates nothing (`dropsAdds`), which only a read-back
  * after the add, or a later listing, can tell.
  */
-import { Effect, Layer } from "effect"
+import { Effect, Layer, Queue, Stream } from "effect"
 import { DoubleNat, GatewayProtocolError, GatewayUnreachable, PortConflict, UpnpError } from "../../src/gateway/GatewayError.ts"
 import type { GatewayError } from "../../src/gateway/GatewayError.ts"
 import type { ExternalIpClass, GrantedMapping, MappingEntry } from "../../src/gateway/Mapping.ts"
@@ -34,7 +34,8 @@ export interface InMemoryGateway {
     stateLosses: number
     dropsAdds: boolean
   }
-  readonly reboot: () => void
+  /** Loses every mapping and restarts the uptime; `announce` also sends what SSDP's NOTIFY would. */
+  readonly reboot: (options?: { readonly announce?: boolean }) => void
   /** A mapping made by someone else on the LAN. */
   readonly addForeign: (entry: Partial<MappingEntry> & Pick<MappingEntry, "externalPort" | "protocol">) => void
 }
@@ -47,6 +48,7 @@ export const makeInMemoryGateway = (
   const nonces = new Map<string, string>()
   const calls: Array<string> = []
   const readBacks: Array<string> = []
+  const restartListeners = new Set<(announcement: string) => void>()
   const router = protocol === "pcp" ? "192.168.77.1:5351" : ROUTER
   const state = {
     localAddress,
@@ -70,6 +72,20 @@ export const makeInMemoryGateway = (
 
   const mapper = PortMapper.of({
     canReadTable: protocol === "upnp-igd",
+    ...(protocol === "upnp-igd"
+      ? {
+        restarts: Stream.callback<string>((queue) =>
+          Effect.acquireRelease(
+            Effect.sync(() => {
+              const listener = (announcement: string) => void Queue.offerUnsafe(queue, announcement)
+              restartListeners.add(listener)
+              return listener
+            }),
+            (listener) => Effect.sync(() => restartListeners.delete(listener))
+          )
+        )
+      }
+      : {}),
     externalAddress: call("externalAddress", () =>
       Effect.succeed({ ip: state.externalIp, class: state.externalClass })),
     status: call("status", () =>
@@ -164,11 +180,12 @@ export const makeInMemoryGateway = (
     nonces,
     readBacks,
     state,
-    reboot: () => {
+    reboot: (options) => {
       table.clear()
       nonces.clear()
       state.uptime = 1
       state.stateLosses += 1
+      if (options?.announce === true) for (const listener of restartListeners) listener(`${ROUTER} announced a new BOOTID.UPNP.ORG`)
     },
     addForeign: (entry) =>
       void table.set(key(entry.externalPort, entry.protocol), {

@@ -1,0 +1,56 @@
+/**
+ * Events leave the reconcile's path: one background fiber sends them, in the order they were
+ * raised, so mapping a Service never waits for the apiserver to store its Event. As with
+ * client-go's recorder, a flood past `capacity` is dropped (and logged) rather than slowing the
+ * controller down; what is still queued at shutdown gets a short grace to be sent.
+ */
+import { Duration, Effect, Queue, type Scope } from "effect"
+import type { Kube } from "../kube/Kube.ts"
+import type { EventSpec } from "../kube/requests.ts"
+
+export interface EventSink {
+  /** Queues an Event about the Service `serviceKey` (namespace/name); never waits for the apiserver. */
+  readonly record: (event: EventSpec, serviceKey: string) => Effect.Effect<void>
+}
+
+interface Queued {
+  readonly event: EventSpec
+  readonly serviceKey: string
+}
+
+export const makeEventSink = (
+  kube: Kube["Service"],
+  options: { readonly capacity?: number; readonly shutdownGrace?: Duration.Input } = {}
+): Effect.Effect<EventSink, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const queue = yield* Queue.dropping<Queued>(options.capacity ?? 1000)
+
+    const send = ({ event, serviceKey }: Queued) =>
+      kube.recordEvent(event).pipe(
+        Effect.andThen(Effect.log(`event ${event.type} ${event.reason}: ${event.note}`)),
+        Effect.catch((error) => Effect.logWarning(`could not record event ${event.reason}: ${error.message}`)),
+        Effect.annotateLogs({ service: serviceKey })
+      )
+
+    yield* Effect.addFinalizer(() =>
+      Queue.clear(queue).pipe(
+        Effect.flatMap((left) => Effect.forEach(left, send, { discard: true })),
+        Effect.timeout(options.shutdownGrace ?? Duration.seconds(2)),
+        Effect.ignore
+      )
+    )
+    yield* Queue.take(queue).pipe(Effect.flatMap(send), Effect.forever, Effect.forkScoped)
+
+    return {
+      record: (event, serviceKey) =>
+        Queue.offer(queue, { event, serviceKey }).pipe(
+          Effect.flatMap((queued) =>
+            queued
+              ? Effect.void
+              : Effect.logWarning(`event ${event.reason} dropped: more than ${options.capacity ?? 1000} are waiting`).pipe(
+                Effect.annotateLogs({ service: serviceKey })
+              )
+          )
+        )
+    }
+  })

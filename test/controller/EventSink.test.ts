@@ -1,0 +1,67 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Deferred, Effect, Scope } from "effect"
+import { makeEventSink } from "../../src/controller/EventSink.ts"
+import { type EventSpec, Kube } from "../../src/kube/Kube.ts"
+import { makeInMemoryKube } from "../support/InMemoryKube.ts"
+
+const event = (reason: string): EventSpec => ({
+  regarding: { namespace: "default", name: "web", kind: "Service", apiVersion: "v1" },
+  type: "Normal",
+  reason,
+  action: "Ensure",
+  note: reason
+})
+
+/** The in-memory apiserver, with every recordEvent held until `release` completes. */
+const slowKube = Effect.gen(function*() {
+  const kube = makeInMemoryKube()
+  const service = yield* Effect.provide(
+    Effect.gen(function*() {
+      return yield* Kube
+    }),
+    kube.layer
+  )
+  const release = yield* Deferred.make<void>()
+  const held = { ...service, recordEvent: (spec: EventSpec) => Deferred.await(release).pipe(Effect.andThen(service.recordEvent(spec))) }
+  return { kube, held, release }
+})
+
+describe("EventSink", () => {
+  it.effect("returns at once and sends in the order raised", () =>
+    Effect.gen(function*() {
+      const { kube, held, release } = yield* slowKube
+      const sink = yield* makeEventSink(held)
+      for (const reason of ["A", "B", "C"]) yield* sink.record(event(reason), "default/web")
+      // Nothing stored yet: the apiserver is held, and record did not wait for it.
+      assert.deepStrictEqual(kube.events, [])
+      yield* Deferred.succeed(release, undefined)
+      while (kube.events.length < 3) yield* Effect.yieldNow
+      assert.deepStrictEqual(kube.events.map((e) => e.reason), ["A", "B", "C"])
+    }).pipe(Effect.scoped))
+
+  it.effect("drops what exceeds its capacity instead of waiting", () =>
+    Effect.gen(function*() {
+      const { kube, held, release } = yield* slowKube
+      const sink = yield* makeEventSink(held, { capacity: 2 })
+      // Let the sender start waiting for work: it takes A, and holds it until released.
+      for (let round = 0; round < 10; round++) yield* Effect.yieldNow
+      yield* sink.record(event("A"), "default/web")
+      for (let round = 0; round < 10; round++) yield* Effect.yieldNow
+      for (const reason of ["B", "C", "D", "E"]) yield* sink.record(event(reason), "default/web")
+      yield* Deferred.succeed(release, undefined)
+      for (let round = 0; round < 200; round++) yield* Effect.yieldNow
+      // One was taken by the sender before the queue filled; two waited; the rest were dropped.
+      assert.deepStrictEqual(kube.events.map((e) => e.reason), ["A", "B", "C"])
+    }).pipe(Effect.scoped))
+
+  it.effect("sends what is still queued when it shuts down", () =>
+    Effect.gen(function*() {
+      const { kube, held, release } = yield* slowKube
+      const scope = yield* Scope.make()
+      const sink = yield* makeEventSink(held).pipe(Scope.provide(scope))
+      for (const reason of ["A", "B"]) yield* sink.record(event(reason), "default/web")
+      yield* Deferred.succeed(release, undefined)
+      yield* Scope.close(scope, undefined as never)
+      assert.includeMembers(kube.events.map((e) => e.reason), ["B"])
+    }))
+})
