@@ -7,6 +7,7 @@ import type { V1Service } from "@kubernetes/client-node"
 import { Result, Schema } from "effect"
 import { MappablePort, Protocol } from "../gateway/Mapping.ts"
 import { MAPPINGS_ANNOTATION } from "./ServiceSpec.ts"
+import { perServiceObject } from "./perServiceObject.ts"
 
 export const RecordedMapping = Schema.Struct({
   backend: Schema.String,
@@ -31,14 +32,14 @@ export type ReadRecord =
   /** Someone edited the annotation into something unreadable: cleanup falls back to the router's table. */
   | { readonly _tag: "Unreadable"; readonly reason: string }
 
-export const readRecord = (service: V1Service): ReadRecord => {
+export const readRecord = perServiceObject((service: V1Service): ReadRecord => {
   const text = service.metadata?.annotations?.[MAPPINGS_ANNOTATION]
   if (text === undefined || text === "") return { _tag: "Ok", mappings: [] }
   const decoded = decodeRecord(text)
   return Result.isSuccess(decoded)
     ? { _tag: "Ok", mappings: decoded.success }
     : { _tag: "Unreadable", reason: `annotation ${MAPPINGS_ANNOTATION}: ${decoded.failure.message}` }
-}
+})
 
 /** Stable text for the annotation: sorted, so an unchanged record is never rewritten. */
 export const writeRecord = (mappings: ReadonlyArray<RecordedMapping>): string =>

@@ -7,6 +7,7 @@ import { createHash } from "node:crypto"
 import { Duration, Result, Schema } from "effect"
 import type { Protocol } from "../gateway/Mapping.ts"
 import { DurationString } from "./DurationString.ts"
+import { perServiceObject } from "./perServiceObject.ts"
 
 export const LOAD_BALANCER_TYPE_ANNOTATION = "midokura.com/load-balancer-type"
 export const MAPPING_LEASE_ANNOTATION = "midokura.com/mapping-lease"
@@ -32,7 +33,7 @@ export type Selection =
 export const serviceKey = (service: V1Service): string =>
   `${service.metadata?.namespace ?? "default"}/${service.metadata?.name ?? ""}`
 
-export const selectService = (service: V1Service, options: SelectionOptions): Selection => {
+export const selectService = perServiceObject((service: V1Service, options: SelectionOptions): Selection => {
   if (service.spec?.type !== "LoadBalancer") return { _tag: "NotOurs" }
   const loadBalancerClass = service.spec.loadBalancerClass
   if (loadBalancerClass !== undefined && loadBalancerClass !== options.loadBalancerClass) return { _tag: "NotOurs" }
@@ -48,7 +49,7 @@ export const selectService = (service: V1Service, options: SelectionOptions): Se
       annotation: LOAD_BALANCER_TYPE_ANNOTATION,
       reason: `"${requested}" is not a load balancer type; accepted: ${LoadBalancerType.literals.join(", ")}`
     }
-}
+})
 
 /** One router mapping a Service port wants. */
 export interface DesiredPort {
@@ -96,7 +97,7 @@ export interface DesiredOptions {
 const decodeLease = Schema.decodeUnknownResult(DurationString)
 
 /** Reads the mappings a selected Service wants. */
-export const desiredService = (
+export const desiredService = perServiceObject((
   service: V1Service,
   backend: LoadBalancerType,
   options: DesiredOptions
@@ -176,7 +177,7 @@ export const desiredService = (
     unmappable,
     warnings
   }
-}
+})
 
 const toMillis = (timestamp: Date | string | undefined): number =>
   timestamp === undefined ? 0 : new Date(timestamp).getTime()

@@ -152,7 +152,7 @@ const ensure = Effect.fnUntraced(function*(
   // Mappings made through another protocol (the type changed) are removed through that one.
   const record = fullRecord.filter((mapping) => mapping.backend === handle.backend)
   const elsewhere = fullRecord.filter((mapping) => mapping.backend !== handle.backend)
-  const claims = resolveClaims(liveDesired(context), holdingOf(context)).get(desired.key) ??
+  const claims = resolveClaims(rivalsOf(context, desired), holdingOf(context)).get(desired.key) ??
     { granted: desired.ports, contested: [] }
   const observed = yield* observe(handle, [...claims.granted, ...record], verify, record)
   if (observed._tag === "Failure") {
@@ -647,12 +647,16 @@ const holdingOf = (context: ExecutorContext) => (key: string): ReadonlySet<strin
   return new Set(record?._tag === "Ok" ? record.mappings.map(portKey) : [])
 }
 
-const liveDesired = (context: ExecutorContext): ReadonlyArray<DesiredService> => {
-  const result: Array<DesiredService> = []
+/** This Service and every live one that asks for one of its external ports. */
+const rivalsOf = (context: ExecutorContext, desired: DesiredService): ReadonlyArray<DesiredService> => {
+  const wanted = new Set(desired.ports.map(portKey))
+  const result: Array<DesiredService> = [desired]
   for (const service of context.services().values()) {
     if (service.metadata?.deletionTimestamp !== undefined) continue
     const selection = selectService(service, context.options)
-    if (selection._tag === "Ours") result.push(desiredService(service, selection.backend, context.options))
+    if (selection._tag !== "Ours") continue
+    const other = desiredService(service, selection.backend, context.options)
+    if (other.key !== desired.key && other.ports.some((port) => wanted.has(portKey(port)))) result.push(other)
   }
   return result
 }
