@@ -434,6 +434,12 @@ export interface IgdClient {
    * rather than returning a listing that broke off.
    */
   readonly listPortMappings: Effect.Effect<Listing, SoapError>
+  /**
+   * One protocol's mappings on external ports [first, last] by GetListOfPortMappings (IGDv2).
+   * Keep the range within `rangeCapacity` ports: miniupnpd dies on a range holding more.
+   */
+  readonly listPortRange: (protocol: Protocol, first: number, last: number) => Effect.Effect<Listing, SoapError>
+  readonly rangeCapacity: number
   /** Whether this router has been found to accept only permanent leases. */
   readonly permanentLeasesOnly: Effect.Effect<boolean>
 }
@@ -716,6 +722,8 @@ export const make = Effect.fnUntraced(function*(
     deletePortMapping: remove,
     getSpecificPortMappingEntry: getSpecific,
     listPortMappings,
+    listPortRange: listRange,
+    rangeCapacity: listing.rangeCapacity,
     permanentLeasesOnly: Ref.get(permanentOnly)
   } satisfies IgdClient
 

@@ -21,6 +21,7 @@ import { PortMapper } from "../PortMapper.ts"
 import { Description, type RootDescription, type WanService } from "./Description.ts"
 import { Discovery, type DiscoveryOptions, type SsdpResponse } from "./Discovery.ts"
 import * as IgdClient from "./IgdClient.ts"
+import { makePortReads } from "./PortReads.ts"
 import { type RetryOptions, SoapTransport } from "./SoapTransport.ts"
 
 export interface UpnpGatewayOptions {
@@ -303,7 +304,7 @@ export class UpnpGateway extends Context.Service<UpnpGateway, {
       Semaphore.withPermit(selecting)
     )
 
-    const selected: Effect.Effect<SelectedGateway, GatewayError> = Semaphore.withPermit(
+    const discoverOnce: Effect.Effect<SelectedGateway, GatewayError> = Semaphore.withPermit(
       selecting,
       Effect.gen(function*() {
         const cached = yield* Ref.get(cache)
@@ -319,6 +320,12 @@ export class UpnpGateway extends Context.Service<UpnpGateway, {
       })
     )
 
+    // The gateway in use, found once: concurrent calls wait for one discovery, not each other.
+    const selected = Effect.flatMap(
+      Ref.get(cache),
+      (cached) => Option.isSome(cached) ? Effect.succeed(cached.value) : discoverOnce
+    )
+
     const invalidate = Ref.set(cache, Option.none<SelectedGateway>())
 
     /** Runs against the gateway in use; one that stops answering is forgotten, to be found again. */
@@ -326,6 +333,8 @@ export class UpnpGateway extends Context.Service<UpnpGateway, {
       Effect.flatMap(selected, f).pipe(
         Effect.tapError((error) => error._tag === "GatewayUnreachable" ? invalidate : Effect.void)
       )
+
+    const readPort = makePortReads()
 
     const listing = withGateway((gateway) =>
       gateway.client.listPortMappings.pipe(
@@ -413,7 +422,7 @@ export class UpnpGateway extends Context.Service<UpnpGateway, {
     })
 
     const get = Effect.fn("UpnpGateway.get")(function*(externalPort: number, protocol: MappingEntry["protocol"]) {
-      return yield* withGateway((gateway) => gateway.client.getSpecificPortMappingEntry(externalPort, protocol))
+      return yield* withGateway((gateway) => readPort(gateway.client, externalPort, protocol))
     })
 
     const externalAddress = withGateway((gateway) =>

@@ -450,3 +450,68 @@ describe("effectiveLease", () => {
     assert.strictEqual(effectiveLease(sent, reported), expected)
   })
 })
+
+describe("UpnpGateway port reads", () => {
+  const seedRange = (fake: FakeIgd.FakeIgd, ports: ReadonlyArray<number>) => {
+    for (const port of ports) {
+      fake.seed({
+        externalPort: port,
+        protocol: "TCP",
+        internalPort: 30000,
+        internalClient: "192.168.77.10",
+        enabled: true,
+        description: `d${port}`,
+        leaseSeconds: 0
+      })
+    }
+  }
+  const readAll = (ports: ReadonlyArray<number>) =>
+    Effect.flatMap(mapperOf, (mapper) =>
+      Effect.forEach(ports, (port) => mapper.get(port, "TCP"), { concurrency: "unbounded" }))
+
+  it.live("reads made at the same instant share one listing of their 128-port range", () =>
+    Effect.gen(function*() {
+      const fake = yield* FakeIgd.make({ rangeCapacity: 128 })
+      seedRange(fake, [20001, 20003, 20005])
+      const ports = [20001, 20002, 20003, 20004, 20005, 20006]
+      // With the router found already, as it is for the controller's reads.
+      const read = yield* Effect.flatMap(mapperOf, (mapper) => mapper.status).pipe(
+        Effect.andThen(readAll(ports)),
+        Effect.provide(withGateway(fake))
+      )
+      assert.deepStrictEqual(read.map((entry) => entry?.description), ["d20001", undefined, "d20003", undefined, "d20005", undefined])
+      assert.deepStrictEqual(mappingActions(fake), ["GetListOfPortMappings"])
+      const [listing] = fake.requests.filter((r) => r.action === "GetListOfPortMappings")
+      assert.deepStrictEqual(
+        ["NewStartPort", "NewEndPort"].map((name) => listing?.args.find(([key]) => key === name)?.[1]),
+        ["19969", "20096"]
+      )
+    }).pipe(Effect.scoped))
+
+  it.live("a lone read, and every read on an IGDv1 router, is one GetSpecificPortMappingEntry", () =>
+    Effect.gen(function*() {
+      const v2 = yield* FakeIgd.make()
+      seedRange(v2, [20001])
+      assert.strictEqual((yield* readAll([20001]).pipe(Effect.provide(withGateway(v2))))[0]?.description, "d20001")
+      assert.deepStrictEqual(mappingActions(v2), ["GetSpecificPortMappingEntry"])
+      const v1 = yield* FakeIgd.make({ igdVersion: 1 })
+      seedRange(v1, [20001])
+      yield* readAll([20001, 20002]).pipe(Effect.provide(withGateway(v1)))
+      assert.deepStrictEqual(mappingActions(v1), ["GetSpecificPortMappingEntry", "GetSpecificPortMappingEntry"])
+    }).pipe(Effect.scoped))
+
+  it.live("a router whose listing is unusable is read port by port, and remembered as such", () =>
+    Effect.gen(function*() {
+      const fake = yield* FakeIgd.make()
+      seedRange(fake, [20001])
+      fake.inject({ kind: "upnp", code: 401 }, { action: "GetListOfPortMappings" })
+      const [first, second] = yield* Effect.gen(function*() {
+        const first = yield* readAll([20001, 20002])
+        const second = yield* readAll([20001, 20002])
+        return [first, second]
+      }).pipe(Effect.provide(withGateway(fake)))
+      assert.deepStrictEqual([first?.[0]?.description, first?.[1], second?.[0]?.description], ["d20001", undefined, "d20001"])
+      assert.deepStrictEqual(mappingActions(fake).filter((a) => a === "GetListOfPortMappings"), ["GetListOfPortMappings"])
+      assert.strictEqual(mappingActions(fake).filter((a) => a === "GetSpecificPortMappingEntry").length, 4)
+    }).pipe(Effect.scoped))
+})

@@ -1,0 +1,71 @@
+/**
+ * Reads of single ports, batched across callers. Requests for ports of one protocol within one
+ * range of `rangeCapacity` ports, made in the same instant by any fiber, are answered by one
+ * GetListOfPortMappings over that range, so a burst of new Services checks its ports with a
+ * handful of router calls instead of one per port. A lone request, a router without IGDv2, or
+ * one whose listing turns out unusable, gets GetSpecificPortMappingEntry per port.
+ */
+import { Effect, Exit, Request, RequestResolver } from "effect"
+import { GatewayProtocolError, UpnpError } from "../GatewayError.ts"
+import type { MappingEntry, Protocol } from "../Mapping.ts"
+import type { IgdClient } from "./IgdClient.ts"
+import type { SoapError } from "./SoapTransport.ts"
+
+interface PortRead extends Request.Request<MappingEntry | undefined, SoapError> {
+  readonly _tag: "PortRead"
+  readonly client: IgdClient
+  readonly externalPort: number
+  readonly protocol: Protocol
+}
+
+const PortRead = Request.tagged<PortRead>("PortRead")
+
+/** The first port of the range of `width` ports that holds `port` (ranges start at 1). */
+const rangeStart = (port: number, width: number) => Math.floor((port - 1) / width) * width + 1
+
+/** Answers that say the router has no usable GetListOfPortMappings. */
+const listingUnusable = (error: SoapError) =>
+  error instanceof GatewayProtocolError || (error instanceof UpnpError && [401, 402, 404, 501, 602].includes(error.code))
+
+export const makePortReads = () => {
+  // Routers (by control URL) found not to list ranges: read port by port from then on.
+  const noRanges = new Set<string>()
+
+  const one = (read: PortRead) => read.client.getSpecificPortMappingEntry(read.externalPort, read.protocol)
+
+  const eachAlone = (entries: ReadonlyArray<Request.Entry<PortRead>>) =>
+    Effect.forEach(entries, (entry) => Effect.exit(one(entry.request)).pipe(Effect.map((exit) => entry.completeUnsafe(exit))), {
+      concurrency: "unbounded",
+      discard: true
+    })
+
+  const resolver = RequestResolver.makeGrouped<PortRead, string>({
+    key: ({ request }) =>
+      `${request.client.endpoint.controlUrl} ${request.protocol} ${rangeStart(request.externalPort, request.client.rangeCapacity)}`,
+    resolver: (entries) =>
+      Effect.gen(function*() {
+        const { client, externalPort, protocol } = entries[0].request
+        const router = client.endpoint.controlUrl
+        if (entries.length === 1 || !client.endpoint.igdV2 || noRanges.has(router)) return yield* eachAlone(entries)
+        const first = rangeStart(externalPort, client.rangeCapacity)
+        const listed = yield* Effect.exit(client.listPortRange(protocol, first, Math.min(65535, first + client.rangeCapacity - 1)))
+        if (Exit.isFailure(listed)) {
+          const error = listed.cause.reasons.find((reason) => reason._tag === "Fail")?.error
+          if (error !== undefined && listingUnusable(error)) {
+            noRanges.add(router)
+            return yield* eachAlone(entries)
+          }
+          for (const entry of entries) entry.completeUnsafe(Exit.failCause(listed.cause))
+          return
+        }
+        // An entry the listing could not decode might be any port: ask those ports one by one.
+        if (listed.value.unreadable > 0) return yield* eachAlone(entries)
+        const byPort = new Map(listed.value.entries.map((entry) => [entry.externalPort, entry]))
+        for (const entry of entries) entry.completeUnsafe(Exit.succeed(byPort.get(entry.request.externalPort)))
+      })
+  })
+
+  /** The mapping on one port, or undefined; batched with the reads made at the same instant. */
+  return (client: IgdClient, externalPort: number, protocol: Protocol): Effect.Effect<MappingEntry | undefined, SoapError> =>
+    Effect.request(PortRead({ client, externalPort, protocol }), resolver)
+}
