@@ -84,6 +84,8 @@ export interface FakeIgdOptions {
    * its protocol than this is recorded as a violation and answered by a dropped connection.
    */
   readonly rangeCapacity: number | undefined
+  /** GetListOfPortMappings pages in port order, or in the table's order as miniupnpd does. */
+  readonly listingOrder: "ports" | "table"
 }
 
 export const defaultFakeIgdOptions: FakeIgdOptions = {
@@ -101,7 +103,8 @@ export const defaultFakeIgdOptions: FakeIgdOptions = {
   ssdp: false,
   chunked: false,
   revealPrivateExternalIp: false,
-  rangeCapacity: undefined
+  rangeCapacity: undefined,
+  listingOrder: "ports"
 }
 
 export interface FakeIgd {
@@ -502,7 +505,8 @@ export const make = (options?: Partial<FakeIgdOptions>): Effect.Effect<FakeIgd, 
               violations.push(`GetListOfPortMappings ${start}-${end} holds ${inRange.length} ${protocol} mappings (router overflows past ${settings.rangeCapacity})`)
               return void request.socket.destroy()
             }
-            const selected = inRange.sort((a, b) => a.externalPort - b.externalPort).slice(0, count)
+            const ordered = settings.listingOrder === "ports" ? inRange.sort((a, b) => a.externalPort - b.externalPort) : inRange
+            const selected = ordered.slice(0, count)
             if (selected.length === 0) return fail(730)
             const inner = `<?xml version="1.0" encoding="UTF-8"?><p:PortMappingList xmlns:p="urn:schemas-upnp-org:gw:WANIPConnection">` +
               selected.map((mapping) =>

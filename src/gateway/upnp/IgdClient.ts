@@ -359,8 +359,10 @@ export const getListOfPortMappings = Effect.fn("IgdClient.getListOfPortMappings"
 
 export interface ListingOptions {
   /**
-   * Entries per GetListOfPortMappings page: a hundred entries with the longest descriptions,
-   * entity-escaped, stay under the 64 KiB response cap.
+   * Entries per GetListOfPortMappings page (NewNumberOfPorts). The ranges asked for hold at most
+   * `rangeCapacity` entries, so a page never needs a next one on miniupnpd (whose pages follow
+   * its rule order, not the port order, so "the next page starts after the highest port" would
+   * skip entries).
    */
   readonly pageSize: number
   /**
@@ -382,7 +384,7 @@ export interface ListingOptions {
 }
 
 const defaultListingOptions: ListingOptions = {
-  pageSize: 100,
+  pageSize: 1000,
   rangeCapacity: 128,
   fullRangeLimit: 64,
   maxEntries: 8192,
@@ -635,14 +637,16 @@ export const make = Effect.fnUntraced(function*(
         entries.push(...page.entries)
         unreadable += page.unreadable
         if (page.entries.length + page.unreadable < listing.pageSize) break
-        // A full page: the next one starts after its highest port. A page we cannot read, or a
-        // router that ignores NewStartPort, would leave the rest unknown.
-        const next = Math.max(0, ...page.entries.map((entry) => entry.externalPort)) + 1
-        if (next <= startPort) {
+        // A full page: the next one starts after its highest port, which holds only if the page
+        // came in port order. A page we cannot read, one in another order (miniupnpd's rule
+        // order), or a router that ignores NewStartPort, would leave the rest unknown.
+        const ports = page.entries.map((entry) => entry.externalPort)
+        const next = Math.max(0, ...ports) + 1
+        if (page.unreadable > 0 || next <= startPort || ports.some((port, index) => index > 0 && port < ports[index - 1]!)) {
           return yield* new GatewayProtocolError({
             router,
             action: "GetListOfPortMappings",
-            reason: `a full page from port ${startPort} gives no later port to continue from`
+            reason: `a full page from port ${startPort} is not in port order: the rest of the range cannot be asked for`
           })
         }
         startPort = next
@@ -695,10 +699,100 @@ export const make = Effect.fnUntraced(function*(
       )
     )
 
+  // The ranges (first port, by protocol) where the last complete listing found mappings, and
+  // the last count of the table.
+  let previousRanges: ReadonlyMap<Protocol, ReadonlySet<number>> | undefined
+  let previousCount: number | undefined
+
+  /**
+   * How many mappings the table holds (both protocols), found by GetGenericPortMappingEntry at
+   * doubling, then halving, indexes (about 2 log2 n calls); undefined where the router cannot
+   * say, or past `maxEntries`.
+   */
+  const countEntries = Effect.gen(function*() {
+    // Unchanged since the last count (the usual resync): two calls say so.
+    if (previousCount !== undefined && previousCount > listing.fullRangeLimit) {
+      const [last, past] = yield* Effect.all([holdsIndex(previousCount - 1), holdsIndex(previousCount)])
+      if (last === true && past === false) return previousCount
+    }
+    let held = listing.fullRangeLimit
+    let free = 2 * listing.fullRangeLimit
+    for (;;) {
+      const holds = yield* holdsIndex(free)
+      if (holds === undefined) return undefined
+      if (!holds) break
+      held = free
+      free *= 2
+      if (held >= listing.maxEntries) return undefined
+    }
+    while (free - held > 1) {
+      const middle = Math.floor((held + free) / 2)
+      const holds = yield* holdsIndex(middle)
+      if (holds === undefined) return undefined
+      if (holds) held = middle
+      else free = middle
+    }
+    return free
+  })
+
+  const rangeOf = (port: number) => Math.floor((port - 1) / listing.rangeCapacity) * listing.rangeCapacity + 1
+
+  /**
+   * Guided by the last listing: the ranges that held mappings then, one request each; then,
+   * if what is left of the count is small enough for any range, the gaps between them in one
+   * request each. Undefined when too many mappings may lie outside those ranges.
+   */
+  const listGuided = (count: number, ranges: ReadonlyMap<Protocol, ReadonlySet<number>>) =>
+    Effect.gen(function*() {
+      const protocols = ["TCP", "UDP"] as const
+      const known = protocols.flatMap((protocol) =>
+        [...(ranges.get(protocol) ?? [])].map((first) =>
+          [protocol, first, Math.min(LAST_PORT, first + listing.rangeCapacity - 1)] as const
+        )
+      )
+      const inRanges = yield* Effect.forEach(known, ([protocol, first, last]) => listRange(protocol, first, last), {
+        concurrency: 4
+      })
+      const found = inRanges.reduce((sum, part) => sum + part.entries.length + part.unreadable, 0)
+      if (count - found > listing.fullRangeLimit) return undefined
+      const gaps = protocols.flatMap((protocol) => {
+        const starts = [...(ranges.get(protocol) ?? [])].sort((a, b) => a - b)
+        const result: Array<readonly [Protocol, number, number]> = []
+        let next = 1
+        for (const first of starts) {
+          if (first > next) result.push([protocol, next, first - 1])
+          next = first + listing.rangeCapacity
+        }
+        if (next <= LAST_PORT) result.push([protocol, next, LAST_PORT])
+        return result
+      })
+      const outside = yield* Effect.forEach(gaps, ([protocol, first, last]) => listRange(protocol, first, last), {
+        concurrency: 4
+      })
+      return merged([...inRanges, ...outside])
+    })
+
+  const listLarge = Effect.gen(function*() {
+    const count = yield* countEntries
+    previousCount = count
+    if (count !== undefined && previousRanges !== undefined) {
+      const rangesToAsk = [...previousRanges.values()].reduce((sum, set) => sum + set.size, 0)
+      if (rangesToAsk < count) {
+        const guided = yield* listGuided(count, previousRanges)
+        if (guided !== undefined) return guided
+      }
+    }
+    // Entry by entry costs a call per mapping; ranges of `rangeCapacity` ports a flat 1,024.
+    return count !== undefined && count < 2 * windowsPerProtocol ? yield* listGeneric : yield* windowed
+  })
+
   const listV2 = Effect.gen(function*() {
     // A router without the generic action is not the miniupnpd this guards against.
-    if ((yield* holdsIndex(listing.fullRangeLimit)) !== true) return yield* fullRanges
-    return (yield* holdsIndex(2 * windowsPerProtocol)) === true ? yield* windowed : yield* listGeneric
+    const result = (yield* holdsIndex(listing.fullRangeLimit)) !== true ? yield* fullRanges : yield* listLarge
+    const ranges = new Map<Protocol, Set<number>>([["TCP", new Set()], ["UDP", new Set()]])
+    for (const entry of result.entries) ranges.get(entry.protocol)?.add(rangeOf(entry.externalPort))
+    previousRanges = ranges
+    return result
   })
 
   const listPortMappings: Effect.Effect<Listing, SoapError> = endpoint.igdV2

@@ -399,32 +399,81 @@ describe("IgdClient listing", () => {
     Effect.gen(function*() {
       const fake = yield* FakeIgd.make({ rangeCapacity: 128 })
       seedMany(fake, 150, "TCP")
-      const listing = yield* (yield* clientFor(fake)).listPortMappings
+      const client = yield* clientFor(fake)
+      const listing = yield* client.listPortMappings
       assert.deepStrictEqual(fake.violations, [])
       assert.deepStrictEqual(listing.entries.map((entry) => entry.externalPort), seededPorts(150))
-      // Entry by entry: more mappings than 64, fewer than the 1,024 ranges would cost.
+      // Counted, then entry by entry: more mappings than 64, fewer than the 1,024 ranges would cost.
       assert.notInclude(fake.actions(), "GetListOfPortMappings")
-      assert.strictEqual(fake.actions().length, 2 + 151)
+      const generic = fake.actions().filter((action) => action === "GetGenericPortMappingEntry").length
+      assert.isAtMost(generic, 151 + 2 * Math.ceil(Math.log2(150)))
+      assert.isAtLeast(generic, 151)
+    }).pipe(Effect.scoped, Effect.provide(soapLayer)))
+
+  it.live("the next listing asks only the ranges that held mappings, then the gaps between them", () =>
+    Effect.gen(function*() {
+      const fake = yield* FakeIgd.make({ rangeCapacity: 128 })
+      seedMany(fake, 150, "TCP")
+      seedMany(fake, 3, "UDP")
+      const client = yield* clientFor(fake)
+      yield* client.listPortMappings
+      const before = fake.requests.length
+      // A newcomer outside the ranges seen last time is still found (in a gap).
+      fake.seed({
+        externalPort: 40000,
+        protocol: "TCP",
+        internalPort: 1,
+        internalClient: "192.168.77.50",
+        enabled: true,
+        description: "new",
+        leaseSeconds: 0
+      })
+      const listing = yield* client.listPortMappings
+      assert.deepStrictEqual(fake.violations, [])
+      assert.strictEqual(listing.entries.length, 154)
+      assert.include(listing.entries.map((entry) => entry.externalPort), 40000)
+      const calls = fake.requests.slice(before)
+      // TCP 9985-10112 and 10113-10240, UDP 9985-10112, then two gaps per protocol; besides, the count.
+      assert.strictEqual(calls.filter((call) => call.action === "GetListOfPortMappings").length, 3 + 4)
+      assert.isBelow(calls.length, 30)
+      // Nothing changed since: the count takes two calls (an entry at index 153, none at 154).
+      const third = fake.requests.length
+      assert.strictEqual((yield* client.listPortMappings).entries.length, 154)
+      const again = fake.requests.slice(third)
+      assert.deepStrictEqual(again.filter((call) => call.action === "GetGenericPortMappingEntry").map((call) => argument(call, "NewPortMappingIndex")), ["64", "153", "154"])
+      // Now 40000's range too: four ranges, five gaps.
+      assert.strictEqual(again.length, 3 + 4 + 5)
     }).pipe(Effect.scoped, Effect.provide(soapLayer)))
 
   it.live("a large table is listed over ranges no wider than the router can hold", () =>
     Effect.gen(function*() {
-      // Scaled down: ranges of 2,048 ports (32 per protocol) instead of 128, so 3,000 mappings
-      // stand in for the 1,024+ that choose ranges over the entry-by-entry listing.
-      const fake = yield* FakeIgd.make({ rangeCapacity: 2048 })
-      seedMany(fake, 3000, "TCP")
+      // Scaled down: ranges of 4,096 ports (16 per protocol) instead of 128, so 42 mappings
+      // stand in for the 1,024+ that make ranges cheaper than the entry-by-entry listing.
+      const fake = yield* FakeIgd.make({ rangeCapacity: 4096 })
+      seedMany(fake, 40, "TCP")
       seedMany(fake, 2, "UDP")
-      const listing = yield* (yield* clientFor(fake, { rangeCapacity: 2048, fullRangeLimit: 16 })).listPortMappings
+      const listing = yield* (yield* clientFor(fake, { rangeCapacity: 4096, fullRangeLimit: 16 })).listPortMappings
       assert.deepStrictEqual(fake.violations, [])
       assert.deepStrictEqual(
         listing.entries.filter((entry) => entry.protocol === "TCP").map((entry) => entry.externalPort).sort((a, b) => a - b),
-        seededPorts(3000)
+        seededPorts(40)
       )
       assert.strictEqual(listing.entries.filter((entry) => entry.protocol === "UDP").length, 2)
       const ranges = fake.requests.filter((request) => request.action === "GetListOfPortMappings")
+      assert.strictEqual(ranges.length, 32)
       const widest = Math.max(...ranges.map((request) => Number(argument(request, "NewEndPort")) - Number(argument(request, "NewStartPort")) + 1))
-      assert.isAtMost(widest, 2048)
-      assert.deepStrictEqual(fake.actions().filter((action) => action === "GetGenericPortMappingEntry").length, 2)
+      assert.isAtMost(widest, 4096)
+    }).pipe(Effect.scoped, Effect.provide(soapLayer)))
+
+  it.live("a full page in the router's table order is not continued after its highest port (that would skip entries)", () =>
+    Effect.gen(function*() {
+      const fake = yield* FakeIgd.make({ listingOrder: "table" })
+      for (const port of [10005, 10001, 10004, 10002, 10003]) {
+        fake.seed({ externalPort: port, protocol: "TCP", internalPort: 1, internalClient: "192.168.77.10", enabled: true, description: `m${port}`, leaseSeconds: 0 })
+      }
+      const listing = yield* (yield* clientFor(fake, { pageSize: 2 })).listPortMappings
+      assert.deepStrictEqual(listing.entries.map((entry) => entry.externalPort).sort((a, b) => a - b), [10001, 10002, 10003, 10004, 10005])
+      assert.include(fake.actions(), "GetGenericPortMappingEntry")
     }).pipe(Effect.scoped, Effect.provide(soapLayer)))
 
   it.live("IGDv2 with an entity-escaped listing", () =>
