@@ -1,11 +1,11 @@
 /**
  * Reads of single ports, batched across callers. Requests for ports of one protocol within one
- * range of `rangeCapacity` ports, made in the same instant by any fiber, are answered by one
+ * range of `rangeCapacity` ports, made within a few milliseconds by any fiber, are answered by one
  * GetListOfPortMappings over that range, so a burst of new Services checks its ports with a
  * handful of router calls instead of one per port. A lone request, a router without IGDv2, or
  * one whose listing turns out unusable, gets GetSpecificPortMappingEntry per port.
  */
-import { Effect, Exit, Request, RequestResolver } from "effect"
+import { Duration, Effect, Exit, Request, RequestResolver } from "effect"
 import { GatewayProtocolError, UpnpError } from "../GatewayError.ts"
 import type { MappingEntry, Protocol } from "../Mapping.ts"
 import type { IgdClient } from "./IgdClient.ts"
@@ -19,6 +19,9 @@ interface PortRead extends Request.Request<MappingEntry | undefined, SoapError> 
 }
 
 const PortRead = Request.tagged<PortRead>("PortRead")
+
+/** How long a read waits for others to share its listing. */
+const BATCH_WINDOW = Duration.millis(3)
 
 /** The first port of the range of `width` ports that holds `port` (ranges start at 1). */
 const rangeStart = (port: number, width: number) => Math.floor((port - 1) / width) * width + 1
@@ -39,7 +42,7 @@ export const makePortReads = () => {
       discard: true
     })
 
-  const resolver = RequestResolver.makeGrouped<PortRead, string>({
+  const grouped = RequestResolver.makeGrouped<PortRead, string>({
     key: ({ request }) =>
       `${request.client.endpoint.controlUrl} ${request.protocol} ${rangeStart(request.externalPort, request.client.rangeCapacity)}`,
     resolver: (entries) =>
@@ -65,7 +68,10 @@ export const makePortReads = () => {
       })
   })
 
-  /** The mapping on one port, or undefined; batched with the reads made at the same instant. */
+  // Reads from Services reconciled side by side arrive a few milliseconds apart: wait that long.
+  const resolver = RequestResolver.setDelay(grouped, BATCH_WINDOW)
+
+  /** The mapping on one port, or undefined; batched with the reads made within `BATCH_WINDOW`. */
   return (client: IgdClient, externalPort: number, protocol: Protocol): Effect.Effect<MappingEntry | undefined, SoapError> =>
     Effect.request(PortRead({ client, externalPort, protocol }), resolver)
 }
