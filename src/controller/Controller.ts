@@ -13,6 +13,7 @@ import type { PortMapper } from "../gateway/PortMapper.ts"
 import { Kube, type WatchEvent } from "../kube/Kube.ts"
 import { makeAnnouncer } from "./Announcer.ts"
 import { makeEventSink } from "./EventSink.ts"
+import { makePortIndex, wantedPorts } from "./PortIndex.ts"
 import {
   describePort,
   type ExecutorContext,
@@ -20,7 +21,7 @@ import {
   type GatewayHandle,
   reconcileService
 } from "./executor.ts"
-import { portKey, readRecord } from "./MappingRecord.ts"
+import { readRecord } from "./MappingRecord.ts"
 import * as metrics from "./metrics.ts"
 import { type GatewayView, isOwned, type Ownership, planOrphans } from "./planner.ts"
 import { desiredService, FINALIZER, selectService, serviceKey } from "./ServiceSpec.ts"
@@ -79,6 +80,7 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
   const queue = yield* makeWorkQueue
   const announcer = makeAnnouncer()
   const events = yield* makeEventSink(kube)
+  const portIndex = makePortIndex(options)
   const timers = yield* FiberMap.make<string>()
   const scope = yield* Effect.scope
   const fullPassLock = yield* Semaphore.make(1)
@@ -252,6 +254,7 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
     announcer,
     events,
     services: () => services,
+    claimants: portIndex.claimants,
     ownership,
     wrote: (service) => {
       const version = service.metadata?.resourceVersion
@@ -470,18 +473,15 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
 
   /** Other Services asking for an external port this one asks (or asked) for. */
   const contenders = (...versions: ReadonlyArray<V1Service | undefined>): ReadonlyArray<string> => {
-    const portsOf = (service: V1Service | undefined) => {
-      const selection = service === undefined ? undefined : selectService(service, options)
-      return service === undefined || selection?._tag !== "Ours"
-        ? []
-        : desiredService(service, selection.backend, options).ports.map(portKey)
-    }
-    const wanted = new Set(versions.flatMap(portsOf))
     const self = versions.find((version) => version !== undefined)
-    if (wanted.size === 0 || self === undefined) return []
-    return [...services.values()]
-      .filter((other) => serviceKey(other) !== serviceKey(self) && portsOf(other).some((port) => wanted.has(port)))
-      .map(serviceKey)
+    if (self === undefined) return []
+    const others = new Set<string>()
+    for (const version of versions) {
+      if (version === undefined) continue
+      for (const port of wantedPorts(version, options)) for (const key of portIndex.claimants(port)) others.add(key)
+    }
+    others.delete(serviceKey(self))
+    return [...others]
   }
 
   const objectKey = (object: { readonly metadata?: { namespace?: string; name?: string } | undefined }) =>
@@ -517,10 +517,12 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
 
   yield* consume(kube.watchServices, services, serviceKey, (event, previous) => {
     if (event._tag === "Synced") {
+      portIndex.rebuild(services.values())
       const relist = state.servicesSynced
       state.servicesSynced = true
       return relist ? enqueueAll(true) : initialPass
     }
+    portIndex.update(previous, event._tag === "Deleted" ? undefined : event.object)
     const key = serviceKey(event.object)
     // A port it held or wanted may now go to another Service.
     const others = Effect.forEach(contenders(previous, event.object), (other) => queue.add(other), { discard: true })

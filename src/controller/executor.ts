@@ -72,6 +72,8 @@ export interface ExecutorContext {
   readonly events: EventSink
   /** The latest Services seen by the watch, by namespace/name. */
   readonly services: () => ReadonlyMap<string, V1Service>
+  /** Keys of the live Services that ask for an external port (by port key). */
+  readonly claimants: (port: string) => ReadonlySet<string>
   readonly ownership: () => Ownership
   /** Called with every Service version this controller wrote, so the watch's echo is not a new pass. */
   readonly wrote: (service: V1Service) => void
@@ -649,14 +651,13 @@ const holdingOf = (context: ExecutorContext) => (key: string): ReadonlySet<strin
 
 /** This Service and every live one that asks for one of its external ports. */
 const rivalsOf = (context: ExecutorContext, desired: DesiredService): ReadonlyArray<DesiredService> => {
-  const wanted = new Set(desired.ports.map(portKey))
+  const keys = new Set(desired.ports.flatMap((port) => [...context.claimants(portKey(port))]))
+  keys.delete(desired.key)
   const result: Array<DesiredService> = [desired]
-  for (const service of context.services().values()) {
-    if (service.metadata?.deletionTimestamp !== undefined) continue
-    const selection = selectService(service, context.options)
-    if (selection._tag !== "Ours") continue
-    const other = desiredService(service, selection.backend, context.options)
-    if (other.key !== desired.key && other.ports.some((port) => wanted.has(portKey(port)))) result.push(other)
+  for (const key of keys) {
+    const service = context.services().get(key)
+    const selection = service === undefined ? undefined : selectService(service, context.options)
+    if (service !== undefined && selection?._tag === "Ours") result.push(desiredService(service, selection.backend, context.options))
   }
   return result
 }

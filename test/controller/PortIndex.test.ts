@@ -1,0 +1,37 @@
+import { assert, describe, it } from "@effect/vitest"
+import type { V1Service } from "@kubernetes/client-node"
+import { Duration } from "effect"
+import { makePortIndex } from "../../src/controller/PortIndex.ts"
+
+const options = { loadBalancerClass: "midokura.com/edge", clusterName: "kubernetes", defaultLease: Duration.hours(1) }
+
+const service = (name: string, ports: ReadonlyArray<number>, extra: Partial<V1Service["metadata"]> = {}): V1Service => ({
+  metadata: { name, namespace: "default", annotations: { "midokura.com/load-balancer-type": "upnp-igd" }, ...extra },
+  spec: {
+    type: "LoadBalancer",
+    ports: ports.map((port) => ({ name: `p${port}`, port, nodePort: 30000 + port % 1000, protocol: "TCP" }))
+  }
+})
+
+describe("PortIndex", () => {
+  it("knows which live Services ask for a port as they change, go, or start deleting", () => {
+    const index = makePortIndex(options)
+    const a = service("a", [8080, 8443])
+    const b = service("b", [8080])
+    index.rebuild([a, b])
+    assert.deepStrictEqual([...index.claimants("TCP/8080")].sort(), ["default/a", "default/b"])
+    assert.deepStrictEqual([...index.claimants("TCP/8443")], ["default/a"])
+
+    const a2 = service("a", [9090])
+    index.update(a, a2)
+    assert.deepStrictEqual([...index.claimants("TCP/8080")], ["default/b"])
+    assert.deepStrictEqual([...index.claimants("TCP/8443")], [])
+    assert.deepStrictEqual([...index.claimants("TCP/9090")], ["default/a"])
+
+    const deleting = service("b", [8080], { deletionTimestamp: new Date() })
+    index.update(b, deleting)
+    assert.deepStrictEqual([...index.claimants("TCP/8080")], [])
+    index.update(a2, undefined)
+    assert.deepStrictEqual([...index.claimants("TCP/9090")], [])
+  })
+})
