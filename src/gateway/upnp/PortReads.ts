@@ -1,6 +1,6 @@
 /**
  * Reads of single ports, batched across callers. Requests for ports of one protocol within one
- * range of `rangeCapacity` ports, made within a few milliseconds by any fiber, are answered by one
+ * range of `rangeCapacity` ports, made around the same time by any fiber, are answered by one
  * GetListOfPortMappings over that range, so a burst of new Services checks its ports with a
  * handful of router calls instead of one per port. A lone request, a router without IGDv2, or
  * one whose listing turns out unusable, gets GetSpecificPortMappingEntry per port.
@@ -20,8 +20,12 @@ interface PortRead extends Request.Request<MappingEntry | undefined, SoapError> 
 
 const PortRead = Request.tagged<PortRead>("PortRead")
 
-/** How long a read waits for others to share its listing. */
-const BATCH_WINDOW = Duration.millis(3)
+/**
+ * How long a read waits for others to share its listing, when reads come in a burst (another
+ * batch ran within `BURST`); a lone read does not wait.
+ */
+const BATCH_WINDOW = Duration.millis(10)
+const BURST = Duration.millis(100)
 
 /** The first port of the range of `width` ports that holds `port` (ranges start at 1). */
 const rangeStart = (port: number, width: number) => Math.floor((port - 1) / width) * width + 1
@@ -68,10 +72,19 @@ export const makePortReads = () => {
       })
   })
 
-  // Reads from Services reconciled side by side arrive a few milliseconds apart: wait that long.
-  const resolver = RequestResolver.setDelay(grouped, BATCH_WINDOW)
+  // In a burst, reads from Services reconciled side by side arrive milliseconds apart.
+  let lastBatchAt = Number.NEGATIVE_INFINITY
+  const resolver = RequestResolver.setDelayEffect(
+    grouped,
+    Effect.suspend(() => {
+      const now = Date.now()
+      const burst = now - lastBatchAt < Duration.toMillis(BURST)
+      lastBatchAt = now
+      return burst ? Effect.sleep(BATCH_WINDOW) : Effect.yieldNow
+    })
+  )
 
-  /** The mapping on one port, or undefined; batched with the reads made within `BATCH_WINDOW`. */
+  /** The mapping on one port, or undefined; batched with the reads made around it. */
   return (client: IgdClient, externalPort: number, protocol: Protocol): Effect.Effect<MappingEntry | undefined, SoapError> =>
     Effect.request(PortRead({ client, externalPort, protocol }), resolver)
 }
