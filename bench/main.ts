@@ -63,7 +63,7 @@ const opts: Options = {
   scaleOurs: quick ? 30 : 500,
   // Services of 2 ports (TCP + UDP): at most 100 of each protocol, below the ~130 that kill
   // this miniupnpd when listed.
-  resyncLevels: quick ? [0, 40] : [0, 25, 50, 100],
+  resyncLevels: quick ? [0, 40] : [0, 25, 50, 100, 250, 500],
   resyncCountInterval: quick ? "2s" : "5s",
   resyncWindows: quick ? 2 : 3,
   startupSamples: quick ? 2 : 8,

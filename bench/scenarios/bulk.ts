@@ -18,7 +18,7 @@ import { apiserverRequests, FLOOR_FINALIZER, loadBalancer, mergePatch, NAMESPACE
 import { cpuWindow, type CpuWindow, memoryMiB } from "../lib/machine.ts"
 import { now, type Row, sleep, summarize } from "../lib/stats.ts"
 
-/** The resync stays out of these measurements: see docs/benchmarks.md (listing > ~130 entries kills this miniupnpd). */
+/** The resync stays out of these timings (its cost is measured on its own: footprint.ts). */
 export const SCALE_FLAGS = ["--resync-interval", "1h"] as const
 
 const BASE_PORT = 20000

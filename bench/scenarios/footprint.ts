@@ -2,10 +2,10 @@
  * 5. Footprint: the controller's RSS and CPU idle with a large cluster (many Services, few of
  * them ours), and the router calls a resync makes as a function of the mappings held — from
  * the controller's own counter (edge_ccm_gateway_requests_total), checked against a counting
- * proxy in front of the gateway that also marks where each resync starts.
+ * proxy in front of the gateway, over whole resync periods (edge_ccm_full_passes_total).
  */
 import { loadLab } from "../../test/e2e/support/lab.ts"
-import { countDelta, gatewayCalls, waitIdle } from "../lib/controller.ts"
+import { countDelta, fullPasses, gatewayCalls, waitIdle } from "../lib/controller.ts"
 import type { Context, ScenarioResult } from "../lib/context.ts"
 import { waitTable } from "../lib/gateway.ts"
 import { clusterIp, loadBalancer, NAMESPACE, pool, retrying } from "../lib/kube.ts"
@@ -16,8 +16,11 @@ import { SCALE_FLAGS } from "./bulk.ts"
 
 const PROXY_PORT = 49600
 
-/** Calls the probe and the resync make on their own clock, whatever the Services do. */
-const BACKGROUND = new Set(["GetStatusInfo", "GetExternalIPAddress", "GetListOfPortMappings"])
+/**
+ * Calls the probe and the resync make on their own clock, whatever the Services do
+ * (GetListOfPortMappings also serves batched port reads, so it stays counted).
+ */
+const BACKGROUND = new Set(["GetStatusInfo", "GetExternalIPAddress", "GetGenericPortMappingEntry"])
 const perService = (counts: Record<string, number>, services: number): Record<string, number> =>
   Object.fromEntries(
     Object.entries(counts)
@@ -158,26 +161,28 @@ async function soapPerResync(ctx: Context): Promise<{ rows: Array<Row>; raw: Rec
       await tracker.until(() => tracker.count(all, (s) => s.statusAt !== undefined) === all.length, { timeoutMs: 120_000, description: "statuses" })
       await waitIdle(controller, { quietMs: 1500, timeoutMs: 120_000 })
       const created = countDelta(beforeCreate, await gatewayCalls(controller))
-      // Count whole resync periods: from one listing to the one `resyncWindows` later.
-      proxy.reset()
-      const started = now()
-      const listings = () => proxy.counts()["GetListOfPortMappings"] ?? 0
+      // Count whole resync periods: from the end of one complete full pass to the end of the
+      // `resyncWindows`-th after it (the counter counts a call when it ends, the proxy when it
+      // starts; between two passes nothing is in flight but the probe).
       const periodMs = durationMs(interval)
-      const deadline = started + (opts.resyncWindows + 2) * periodMs + 30_000
-      while (listings() < 2 && now() < deadline) await sleep(20)
-      // The counter counts a call when it ends, the proxy when it starts: let the pass's calls end.
-      await sleep(300)
+      const deadline = now() + (opts.resyncWindows + 2) * periodMs + 60_000
+      const passesAfter = async (start: Record<string, number>, count: number) => {
+        while (now() < deadline) {
+          const passes = await fullPasses(controller)
+          if ((countDelta(start, passes)["complete"] ?? 0) >= count) return passes
+          await sleep(20)
+        }
+        throw new Error(`fewer than ${count} complete resyncs with ${2 * all.length} mappings before the deadline`)
+      }
+      const synced = await passesAfter(await fullPasses(controller), 1)
       proxy.reset()
       const beforeWindow = await gatewayCalls(controller)
       const windowStart = now()
-      while (listings() < 2 * opts.resyncWindows && now() < deadline) await sleep(20)
-      await sleep(300)
-      // Let the last pass finish its calls (each listing is the start of a pass).
-      await waitIdle(controller, { quietMs: 500, timeoutMs: 60_000 })
+      await passesAfter(synced, opts.resyncWindows)
       const counts = countDelta(beforeWindow, await gatewayCalls(controller))
       const wire = proxy.counts()
       const windowMs = now() - windowStart
-      const resyncs = Math.max(1, (wire["GetListOfPortMappings"] ?? 0) / 2)
+      const resyncs = opts.resyncWindows
       const per = (c: Record<string, number>) => Object.fromEntries(Object.entries(c).map(([k, v]) => [k, Math.round((100 * v) / resyncs) / 100]))
       const perResync = per(counts)
       const probe = (counts["GetStatusInfo"] ?? 0) + (counts["GetExternalIPAddress"] ?? 0)

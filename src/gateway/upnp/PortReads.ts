@@ -20,19 +20,8 @@ interface PortRead extends Request.Request<MappingEntry | undefined, SoapError> 
 
 const PortRead = Request.tagged<PortRead>("PortRead")
 
-/**
- * How long a read waits for others to share its listing, when reads come in a burst (another
- * batch ran within `BURST`); a lone read does not wait.
- */
-const BATCH_WINDOW = Duration.millis(10)
-const BURST = Duration.millis(100)
-
-/** The first port of the range of `width` ports that holds `port` (ranges start at 1). */
-const rangeStart = (port: number, width: number) => Math.floor((port - 1) / width) * width + 1
-
-/** Answers that say the router has no usable GetListOfPortMappings. */
-const listingUnusable = (error: SoapError) =>
-  error instanceof GatewayProtocolError || (error instanceof UpnpError && [401, 402, 404, 501, 602].includes(error.code))
+/** How long a read waits for others to share its listing. */
+const BATCH_WINDOW = Duration.millis(3)
 
 export const makePortReads = () => {
   // Routers (by control URL) found not to list ranges: read port by port from then on.
@@ -72,19 +61,10 @@ export const makePortReads = () => {
       })
   })
 
-  // In a burst, reads from Services reconciled side by side arrive milliseconds apart.
-  let lastBatchAt = Number.NEGATIVE_INFINITY
-  const resolver = RequestResolver.setDelayEffect(
-    grouped,
-    Effect.suspend(() => {
-      const now = Date.now()
-      const burst = now - lastBatchAt < Duration.toMillis(BURST)
-      lastBatchAt = now
-      return burst ? Effect.sleep(BATCH_WINDOW) : Effect.yieldNow
-    })
-  )
+  // Reads from Services reconciled side by side arrive a few milliseconds apart.
+  const resolver = RequestResolver.setDelay(grouped, BATCH_WINDOW)
 
-  /** The mapping on one port, or undefined; batched with the reads made around it. */
+  /** The mapping on one port, or undefined; batched with the reads made within `BATCH_WINDOW`. */
   return (client: IgdClient, externalPort: number, protocol: Protocol): Effect.Effect<MappingEntry | undefined, SoapError> =>
     Effect.request(PortRead({ client, externalPort, protocol }), resolver)
 }
