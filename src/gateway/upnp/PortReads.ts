@@ -1,6 +1,6 @@
 /**
  * Reads of single ports, batched across callers. Requests for ports of one protocol within one
- * range of `rangeCapacity` ports, made around the same time by any fiber, are answered by one
+ * range of `rangeCapacity` ports, made within a few milliseconds by any fiber, are answered by one
  * GetListOfPortMappings over that range, so a burst of new Services checks its ports with a
  * handful of router calls instead of one per port. A lone request, a router without IGDv2, or
  * one whose listing turns out unusable, gets GetSpecificPortMappingEntry per port.
@@ -22,6 +22,13 @@ const PortRead = Request.tagged<PortRead>("PortRead")
 
 /** How long a read waits for others to share its listing. */
 const BATCH_WINDOW = Duration.millis(3)
+
+/** The first port of the range of `width` ports that holds `port` (ranges start at 1). */
+const rangeStart = (port: number, width: number) => Math.floor((port - 1) / width) * width + 1
+
+/** Answers that say the router has no usable GetListOfPortMappings. */
+const listingUnusable = (error: SoapError) =>
+  error instanceof GatewayProtocolError || (error instanceof UpnpError && [401, 402, 404, 501, 602].includes(error.code))
 
 export const makePortReads = () => {
   // Routers (by control URL) found not to list ranges: read port by port from then on.
@@ -61,7 +68,7 @@ export const makePortReads = () => {
       })
   })
 
-  // Reads from Services reconciled side by side arrive a few milliseconds apart.
+  // Reads from Services reconciled side by side arrive a few milliseconds apart: wait that long.
   const resolver = RequestResolver.setDelay(grouped, BATCH_WINDOW)
 
   /** The mapping on one port, or undefined; batched with the reads made within `BATCH_WINDOW`. */
