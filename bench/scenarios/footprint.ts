@@ -14,7 +14,8 @@ import { startCountingProxy } from "../lib/proxy.ts"
 import { now, type Row, sleep, summarize } from "../lib/stats.ts"
 import { SCALE_FLAGS } from "./bulk.ts"
 
-const PROXY_PORT = 49600
+// Below the ephemeral range (32768-60999), where an outgoing connection of the node may hold it.
+const PROXY_PORT = 18600
 
 /**
  * Calls the probe and the resync make on their own clock, whatever the Services do
