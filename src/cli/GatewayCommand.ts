@@ -344,7 +344,8 @@ const portControlStatus = (via: PortControlVia, flags: PortControlFlags & { read
           ["gateway", report.router],
           ["protocol", PROTOCOL_NAMES[via]],
           ["status", report.connected ? "connected" : "not connected (the gateway reports a network failure)"],
-          ["epoch", seconds(status.uptimeSeconds)],
+          // 0 right after the router restarted, not "permanent" as a lease of 0 would read.
+          ["epoch", status.uptimeSeconds === undefined ? "-" : `${status.uptimeSeconds} s`],
           ["external IP", `${report.externalIp ?? "-"} (${externalIpMeaning(report.externalIpClass)})`],
           ["local address", report.localAddress]
         ],

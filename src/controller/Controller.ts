@@ -15,6 +15,7 @@ import { makeAnnouncer } from "./Announcer.ts"
 import { makeEventSink } from "./EventSink.ts"
 import { makePortIndex, wantedPorts } from "./PortIndex.ts"
 import {
+  asBackend,
   describePort,
   type ExecutorContext,
   type ExecutorOptions,
@@ -24,7 +25,7 @@ import {
 import { readRecord } from "./MappingRecord.ts"
 import * as metrics from "./metrics.ts"
 import { type GatewayView, isOwned, type Ownership, planOrphans } from "./planner.ts"
-import { desiredService, FINALIZER, selectService, serviceKey } from "./ServiceSpec.ts"
+import { FINALIZER, liveDesired, selectService, serviceKey } from "./ServiceSpec.ts"
 import { makeTableCache, type TableCache } from "./TableCache.ts"
 import { makeWorkQueue } from "./WorkQueue.ts"
 
@@ -52,7 +53,7 @@ export const defaultControllerOptions: ControllerOptions = {
 
 export interface ControllerHealth {
   readonly servicesSynced: boolean
-  /** The first full pass (router found, table listed, every Service reconciled) has run. */
+  /** The first full pass (router found, table listed, every Service queued) has run. */
   readonly initialPassDone: boolean
   readonly gatewayReachable: boolean
   readonly gatewayError: string | undefined
@@ -82,7 +83,7 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
   const events = yield* makeEventSink(kube)
   const portIndex = makePortIndex(options)
   const timers = yield* FiberMap.make<string>()
-  const scope = yield* Effect.scope
+  const restartListeners = yield* FiberMap.make<Backend>()
   const fullPassLock = yield* Semaphore.make(1)
 
   const services = new Map<string, V1Service>()
@@ -228,7 +229,8 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
         Effect.andThen(backend.table.invalidate),
         Effect.andThen(Effect.suspend(() => fullPass))
       )
-    return Effect.asVoid(Effect.forkIn(Stream.runForEach(restarts, reassert), scope))
+    // One listener per backend: a backend forgotten and set up again replaces its listener.
+    return Effect.asVoid(FiberMap.run(restartListeners, backend.backend, Stream.runForEach(restarts, reassert)))
   }
 
   const localTrafficWarning = (service: V1Service): string | undefined => {
@@ -277,10 +279,7 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
     if (!state.servicesSynced || !state.nodesSynced) return
     const live = new Set<string>()
     for (const service of services.values()) {
-      const selection = selectService(service, options)
-      if (selection._tag === "Ours" && service.metadata?.deletionTimestamp === undefined) {
-        for (const port of desiredService(service, selection.backend, options).ports) live.add(port.description)
-      }
+      for (const port of liveDesired(service, options)?.ports ?? []) live.add(port.description)
       const record = readRecord(service)
       if (record._tag === "Ok") for (const mapping of record.mappings) live.add(mapping.description)
       // An unreadable record still holds whatever this Service owns until its cleanup reads the table.
@@ -301,18 +300,18 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
    * Every protocol a Service asks for, or a record names, has its state before the pass:
    * cleanup and orphans need the routers even when no live Service uses them any more.
    */
-  const materializeBackends = Effect.forEach(
+  const materializeBackends = Effect.suspend(() => Effect.forEach(
     new Set([...services.values()].flatMap((service) => {
       const selection = selectService(service, options)
       const record = readRecord(service)
       return [
         ...(selection._tag === "Ours" ? [selection.backend] : []),
-        ...(record._tag === "Ok" ? record.mappings.map((mapping) => mapping.backend as LoadBalancerType) : [])
+        ...(record._tag === "Ok" ? record.mappings.map((mapping) => asBackend(mapping.backend)) : [])
       ]
     })),
     (type) => Effect.ignore(gatewayFor(type)),
     { discard: true }
-  )
+  ))
 
   /**
    * Lists every readable router's table, sweeps orphans, and reconciles every Service. A pass
@@ -333,7 +332,7 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
   const fullPassSteps = (progress: { step: string }) => Semaphore.withPermit(fullPassLock)(
     Effect.gen(function*() {
       progress.step = "finding the routers in use"
-      yield* Effect.suspend(() => materializeBackends)
+      yield* materializeBackends
       let complete = true
       let owned = 0
       for (const backend of backends.values()) {
@@ -346,9 +345,9 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
         }
         progress.step = `listing the table of ${backend.backend}`
         const listedAt = yield* Clock.currentTimeMillis
-        backend.listedAt = listedAt
         const listing = yield* Effect.result(backend.mapper.list)
         if (listing._tag === "Success" && listing.success !== undefined) {
+          backend.listedAt = listedAt
           yield* backend.table.replaceAll(listing.success, listedAt)
           const ours = ownership()
           owned += listing.success.filter((entry) => isOwned(entry, ours)).length
@@ -368,12 +367,7 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
       yield* enqueueAll(!complete)
       yield* Metric.update(
         metrics.desiredMappings,
-        [...services.values()].reduce((sum, service) => {
-          const selection = selectService(service, options)
-          return selection._tag === "Ours" && service.metadata?.deletionTimestamp === undefined
-            ? sum + desiredService(service, selection.backend, options).ports.length
-            : sum
-        }, 0)
+        [...services.values()].reduce((sum, service) => sum + (liveDesired(service, options)?.ports.length ?? 0), 0)
       )
       state.lastResyncAt = Date.now()
     })
@@ -410,9 +404,10 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
   )
 
   // Concurrently: one router that does not answer must not delay noticing another's reboot.
+  // The tick itself counts for liveness: with no router in use there is nothing to probe.
   const probeOnce = Effect.suspend(() =>
     Effect.forEach([...backends.values()], probeOne, { concurrency: "unbounded", discard: true })
-  )
+  ).pipe(Effect.ensuring(Effect.sync(() => void (state.lastProbeAt = Date.now()))))
 
   const scheduleRetry = (key: string, delay: Duration.Duration) =>
     FiberMap.run(timers, key, Effect.sleep(delay).pipe(Effect.andThen(queue.add(key, { verify: true }))))
@@ -518,6 +513,8 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
   yield* consume(kube.watchServices, services, serviceKey, (event, previous) => {
     if (event._tag === "Synced") {
       portIndex.rebuild(services.values())
+      // Services gone while the watch was down leave no echo to skip.
+      for (const key of ownWrites.keys()) if (!services.has(key)) ownWrites.delete(key)
       const relist = state.servicesSynced
       state.servicesSynced = true
       return relist ? enqueueAll(true) : initialPass

@@ -5,7 +5,7 @@
  */
 import type { V1Service } from "@kubernetes/client-node"
 import { portKey } from "./MappingRecord.ts"
-import { type DesiredOptions, desiredService, selectService, type SelectionOptions, serviceKey } from "./ServiceSpec.ts"
+import { type DesiredOptions, liveDesired, type SelectionOptions, serviceKey } from "./ServiceSpec.ts"
 
 export interface PortIndex {
   /** After the store's entry for this Service changed (undefined: deleted). */
@@ -19,11 +19,8 @@ export interface PortIndex {
 const none: ReadonlySet<string> = new Set()
 
 /** The port keys a Service asks for: ours and not being deleted, else none. */
-export const wantedPorts = (service: V1Service, options: SelectionOptions & DesiredOptions): ReadonlyArray<string> => {
-  if (service.metadata?.deletionTimestamp !== undefined) return []
-  const selection = selectService(service, options)
-  return selection._tag === "Ours" ? desiredService(service, selection.backend, options).ports.map(portKey) : []
-}
+export const wantedPorts = (service: V1Service, options: SelectionOptions & DesiredOptions): ReadonlyArray<string> =>
+  liveDesired(service, options)?.ports.map(portKey) ?? []
 
 export const makePortIndex = (options: SelectionOptions & DesiredOptions): PortIndex => {
   const byPort = new Map<string, Set<string>>()

@@ -179,6 +179,13 @@ export const desiredService = perServiceObject((
   }
 })
 
+/** What a Service asks of the router now: ours and not being deleted; else undefined. */
+export const liveDesired = (service: V1Service, options: SelectionOptions & DesiredOptions): DesiredService | undefined => {
+  if (service.metadata?.deletionTimestamp !== undefined) return undefined
+  const selection = selectService(service, options)
+  return selection._tag === "Ours" ? desiredService(service, selection.backend, options) : undefined
+}
+
 const toMillis = (timestamp: Date | string | undefined): number =>
   timestamp === undefined ? 0 : new Date(timestamp).getTime()
 

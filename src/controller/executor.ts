@@ -36,6 +36,7 @@ import {
   type DesiredService,
   desiredService,
   FINALIZER,
+  liveDesired,
   MAPPINGS_ANNOTATION,
   selectService,
   serviceKey
@@ -253,7 +254,9 @@ const ensure = Effect.fnUntraced(function*(
   if (!sameStatus(current.status?.loadBalancer, status)) {
     const applied = yield* Effect.result(
       context.kube.applyServiceStatus(refOf(current), { loadBalancer: toV1Status(status) }).pipe(
-        Effect.tap((written) => Effect.sync(() => context.wrote(written)))
+        // An apply has no resourceVersion precondition: its answer may carry someone else's
+        // change made since this pass read the Service, whose echo must not be skipped.
+        Effect.tap((written) => Effect.sync(() => sameInputs(written, current) ? context.wrote(written) : undefined))
       )
     )
     if (applied._tag === "Failure") {
@@ -546,7 +549,7 @@ const removeRecorded = Effect.fnUntraced(function*(context: ExecutorContext, rec
 })
 
 /** A record written by an older version (or by hand) may lack a backend: it was UPnP. */
-const asBackend = (backend: string): Backend =>
+export const asBackend = (backend: string): Backend =>
   backend === "nat-pmp" || backend === "pcp" ? backend : "upnp-igd"
 
 const recordFromTable = (context: ExecutorContext, service: V1Service) =>
@@ -656,8 +659,8 @@ const rivalsOf = (context: ExecutorContext, desired: DesiredService): ReadonlyAr
   const result: Array<DesiredService> = [desired]
   for (const key of keys) {
     const service = context.services().get(key)
-    const selection = service === undefined ? undefined : selectService(service, context.options)
-    if (service !== undefined && selection?._tag === "Ours") result.push(desiredService(service, selection.backend, context.options))
+    const other = service === undefined ? undefined : liveDesired(service, context.options)
+    if (other !== undefined) result.push(other)
   }
   return result
 }
@@ -680,6 +683,11 @@ const patchMetadata = (
         : { _tag: "Failure" as const, failure: result.failure.message }
     )
   )
+
+/** Whether two versions of a Service ask for the same thing (what a pass reads, status aside). */
+const sameInputs = (a: V1Service, b: V1Service): boolean =>
+  JSON.stringify([a.spec, a.metadata?.annotations, a.metadata?.labels, a.metadata?.deletionTimestamp, a.metadata?.finalizers]) ===
+    JSON.stringify([b.spec, b.metadata?.annotations, b.metadata?.labels, b.metadata?.deletionTimestamp, b.metadata?.finalizers])
 
 const readRecordOr = (service: V1Service, fallback: ReadonlyArray<RecordedMapping>) => {
   const read = readRecord(service)

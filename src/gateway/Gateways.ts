@@ -95,47 +95,48 @@ export class Gateways extends Context.Service<Gateways, {
   ) {
     const settings: AutoOptions = { ...defaultAutoOptions, ...auto }
     const scope = yield* Effect.scope
+    const chosen = yield* Ref.make(Option.none<GatewayChoice>())
+    const choosing = yield* Semaphore.make(1)
+
+    /** A failure that says the backend `auto` uses is no good drops that choice. */
+    const forget = (backend: Backend, error: GatewayError) =>
+      Effect.gen(function*() {
+        const current = yield* Ref.get(chosen)
+        if (Option.isNone(current) || current.value.backend !== backend) return
+        yield* Ref.set(chosen, Option.none())
+        yield* Effect.logWarning(`load-balancer type auto: ${backend} failed; choosing again on next use`, {
+          reason: error.message
+        })
+      })
+
+    /**
+     * Each backend's one mapper, reporting its failures to `auto` whoever calls it (a Service of
+     * a named type may be the first to find the router gone).
+     */
+    const watched = (backend: Backend, mapper: PortMapper["Service"]): PortMapper["Service"] => {
+      const watch = <A, R>(effect: Effect.Effect<A, GatewayError, R>) =>
+        Effect.tapError(effect, (error) => unusable(error) ? forget(backend, error) : Effect.void)
+      return PortMapper.of({
+        canReadTable: mapper.canReadTable,
+        restarts: mapper.restarts,
+        externalAddress: watch(mapper.externalAddress),
+        status: watch(mapper.status),
+        map: (request) => watch(mapper.map(request)),
+        unmap: (mapping) => watch(mapper.unmap(mapping)),
+        get: (externalPort, protocol) => watch(mapper.get(externalPort, protocol)),
+        list: watch(mapper.list)
+      })
+    }
+
     const build = (backend: Backend) =>
-      Effect.cached(Effect.map(Layer.buildWithScope(layers[backend], scope), (context) => Context.get(context, PortMapper)))
+      Effect.cached(
+        Effect.map(Layer.buildWithScope(layers[backend], scope), (context) => watched(backend, Context.get(context, PortMapper)))
+      )
     const mappers = {
       "upnp-igd": yield* build("upnp-igd"),
       "nat-pmp": yield* build("nat-pmp"),
       "pcp": yield* build("pcp")
     } satisfies Record<Backend, Effect.Effect<PortMapper["Service"]>>
-
-    const chosen = yield* Ref.make(Option.none<GatewayChoice>())
-    const choosing = yield* Semaphore.make(1)
-
-    const forget = (choice: GatewayChoice, error: GatewayError) =>
-      Effect.gen(function*() {
-        const current = yield* Ref.get(chosen)
-        if (Option.isNone(current) || current.value !== choice) return
-        yield* Ref.set(chosen, Option.none())
-        yield* Effect.logWarning(`load-balancer type auto: ${choice.backend} failed; choosing again on next use`, {
-          reason: error.message
-        })
-      })
-
-    /** The choice, its mapper forgetting it when it fails in a way another backend might not. */
-    const watched = (choice: GatewayChoice): GatewayChoice => {
-      const watch = <A, R>(effect: Effect.Effect<A, GatewayError, R>) =>
-        Effect.tapError(effect, (error) => unusable(error) ? forget(self, error) : Effect.void)
-      const mapper = choice.mapper
-      const self: GatewayChoice = {
-        ...choice,
-        mapper: PortMapper.of({
-          canReadTable: mapper.canReadTable,
-          restarts: mapper.restarts,
-          externalAddress: watch(mapper.externalAddress),
-          status: watch(mapper.status),
-          map: (request) => watch(mapper.map(request)),
-          unmap: (mapping) => watch(mapper.unmap(mapping)),
-          get: (externalPort, protocol) => watch(mapper.get(externalPort, protocol)),
-          list: watch(mapper.list)
-        })
-      }
-      return self
-    }
 
     const probe = (backend: Backend) =>
       Effect.gen(function*() {
@@ -175,8 +176,7 @@ export class Gateways extends Context.Service<Gateways, {
       const reason = `${choice === undefined ? "none is connected; first to answer" : "first connected"}: ${
         describeProbe(fallback)
       }${passed.length > 0 ? `; passed over ${passed.map(describeProbe).join("; ")}` : ""}`
-      const mapper = yield* mappers[fallback.backend]
-      const result = watched({ backend: fallback.backend, mapper, reason })
+      const result: GatewayChoice = { backend: fallback.backend, mapper: yield* mappers[fallback.backend], reason }
       yield* Ref.set(chosen, Option.some(result))
       yield* Effect.logInfo(`load-balancer type auto uses ${fallback.backend}`, { reason })
       return result

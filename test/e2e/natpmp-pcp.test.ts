@@ -5,14 +5,14 @@
  * reboot seen in the epoch, a PCP mapping renewed and deleted by a fresh client with the
  * recorded nonce, a port held by another host, and a private WAN address.
  */
-import { Context, Effect, Exit, Layer, type Scope } from "effect"
+import { Context, Effect, Layer, type Scope } from "effect"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
-import type { GatewayError } from "../../src/gateway/GatewayError.ts"
 import type { MappingRequest } from "../../src/gateway/Mapping.ts"
 import { NatPmpGateway } from "../../src/gateway/natpmp/NatPmpGateway.ts"
 import { PcpGateway } from "../../src/gateway/pcp/PcpGateway.ts"
 import { PortMapper } from "../../src/gateway/PortMapper.ts"
 import * as lab from "./support/lab.ts"
+import { failureOf } from "../support/outcomes.ts"
 
 type Client = PortMapper["Service"]
 
@@ -24,13 +24,6 @@ const run = <A, E>(program: Effect.Effect<A, E, Scope.Scope>): Promise<A> =>
   Effect.runPromise(Effect.scoped(program))
 
 const wait = <A>(promise: () => Promise<A>) => Effect.promise(promise)
-
-const failureOf = <A>(effect: Effect.Effect<A, GatewayError>) =>
-  Effect.flatMap(Effect.exit(effect), (exit) => {
-    if (Exit.isSuccess(exit)) return Effect.die(new Error(`expected a failure, got ${JSON.stringify(exit.value)}`))
-    const reason = exit.cause.reasons.find((r) => r._tag === "Fail")
-    return reason !== undefined && reason._tag === "Fail" ? Effect.succeed(reason.error) : Effect.die(exit.cause)
-  })
 
 const mapping = (externalPort: number, internalPort: number): MappingRequest => ({
   externalPort,

@@ -154,6 +154,17 @@ describe("Gateways auto", () => {
       assert.strictEqual((yield* gateways.autoChoice)?.backend, "pcp")
     }).pipe(Effect.scoped))
 
+  it.effect("a failure seen through a named type's mapper also drops auto's choice (one mapper per backend)", () =>
+    Effect.gen(function*() {
+      const { backends, layers } = makeBackends({ pcp: "connected" })
+      const gateways = yield* gatewaysOf(Gateways.layerFrom(layers))
+      const named = yield* gateways.forType("pcp")
+      assert.strictEqual((yield* gateways.forType("auto")).mapper, named.mapper)
+      backends.pcp.mapError = unreachable("pcp")
+      yield* Effect.flip(named.mapper.map(request))
+      assert.isUndefined(yield* gateways.autoChoice)
+    }).pipe(Effect.scoped))
+
   it.effect("chosen again after the chosen backend becomes unreachable, not after a conflict", () =>
     Effect.gen(function*() {
       const { backends, layers } = makeBackends({ pcp: "connected" })

@@ -12,8 +12,9 @@
  * epoch set by hand). Never leaves loopback.
  */
 import * as NodeDatagramSocket from "@effect/platform-node/NodeDatagramSocket"
-import { Effect, Option, type Scope, Stream, SubscriptionRef } from "effect"
+import { Effect, type Scope, SubscriptionRef } from "effect"
 import { NetAddress } from "effect/net"
+import { awaitAtLeast } from "./outcomes.ts"
 
 export const LOOPBACK = "127.0.0.1"
 /** Another loopback address, for answers that must come from somewhere other than the gateway. */
@@ -91,13 +92,6 @@ export interface FakeNatPmp {
 
 const RESERVED = [/^10\./, /^192\.168\./, /^172\.(1[6-9]|2\d|3[01])\./, /^100\.(6[4-9]|[7-9]\d|1[01]\d|12[0-7])\./, /^0\./]
 const isPublic = (ip: string) => ip !== "" && !RESERVED.some((pattern) => pattern.test(ip))
-
-const awaitAtLeast = <A>(ref: SubscriptionRef.SubscriptionRef<A>, count: (value: A) => number, minimum: number) =>
-  SubscriptionRef.changes(ref).pipe(
-    Stream.filter((value) => count(value) >= minimum),
-    Stream.runHead,
-    Effect.map(Option.getOrThrow)
-  )
 
 const ipv4Bytes = (ip: string): Array<number> => ip === "" ? [0, 0, 0, 0] : ip.split(".").map(Number)
 const mappedBytes = (ip: string): Array<number> => [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, ...ipv4Bytes(ip)]

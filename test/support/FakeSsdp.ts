@@ -5,8 +5,9 @@
  * advertisements to a port of the caller's choosing. Never touches a real network.
  */
 import * as NodeDatagramSocket from "@effect/platform-node/NodeDatagramSocket"
-import { Effect, Option, type Scope, Stream, SubscriptionRef } from "effect"
+import { Effect, type Scope, SubscriptionRef } from "effect"
 import { NetAddress } from "effect/net"
+import { awaitAtLeast } from "./outcomes.ts"
 
 export const LOOPBACK = "127.0.0.1"
 
@@ -62,13 +63,6 @@ const parseSearch = (payload: Uint8Array, fromPort: number): ReceivedSearch => {
   }
   return { text, headers, searchTarget: headers["st"], fromPort }
 }
-
-const awaitAtLeast = <A>(ref: SubscriptionRef.SubscriptionRef<A>, count: (value: A) => number, minimum: number) =>
-  SubscriptionRef.changes(ref).pipe(
-    Stream.filter((value) => count(value) >= minimum),
-    Stream.runHead,
-    Effect.map(Option.getOrThrow)
-  )
 
 export const make = (options: FakeSsdpOptions = {}): Effect.Effect<FakeSsdp, never, Scope.Scope> =>
   Effect.gen(function*() {

@@ -16,13 +16,13 @@ export const readBodyCapped = (
   maxBytes: number,
   context: { readonly router: string; readonly action: string }
 ): Effect.Effect<Uint8Array, GatewayProtocolError | GatewayUnreachable> => {
-  const tooLarge = new GatewayProtocolError({ ...context, reason: `response larger than ${maxBytes} bytes refused` })
+  const tooLarge = () => new GatewayProtocolError({ ...context, reason: `response larger than ${maxBytes} bytes refused` })
   const declared = Number(response.headers["content-length"] ?? Number.NaN)
-  if (Number.isFinite(declared) && declared > maxBytes) return Effect.fail(tooLarge)
+  if (Number.isFinite(declared) && declared > maxBytes) return Effect.fail(tooLarge())
   return response.arrayBuffer.pipe(
     Effect.map((buffer) => new Uint8Array(buffer)),
     Effect.provideService(HttpIncomingMessage.MaxBodySize, ByteSize.bytes(maxBytes)),
-    Effect.mapError((error) => causeTag(error.reason.cause) === "MaxBytesError" ? tooLarge : fromHttpClientError(error, context))
+    Effect.mapError((error) => causeTag(error.reason.cause) === "MaxBytesError" ? tooLarge() : fromHttpClientError(error, context))
   )
 }
 

@@ -436,12 +436,13 @@ export interface IgdClient {
    * rather than returning a listing that broke off.
    */
   readonly listPortMappings: Effect.Effect<Listing, SoapError>
+  /** The first port of the `rangeCapacity`-port range that holds this port. */
+  readonly rangeOf: (port: number) => number
   /**
-   * One protocol's mappings on external ports [first, last] by GetListOfPortMappings (IGDv2).
-   * Keep the range within `rangeCapacity` ports: miniupnpd dies on a range holding more.
+   * One protocol's mappings in the `rangeCapacity`-port range that holds this port, by one
+   * GetListOfPortMappings (IGDv2): a range miniupnpd can always answer.
    */
-  readonly listPortRange: (protocol: Protocol, first: number, last: number) => Effect.Effect<Listing, SoapError>
-  readonly rangeCapacity: number
+  readonly listRangeHolding: (protocol: Protocol, port: number) => Effect.Effect<Listing, SoapError>
   /** Whether this router has been found to accept only permanent leases. */
   readonly permanentLeasesOnly: Effect.Effect<boolean>
 }
@@ -449,6 +450,10 @@ export interface IgdClient {
 /** Whether the error is a UPnP fault with one of these codes (deliberately not a type guard). */
 const isUpnp = (error: unknown, ...codes: ReadonlyArray<number>): boolean =>
   error instanceof UpnpError && codes.includes(error.code)
+
+/** An answer that says the router has no usable GetListOfPortMappings (list entry by entry instead). */
+export const isListingUnusable = (error: SoapError): boolean =>
+  isUpnp(error, 401, 402, 404, 501, 602) || error._tag === "GatewayProtocolError"
 
 /**
  * A client for one router's WAN service. `permanentOnly` carries what was learnt about its
@@ -671,13 +676,16 @@ export const make = Effect.fnUntraced(function*(
     merged
   )
 
+  const rangeOf = (port: number) => Math.floor((port - 1) / listing.rangeCapacity) * listing.rangeCapacity + 1
+  const rangeEnd = (first: number) => Math.min(LAST_PORT, first + listing.rangeCapacity - 1)
+
   const windowsPerProtocol = Math.ceil(LAST_PORT / listing.rangeCapacity)
   const windowed = Effect.map(
     Effect.forEach(
       (["TCP", "UDP"] as const).flatMap((protocol) =>
         Array.from({ length: windowsPerProtocol }, (_, window) => {
           const first = 1 + window * listing.rangeCapacity
-          return [protocol, first, Math.min(LAST_PORT, first + listing.rangeCapacity - 1)] as const
+          return [protocol, first, rangeEnd(first)] as const
         })
       ),
       ([protocol, first, last]) => listRange(protocol, first, last),
@@ -735,8 +743,6 @@ export const make = Effect.fnUntraced(function*(
     return free
   })
 
-  const rangeOf = (port: number) => Math.floor((port - 1) / listing.rangeCapacity) * listing.rangeCapacity + 1
-
   /**
    * Guided by the last listing: the ranges that held mappings then, one request each; then,
    * if what is left of the count is small enough for any range, the gaps between them in one
@@ -747,7 +753,7 @@ export const make = Effect.fnUntraced(function*(
       const protocols = ["TCP", "UDP"] as const
       const known = protocols.flatMap((protocol) =>
         [...(ranges.get(protocol) ?? [])].map((first) =>
-          [protocol, first, Math.min(LAST_PORT, first + listing.rangeCapacity - 1)] as const
+          [protocol, first, rangeEnd(first)] as const
         )
       )
       const inRanges = yield* Effect.forEach(known, ([protocol, first, last]) => listRange(protocol, first, last), {
@@ -798,7 +804,7 @@ export const make = Effect.fnUntraced(function*(
   const listPortMappings: Effect.Effect<Listing, SoapError> = endpoint.igdV2
     ? listV2.pipe(
       Effect.catchIf(
-        (error) => isUpnp(error, 401, 402, 404, 501, 602) || error._tag === "GatewayProtocolError",
+        isListingUnusable,
         (error) =>
           Effect.logDebug(`GetListOfPortMappings unusable on ${router} (${error.message}); listing entry by entry`).pipe(
             Effect.andThen(listGeneric)
@@ -816,8 +822,8 @@ export const make = Effect.fnUntraced(function*(
     deletePortMapping: remove,
     getSpecificPortMappingEntry: getSpecific,
     listPortMappings,
-    listPortRange: listRange,
-    rangeCapacity: listing.rangeCapacity,
+    rangeOf,
+    listRangeHolding: (protocol, port) => listRange(protocol, rangeOf(port), rangeEnd(rangeOf(port))),
     permanentLeasesOnly: Ref.get(permanentOnly)
   } satisfies IgdClient
 

@@ -1,14 +1,13 @@
 /**
  * Reads of single ports, batched across callers. Requests for ports of one protocol within one
- * range of `rangeCapacity` ports, made within a few milliseconds by any fiber, are answered by one
- * GetListOfPortMappings over that range, so a burst of new Services checks its ports with a
+ * range of the client's range size (128 ports), made within a few milliseconds by any fiber, are
+ * answered by one GetListOfPortMappings over that range, so a burst of new Services checks its ports with a
  * handful of router calls instead of one per port. A lone request, a router without IGDv2, or
  * one whose listing turns out unusable, gets GetSpecificPortMappingEntry per port.
  */
 import { Duration, Effect, Exit, Request, RequestResolver } from "effect"
-import { GatewayProtocolError, UpnpError } from "../GatewayError.ts"
 import type { MappingEntry, Protocol } from "../Mapping.ts"
-import type { IgdClient } from "./IgdClient.ts"
+import { type IgdClient, isListingUnusable } from "./IgdClient.ts"
 import type { SoapError } from "./SoapTransport.ts"
 
 interface PortRead extends Request.Request<MappingEntry | undefined, SoapError> {
@@ -23,13 +22,6 @@ const PortRead = Request.tagged<PortRead>("PortRead")
 /** How long a read waits for others to share its listing. */
 const BATCH_WINDOW = Duration.millis(3)
 
-/** The first port of the range of `width` ports that holds `port` (ranges start at 1). */
-const rangeStart = (port: number, width: number) => Math.floor((port - 1) / width) * width + 1
-
-/** Answers that say the router has no usable GetListOfPortMappings. */
-const listingUnusable = (error: SoapError) =>
-  error instanceof GatewayProtocolError || (error instanceof UpnpError && [401, 402, 404, 501, 602].includes(error.code))
-
 export const makePortReads = () => {
   // Routers (by control URL) found not to list ranges: read port by port from then on.
   const noRanges = new Set<string>()
@@ -43,18 +35,16 @@ export const makePortReads = () => {
     })
 
   const grouped = RequestResolver.makeGrouped<PortRead, string>({
-    key: ({ request }) =>
-      `${request.client.endpoint.controlUrl} ${request.protocol} ${rangeStart(request.externalPort, request.client.rangeCapacity)}`,
+    key: ({ request }) => `${request.client.endpoint.controlUrl} ${request.protocol} ${request.client.rangeOf(request.externalPort)}`,
     resolver: (entries) =>
       Effect.gen(function*() {
         const { client, externalPort, protocol } = entries[0].request
         const router = client.endpoint.controlUrl
         if (entries.length === 1 || !client.endpoint.igdV2 || noRanges.has(router)) return yield* eachAlone(entries)
-        const first = rangeStart(externalPort, client.rangeCapacity)
-        const listed = yield* Effect.exit(client.listPortRange(protocol, first, Math.min(65535, first + client.rangeCapacity - 1)))
+        const listed = yield* Effect.exit(client.listRangeHolding(protocol, externalPort))
         if (Exit.isFailure(listed)) {
           const error = listed.cause.reasons.find((reason) => reason._tag === "Fail")?.error
-          if (error !== undefined && listingUnusable(error)) {
+          if (error !== undefined && isListingUnusable(error)) {
             noRanges.add(router)
             return yield* eachAlone(entries)
           }

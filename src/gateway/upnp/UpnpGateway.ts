@@ -106,14 +106,14 @@ export class UpnpGateway extends Context.Service<UpnpGateway, {
     const selecting = yield* Semaphore.make(1)
     // What a router taught us about its leases outlives a rediscovery of the same router.
     const leaseMemory = new Map<string, Ref.Ref<boolean>>()
-    // The last BOOTID.UPNP.ORG heard from each device (search replies and announcements).
+    // The last BOOTID.UPNP.ORG heard from each root device, by LOCATION: its embedded devices
+    // announce the same boot under UUIDs of their own, and one boot must count once.
     const bootIds = new Map<string, number>()
-    /** Records a device's BOOTID; true when it differs from the one heard before (it rebooted). */
+    /** Records a root device's BOOTID; true when it differs from the one heard before (it rebooted). */
     const rememberBootId = (response: SsdpResponse): boolean => {
       if (response.bootId === undefined) return false
-      const device = response.usn?.split("::")[0] ?? response.location
-      const previous = bootIds.get(device)
-      bootIds.set(device, response.bootId)
+      const previous = bootIds.get(response.location)
+      bootIds.set(response.location, response.bootId)
       return previous !== undefined && previous !== response.bootId
     }
 

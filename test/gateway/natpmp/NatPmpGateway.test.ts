@@ -7,12 +7,12 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Exit, Fiber, Layer } from "effect"
 import { TestClock } from "effect/testing"
-import type { GatewayError } from "../../../src/gateway/GatewayError.ts"
 import type { MappingRequest } from "../../../src/gateway/Mapping.ts"
 import { NatPmpGateway, type NatPmpGatewayOptions } from "../../../src/gateway/natpmp/NatPmpGateway.ts"
 import { PortMapper } from "../../../src/gateway/PortMapper.ts"
 import * as FakeNatPmp from "../../support/FakeNatPmp.ts"
 import { makeMemoryGateway } from "./MemorySocket.ts"
+import { failureOf, u16 } from "../../support/outcomes.ts"
 
 const fast: Partial<NatPmpGatewayOptions> = { retransmission: { initial: "20 millis", deadline: "500 millis" } }
 
@@ -37,16 +37,6 @@ const setup = (options?: Partial<NatPmpGatewayOptions>) =>
     return { fake, mapper, client }
   })
 
-const failureOf = <A>(effect: Effect.Effect<A, GatewayError>) =>
-  Effect.gen(function*() {
-    const exit = yield* Effect.exit(effect)
-    if (Exit.isSuccess(exit)) return assert.fail(`expected a failure, got ${JSON.stringify(exit.value)}`)
-    const error = exit.cause.reasons.find((reason) => reason._tag === "Fail")
-    if (error === undefined || error._tag !== "Fail") return assert.fail(`not a typed failure: ${String(exit.cause)}`)
-    return error.error
-  })
-
-const u16 = (bytes: Uint8Array, at: number) => (bytes[at]! << 8) | bytes[at + 1]!
 
 describe("NatPmpGateway over UDP", () => {
   it.live("status: router, epoch, classified external address, local address", () =>

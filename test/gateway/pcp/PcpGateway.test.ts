@@ -5,12 +5,12 @@
  * NAT-PMP-only gateway, the status probe, and a reboot seen in the epoch.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Effect, Exit, Layer } from "effect"
-import type { GatewayError } from "../../../src/gateway/GatewayError.ts"
+import { Context, Effect, Layer } from "effect"
 import type { MappingRequest } from "../../../src/gateway/Mapping.ts"
 import { PcpGateway, type PcpGatewayOptions } from "../../../src/gateway/pcp/PcpGateway.ts"
 import { PortMapper } from "../../../src/gateway/PortMapper.ts"
 import * as FakeNatPmp from "../../support/FakeNatPmp.ts"
+import { failureOf, u16 } from "../../support/outcomes.ts"
 
 const fast: Partial<PcpGatewayOptions> = { retransmission: { initial: "20 millis", jitter: 0, deadline: "500 millis" } }
 
@@ -34,17 +34,7 @@ const setup = (options?: Partial<PcpGatewayOptions>) =>
     return { fake, mapper, client }
   })
 
-const failureOf = <A>(effect: Effect.Effect<A, GatewayError>) =>
-  Effect.gen(function*() {
-    const exit = yield* Effect.exit(effect)
-    if (Exit.isSuccess(exit)) return assert.fail(`expected a failure, got ${JSON.stringify(exit.value)}`)
-    const error = exit.cause.reasons.find((reason) => reason._tag === "Fail")
-    if (error === undefined || error._tag !== "Fail") return assert.fail(`not a typed failure: ${String(exit.cause)}`)
-    return error.error
-  })
-
 const hex = (bytes: Uint8Array) => Buffer.from(bytes).toString("hex")
-const u16 = (bytes: Uint8Array, at: number) => (bytes[at]! << 8) | bytes[at + 1]!
 
 describe("PcpGateway over UDP", () => {
   it.live("map sends MAP with our address IPv4-mapped, a fresh nonce, the requested port and a zero address", () =>

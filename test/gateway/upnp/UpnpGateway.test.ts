@@ -2,7 +2,7 @@ import { NodeHttpClient } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
 import { Config, ConfigProvider, Effect, Layer, Stream } from "effect"
 import { PortMapper } from "../../../src/gateway/PortMapper.ts"
-import { Discovery, type SsdpResponse } from "../../../src/gateway/upnp/Discovery.ts"
+import { Discovery, type SsdpAdvertisement, type SsdpResponse } from "../../../src/gateway/upnp/Discovery.ts"
 import { effectiveLease, UpnpGateway, type UpnpGatewayOptions } from "../../../src/gateway/upnp/UpnpGateway.ts"
 import * as FakeIgd from "../../support/FakeIgd.ts"
 
@@ -513,5 +513,35 @@ describe("UpnpGateway port reads", () => {
       assert.deepStrictEqual([first?.[0]?.description, first?.[1], second?.[0]?.description], ["d20001", undefined, "d20001"])
       assert.deepStrictEqual(mappingActions(fake).filter((a) => a === "GetListOfPortMappings"), ["GetListOfPortMappings"])
       assert.strictEqual(mappingActions(fake).filter((a) => a === "GetSpecificPortMappingEntry").length, 4)
+    }).pipe(Effect.scoped))
+})
+
+describe("UpnpGateway restart announcements", () => {
+  it.live("one boot counts once, though the root device and its embedded devices each announce it", () =>
+    Effect.gen(function*() {
+      const fake = yield* FakeIgd.make()
+      const reply = (uuid: string, bootId: number): SsdpResponse => ({
+        location: fake.location,
+        searchTarget: "urn:schemas-upnp-org:device:InternetGatewayDevice:2",
+        usn: `uuid:${uuid}::urn:schemas-upnp-org:device:InternetGatewayDevice:2`,
+        server: undefined,
+        bootId,
+        configId: undefined,
+        responder: "127.0.0.1"
+      })
+      // Two reboots, each announced by the root device and two embedded devices.
+      const announcements = [2, 3].flatMap((bootId) =>
+        ["root", "wan-device", "wan-connection-device"].map((uuid): SsdpAdvertisement => ({ ...reply(uuid, bootId), kind: "alive", nextBootId: undefined }))
+      )
+      const discovery = Layer.succeed(
+        Discovery,
+        Discovery.of({ search: () => Effect.succeed([reply("root", 1)]), advertisements: Stream.fromIterable(announcements) })
+      )
+      const restarts = yield* Effect.gen(function*() {
+        const mapper = yield* PortMapper
+        yield* mapper.status
+        return yield* Stream.runCollect(mapper.restarts ?? Stream.empty)
+      }).pipe(Effect.provide(UpnpGateway.layerWithoutHttp(fast).pipe(Layer.provide(Layer.merge(NodeHttpClient.layerNodeHttp, discovery)))))
+      assert.strictEqual(restarts.length, 2)
     }).pipe(Effect.scoped))
 })
