@@ -5,31 +5,16 @@
  * nftables show and that carry a curl from the Internet side, and the deletions (by internal
  * port, and for PCP with the nonce `map` printed) that remove them.
  */
-import * as path from "node:path"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
-import { repoRoot } from "../../scripts/lab/driver.ts"
-import { run } from "../../scripts/lab/proc.ts"
+import { assertOneLine } from "../cli/harness.ts"
+import { edgeCcm as run } from "./support/controller.ts"
 import * as lab from "./support/lab.ts"
 
-const bin = path.join(repoRoot, "src/bin.ts")
-
-/** Runs `edge-ccm <args>` from the node namespace (the test process is already in it). */
-const edgeCcm = (args: ReadonlyArray<string>) =>
-  run([process.execPath, bin, ...args], { cwd: repoRoot, timeoutMs: 60_000 })
+/** The CLI can wait out a silent gateway's retries. */
+const edgeCcm = (args: ReadonlyArray<string>) => run(args, { timeoutMs: 60_000 })
 
 let state: lab.LabState
 const servers: Array<lab.NodePortServer> = []
-
-const ruleFor = (externalPort: number) => async () =>
-  (await lab.nftMappings()).find((m) => m.protocol === "TCP" && m.externalPort === externalPort)
-
-const curlThrough = (externalPort: number, internalPort: number) =>
-  lab.waitFor(async () => {
-    const r = await lab.curlFromWan(`http://${state.gatewayWanIp}:${externalPort}/`, { timeoutMs: 2000 })
-    return r.ok && r.body === `edge-ccm-lab nodePort ${internalPort}\n` ? r : undefined
-  }, { description: `curl from wan to :${externalPort} reaching nodePort ${internalPort}`, timeoutMs: 10_000 })
-
-const oneLine = (text: string) => expect(text.trim().split("\n"), text).toHaveLength(1)
 
 beforeAll(async () => {
   state = lab.loadLab()
@@ -104,8 +89,8 @@ describe("edge-ccm gateway --via on miniupnpd 2.3.1 (UPnP off)", () => {
     })
     const nonce = String(granted["nonce"])
     expect(nonce).toMatch(/^[0-9a-f]{24}$/)
-    expect(await ruleFor(externalPort)()).toEqual({ protocol: "TCP", externalPort, internalClient: state.nodeIp, internalPort })
-    expect((await curlThrough(externalPort, internalPort)).status).toBe(200)
+    expect(await lab.nftMappingOn(externalPort, "TCP")).toEqual({ protocol: "TCP", externalPort, internalClient: state.nodeIp, internalPort })
+    expect((await lab.curlReaches(externalPort, internalPort)).status).toBe(200)
 
     const missingNonce = await edgeCcm([
       "gateway",
@@ -120,9 +105,9 @@ describe("edge-ccm gateway --via on miniupnpd 2.3.1 (UPnP off)", () => {
       String(internalPort)
     ])
     expect(missingNonce.code).toBe(2)
-    oneLine(missingNonce.stderr)
+    assertOneLine(missingNonce.stderr.trim())
     expect(missingNonce.stderr).toContain("--nonce is required with --via pcp")
-    expect(await ruleFor(externalPort)()).toBeDefined()
+    expect(await lab.nftMappingOn(externalPort, "TCP")).toBeDefined()
 
     // miniupnpd refuses another nonce (NOT_AUTHORIZED) and keeps the mapping.
     const stranger = await edgeCcm([
@@ -140,10 +125,10 @@ describe("edge-ccm gateway --via on miniupnpd 2.3.1 (UPnP off)", () => {
       "00112233445566778899aabb"
     ])
     expect(stranger.code).toBe(1)
-    oneLine(stranger.stderr)
+    assertOneLine(stranger.stderr.trim())
     expect(stranger.stderr).toContain(`TCP ${externalPort} on ${state.gatewayLanIp}:5351 is held by another PCP client`)
     expect(stranger.stderr).toContain("NOT_AUTHORIZED")
-    expect(await ruleFor(externalPort)()).toBeDefined()
+    expect(await lab.nftMappingOn(externalPort, "TCP")).toBeDefined()
 
     const removed = await edgeCcm([
       "gateway",
@@ -161,7 +146,7 @@ describe("edge-ccm gateway --via on miniupnpd 2.3.1 (UPnP off)", () => {
     ])
     expect(removed.code, removed.stderr).toBe(0)
     expect(removed.stdout.trim()).toBe(`removed TCP ${externalPort}`)
-    expect(await ruleFor(externalPort)()).toBeUndefined()
+    expect(await lab.nftMappingOn(externalPort, "TCP")).toBeUndefined()
     expect((await lab.curlFromWan(`http://${state.gatewayWanIp}:${externalPort}/`, { timeoutMs: 1500 })).ok).toBe(false)
   })
 
@@ -188,8 +173,8 @@ describe("edge-ccm gateway --via on miniupnpd 2.3.1 (UPnP off)", () => {
       `mapped TCP 122.112.219.229:${externalPort} -> ${state.nodeIp}:${internalPort} over NAT-PMP (lease 300 s)`,
       `remove with: edge-ccm gateway unmap --via nat-pmp --external-port ${externalPort} --protocol TCP --internal-port ${internalPort}`
     ])
-    expect(await ruleFor(externalPort)()).toEqual({ protocol: "TCP", externalPort, internalClient: state.nodeIp, internalPort })
-    expect((await curlThrough(externalPort, internalPort)).status).toBe(200)
+    expect(await lab.nftMappingOn(externalPort, "TCP")).toEqual({ protocol: "TCP", externalPort, internalClient: state.nodeIp, internalPort })
+    expect((await lab.curlReaches(externalPort, internalPort)).status).toBe(200)
 
     const removed = await edgeCcm([
       "gateway",
@@ -206,14 +191,14 @@ describe("edge-ccm gateway --via on miniupnpd 2.3.1 (UPnP off)", () => {
     ])
     expect(removed.code, removed.stderr).toBe(0)
     expect(JSON.parse(removed.stdout)).toEqual({ externalPort, protocol: "TCP", internalPort, removed: true })
-    expect(await ruleFor(externalPort)()).toBeUndefined()
+    expect(await lab.nftMappingOn(externalPort, "TCP")).toBeUndefined()
     expect((await lab.curlFromWan(`http://${state.gatewayWanIp}:${externalPort}/`, { timeoutMs: 1500 })).ok).toBe(false)
   })
 
   it("with UPnP off, the default --via upnp-igd finds nothing and points at pcp and nat-pmp", async () => {
     const result = await edgeCcm(["gateway", "status", "--timeout", "1s"])
     expect(result.code).toBe(1)
-    oneLine(result.stderr)
+    assertOneLine(result.stderr.trim())
     expect(result.stderr).toContain("edge-ccm gateway status: no usable Internet gateway found")
     expect(result.stderr).toContain("may still answer --via pcp or --via nat-pmp")
   })
@@ -222,7 +207,7 @@ describe("edge-ccm gateway --via on miniupnpd 2.3.1 (UPnP off)", () => {
     const result = await edgeCcm(["gateway", "list", "--via", "nat-pmp"])
     expect(result.code).toBe(1)
     expect(result.stdout).toBe("")
-    oneLine(result.stderr)
+    assertOneLine(result.stderr.trim())
     expect(result.stderr).toContain("edge-ccm gateway list: NAT-PMP cannot list a router's mapping table")
   })
 })

@@ -16,7 +16,7 @@ import {
   curlFromWan,
   kubectl,
   type LabProcess,
-  nftMappings,
+  nftMappingOn,
   reconfigureGateway,
   rebootGateway,
   restoreGateway,
@@ -40,8 +40,6 @@ const create = async (name: string, type: string, port: number) => {
     return ingressIp(s) === PUBLIC_IP ? s : undefined
   }, { description: `${name} published`, timeoutMs: 20_000 })
 }
-
-const rule = async (port: number) => (await nftMappings()).find((m) => m.externalPort === port)
 
 const removeAll = async (...names: Array<string>) => {
   for (const name of names) await kubectl(["delete", "service", name, "--ignore-not-found", "--wait=false"])
@@ -76,7 +74,7 @@ describe("NAT-PMP and PCP", () => {
     for (const { name, port, type } of services) {
       const service = await create(name, type, port)
       const nodePort = service.spec.ports[0]!.nodePort!
-      expect(await rule(port)).toMatchObject({ internalClient: "192.168.77.10", internalPort: nodePort })
+      expect(await nftMappingOn(port)).toMatchObject({ internalClient: "192.168.77.10", internalPort: nodePort })
       const server = await serveNodePort(nodePort)
       try {
         const answer = await curlFromWan(`http://${PUBLIC_IP}:${port}/`)
@@ -93,7 +91,7 @@ describe("NAT-PMP and PCP", () => {
     expect(pcpRecord[0].nonce).toMatch(/^[0-9a-f]{24}$/)
 
     await removeAll("via-natpmp", "via-pcp", "via-auto")
-    for (const { port } of services) expect(await rule(port)).toBeUndefined()
+    for (const { port } of services) expect(await nftMappingOn(port)).toBeUndefined()
   })
 
   it("re-maps within 5 s after the router reboots (the epoch starts again)", async () => {
@@ -101,7 +99,7 @@ describe("NAT-PMP and PCP", () => {
     await create("epoch-b", "pcp", 9202)
     await rebootGateway()
     const rebooted = Date.now()
-    await waitFor(async () => (await rule(9201)) !== undefined && (await rule(9202)) !== undefined, {
+    await waitFor(async () => (await nftMappingOn(9201)) !== undefined && (await nftMappingOn(9202)) !== undefined, {
       description: "both mappings back after the reboot",
       timeoutMs: 5_000,
       intervalMs: 100
@@ -114,7 +112,7 @@ describe("NAT-PMP and PCP", () => {
 
   it("a restarted controller deletes a PCP mapping with the nonce from the record", async () => {
     await create("pcp-restart", "pcp", 9301)
-    expect(await rule(9301)).toBeDefined()
+    expect(await nftMappingOn(9301)).toBeDefined()
     await controller.stop({ signal: "SIGKILL" })
     await kubectl(["delete", "service", "pcp-restart", "--wait=false"])
     controller = await startController()
@@ -122,6 +120,6 @@ describe("NAT-PMP and PCP", () => {
       description: "the Service deleted while the controller was down to be gone",
       timeoutMs: 20_000
     })
-    expect(await rule(9301)).toBeUndefined()
+    expect(await nftMappingOn(9301)).toBeUndefined()
   })
 })

@@ -4,17 +4,9 @@
  * match what miniupnpc's `upnpc -l` sees, and a mapping it makes must carry traffic from the
  * Internet side to the node.
  */
-import * as path from "node:path"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
-import { repoRoot } from "../../scripts/lab/driver.ts"
-import { run } from "../../scripts/lab/proc.ts"
+import { edgeCcm } from "./support/controller.ts"
 import * as lab from "./support/lab.ts"
-
-const bin = path.join(repoRoot, "src/bin.ts")
-
-/** Runs `edge-ccm <args>` from the node namespace (the test process is already in it). */
-const edgeCcm = (args: ReadonlyArray<string>) =>
-  run([process.execPath, bin, ...args], { cwd: repoRoot, timeoutMs: 30_000 })
 
 const EXTERNAL_PORT = 18080
 const INTERNAL_PORT = 31080

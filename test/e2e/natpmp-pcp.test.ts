@@ -33,9 +33,6 @@ const mapping = (externalPort: number, internalPort: number): MappingRequest => 
   leaseSeconds: 300
 })
 
-const ruleFor = (externalPort: number) => async () =>
-  (await lab.nftMappings()).find((m) => m.protocol === "TCP" && m.externalPort === externalPort)
-
 /** Waits until the gateway's epoch is past the RFCs' slack, so that a reboot is detectable. */
 const epochAtLeast = (client: Client, seconds: number) =>
   wait(() =>
@@ -53,13 +50,7 @@ const serve = (port: number) => wait(async () => {
   return server
 })
 
-const curlThrough = (externalPort: number, internalPort: number) =>
-  wait(() =>
-    lab.waitFor(async () => {
-      const r = await lab.curlFromWan(`http://${lab.loadLab().gatewayWanIp}:${externalPort}/`, { timeoutMs: 2000 })
-      return r.ok && r.body === `edge-ccm-lab nodePort ${internalPort}\n` ? r : undefined
-    }, { description: `curl from wan to :${externalPort} reaching nodePort ${internalPort}`, timeoutMs: 10_000 })
-  )
+const curlThrough = (externalPort: number, internalPort: number) => wait(() => lab.curlReaches(externalPort, internalPort))
 
 const curlRefused = (externalPort: number) =>
   wait(() => lab.curlFromWan(`http://${lab.loadLab().gatewayWanIp}:${externalPort}/`, { timeoutMs: 1500 }))
@@ -97,14 +88,14 @@ describe("NAT-PMP on miniupnpd 2.3.1 (UPnP off)", () => {
       yield* serve(31080)
       const granted = yield* client.map(mapping(18080, 31080))
       expect(granted).toMatchObject({ externalPort: 18080, internalClient: "192.168.77.10", internalPort: 31080, leaseSeconds: 300 })
-      expect(yield* wait(ruleFor(18080))).toEqual({ protocol: "TCP", externalPort: 18080, internalClient: "192.168.77.10", internalPort: 31080 })
+      expect(yield* wait(() => lab.nftMappingOn(18080, "TCP"))).toEqual({ protocol: "TCP", externalPort: 18080, internalClient: "192.168.77.10", internalPort: 31080 })
       const rules = yield* wait(() => lab.nftNatRules())
       expect(rules).toMatch(/th dport 18080 dnat ip to 192\.168\.77\.10:31080/)
       const curl = yield* curlThrough(18080, 31080)
       expect(curl.status).toBe(200)
 
       yield* client.unmap({ externalPort: 18080, protocol: "TCP" })
-      expect(yield* wait(ruleFor(18080))).toBeUndefined()
+      expect(yield* wait(() => lab.nftMappingOn(18080, "TCP"))).toBeUndefined()
       expect((yield* curlRefused(18080)).ok).toBe(false)
     }))
   })
@@ -134,14 +125,14 @@ describe("NAT-PMP on miniupnpd 2.3.1 (UPnP off)", () => {
       expect(before.lostState).toBe(false)
 
       yield* wait(() => lab.rebootGateway())
-      expect(yield* wait(ruleFor(18082))).toBeUndefined()
+      expect(yield* wait(() => lab.nftMappingOn(18082, "TCP"))).toBeUndefined()
       const after = yield* client.status
       expect(after.lostState).toBe(true)
       expect(after.stateLosses).toBe(1)
       expect(after.uptimeSeconds).toBeLessThan(before.uptimeSeconds ?? 0)
 
       yield* client.map(mapping(18082, 31082))
-      expect(yield* wait(ruleFor(18082))).toMatchObject({ internalPort: 31082 })
+      expect(yield* wait(() => lab.nftMappingOn(18082, "TCP"))).toMatchObject({ internalPort: 31082 })
       yield* client.unmap({ externalPort: 18082, protocol: "TCP" })
     }))
   })
@@ -152,7 +143,7 @@ describe("NAT-PMP on miniupnpd 2.3.1 (UPnP off)", () => {
       const client = yield* natpmpClient
       const error = yield* failureOf(client.map(mapping(18083, 31083)))
       expect(error._tag).toBe("DoubleNat")
-      expect(yield* wait(ruleFor(18083))).toBeUndefined()
+      expect(yield* wait(() => lab.nftMappingOn(18083, "TCP"))).toBeUndefined()
       const status = yield* client.status
       expect(status.connected).toBe(false)
       expect(status.externalAddress.class).not.toBe("public")
@@ -181,11 +172,11 @@ describe("PCP on miniupnpd 2.3.1 (UPnP off)", () => {
       expect(granted.nonce).toMatch(/^[0-9a-f]{24}$/)
       expect(granted).toMatchObject({ externalPort: 18181, internalClient: "192.168.77.10", internalPort: 31181 })
       expect(granted.leaseSeconds).toBeGreaterThan(0)
-      expect(yield* wait(ruleFor(18181))).toEqual({ protocol: "TCP", externalPort: 18181, internalClient: "192.168.77.10", internalPort: 31181 })
+      expect(yield* wait(() => lab.nftMappingOn(18181, "TCP"))).toEqual({ protocol: "TCP", externalPort: 18181, internalClient: "192.168.77.10", internalPort: 31181 })
       expect((yield* curlThrough(18181, 31181)).status).toBe(200)
 
       yield* client.unmap({ externalPort: 18181, protocol: "TCP" })
-      expect(yield* wait(ruleFor(18181))).toBeUndefined()
+      expect(yield* wait(() => lab.nftMappingOn(18181, "TCP"))).toBeUndefined()
       expect((yield* curlRefused(18181)).ok).toBe(false)
     }))
   })
@@ -204,11 +195,11 @@ describe("PCP on miniupnpd 2.3.1 (UPnP off)", () => {
       const stranger = yield* pcpClient
       const refused = yield* failureOf(stranger.unmap({ ...record, nonce: "0123456789abcdef01234567" }))
       expect(refused._tag).toBe("PortConflict")
-      expect(yield* wait(ruleFor(18182))).toBeDefined()
+      expect(yield* wait(() => lab.nftMappingOn(18182, "TCP"))).toBeDefined()
 
       const another = yield* pcpClient
       yield* another.unmap(record)
-      expect(yield* wait(ruleFor(18182))).toBeUndefined()
+      expect(yield* wait(() => lab.nftMappingOn(18182, "TCP"))).toBeUndefined()
       // Already gone: still a success.
       yield* another.unmap(record)
     }))
@@ -237,7 +228,7 @@ describe("PCP on miniupnpd 2.3.1 (UPnP off)", () => {
       yield* epochAtLeast(client, 4)
       expect((yield* client.status).lostState).toBe(false)
       yield* wait(() => lab.rebootGateway())
-      expect(yield* wait(ruleFor(18183))).toBeUndefined()
+      expect(yield* wait(() => lab.nftMappingOn(18183, "TCP"))).toBeUndefined()
       const after = yield* client.status
       expect(after.lostState).toBe(true)
       expect(after.stateLosses).toBe(1)
@@ -250,7 +241,7 @@ describe("PCP on miniupnpd 2.3.1 (UPnP off)", () => {
       const client = yield* pcpClient
       const error = yield* failureOf(client.map(mapping(18184, 31184)))
       expect(error._tag).toBe("DoubleNat")
-      expect(yield* wait(ruleFor(18184))).toBeUndefined()
+      expect(yield* wait(() => lab.nftMappingOn(18184, "TCP"))).toBeUndefined()
       const status = yield* client.status
       expect(status.externalAddress.class).not.toBe("public")
     }))

@@ -3,6 +3,7 @@
  * e2e tests assert on (Service status, events, the router's table).
  */
 import * as path from "node:path"
+import { run } from "../../../scripts/lab/proc.ts"
 import { kubectl, kubectlJson, type LabProcess, loadLab, spawnInNamespace, waitFor } from "./lab.ts"
 
 const root = path.resolve(import.meta.dirname, "../../..")
@@ -18,6 +19,11 @@ export interface ControllerProcessOptions {
   /** Runs this entry point instead of the sources (e.g. the compiled dist/bin.js). */
   readonly entry?: ReadonlyArray<string>
   readonly env?: Readonly<Record<string, string>>
+}
+
+/** Runs `edge-ccm <args>` from the sources, in the node namespace (the test process is already in it). */
+export function edgeCcm(args: ReadonlyArray<string>, options: { readonly timeoutMs?: number } = {}) {
+  return run([process.execPath, path.join(root, "src/bin.ts"), ...args], { cwd: root, timeoutMs: options.timeoutMs ?? 30_000 })
 }
 
 /** Starts `edge-ccm run` and waits until /readyz answers 200 (caches synced, router reachable). */

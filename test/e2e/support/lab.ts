@@ -435,6 +435,19 @@ export async function nftMappings(): Promise<Array<NftMapping>> {
   return parseNftNatRules(await nftNatRules())
 }
 
+/** The gateway's DNAT rule for one external port (of either protocol unless given), or undefined. */
+export async function nftMappingOn(externalPort: number, protocol?: "TCP" | "UDP"): Promise<NftMapping | undefined> {
+  return (await nftMappings()).find((m) => m.externalPort === externalPort && (protocol === undefined || m.protocol === protocol))
+}
+
+/** Waits for a curl from `wan` to the gateway's external port to reach the stand-in on `internalPort`. */
+export function curlReaches(externalPort: number, internalPort: number): Promise<CurlResult> {
+  return waitFor(async () => {
+    const r = await curlFromWan(`http://${loadLab().gatewayWanIp}:${externalPort}/`, { timeoutMs: 2000 })
+    return r.ok && r.body === `edge-ccm-lab nodePort ${internalPort}\n` ? r : undefined
+  }, { description: `curl from wan to :${externalPort} reaching nodePort ${internalPort}`, timeoutMs: 10_000 })
+}
+
 /** The miniupnpd PID from the lab's state file (it changes with every reboot). */
 export function gatewayPid(): number | undefined {
   return loadLab().gateway.pid ?? undefined
