@@ -6,14 +6,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Arbitrary, Effect, Result, Schema } from "effect"
 import { decodeResponse, type NatPmpResponse } from "../../../src/gateway/natpmp/NatPmpPacket.ts"
-
-const Byte = Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 255 }))
-const U16 = Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 0xffff }))
-const U32 = Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 0xffff_ffff }))
-
-const randomBytes = Arbitrary.array(Arbitrary.schema(Byte), { maxLength: 40 }).pipe(
-  Arbitrary.map((values) => new Uint8Array(values))
-)
+import { inRange, mutatedFrom, randomBytes as anyBytes, U16, U32 } from "../../support/byteArbitraries.ts"
 
 const SAMPLES = [
   [0, 128, 0, 0, 0, 0, 1, 0, 122, 112, 219, 229],
@@ -22,28 +15,8 @@ const SAMPLES = [
   [0, 133, 0, 5, 0, 0, 1, 0]
 ].map((values) => Uint8Array.from(values))
 
-const Edit = Schema.Struct({
-  op: Schema.Literals(["set", "insert", "delete", "truncate"]),
-  position: Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 31 })),
-  byte: Byte
-})
-
-const mutated = Arbitrary.all({
-  sample: Arbitrary.schema(Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: SAMPLES.length - 1 }))),
-  edits: Arbitrary.array(Arbitrary.schema(Edit), { minLength: 1, maxLength: 6 })
-}).pipe(Arbitrary.map(({ edits, sample }) => {
-  const bytes = Array.from(SAMPLES[sample]!)
-  for (const edit of edits) {
-    const at = edit.position % (bytes.length + 1)
-    if (edit.op === "set" && at < bytes.length) bytes[at] = edit.byte
-    else if (edit.op === "insert") bytes.splice(at, 0, edit.byte)
-    else if (edit.op === "delete") bytes.splice(at, 1)
-    else if (edit.op === "truncate") bytes.length = at
-  }
-  return new Uint8Array(bytes)
-}))
-
-const inRange = (value: number, max: number) => Number.isInteger(value) && value >= 0 && value <= max
+const randomBytes = anyBytes(40)
+const mutated = mutatedFrom(SAMPLES, { maxPosition: 31, maxEdits: 6 })
 
 const wellFormed = (response: NatPmpResponse): boolean => {
   switch (response._tag) {

@@ -6,14 +6,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Arbitrary, Effect, Result, Schema } from "effect"
 import { decodeResponse, type PcpResponse } from "../../../src/gateway/pcp/PcpPacket.ts"
-
-const Byte = Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 255 }))
-const U16 = Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 0xffff }))
-const U32 = Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 0xffff_ffff }))
-
-const randomBytes = Arbitrary.array(Arbitrary.schema(Byte), { maxLength: 120 }).pipe(
-  Arbitrary.map((values) => new Uint8Array(values))
-)
+import { Byte, inRange, mutatedFrom, randomBytes as anyBytes, U16, U32 } from "../../support/byteArbitraries.ts"
 
 const SUCCESS = Buffer.from(
   "0281000000000e10000004d2000000000000000000000000" +
@@ -27,28 +20,8 @@ const SAMPLES = [
   Buffer.from([0, 129, 0, 1, 0, 0, 0, 42])
 ].map((buffer) => Uint8Array.from(buffer))
 
-const Edit = Schema.Struct({
-  op: Schema.Literals(["set", "insert", "delete", "truncate"]),
-  position: Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 70 })),
-  byte: Byte
-})
-
-const mutated = Arbitrary.all({
-  sample: Arbitrary.schema(Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: SAMPLES.length - 1 }))),
-  edits: Arbitrary.array(Arbitrary.schema(Edit), { minLength: 1, maxLength: 6 })
-}).pipe(Arbitrary.map(({ edits, sample }) => {
-  const bytes = Array.from(SAMPLES[sample]!)
-  for (const edit of edits) {
-    const at = edit.position % (bytes.length + 1)
-    if (edit.op === "set" && at < bytes.length) bytes[at] = edit.byte
-    else if (edit.op === "insert") bytes.splice(at, 0, edit.byte)
-    else if (edit.op === "delete") bytes.splice(at, 1)
-    else if (edit.op === "truncate") bytes.length = at
-  }
-  return new Uint8Array(bytes)
-}))
-
-const inRange = (value: number, max: number) => Number.isInteger(value) && value >= 0 && value <= max
+const randomBytes = anyBytes(120)
+const mutated = mutatedFrom(SAMPLES, { maxPosition: 70, maxEdits: 6 })
 
 const wellFormed = (response: PcpResponse): boolean => {
   switch (response._tag) {

@@ -4,43 +4,20 @@
  * thrown exception or a defect.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Arbitrary, Cause, Effect, Exit, Schema } from "effect"
+import { Cause, Effect, Exit, Schema } from "effect"
 import { parseDescription } from "../../../src/gateway/upnp/Description.ts"
 import * as IgdClient from "../../../src/gateway/upnp/IgdClient.ts"
 import { readReply } from "../../../src/gateway/upnp/SoapTransport.ts"
+import { mutatedFrom, randomBytes as anyBytes } from "../../support/byteArbitraries.ts"
 import { fixtureBytes, fixtureNames } from "./fixtures.ts"
 
 const descriptions = fixtureNames("descriptions")
 const replies = [...fixtureNames("soap/miniupnpd-2.3.1"), ...fixtureNames("soap/other")]
 
-const Edit = Schema.Struct({
-  op: Schema.Literals(["set", "insert", "delete", "truncate"]),
-  position: Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 4095 })),
-  byte: Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 255 }))
-})
-
 /** A captured document with a few bytes changed, inserted, removed, or cut off. */
-const mutated = (names: ReadonlyArray<string>) =>
-  Arbitrary.all({
-    name: Arbitrary.schema(Schema.Literals(names as [string, ...Array<string>])),
-    edits: Arbitrary.array(Arbitrary.schema(Edit), { minLength: 1, maxLength: 8 })
-  }).pipe(
-    Arbitrary.map(({ name, edits }) => {
-      const bytes = Array.from(fixtureBytes(name))
-      for (const edit of edits) {
-        const at = edit.position % (bytes.length + 1)
-        if (edit.op === "set" && at < bytes.length) bytes[at] = edit.byte
-        else if (edit.op === "insert") bytes.splice(at, 0, edit.byte)
-        else if (edit.op === "delete") bytes.splice(at, 1)
-        else if (edit.op === "truncate") bytes.length = at
-      }
-      return new Uint8Array(bytes)
-    })
-  )
+const mutated = (names: ReadonlyArray<string>) => mutatedFrom(names.map(fixtureBytes), { maxPosition: 4095, maxEdits: 8 })
 
-const randomBytes = Arbitrary.array(Arbitrary.schema(Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 255 }))), {
-  maxLength: 600
-}).pipe(Arbitrary.map((values) => new Uint8Array(values)))
+const randomBytes = anyBytes(600)
 
 /** Succeeds, or fails with one of the expected tags: never a defect. */
 const expectTyped = <A, E extends { readonly _tag: string }>(
