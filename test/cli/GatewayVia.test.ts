@@ -26,6 +26,20 @@ const mapArgs = (fake: FakeNatPmp.FakeNatPmp, via: Via, externalPort = 8080, int
   protocol
 ]
 
+const unmapArgs = (fake: FakeNatPmp.FakeNatPmp, via: Via, externalPort = 8080, internalPort = 30000, protocol = "TCP") => [
+  "gateway",
+  "unmap",
+  "--via",
+  via,
+  ...aim(fake),
+  "--external-port",
+  String(externalPort),
+  "--protocol",
+  protocol,
+  "--internal-port",
+  String(internalPort)
+]
+
 const STATUS_KEYS = ["router", "protocol", "connected", "uptimeSeconds", "externalIp", "externalIpClass", "localAddress"]
 
 const MAP_KEYS = [
@@ -123,22 +137,7 @@ describe("edge-ccm gateway --via nat-pmp|pcp", () => {
       })
 
       // A fresh process knows nothing of the mapping: the nonce and internal port come from the flags.
-      const removed = yield* cli([
-        "gateway",
-        "unmap",
-        "--via",
-        "pcp",
-        ...aim(fake),
-        "--external-port",
-        "8080",
-        "--protocol",
-        "TCP",
-        "--internal-port",
-        "30000",
-        "--nonce",
-        String(granted["nonce"]).toUpperCase(),
-        "--json"
-      ])
+      const removed = yield* cli([...unmapArgs(fake, "pcp", 8080, 30000, "TCP"), "--nonce", String(granted["nonce"]).toUpperCase(), "--json"])
       assert.strictEqual(removed.code, 0, removed.err)
       assert.deepStrictEqual(JSON.parse(removed.out), { externalPort: 8080, protocol: "TCP", internalPort: 30000, removed: true })
       assert.strictEqual(fake.table.size, 0)
@@ -180,21 +179,7 @@ describe("edge-ccm gateway --via nat-pmp|pcp", () => {
       assert.include(fake.table.get("TCP/8080"), { nonce, lifetime: 900 })
 
       const stranger = "00112233445566778899aabb"
-      const refused = yield* cli([
-        "gateway",
-        "unmap",
-        "--via",
-        "pcp",
-        ...aim(fake),
-        "--external-port",
-        "8080",
-        "--protocol",
-        "TCP",
-        "--internal-port",
-        "30000",
-        "--nonce",
-        stranger
-      ])
+      const refused = yield* cli([...unmapArgs(fake, "pcp", 8080, 30000, "TCP"), "--nonce", stranger])
       assert.strictEqual(refused.code, 1)
       assertOneLine(refused.err)
       assert.strictEqual(
@@ -235,19 +220,7 @@ describe("edge-ccm gateway --via nat-pmp|pcp", () => {
         ].join("\n")
       )
 
-      const removed = yield* cli([
-        "gateway",
-        "unmap",
-        "--via",
-        "nat-pmp",
-        ...aim(fake),
-        "--external-port",
-        "8081",
-        "--protocol",
-        "UDP",
-        "--internal-port",
-        "30001"
-      ])
+      const removed = yield* cli(unmapArgs(fake, "nat-pmp", 8081, 30001, "UDP"))
       assert.strictEqual(removed.code, 0, removed.err)
       assert.strictEqual(removed.out, "removed UDP 8081 (NAT-PMP: every UDP mapping of this host to internal port 30001)")
       assert.deepStrictEqual(Array.from(fake.table.keys()), ["TCP/8082"])

@@ -13,6 +13,12 @@ import * as lab from "./support/lab.ts"
 /** The CLI can wait out a silent gateway's retries. */
 const edgeCcm = (args: ReadonlyArray<string>) => run(args, { timeoutMs: 60_000 })
 
+const mapArgs = (via: string, externalPort: number, internalPort: number) =>
+  ["gateway", "map", "--via", via, "--external-port", String(externalPort), "--internal-port", String(internalPort), "--protocol", "TCP"]
+
+const unmapArgs = (via: string, externalPort: number, internalPort: number) =>
+  ["gateway", "unmap", "--via", via, "--external-port", String(externalPort), "--protocol", "TCP", "--internal-port", String(internalPort)]
+
 let state: lab.LabState
 const servers: Array<lab.NodePortServer> = []
 
@@ -60,21 +66,7 @@ describe("edge-ccm gateway --via on miniupnpd 2.3.1 (UPnP off)", () => {
     const externalPort = 18180
     const internalPort = 31180
     servers.push(await lab.serveNodePort(internalPort))
-    const mapped = await edgeCcm([
-      "gateway",
-      "map",
-      "--via",
-      "pcp",
-      "--external-port",
-      String(externalPort),
-      "--internal-port",
-      String(internalPort),
-      "--protocol",
-      "TCP",
-      "--lease",
-      "300",
-      "--json"
-    ])
+    const mapped = await edgeCcm([...mapArgs("pcp", externalPort, internalPort), "--lease", "300", "--json"])
     expect(mapped.code, mapped.stderr).toBe(0)
     const granted = JSON.parse(mapped.stdout) as Record<string, unknown>
     expect(granted).toMatchObject({
@@ -92,58 +84,21 @@ describe("edge-ccm gateway --via on miniupnpd 2.3.1 (UPnP off)", () => {
     expect(await lab.nftMappingOn(externalPort, "TCP")).toEqual({ protocol: "TCP", externalPort, internalClient: state.nodeIp, internalPort })
     expect((await lab.curlReaches(externalPort, internalPort)).status).toBe(200)
 
-    const missingNonce = await edgeCcm([
-      "gateway",
-      "unmap",
-      "--via",
-      "pcp",
-      "--external-port",
-      String(externalPort),
-      "--protocol",
-      "TCP",
-      "--internal-port",
-      String(internalPort)
-    ])
+    const missingNonce = await edgeCcm([...unmapArgs("pcp", externalPort, internalPort)])
     expect(missingNonce.code).toBe(2)
     assertOneLine(missingNonce.stderr.trim())
     expect(missingNonce.stderr).toContain("--nonce is required with --via pcp")
     expect(await lab.nftMappingOn(externalPort, "TCP")).toBeDefined()
 
     // miniupnpd refuses another nonce (NOT_AUTHORIZED) and keeps the mapping.
-    const stranger = await edgeCcm([
-      "gateway",
-      "unmap",
-      "--via",
-      "pcp",
-      "--external-port",
-      String(externalPort),
-      "--protocol",
-      "TCP",
-      "--internal-port",
-      String(internalPort),
-      "--nonce",
-      "00112233445566778899aabb"
-    ])
+    const stranger = await edgeCcm([...unmapArgs("pcp", externalPort, internalPort), "--nonce", "00112233445566778899aabb"])
     expect(stranger.code).toBe(1)
     assertOneLine(stranger.stderr.trim())
     expect(stranger.stderr).toContain(`TCP ${externalPort} on ${state.gatewayLanIp}:5351 is held by another PCP client`)
     expect(stranger.stderr).toContain("NOT_AUTHORIZED")
     expect(await lab.nftMappingOn(externalPort, "TCP")).toBeDefined()
 
-    const removed = await edgeCcm([
-      "gateway",
-      "unmap",
-      "--via",
-      "pcp",
-      "--external-port",
-      String(externalPort),
-      "--protocol",
-      "TCP",
-      "--internal-port",
-      String(internalPort),
-      "--nonce",
-      nonce
-    ])
+    const removed = await edgeCcm([...unmapArgs("pcp", externalPort, internalPort), "--nonce", nonce])
     expect(removed.code, removed.stderr).toBe(0)
     expect(removed.stdout.trim()).toBe(`removed TCP ${externalPort}`)
     expect(await lab.nftMappingOn(externalPort, "TCP")).toBeUndefined()
@@ -154,20 +109,7 @@ describe("edge-ccm gateway --via on miniupnpd 2.3.1 (UPnP off)", () => {
     const externalPort = 18181
     const internalPort = 31181
     servers.push(await lab.serveNodePort(internalPort))
-    const mapped = await edgeCcm([
-      "gateway",
-      "map",
-      "--via",
-      "nat-pmp",
-      "--external-port",
-      String(externalPort),
-      "--internal-port",
-      String(internalPort),
-      "--protocol",
-      "TCP",
-      "--lease",
-      "300"
-    ])
+    const mapped = await edgeCcm([...mapArgs("nat-pmp", externalPort, internalPort), "--lease", "300"])
     expect(mapped.code, mapped.stderr).toBe(0)
     expect(mapped.stdout.trim().split("\n")).toEqual([
       `mapped TCP 122.112.219.229:${externalPort} -> ${state.nodeIp}:${internalPort} over NAT-PMP (lease 300 s)`,
@@ -176,19 +118,7 @@ describe("edge-ccm gateway --via on miniupnpd 2.3.1 (UPnP off)", () => {
     expect(await lab.nftMappingOn(externalPort, "TCP")).toEqual({ protocol: "TCP", externalPort, internalClient: state.nodeIp, internalPort })
     expect((await lab.curlReaches(externalPort, internalPort)).status).toBe(200)
 
-    const removed = await edgeCcm([
-      "gateway",
-      "unmap",
-      "--via",
-      "nat-pmp",
-      "--external-port",
-      String(externalPort),
-      "--protocol",
-      "TCP",
-      "--internal-port",
-      String(internalPort),
-      "--json"
-    ])
+    const removed = await edgeCcm([...unmapArgs("nat-pmp", externalPort, internalPort), "--json"])
     expect(removed.code, removed.stderr).toBe(0)
     expect(JSON.parse(removed.stdout)).toEqual({ externalPort, protocol: "TCP", internalPort, removed: true })
     expect(await lab.nftMappingOn(externalPort, "TCP")).toBeUndefined()
