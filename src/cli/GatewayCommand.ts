@@ -13,6 +13,7 @@ import type { Backend } from "../gateway/Gateways.ts"
 import type { MappingEntry } from "../gateway/Mapping.ts"
 import { NatPmpGateway } from "../gateway/natpmp/NatPmpGateway.ts"
 import { PcpGateway } from "../gateway/pcp/PcpGateway.ts"
+import { PCP_PORT } from "../gateway/pcp/PcpPacket.ts"
 import { PortMapper } from "../gateway/PortMapper.ts"
 import type { DiscoveryError, DiscoveryOptions } from "../gateway/upnp/Discovery.ts"
 import { type GatewayCandidate, UpnpGateway } from "../gateway/upnp/UpnpGateway.ts"
@@ -102,7 +103,8 @@ type PortControlVia = Exclude<Via, "upnp-igd">
 
 const PROTOCOL_NAMES: Record<Via, string> = { "upnp-igd": "UPnP IGD", "nat-pmp": "NAT-PMP", "pcp": "PCP" }
 
-const NATPMP_PCP_PORT = 5351
+// NAT-PMP and PCP share one port.
+const NATPMP_PCP_PORT = PCP_PORT
 
 /** NAT-PMP and PCP have no discovery: they talk to one address, the default route's gateway unless told. */
 const portControlFlags = {
