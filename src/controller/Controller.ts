@@ -60,6 +60,8 @@ export interface ControllerHealth {
   /** This node carries the exclude-from-external-load-balancers label: nothing is mapped to it. */
   readonly excluded: boolean
   readonly queueDepth: number
+  /** Events waiting to be sent (they yield to the work). */
+  readonly eventsQueued: number
   /** When the loops last made progress (ms since epoch): a stuck loop fails the liveness probe. */
   readonly lastProbeAt: number
   readonly lastResyncAt: number
@@ -80,7 +82,7 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
   const gateways = yield* Gateways
   const queue = yield* makeWorkQueue
   const announcer = makeAnnouncer()
-  const events = yield* makeEventSink(kube)
+  const events = yield* makeEventSink(kube, { idle: queue.idle })
   const portIndex = makePortIndex(options)
   const timers = yield* FiberMap.make<string>()
   const restartListeners = yield* FiberMap.make<Backend>()
@@ -577,6 +579,7 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
         gatewayError: [...backends.values()].find((backend) => backend.error !== undefined)?.error?.message,
         excluded: excluded(),
         queueDepth: yield* queue.depth,
+        eventsQueued: yield* events.queued,
         lastProbeAt: state.lastProbeAt,
         lastResyncAt: state.lastResyncAt
       }

@@ -1,6 +1,9 @@
 /**
  * Events leave the reconcile's path: one background fiber sends them, in the order they were
- * raised, so mapping a Service never waits for the apiserver to store its Event. As with
+ * raised, so mapping a Service never waits for the apiserver to store its Event. They also
+ * yield to the work: while Services are being reconciled (`idle` has not completed), one Event
+ * goes out per `busyInterval` at most, and the rest follow once the burst is over, so a burst of Services
+ * does not share the apiserver's (and the controller's) CPU with its own Events. As with
  * client-go's recorder, a flood past `capacity` is dropped (and logged) rather than slowing the
  * controller down; what is still queued at shutdown gets a short grace to be sent.
  */
@@ -11,6 +14,8 @@ import type { EventSpec } from "../kube/requests.ts"
 export interface EventSink {
   /** Queues an Event about the Service `serviceKey` (namespace/name); never waits for the apiserver. */
   readonly record: (event: EventSpec, serviceKey: string) => Effect.Effect<void>
+  /** Events waiting to be sent. */
+  readonly queued: Effect.Effect<number>
 }
 
 interface Queued {
@@ -18,9 +23,18 @@ interface Queued {
   readonly serviceKey: string
 }
 
+export interface EventSinkOptions {
+  readonly capacity?: number
+  readonly shutdownGrace?: Duration.Input
+  /** Completes when no reconcile is under way; by default at once. */
+  readonly idle?: Effect.Effect<void>
+  /** While busy, the longest an Event waits (default 1 s). */
+  readonly busyInterval?: Duration.Input
+}
+
 export const makeEventSink = (
   kube: Kube["Service"],
-  options: { readonly capacity?: number; readonly shutdownGrace?: Duration.Input } = {}
+  options: EventSinkOptions = {}
 ): Effect.Effect<EventSink, never, Scope.Scope> =>
   Effect.gen(function*() {
     const queue = yield* Queue.dropping<Queued>(options.capacity ?? 1000)
@@ -39,9 +53,16 @@ export const makeEventSink = (
         Effect.ignore
       )
     )
-    yield* Queue.take(queue).pipe(Effect.flatMap(send), Effect.forever, Effect.forkScoped)
+    const untilIdle = (options.idle ?? Effect.void).pipe(Effect.timeoutOption(options.busyInterval ?? Duration.seconds(1)))
+    yield* Queue.take(queue).pipe(
+      Effect.tap(() => untilIdle),
+      Effect.flatMap(send),
+      Effect.forever,
+      Effect.forkScoped
+    )
 
     return {
+      queued: Queue.size(queue),
       record: (event, serviceKey) =>
         Queue.offer(queue, { event, serviceKey }).pipe(
           Effect.flatMap((queued) =>

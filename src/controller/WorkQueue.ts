@@ -3,7 +3,7 @@
  * events arrive for it (bursts coalesce), a key is never processed by two workers at once,
  * and a key that changes while being processed is processed again afterwards.
  */
-import { Effect, Queue } from "effect"
+import { Effect, Latch, Queue } from "effect"
 
 export interface WorkItem {
   readonly key: string
@@ -25,6 +25,8 @@ export interface WorkQueue {
   readonly done: (key: string) => Effect.Effect<void>
   /** Keys waiting or in progress. */
   readonly depth: Effect.Effect<number>
+  /** Waits until no key is waiting or in progress. */
+  readonly idle: Effect.Effect<void>
 }
 
 export const makeWorkQueue: Effect.Effect<WorkQueue> = Effect.gen(function*() {
@@ -32,6 +34,11 @@ export const makeWorkQueue: Effect.Effect<WorkQueue> = Effect.gen(function*() {
   // key → what the coalesced requests asked for: verification if any did, a sure pass if any did
   const pending = new Map<string, { verify: boolean; onlyIfChanged: boolean }>()
   const processing = new Set<string>()
+  const idleLatch = Latch.makeUnsafe(true)
+  const noteDepth = () => {
+    if (pending.size === 0 && processing.size === 0) idleLatch.openUnsafe()
+    else idleLatch.closeUnsafe()
+  }
 
   const add = (key: string, options?: AddOptions) =>
     Effect.suspend(() => {
@@ -43,6 +50,7 @@ export const makeWorkQueue: Effect.Effect<WorkQueue> = Effect.gen(function*() {
         return Effect.void
       }
       pending.set(key, { verify, onlyIfChanged })
+      noteDepth()
       return processing.has(key) ? Effect.void : Queue.offer(ready, key).pipe(Effect.asVoid)
     })
 
@@ -58,10 +66,11 @@ export const makeWorkQueue: Effect.Effect<WorkQueue> = Effect.gen(function*() {
   const done = (key: string) =>
     Effect.suspend(() => {
       processing.delete(key)
+      noteDepth()
       return pending.has(key) ? Queue.offer(ready, key).pipe(Effect.asVoid) : Effect.void
     })
 
   const depth = Effect.sync(() => new Set([...pending.keys(), ...processing]).size)
 
-  return { add, take, done, depth }
+  return { add, take, done, depth, idle: idleLatch.await }
 })

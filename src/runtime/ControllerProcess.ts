@@ -63,6 +63,7 @@ const healthCheck = (settings: Pick<RunSettings, "gatewayProbeInterval" | "resyn
               ...(health.gatewayError === undefined ? {} : { gatewayError: health.gatewayError }),
               excludedNode: health.excluded,
               queueDepth: health.queueDepth,
+              eventsQueued: health.eventsQueued,
               secondsSinceProbe: Math.round((now - health.lastProbeAt) / 1000),
               secondsSinceResync: Math.round((now - health.lastResyncAt) / 1000)
             }

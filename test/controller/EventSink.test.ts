@@ -1,5 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect, Scope } from "effect"
+import { Deferred, Effect, Latch, Scope } from "effect"
+import { TestClock } from "effect/testing"
 import { makeEventSink } from "../../src/controller/EventSink.ts"
 import { type EventSpec, Kube } from "../../src/kube/Kube.ts"
 import { makeInMemoryKube } from "../support/InMemoryKube.ts"
@@ -12,15 +13,18 @@ const event = (reason: string): EventSpec => ({
   note: reason
 })
 
-/** The in-memory apiserver, with every recordEvent held until `release` completes. */
-const slowKube = Effect.gen(function*() {
-  const kube = makeInMemoryKube()
-  const service = yield* Effect.provide(
+const serviceOf = (kube: ReturnType<typeof makeInMemoryKube>) =>
+  Effect.provide(
     Effect.gen(function*() {
       return yield* Kube
     }),
     kube.layer
   )
+
+/** The in-memory apiserver, with every recordEvent held until `release` completes. */
+const slowKube = Effect.gen(function*() {
+  const kube = makeInMemoryKube()
+  const service = yield* serviceOf(kube)
   const release = yield* Deferred.make<void>()
   const held = { ...service, recordEvent: (spec: EventSpec) => Deferred.await(release).pipe(Effect.andThen(service.recordEvent(spec))) }
   return { kube, held, release }
@@ -52,6 +56,22 @@ describe("EventSink", () => {
       for (let round = 0; round < 200; round++) yield* Effect.yieldNow
       // One was taken by the sender before the queue filled; two waited; the rest were dropped.
       assert.deepStrictEqual(kube.events.map((e) => e.reason), ["A", "B", "C"])
+    }).pipe(Effect.scoped))
+
+  it.effect("yields to the work: one Event per interval while busy, the rest once idle", () =>
+    Effect.gen(function*() {
+      const kube = makeInMemoryKube()
+      const service = yield* serviceOf(kube)
+      const idle = yield* Latch.make(false)
+      const sink = yield* makeEventSink(service, { idle: idle.await, busyInterval: "1 second" })
+      for (const reason of ["A", "B", "C"]) yield* sink.record(event(reason), "default/web")
+      yield* TestClock.adjust("900 millis")
+      assert.deepStrictEqual(kube.events, [], "nothing goes out within the interval while busy")
+      yield* TestClock.adjust("200 millis")
+      assert.deepStrictEqual(kube.events.map((e) => e.reason), ["A"], "one Event per interval while busy")
+      yield* idle.open
+      for (let round = 0; round < 50; round++) yield* Effect.yieldNow
+      assert.deepStrictEqual(kube.events.map((e) => e.reason), ["A", "B", "C"], "the rest as soon as the work is done")
     }).pipe(Effect.scoped))
 
   it.effect("sends what is still queued when it shuts down", () =>
