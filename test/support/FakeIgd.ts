@@ -42,6 +42,8 @@ export type Fault =
   | { readonly kind: "entityBomb" }
   /** These exact bytes as a 200 reply. */
   | { readonly kind: "raw"; readonly status?: number; readonly body: Uint8Array | string }
+  /** The usual reply, sent this many milliseconds late. */
+  | { readonly kind: "slow"; readonly ms: number }
 
 export interface RecordedRequest {
   readonly method: string
@@ -289,7 +291,13 @@ export const make = (options?: Partial<FakeIgdOptions>): Effect.Effect<FakeIgd, 
         return entry.fault
       }
 
-      const send = (response: Http.ServerResponse, status: number, body: Uint8Array | string) => {
+      const late = new Map<Http.ServerResponse, number>()
+      const send = (response: Http.ServerResponse, status: number, body: Uint8Array | string): void => {
+        const delay = late.get(response)
+        if (delay !== undefined) {
+          late.delete(response)
+          return void setTimeout(() => send(response, status, body), delay)
+        }
         const bytes = typeof body === "string" ? Buffer.from(body, "utf8") : Buffer.from(body)
         response.statusCode = status
         response.setHeader("Content-Type", "text/xml; charset=\"utf-8\"")
@@ -420,6 +428,8 @@ export const make = (options?: Partial<FakeIgdOptions>): Effect.Effect<FakeIgd, 
               return send(response, 200, ENTITY_BOMB)
             case "raw":
               return send(response, fault.status ?? 200, fault.body)
+            case "slow":
+              late.set(response, fault.ms)
           }
         }
         const requester = (request.socket.remoteAddress ?? "").replace(/^::ffff:/, "")
@@ -539,6 +549,7 @@ export const make = (options?: Partial<FakeIgdOptions>): Effect.Effect<FakeIgd, 
               if (fault.kind === "huge") return send(response, 200, Buffer.alloc(fault.bytes, 0x20))
               if (fault.kind === "entityBomb") return send(response, 200, ENTITY_BOMB)
               if (fault.kind === "raw") return send(response, fault.status ?? 200, fault.body)
+              if (fault.kind === "slow") late.set(response, fault.ms)
             }
             if (request.url === "/rootDesc.xml") {
               const text = settings.rootDescription === undefined

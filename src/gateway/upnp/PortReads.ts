@@ -4,8 +4,12 @@
  * answered by one GetListOfPortMappings over that range, so a burst of new Services checks its ports with a
  * handful of router calls instead of one per port. A lone request, a router without IGDv2, or
  * one whose listing turns out unusable, gets GetSpecificPortMappingEntry per port.
+ *
+ * One call per range is in flight at a time: a read made while one is waits for its answer and
+ * joins the next, which is sent after the read was made (so its answer is never older than the
+ * read). In a burst, the reads that pile up behind one call share the next.
  */
-import { Duration, Effect, Exit, Request, RequestResolver } from "effect"
+import { Duration, Effect, Exit, Latch, Request, RequestResolver } from "effect"
 import type { MappingEntry, Protocol } from "../Mapping.ts"
 import { type IgdClient, isListingUnusable } from "./IgdClient.ts"
 import type { SoapError } from "./SoapTransport.ts"
@@ -26,6 +30,11 @@ export const makePortReads = () => {
   // Routers (by control URL) found not to list ranges: read port by port from then on.
   const noRanges = new Set<string>()
 
+  // The range's call in flight, if any: opened when it is answered.
+  const inFlight = new Map<string, Latch.Latch>()
+  const rangeKey = (client: IgdClient, protocol: Protocol, externalPort: number) =>
+    `${client.endpoint.controlUrl} ${protocol} ${client.rangeOf(externalPort)}`
+
   const one = (read: PortRead) => read.client.getSpecificPortMappingEntry(read.externalPort, read.protocol)
 
   const eachAlone = (entries: ReadonlyArray<Request.Entry<PortRead>>) =>
@@ -35,9 +44,11 @@ export const makePortReads = () => {
     })
 
   const grouped = RequestResolver.makeGrouped<PortRead, string>({
-    key: ({ request }) => `${request.client.endpoint.controlUrl} ${request.protocol} ${request.client.rangeOf(request.externalPort)}`,
-    resolver: (entries) =>
-      Effect.gen(function*() {
+    key: ({ request }) => rangeKey(request.client, request.protocol, request.externalPort),
+    resolver: (entries, key) => {
+      const answered = Latch.makeUnsafe(false)
+      inFlight.set(key, answered)
+      return Effect.gen(function*() {
         const { client, externalPort, protocol } = entries[0].request
         const router = client.endpoint.controlUrl
         if (entries.length === 1 || !client.endpoint.igdV2 || noRanges.has(router)) return yield* eachAlone(entries)
@@ -55,7 +66,11 @@ export const makePortReads = () => {
         if (listed.value.unreadable > 0) return yield* eachAlone(entries)
         const byPort = new Map(listed.value.entries.map((entry) => [entry.externalPort, entry]))
         for (const entry of entries) entry.completeUnsafe(Exit.succeed(byPort.get(entry.request.externalPort)))
-      })
+      }).pipe(Effect.ensuring(Effect.sync(() => {
+        if (inFlight.get(key) === answered) inFlight.delete(key)
+        answered.openUnsafe()
+      })))
+    }
   })
 
   // Reads from Services reconciled side by side arrive a few milliseconds apart: wait that long.
@@ -63,5 +78,9 @@ export const makePortReads = () => {
 
   /** The mapping on one port, or undefined; batched with the reads made within `BATCH_WINDOW`. */
   return (client: IgdClient, externalPort: number, protocol: Protocol): Effect.Effect<MappingEntry | undefined, SoapError> =>
-    Effect.request(PortRead({ client, externalPort, protocol }), resolver)
+    Effect.suspend(() => {
+      const read = Effect.request(PortRead({ client, externalPort, protocol }), resolver)
+      const pending = inFlight.get(rangeKey(client, protocol, externalPort))
+      return pending === undefined ? read : Effect.andThen(pending.await, read)
+    })
 }

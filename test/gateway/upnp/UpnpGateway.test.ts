@@ -1,6 +1,6 @@
 import { NodeHttpClient } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
-import { Config, ConfigProvider, Effect, Layer, Stream } from "effect"
+import { Config, ConfigProvider, Effect, Fiber, Layer, Stream } from "effect"
 import { PortMapper } from "../../../src/gateway/PortMapper.ts"
 import { Discovery, type SsdpAdvertisement, type SsdpResponse } from "../../../src/gateway/upnp/Discovery.ts"
 import { effectiveLease, UpnpGateway, type UpnpGatewayOptions } from "../../../src/gateway/upnp/UpnpGateway.ts"
@@ -486,6 +486,26 @@ describe("UpnpGateway port reads", () => {
         ["NewStartPort", "NewEndPort"].map((name) => listing?.args.find(([key]) => key === name)?.[1]),
         ["19969", "20096"]
       )
+    }).pipe(Effect.scoped))
+
+  it.live("reads made while their range's call is in flight wait for its answer and share the next call", () =>
+    Effect.gen(function*() {
+      const fake = yield* FakeIgd.make({ rangeCapacity: 128 })
+      seedRange(fake, [20001, 20004])
+      fake.inject({ kind: "slow", ms: 100 }, { action: "GetSpecificPortMappingEntry" })
+      const read = yield* Effect.gen(function*() {
+        const mapper = yield* mapperOf
+        yield* mapper.status
+        const lone = yield* Effect.forkChild(mapper.get(20001, "TCP"))
+        // The lone read's GetSpecificPortMappingEntry is on its way (and answers late).
+        while (!mappingActions(fake).includes("GetSpecificPortMappingEntry")) yield* Effect.sleep("1 millis")
+        // Too far apart to share a batch window: only waiting for the call in flight joins them.
+        const later = yield* Effect.forEach([20002, 20003, 20004], (port) =>
+          Effect.sleep("10 millis").pipe(Effect.andThen(Effect.forkChild(mapper.get(port, "TCP")))))
+        return [yield* Fiber.join(lone), ...yield* Effect.forEach(later, Fiber.join)]
+      }).pipe(Effect.provide(withGateway(fake)))
+      assert.deepStrictEqual(read.map((entry) => entry?.description), ["d20001", undefined, undefined, "d20004"])
+      assert.deepStrictEqual(mappingActions(fake), ["GetSpecificPortMappingEntry", "GetListOfPortMappings"])
     }).pipe(Effect.scoped))
 
   it.live("a lone read, and every read on an IGDv1 router, is one GetSpecificPortMappingEntry", () =>
