@@ -43,6 +43,7 @@ const { values } = parseArgs({
     only: { type: "string" },
     services: { type: "string" },
     rounds: { type: "string" },
+    "warm-up": { type: "string" },
     "node-flags": { type: "string" }
   }
 })
@@ -58,6 +59,7 @@ const opts: Options = {
   pollMs: 5,
   bulkServices: values.services !== undefined ? Number(values.services) : quick ? 50 : 500,
   bulkRounds: values.rounds !== undefined ? Number(values.rounds) : quick ? 2 : 3,
+  bulkWarmUp: values["warm-up"] !== undefined ? Number(values["warm-up"]) : quick ? 20 : 100,
   idleWindowMs: quick ? 3_000 : 30_000,
   scaleOthers: quick ? 270 : 4500,
   scaleOurs: quick ? 30 : 500,

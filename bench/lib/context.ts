@@ -21,6 +21,8 @@ export interface Options {
   readonly pollMs: number
   readonly bulkServices: number
   readonly bulkRounds: number
+  /** Services created and deleted, untimed, by the floor client and by each controller before its bulk (0: cold). */
+  readonly bulkWarmUp: number
   readonly idleWindowMs: number
   readonly scaleOthers: number
   readonly scaleOurs: number

@@ -70,13 +70,14 @@ export async function start(options: StartOptions): Promise<Started> {
 export interface Readiness {
   readonly ok: boolean
   readonly queueDepth: number
+  readonly eventsQueued: number
   readonly gatewayReachable: boolean
 }
 
 export async function readiness(controller: Controller): Promise<Readiness> {
   const response = await fetch(`${controller.healthUrl}/readyz`)
-  const body = (await response.json()) as { ok?: boolean; queueDepth?: number; gatewayReachable?: boolean }
-  return { ok: body.ok === true, queueDepth: body.queueDepth ?? -1, gatewayReachable: body.gatewayReachable === true }
+  const body = (await response.json()) as { ok?: boolean; queueDepth?: number; eventsQueued?: number; gatewayReachable?: boolean }
+  return { ok: body.ok === true, queueDepth: body.queueDepth ?? -1, eventsQueued: body.eventsQueued ?? 0, gatewayReachable: body.gatewayReachable === true }
 }
 
 /** Waits until the work queue has stayed empty for `quietMs`. */
@@ -85,7 +86,8 @@ export async function waitIdle(controller: Controller, options: { quietMs: numbe
   let quietSince: number | undefined
   while (now() < deadline) {
     const r = await readiness(controller).catch(() => undefined)
-    if (r !== undefined && r.queueDepth === 0) {
+    // Events follow the work: they too must be out before the next window.
+    if (r !== undefined && r.queueDepth === 0 && r.eventsQueued === 0) {
       quietSince ??= now()
       if (now() - quietSince >= options.quietMs) return
     } else {

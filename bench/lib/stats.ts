@@ -102,3 +102,18 @@ export function renderMarkdown(rows: ReadonlyArray<Row & { readonly ratio?: numb
   }
   return out.join("\n")
 }
+
+/** Polls `probe` every `intervalMs` until it gives a value; `at` is the middle of the poll that gave it. */
+export async function pollUntil<T>(
+  probe: () => Promise<T | undefined>,
+  options: { readonly intervalMs: number; readonly timeoutMs: number; readonly description: string }
+): Promise<{ readonly value: T; readonly at: number }> {
+  const deadline = now() + options.timeoutMs
+  while (true) {
+    const started = now()
+    const value = await probe()
+    if (value !== undefined) return { value, at: (started + now()) / 2 }
+    if (now() > deadline) throw new Error(`timed out after ${options.timeoutMs} ms waiting for ${options.description}`)
+    await sleep(Math.max(0, options.intervalMs - (now() - started)))
+  }
+}
