@@ -7,6 +7,10 @@
  * each request, but the request is sent through one Agent shared by every client made from the
  * same `KeptAliveConnections`. That Agent is replaced every `renewAfter`, so a rotated CA or
  * client certificate is picked up.
+ *
+ * The KubeConfig's authentication reads the CA, certificate and key files and builds an Agent
+ * each time; in a burst, the headers it set are reused for up to `authReuseMs` (1 s) instead
+ * (client-node itself re-reads a token file only once a minute).
  */
 import {
   type Configuration,
@@ -23,13 +27,16 @@ const USER_AGENT = "edge-cloud-controller-manager"
 
 export class KeptAliveConnections implements SecurityAuthentication {
   private shared: { readonly dispatcher: Dispatcher; readonly since: number } | undefined
+  private authenticated: { readonly headers: ReadonlyArray<readonly [string, string]>; readonly since: number } | undefined
   private readonly configuration: Configuration
   private readonly kc: KubeConfig
   private readonly renewAfterMs: number
+  private readonly authReuseMs: number
 
-  constructor(kc: KubeConfig, renewAfterMs = 5 * 60_000) {
+  constructor(kc: KubeConfig, renewAfterMs = 5 * 60_000, authReuseMs = 1_000) {
     this.kc = kc
     this.renewAfterMs = renewAfterMs
+    this.authReuseMs = authReuseMs
     const cluster = kc.getCurrentCluster()
     if (cluster === null) throw new Error("the kubeconfig names no current cluster")
     this.configuration = createConfiguration({
@@ -50,11 +57,25 @@ export class KeptAliveConnections implements SecurityAuthentication {
   }
 
   async applySecurityAuthentication(context: RequestContext): Promise<void> {
+    const now = Date.now()
+    const { shared, authenticated } = this
+    if (
+      shared !== undefined && now - shared.since < this.renewAfterMs &&
+      authenticated !== undefined && now - authenticated.since < this.authReuseMs
+    ) {
+      for (const [name, value] of authenticated.headers) context.setHeaderParam(name, value)
+      context.setDispatcher(shared.dispatcher)
+      return
+    }
+    const before = { ...context.getHeaders() }
     await this.kc.applySecurityAuthentication(context)
+    this.authenticated = {
+      headers: Object.entries(context.getHeaders()).filter(([name, value]) => before[name] !== value),
+      since: now
+    }
     // The Agent just made has opened nothing yet: it is dropped unless it becomes the shared one.
     const fresh = context.getDispatcher()
     if (fresh === undefined) return
-    const now = Date.now()
     if (this.shared === undefined || now - this.shared.since >= this.renewAfterMs) {
       const previous = this.shared?.dispatcher
       this.shared = { dispatcher: fresh, since: now }

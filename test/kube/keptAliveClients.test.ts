@@ -8,6 +8,7 @@ interface Apiserver {
   readonly url: string
   readonly connections: () => number
   readonly userAgents: ReadonlyArray<string>
+  readonly authorizations: ReadonlyArray<string>
   readonly close: () => Promise<void>
 }
 
@@ -15,8 +16,10 @@ interface Apiserver {
 const startApiserver = async (): Promise<Apiserver> => {
   let connections = 0
   const userAgents: Array<string> = []
+  const authorizations: Array<string> = []
   const server = http.createServer((request, response) => {
     userAgents.push(request.headers["user-agent"] ?? "")
+    authorizations.push(request.headers.authorization ?? "")
     response.setHeader("content-type", "application/json")
     response.end(JSON.stringify({ apiVersion: "v1", kind: "Namespace", metadata: { name: "default" } }))
   })
@@ -26,14 +29,15 @@ const startApiserver = async (): Promise<Apiserver> => {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     connections: () => connections,
     userAgents,
+    authorizations,
     close: () => new Promise<void>((resolve) => server.close(() => resolve()))
   }
 }
 
-const kubeConfigFor = (server: string) => {
+const kubeConfigFor = (server: string, token = "t") => {
   const kc = new KubeConfig()
   // skipTLSVerify: client-node refuses plain HTTP otherwise (and then builds an Agent per request).
-  kc.loadFromClusterAndUser({ name: "lab", server, skipTLSVerify: true }, { name: "u", token: "t" })
+  kc.loadFromClusterAndUser({ name: "lab", server, skipTLSVerify: true }, { name: "u", token })
   return kc
 }
 
@@ -73,5 +77,20 @@ describe("KeptAliveConnections", () => {
     const core = connections.client(CoreV1Api)
     for (let i = 0; i < 3; i++) await core.readNamespace({ name: "default" })
     assert.strictEqual(apiserver.connections(), 3)
+  })
+
+  it("every request is authenticated; within authReuseMs with the headers of the last authentication", async () => {
+    const apiserver = await startApiserver()
+    const kc = kubeConfigFor(apiserver.url, "first")
+    const reused = new KeptAliveConnections(kc, 60_000, 60_000)
+    const fresh = new KeptAliveConnections(kc, 60_000, 0)
+    cleanups.push(() => reused.close(), () => fresh.close(), apiserver.close)
+    await reused.client(CoreV1Api).readNamespace({ name: "default" })
+    await fresh.client(CoreV1Api).readNamespace({ name: "default" })
+    // A rotated credential: the reusing client keeps the last headers until its window ends.
+    kc.users[0] = { ...kc.users[0]!, token: "second" }
+    await reused.client(CoreV1Api).readNamespace({ name: "default" })
+    await fresh.client(CoreV1Api).readNamespace({ name: "default" })
+    assert.deepStrictEqual(apiserver.authorizations, ["Bearer first", "Bearer first", "Bearer first", "Bearer second"])
   })
 })
