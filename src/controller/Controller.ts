@@ -136,6 +136,10 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
     error: GatewayError | undefined
     /** When the latest listing of its table was asked for (Clock time). */
     listedAt: number | undefined
+    /** When the router last answered a probe (Clock time). */
+    probedAt: number | undefined
+    /** When the router last announced a restart (Clock time). */
+    announcedAt: number | undefined
   }
   const backends = new Map<Backend, BackendState>()
 
@@ -150,10 +154,13 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
   const probe = (backend: BackendState) =>
     backend.mapper.status.pipe(
       Effect.tap((next) => metrics.setExternalIp(backend.status?.externalAddress, next.externalAddress)),
-      Effect.map((next) => {
+      Effect.flatMap((next) => Effect.map(Clock.currentTimeMillis, (now) => ({ next, now }))),
+      Effect.map(({ next, now }) => {
         const previous = backend.status
+        const previousAt = backend.probedAt
         const recovered = backend.error !== undefined
         backend.status = next
+        backend.probedAt = now
         backend.error = undefined
         state.lastProbeAt = Date.now()
         // A reboot: the uptime (UPnP) or the epoch (NAT-PMP, PCP) went backwards, or the
@@ -164,6 +171,7 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
             (next.stateLosses ?? 0) > (previous.stateLosses ?? 0))
         return {
           status: next,
+          previousAt,
           rebooted,
           routerChanged: previous !== undefined && previous.router !== next.router,
           recovered,
@@ -210,7 +218,9 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
             table: makeTableCache(),
             status: undefined,
             error: undefined,
-            listedAt: undefined
+            listedAt: undefined,
+            probedAt: undefined,
+            announcedAt: undefined
           }
           backends.set(choice.backend, backend)
           return { backend, fresh: true, reason: choice.reason }
@@ -226,7 +236,9 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
     const restarts = backend.mapper.restarts
     if (restarts === undefined) return Effect.void
     const reassert = (announcement: string) =>
-      Effect.logWarning(`${announcement}: the router restarted, re-asserting every mapping`).pipe(
+      Clock.currentTimeMillis.pipe(
+        Effect.tap((now) => Effect.sync(() => void (backend.announcedAt = now))),
+        Effect.andThen(Effect.logWarning(`${announcement}: the router restarted, re-asserting every mapping`)),
         Effect.andThen(metrics.count(metrics.gatewayReboots)),
         Effect.andThen(backend.table.invalidate),
         Effect.andThen(Effect.suspend(() => fullPass))
@@ -386,8 +398,13 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
           : `router ${change.status.router} is reachable again`
         return Effect.gen(function*() {
           // Its announcement usually comes first: a listing asked for since the boot re-asserts.
+          // The uptime counts whole seconds; an announcement since the last probe dates the boot
+          // (it is sent once the router is up again).
           const bootedAt = (yield* Clock.currentTimeMillis) - (change.status.uptimeSeconds ?? 0) * 1000
-          if (change.rebooted && change.status.uptimeSeconds !== undefined && (backend.listedAt ?? 0) > bootedAt) {
+          const listedAt = backend.listedAt ?? 0
+          const announced = backend.announcedAt !== undefined && change.previousAt !== undefined &&
+            backend.announcedAt >= change.previousAt && listedAt >= backend.announcedAt
+          if (change.rebooted && change.status.uptimeSeconds !== undefined && (listedAt > bootedAt || announced)) {
             return yield* Effect.log(`${why}: already re-asserted since`)
           }
           yield* Effect.logWarning(`${why}: re-asserting every mapping`)

@@ -162,7 +162,7 @@ describe("Controller", () => {
       expect(reasons(kube).filter((r) => r === "MappingRepaired")).toHaveLength(2)
     }))
 
-  it.effect("one full pass per reboot: the announcement's, not again at the probe that sees the uptime drop", () =>
+  const onePassPerReboot = (uptimeAtProbe: number) =>
     Effect.gen(function*() {
       const { gateway, kube, start } = setup({ resyncInterval: Duration.minutes(30) })
       yield* start
@@ -176,13 +176,20 @@ describe("Controller", () => {
       yield* settle
       expect(listings()).toBe(before + 1)
       const probes = gateway.calls.filter((call) => call === "status").length
-      // Up for 3 s when the next probe comes, 2 s from now: it booted before that listing.
-      gateway.state.uptime = 3
+      gateway.state.uptime = uptimeAtProbe
       yield* TestClock.adjust(Duration.seconds(2))
       yield* until("probed", () => gateway.calls.filter((call) => call === "status").length > probes)
       yield* settle
       expect(listings()).toBe(before + 1)
-    }))
+    })
+
+  it.effect("one full pass per reboot: the announcement's, not again at the probe that sees the uptime drop", () =>
+    // Up for 3 s when the next probe comes, 2 s from now: it booted before that listing.
+    onePassPerReboot(3))
+
+  it.effect("one full pass per reboot, though the uptime's whole seconds date the boot after the announcement's listing", () =>
+    // Up for "1 s" 2 s after the listing: the announcement, newer than the last probe, dates it.
+    onePassPerReboot(1))
 
   it.effect("repairs a mapping lost without a reboot at the next resync", () =>
     Effect.gen(function*() {
