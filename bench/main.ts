@@ -52,7 +52,7 @@ const quick = values.quick
 const opts: Options = {
   quick,
   profile: values.profile,
-  nodeFlags: values["node-flags"] === undefined ? [] : values["node-flags"].split(/\s+/).filter((f) => f !== ""),
+  nodeFlags: (values["node-flags"] ?? deployedNodeOptions()).split(/\s+/).filter((f) => f !== ""),
   only: values.only === undefined ? undefined : new Set(values.only.split(",")),
   addressSamples: quick ? 6 : 30,
   addressUnpolledSamples: quick ? 3 : 15,
@@ -72,6 +72,14 @@ const opts: Options = {
   clientConcurrency: 16,
   gatewayConcurrency: 4,
   workers: 8
+}
+
+/** The DaemonSet's NODE_OPTIONS: the controller is measured as it is deployed. */
+function deployedNodeOptions(): string {
+  const manifest = fs.readFileSync(path.resolve(import.meta.dirname, "../manifests/daemonset.yaml"), "utf8")
+  const options = /- name: NODE_OPTIONS\s+value: (.+)/.exec(manifest)?.[1]
+  if (options === undefined) throw new Error("manifests/daemonset.yaml sets no NODE_OPTIONS")
+  return options.trim()
 }
 
 const log = (message: string) => process.stderr.write(`[bench] ${message}\n`)
