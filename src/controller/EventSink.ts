@@ -2,8 +2,8 @@
  * Events leave the reconcile's path: one background fiber sends them, in the order they were
  * raised, so mapping a Service never waits for the apiserver to store its Event. They also
  * yield to the work: while Services are being reconciled (`idle` has not completed), one Event
- * goes out per `busyInterval` at most, and the rest follow once the burst is over, so a burst of Services
- * does not share the apiserver's (and the controller's) CPU with its own Events. As with
+ * goes out per `busyInterval` at most and the rest follow once the burst is over, so a burst of
+ * Services does not share the apiserver's (and the controller's) CPU with its own Events. As with
  * client-go's recorder, a flood past `capacity` is dropped (and logged) rather than slowing the
  * controller down; what is still queued at shutdown gets a short grace to be sent.
  */
