@@ -93,13 +93,14 @@ function sourceState(): { commit: string; changedInSrc: Array<string> } {
   if (label !== undefined && label !== "") return { commit: label, changedInSrc: [] }
   const git = (...args: Array<string>) => {
     try {
-      return execFileSync("git", args, { cwd: path.resolve(import.meta.dirname, ".."), stdio: ["ignore", "pipe", "ignore"] }).toString().trim()
+      return execFileSync("git", args, { cwd: path.resolve(import.meta.dirname, ".."), stdio: ["ignore", "pipe", "ignore"] }).toString().trimEnd()
     } catch {
       return ""
     }
   }
   return {
     commit: git("rev-parse", "--short", "HEAD") || "unknown",
+    // Porcelain lines are "XY path": the status columns may start with a space.
     changedInSrc: git("status", "--porcelain", "--", "src").split("\n").filter((l) => l !== "").map((l) => l.slice(3))
   }
 }
