@@ -46,17 +46,23 @@ export const makeEventSink = (
         Effect.annotateLogs({ service: serviceKey })
       )
 
+    // Taken from the queue and waiting for the work to be done: sent at shutdown with the rest.
+    let heldBack: Queued | undefined
     yield* Effect.addFinalizer(() =>
       Queue.clear(queue).pipe(
-        Effect.flatMap((left) => Effect.forEach(left, send, { discard: true })),
+        Effect.flatMap((left) => Effect.forEach(heldBack === undefined ? left : [heldBack, ...left], send, { discard: true })),
         Effect.timeout(options.shutdownGrace ?? Duration.seconds(2)),
         Effect.ignore
       )
     )
     const untilIdle = (options.idle ?? Effect.void).pipe(Effect.timeoutOption(options.busyInterval ?? Duration.seconds(1)))
     yield* Queue.take(queue).pipe(
+      Effect.tap((item) => Effect.sync(() => void (heldBack = item))),
       Effect.tap(() => untilIdle),
-      Effect.flatMap(send),
+      Effect.flatMap((item) => Effect.suspend(() => {
+        heldBack = undefined
+        return send(item)
+      })),
       Effect.forever,
       Effect.forkScoped
     )

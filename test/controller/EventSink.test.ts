@@ -74,6 +74,20 @@ describe("EventSink", () => {
       assert.deepStrictEqual(kube.events.map((e) => e.reason), ["A", "B", "C"], "the rest as soon as the work is done")
     }).pipe(Effect.scoped))
 
+  it.effect("sends the Event it was holding back for the work when it shuts down", () =>
+    Effect.gen(function*() {
+      const kube = makeInMemoryKube()
+      const service = yield* serviceOf(kube)
+      const idle = yield* Latch.make(false)
+      const scope = yield* Scope.make()
+      const sink = yield* makeEventSink(service, { idle: idle.await, busyInterval: "1 minute" }).pipe(Scope.provide(scope))
+      for (const reason of ["A", "B"]) yield* sink.record(event(reason), "default/web")
+      // A is taken and held back (the work is not done); B waits in the queue.
+      for (let round = 0; round < 20; round++) yield* Effect.yieldNow
+      yield* Scope.close(scope, undefined as never)
+      assert.deepStrictEqual(kube.events.map((e) => e.reason), ["A", "B"])
+    }))
+
   it.effect("sends what is still queued when it shuts down", () =>
     Effect.gen(function*() {
       const { kube, held, release } = yield* slowKube
