@@ -154,15 +154,13 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
   const probe = (backend: BackendState) =>
     backend.mapper.status.pipe(
       Effect.tap((next) => metrics.setExternalIp(backend.status?.externalAddress, next.externalAddress)),
-      Effect.flatMap((next) => Effect.map(Clock.currentTimeMillis, (now) => ({ next, now }))),
-      Effect.map(({ next, now }) => {
+      Effect.flatMap((next) => Effect.map(Clock.currentTimeMillis, (now) => {
         const previous = backend.status
         const previousAt = backend.probedAt
         const recovered = backend.error !== undefined
         backend.status = next
         backend.probedAt = now
         backend.error = undefined
-        state.lastProbeAt = Date.now()
         // A reboot: the uptime (UPnP) or the epoch (NAT-PMP, PCP) went backwards, or the
         // router's own epoch check says it lost its mappings.
         const rebooted = previous !== undefined && previous.router === next.router &&
@@ -179,12 +177,11 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
             (previous.externalAddress.ip !== next.externalAddress.ip ||
               previous.externalAddress.class !== next.externalAddress.class)
         }
-      }),
+      })),
       Effect.tapError((error) =>
         Effect.sync(() => {
           backend.status = undefined
           backend.error = error
-          state.lastProbeAt = Date.now()
         })
       )
     )

@@ -365,16 +365,9 @@ const mapPort = (
       readBack,
       ...(nonce === undefined ? {} : { nonce })
     })
-    yield* handle.table.set(port, {
-      externalPort: granted.externalPort,
-      protocol: granted.protocol,
-      internalClient: granted.internalClient,
-      internalPort: granted.internalPort,
-      description: granted.description,
-      leaseDuration: granted.leaseSeconds,
-      enabled: true,
-      remoteHost: ""
-    }, { unconfirmed: handle.mapper.canReadTable !== false && !readBack })
+    yield* handle.table.set(port, entryOf(granted, granted.leaseSeconds), {
+      unconfirmed: handle.mapper.canReadTable !== false && !readBack
+    })
   }).pipe(
     Effect.as<PortOutcome>({ _tag: "Mapped", port }),
     Effect.catch((error) => {
@@ -602,7 +595,7 @@ const observe = (
             const fromRecord = recorded.get(portKey(p))
             return [
               portKey(p),
-              known !== undefined ? known : fromRecord === undefined ? null : entryFromRecord(fromRecord)
+              known !== undefined ? known : fromRecord === undefined ? null : entryOf(fromRecord, undefined)
             ] as const
           }))
         return new Map<string, MappingEntry | null>(entries) as ObservedTable
@@ -618,13 +611,17 @@ const observe = (
     })
   )
 
-const entryFromRecord = (mapping: RecordedMapping): MappingEntry => ({
+/** The router entry a mapping we made (or recorded) stands for. */
+const entryOf = (
+  mapping: Pick<MappingEntry, "externalPort" | "protocol" | "internalClient" | "internalPort" | "description">,
+  leaseDuration: number | undefined
+): MappingEntry => ({
   externalPort: mapping.externalPort,
   protocol: mapping.protocol,
   internalClient: mapping.internalClient,
   internalPort: mapping.internalPort,
   description: mapping.description,
-  leaseDuration: undefined,
+  leaseDuration,
   enabled: true,
   remoteHost: ""
 })

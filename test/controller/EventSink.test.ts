@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect, Latch, Scope } from "effect"
+import { Deferred, type Duration, Effect, Latch, Scope } from "effect"
 import { TestClock } from "effect/testing"
 import { makeEventSink } from "../../src/controller/EventSink.ts"
 import { type EventSpec, Kube } from "../../src/kube/Kube.ts"
@@ -29,6 +29,15 @@ const slowKube = Effect.gen(function*() {
   const held = { ...service, recordEvent: (spec: EventSpec) => Deferred.await(release).pipe(Effect.andThen(service.recordEvent(spec))) }
   return { kube, held, release }
 })
+
+/** A sink whose work stays under way until `idle` opens. */
+const busySink = (busyInterval: Duration.Input) =>
+  Effect.gen(function*() {
+    const kube = makeInMemoryKube()
+    const idle = yield* Latch.make(false)
+    const sink = yield* makeEventSink(yield* serviceOf(kube), { idle: idle.await, busyInterval })
+    return { kube, idle, sink }
+  })
 
 describe("EventSink", () => {
   it.effect("returns at once and sends in the order raised", () =>
@@ -60,10 +69,7 @@ describe("EventSink", () => {
 
   it.effect("yields to the work: one Event per interval while busy, the rest once idle", () =>
     Effect.gen(function*() {
-      const kube = makeInMemoryKube()
-      const service = yield* serviceOf(kube)
-      const idle = yield* Latch.make(false)
-      const sink = yield* makeEventSink(service, { idle: idle.await, busyInterval: "1 second" })
+      const { idle, kube, sink } = yield* busySink("1 second")
       for (const reason of ["A", "B", "C"]) yield* sink.record(event(reason), "default/web")
       yield* TestClock.adjust("900 millis")
       assert.deepStrictEqual(kube.events, [], "nothing goes out within the interval while busy")
@@ -76,11 +82,8 @@ describe("EventSink", () => {
 
   it.effect("sends the Event it was holding back for the work when it shuts down", () =>
     Effect.gen(function*() {
-      const kube = makeInMemoryKube()
-      const service = yield* serviceOf(kube)
-      const idle = yield* Latch.make(false)
       const scope = yield* Scope.make()
-      const sink = yield* makeEventSink(service, { idle: idle.await, busyInterval: "1 minute" }).pipe(Scope.provide(scope))
+      const { kube, sink } = yield* busySink("1 minute").pipe(Scope.provide(scope))
       for (const reason of ["A", "B"]) yield* sink.record(event(reason), "default/web")
       // A is taken and held back (the work is not done); B waits in the queue.
       for (let round = 0; round < 20; round++) yield* Effect.yieldNow
