@@ -64,8 +64,21 @@ const Port = Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 65535 }))
 const portFlag = (name: string, description: string) =>
   Flag.Int(name).pipe(Flag.withDescription(description), Flag.withSchema(Port))
 
-/** UPnP IGD flags: where the gateway's description is, and how to find it by SSDP. */
+/** Which router, and (UPnP IGD) where its description is and how to find it by SSDP. */
 const connectionFlags = {
+  gatewayAddress: Flag.String("gateway-address").pipe(
+    Flag.withAlias("gateway"),
+    Flag.withDescription(
+      "IPv4 address of the router to use: UPnP IGD uses only this host's IGD, NAT-PMP/PCP talk to it " +
+        "(default: the default route's gateway; other LAN hosts are ignored) (env EDGE_CCM_GATEWAY_ADDRESS)"
+    ),
+    Flag.withFallbackConfig(Config.String("EDGE_CCM_GATEWAY_ADDRESS").pipe(Config.orElse(() => Config.String("EDGE_CCM_GATEWAY")))),
+    Flag.filterMap(
+      (text) => Result.isSuccess(NetAddress.ipv4FromString(text)) ? Option.some(text) : Option.none(),
+      (text) => `--gateway-address: ${JSON.stringify(text)} is not an IPv4 address`
+    ),
+    Flag.optional
+  ),
   gatewayUrl: optionalString(
     "gateway-url",
     "EDGE_CCM_GATEWAY_URL",
@@ -115,11 +128,6 @@ const portControlFlags = {
     Flag.withFallbackConfig(Config.Literals(VIA, "EDGE_CCM_VIA")),
     Flag.withDefault("upnp-igd")
   ),
-  gateway: optionalIpv4(
-    "gateway",
-    "EDGE_CCM_GATEWAY",
-    "NAT-PMP/PCP: the gateway's IPv4 address (default: the default route's gateway)"
-  ),
   gatewayPort: Flag.Int("gateway-port").pipe(
     Flag.withDescription(`NAT-PMP/PCP: the gateway's UDP port (default ${NATPMP_PCP_PORT}) (env EDGE_CCM_GATEWAY_PORT)`),
     Flag.withFallbackConfig(Config.Int("EDGE_CCM_GATEWAY_PORT")),
@@ -159,14 +167,15 @@ const upnpLayer = (flags: ConnectionFlags) => {
   }
   return UpnpGateway.layer({
     gatewayUrl: Option.getOrUndefined(flags.gatewayUrl),
+    gatewayAddress: Option.getOrUndefined(flags.gatewayAddress),
     soapTimeout: flags.soapTimeout,
     discoveryTimeout: flags.timeout,
     discovery
   })
 }
 
-const portControlLayer = (via: PortControlVia, flags: PortControlFlags): Layer.Layer<PortMapper> => {
-  const options = { gateway: Option.getOrUndefined(flags.gateway), port: flags.gatewayPort }
+const portControlLayer = (via: PortControlVia, flags: PortControlFlags & ConnectionFlags): Layer.Layer<PortMapper> => {
+  const options = { gateway: Option.getOrUndefined(flags.gatewayAddress), port: flags.gatewayPort }
   return via === "nat-pmp" ? NatPmpGateway.layer(options) : PcpGateway.layer(options)
 }
 
@@ -217,9 +226,9 @@ const orNull = <A>(value: A | undefined): A | null => value === undefined ? null
 const seconds = (value: number | undefined) => value === undefined ? "-" : value === 0 ? "permanent" : `${value} s`
 
 /** The flags that aim a NAT-PMP/PCP command at the same gateway again, as given. */
-const aimedAt = (flags: PortControlFlags): string =>
+const aimedAt = (flags: PortControlFlags & ConnectionFlags): string =>
   [
-    ...Option.match(flags.gateway, { onNone: () => [], onSome: (gateway) => [` --gateway ${gateway}`] }),
+    ...Option.match(flags.gatewayAddress, { onNone: () => [], onSome: (gateway) => [` --gateway-address ${gateway}`] }),
     ...(flags.gatewayPort === NATPMP_PCP_PORT ? [] : [` --gateway-port ${flags.gatewayPort}`])
   ].join("")
 
@@ -267,8 +276,9 @@ const discover = Command.make(
     )
 ).pipe(
   Command.withDescription(
-    "Find every UPnP IGD gateway on the LAN by SSDP, probe it, and show which one is used and why " +
-      "(UPnP only: NAT-PMP and PCP have no discovery; they talk to the default route's gateway, see status --via)"
+    "Find every UPnP IGD gateway on the LAN by SSDP, probe the default gateway's (or --gateway-address's), " +
+      "and show which one is used and why; other hosts' are listed as ignored, never contacted " +
+      "(UPnP only: NAT-PMP and PCP have no discovery; they talk to the same router, see status --via)"
   ),
   Command.withExamples([
     { command: "edge-ccm gateway discover --timeout 3s", description: "Search for 3 seconds" },
@@ -302,13 +312,15 @@ const upnpStatus = (flags: ConnectionFlags & { readonly json: boolean }) =>
         externalIp: ip === "" ? null : ip,
         externalIpClass: external.class,
         localAddress: selected.localAddress,
-        permanentLeasesOnly: leasesPermanent
+        permanentLeasesOnly: leasesPermanent,
+        selection: selected.selection
       }
       if (flags.json) return yield* printJson(report)
       yield* Console.log(renderTable(
         ["FIELD", "VALUE"],
         [
           ["gateway", report.location],
+          ["why", report.selection],
           ["control URL", report.controlUrl],
           ["service", report.serviceType],
           ["status", report.status],
@@ -323,7 +335,7 @@ const upnpStatus = (flags: ConnectionFlags & { readonly json: boolean }) =>
   )
 
 /** NAT-PMP/PCP status: the epoch stands where UPnP has the uptime. */
-const portControlStatus = (via: PortControlVia, flags: PortControlFlags & { readonly json: boolean }) =>
+const portControlStatus = (via: PortControlVia, flags: PortControlFlags & ConnectionFlags & { readonly json: boolean }) =>
   against(
     "status",
     portControlLayer(via, flags),
@@ -337,13 +349,15 @@ const portControlStatus = (via: PortControlVia, flags: PortControlFlags & { read
         uptimeSeconds: orNull(status.uptimeSeconds),
         externalIp: orNull(status.externalAddress.ip),
         externalIpClass: status.externalAddress.class,
-        localAddress: status.localAddress
+        localAddress: status.localAddress,
+        selection: orNull(status.selection)
       }
       if (flags.json) return yield* printJson(report)
       yield* Console.log(renderTable(
         ["FIELD", "VALUE"],
         [
           ["gateway", report.router],
+          ["why", report.selection ?? "-"],
           ["protocol", PROTOCOL_NAMES[via]],
           ["status", report.connected ? "connected" : "not connected (the gateway reports a network failure)"],
           // 0 right after the router restarted, not "permanent" as a lease of 0 would read.

@@ -23,6 +23,7 @@ import {
   reconcileService
 } from "./executor.ts"
 import { readRecord } from "./MappingRecord.ts"
+import { atMostOncePer, RESTART_PASS_WINDOW } from "./restartWindow.ts"
 import * as metrics from "./metrics.ts"
 import { type GatewayView, isOwned, type Ownership, planOrphans } from "./planner.ts"
 import { FINALIZER, liveDesired, selectService, serviceKey } from "./ServiceSpec.ts"
@@ -228,7 +229,10 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
       Effect.map(({ backend, reason }) => handleOf(backend, reason))
     )
 
-  /** A router that announces its restarts (UPnP's SSDP NOTIFY) is re-asserted at once. */
+  /**
+   * A router that announces its restarts (UPnP's SSDP NOTIFY) is re-asserted at once, but at
+   * most once per RESTART_PASS_WINDOW: announcements are spoofable, and each starts a full pass.
+   */
   const listenForRestarts = (backend: BackendState): Effect.Effect<void> => {
     const restarts = backend.mapper.restarts
     if (restarts === undefined) return Effect.void
@@ -241,7 +245,13 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
         Effect.andThen(Effect.suspend(() => fullPass))
       )
     // One listener per backend: a backend forgotten and set up again replaces its listener.
-    return Effect.asVoid(FiberMap.run(restartListeners, backend.backend, Stream.runForEach(restarts, reassert)))
+    return Effect.asVoid(FiberMap.run(
+      restartListeners,
+      backend.backend,
+      Effect.scoped(
+        Effect.flatMap(atMostOncePer(RESTART_PASS_WINDOW, reassert), (limited) => Stream.runForEach(restarts, limited))
+      )
+    ))
   }
 
   const localTrafficWarning = (service: V1Service): string | undefined => {

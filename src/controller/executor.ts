@@ -143,8 +143,8 @@ const ensure = Effect.fnUntraced(function*(
     return retry(chosen.failure.message)
   }
   const handle = chosen.success
-  const noticed = [...warningsOf(desired), ...selectionOf(desired, handle)]
   const view = yield* Effect.result(handle.view)
+  const noticed = [...warningsOf(desired), ...(yield* selectionOf(desired, handle))]
   if (view._tag === "Failure") {
     yield* context.announcer.conditions(desired.key, [...noticed, gatewayDown(view.failure)], emit)
     return retry(view.failure.message)
@@ -636,11 +636,19 @@ const withNonces = (record: ReadonlyArray<RecordedMapping>): ReadonlyArray<Recor
     )
     : record
 
-/** `auto` says once which protocol it chose, and why. */
-const selectionOf = (desired: DesiredService, handle: GatewayHandle): Array<Announcement> =>
-  desired.backend === "auto" && handle.reason !== undefined
-    ? [{ type: "Normal", reason: "GatewaySelected", action: "Ensure", note: `auto uses ${handle.backend}: ${handle.reason}` }]
-    : []
+/**
+ * Says once which router the Service uses and why (the node's default gateway, the address or
+ * URL the operator gave), and again when that changes; `auto` also says which protocol it chose.
+ */
+const selectionOf = (desired: DesiredService, handle: GatewayHandle): Effect.Effect<Array<Announcement>> =>
+  Effect.map(handle.mapper.selection ?? Effect.succeed(undefined), (router): Array<Announcement> => {
+    const protocol = desired.backend === "auto" && handle.reason !== undefined
+      ? `auto uses ${handle.backend}: ${handle.reason}`
+      : undefined
+    const gateway = router === undefined ? undefined : `${handle.backend} router ${router}`
+    const note = [protocol, gateway].filter((part) => part !== undefined).join("; ")
+    return note === "" ? [] : [{ type: "Normal", reason: "GatewaySelected", action: "Ensure", note }]
+  })
 
 /** The ports each Service's record holds: the incumbent keeps a port against an equally old rival. */
 const holdingOf = (context: ExecutorContext) => (key: string): ReadonlySet<string> => {

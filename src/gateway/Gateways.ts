@@ -119,6 +119,7 @@ export class Gateways extends Context.Service<Gateways, {
       return PortMapper.of({
         canReadTable: mapper.canReadTable,
         restarts: mapper.restarts,
+        selection: mapper.selection,
         externalAddress: watch(mapper.externalAddress),
         status: watch(mapper.status),
         map: (request) => watch(mapper.map(request)),

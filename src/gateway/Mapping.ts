@@ -86,6 +86,11 @@ export interface GatewayStatus {
   /** The local address of our connection to the router: the internal client of our mappings. */
   readonly localAddress: string
   /**
+   * Which router this is and why it is the one used: "192.168.77.1, the node's default
+   * gateway", "192.168.77.50, set by --gateway-address", or "<url>, the URL given by --gateway-url".
+   */
+  readonly selection?: string | undefined
+  /**
    * NAT-PMP/PCP: whether an epoch seen since the previous `status` call (this one's included)
    * went backwards or lagged behind the time elapsed (RFC 6886 §3.6, RFC 6887 §8.5): the gateway
    * lost its mappings, so every mapping must be made again. Reported once, by the next `status`.

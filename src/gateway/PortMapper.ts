@@ -17,6 +17,11 @@ export class PortMapper extends Context.Service<PortMapper, {
    * new BOOTID.UPNP.ORG), faster than any polling. Absent where the protocol has none.
    */
   readonly restarts?: Stream.Stream<string> | undefined
+  /**
+   * The router in use and why (as `GatewayStatus.selection`), or undefined before one was
+   * chosen. Kept while the router does not answer: only another choice changes it.
+   */
+  readonly selection?: Effect.Effect<string | undefined> | undefined
   /** The router's external address, classified (public, private = double NAT, missing). */
   readonly externalAddress: Effect.Effect<ExternalAddress, GatewayError>
   /** Connection state, uptime or epoch, external address and our local address toward the router. */

@@ -88,10 +88,11 @@ export const runControllerProcess = (settings: RunSettings, logLevel: LogLevel.L
   })
   // Built once for the process, not per leadership term: a standby finds the router while it
   // waits, so a failover does not also wait for discovery.
+  // One router for every protocol: the default gateway unless --gateway-address names another.
   const gateways = Gateways.layer({
-    upnp: { gatewayUrl: settings.gatewayUrl, concurrency: settings.gatewayConcurrency },
-    natpmp: { concurrency: settings.gatewayConcurrency },
-    pcp: { concurrency: settings.gatewayConcurrency },
+    upnp: { gatewayUrl: settings.gatewayUrl, gatewayAddress: settings.gatewayAddress, concurrency: settings.gatewayConcurrency },
+    natpmp: { gateway: settings.gatewayAddress, concurrency: settings.gatewayConcurrency },
+    pcp: { gateway: settings.gatewayAddress, concurrency: settings.gatewayConcurrency },
     auto: { preference: settings.autoPreference }
   })
   const election = settings.leaderElection === undefined
@@ -123,7 +124,12 @@ export const runControllerProcess = (settings: RunSettings, logLevel: LogLevel.L
   const main = Effect.gen(function*() {
     yield* Effect.log(
       `edge-ccm started: cluster ${settings.clusterName}, class ${settings.loadBalancerClass}, ` +
-        `router ${settings.gatewayUrl ?? "discovered by SSDP"}, node ${settings.nodeName ?? "unknown"}, ` +
+        `router ${
+          settings.gatewayUrl ??
+            (settings.gatewayAddress === undefined
+              ? "the node's default gateway, found by SSDP"
+              : `${settings.gatewayAddress} (--gateway-address), found by SSDP`)
+        }, node ${settings.nodeName ?? "unknown"}, ` +
         `lease ${Duration.format(settings.mappingLease)}, resync ${Duration.format(settings.resyncInterval)}, ` +
         (settings.leaderElection === undefined
           ? "no leader election"

@@ -2,8 +2,9 @@
  * Every setting of `edge-ccm run`: a flag, or the environment variable EDGE_CCM_<FLAG> (the
  * flag wins), or the default. Durations read as `30s`, `1h`, `1h30m`.
  */
-import { Config, Duration, Option, Schema } from "effect"
+import { Config, Duration, Option, Result, Schema } from "effect"
 import { Flag } from "effect/cli"
+import { NetAddress } from "effect/net"
 import { DurationString } from "../controller/DurationString.ts"
 
 /** `--gateway-probe-interval` reads `EDGE_CCM_GATEWAY_PROBE_INTERVAL` from the environment. */
@@ -59,6 +60,15 @@ export const runFlags = {
     })))
   ),
   gatewayUrl: optionalText("gateway-url", "the router's root description URL; skips SSDP discovery"),
+  gatewayAddress: text(
+    "gateway-address",
+    "IPv4 address of the router to use (UPnP IGD, NAT-PMP, PCP); default: the node's default gateway, and no other LAN host"
+  ).pipe(
+    Flag.withSchema(Schema.String.check(Schema.makeFilter((address: string) =>
+      Result.isSuccess(NetAddress.ipv4FromString(address)) ? undefined : "an IPv4 address, e.g. 192.168.1.1"
+    ))),
+    Flag.optional
+  ),
   mappingLease: duration("mapping-lease", "lease of each router mapping; 0 asks for a permanent one", "1h"),
   resyncInterval: duration("resync-interval", "how often every mapping is verified against the router", "30s"),
   gatewayProbeInterval: duration("gateway-probe-interval", "how often the router's uptime is read to notice a reboot", "2s"),
@@ -110,6 +120,8 @@ export interface RunSettings {
   readonly kubeconfig: string | undefined
   readonly clusterName: string
   readonly gatewayUrl: string | undefined
+  /** The only router used (`--gateway-address`); undefined: the node's default gateway. */
+  readonly gatewayAddress: string | undefined
   readonly mappingLease: Duration.Duration
   readonly resyncInterval: Duration.Duration
   readonly gatewayProbeInterval: Duration.Duration
@@ -139,6 +151,7 @@ export const toRunSettings = (flags: ParsedFlags): RunSettings => ({
   kubeconfig: Option.getOrUndefined(flags.kubeconfig),
   clusterName: flags.clusterName,
   gatewayUrl: Option.getOrUndefined(flags.gatewayUrl),
+  gatewayAddress: Option.getOrUndefined(flags.gatewayAddress),
   mappingLease: flags.mappingLease,
   resyncInterval: flags.resyncInterval,
   gatewayProbeInterval: flags.gatewayProbeInterval,

@@ -55,7 +55,9 @@ describe("edge-ccm gateway", () => {
         "127.0.0.1",
         "--ssdp-port",
         String(fake.ssdpPort),
-        "--no-unicast"
+        "--no-unicast",
+        "--gateway-address",
+        "127.0.0.1"
       ])
       assert.strictEqual(result.code, 0, result.err)
       const rows = JSON.parse(result.out) as ReadonlyArray<Record<string, unknown>>
@@ -101,7 +103,8 @@ describe("edge-ccm gateway", () => {
         externalIp: "122.112.219.229",
         externalIpClass: "public",
         localAddress: "127.0.0.1",
-        permanentLeasesOnly: false
+        permanentLeasesOnly: false,
+        selection: `${fake.location}, the URL given by --gateway-url`
       })
     }).pipe(Effect.scoped))
 

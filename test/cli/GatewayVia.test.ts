@@ -10,7 +10,7 @@ import { assertOneLine, cli } from "./harness.ts"
 
 type Via = "nat-pmp" | "pcp"
 
-const aim = (fake: FakeNatPmp.FakeNatPmp) => ["--gateway", FakeNatPmp.LOOPBACK, "--gateway-port", String(fake.port)]
+const aim = (fake: FakeNatPmp.FakeNatPmp) => ["--gateway-address", FakeNatPmp.LOOPBACK, "--gateway-port", String(fake.port)]
 
 const mapArgs = (fake: FakeNatPmp.FakeNatPmp, via: Via, externalPort = 8080, internalPort = 30000, protocol = "TCP") => [
   "gateway",
@@ -40,7 +40,16 @@ const unmapArgs = (fake: FakeNatPmp.FakeNatPmp, via: Via, externalPort = 8080, i
   String(internalPort)
 ]
 
-const STATUS_KEYS = ["router", "protocol", "connected", "uptimeSeconds", "externalIp", "externalIpClass", "localAddress"]
+const STATUS_KEYS = [
+  "router",
+  "protocol",
+  "connected",
+  "uptimeSeconds",
+  "externalIp",
+  "externalIpClass",
+  "localAddress",
+  "selection"
+]
 
 const MAP_KEYS = [
   "externalPort",
@@ -72,7 +81,8 @@ describe("edge-ccm gateway --via nat-pmp|pcp", () => {
           uptimeSeconds: 4242,
           externalIp: "122.112.219.229",
           externalIpClass: "public",
-          localAddress: "127.0.0.1"
+          localAddress: "127.0.0.1",
+          selection: "127.0.0.1, set by --gateway-address"
         })
         const requests = yield* fake.requests
         assert.isAbove(requests.length, 0)
@@ -154,7 +164,7 @@ describe("edge-ccm gateway --via nat-pmp|pcp", () => {
         mapped.out,
         [
           `mapped TCP 122.112.219.229:8080 -> 127.0.0.1:30000 over PCP (lease 3600 s, nonce ${nonce})`,
-          `remove with: edge-ccm gateway unmap --via pcp --gateway 127.0.0.1 --gateway-port ${fake.port} ` +
+          `remove with: edge-ccm gateway unmap --via pcp --gateway-address 127.0.0.1 --gateway-port ${fake.port} ` +
           `--external-port 8080 --protocol TCP --internal-port 30000 --nonce ${nonce}`
         ].join("\n")
       )
@@ -215,7 +225,7 @@ describe("edge-ccm gateway --via nat-pmp|pcp", () => {
         human.out,
         [
           "mapped TCP 122.112.219.229:8082 -> 127.0.0.1:30002 over NAT-PMP (lease 3600 s)",
-          `remove with: edge-ccm gateway unmap --via nat-pmp --gateway 127.0.0.1 --gateway-port ${fake.port} ` +
+          `remove with: edge-ccm gateway unmap --via nat-pmp --gateway-address 127.0.0.1 --gateway-port ${fake.port} ` +
           "--external-port 8082 --protocol TCP --internal-port 30002"
         ].join("\n")
       )
@@ -380,13 +390,24 @@ describe("edge-ccm gateway --via nat-pmp|pcp", () => {
   it.live("no UPnP gateway found: status points at --via pcp and nat-pmp; discover, UPnP only, does not", () =>
     Effect.gen(function*() {
       // Nothing listens on loopback's discard port: the search stays on 127.0.0.1 and finds nothing.
-      const search = ["--ssdp-address", "127.0.0.1", "--ssdp-port", "9", "--no-unicast", "--timeout", "200ms"]
+      const search = [
+        "--ssdp-address",
+        "127.0.0.1",
+        "--ssdp-port",
+        "9",
+        "--no-unicast",
+        "--timeout",
+        "200ms",
+        "--gateway-address",
+        "127.0.0.1"
+      ]
       const status = yield* cli(["gateway", "status", ...search])
       assert.strictEqual(status.code, 1)
       assertOneLine(status.err)
       assert.strictEqual(
         status.err,
-        "edge-ccm gateway status: no usable Internet gateway found: no Internet gateway answered the SSDP search; " +
+        "edge-ccm gateway status: no usable Internet gateway found: " +
+          "127.0.0.1, set by --gateway-address did not answer the SSDP search; " +
           "a gateway with UPnP off may still answer --via pcp or --via nat-pmp"
       )
       const discover = yield* cli(["gateway", "discover", ...search])

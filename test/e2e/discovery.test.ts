@@ -13,7 +13,7 @@ const IGD2 = "urn:schemas-upnp-org:device:InternetGatewayDevice:2"
 const search = (options: Parameters<typeof Discovery.layer>[0]) =>
   Effect.gen(function*() {
     const discovery = yield* Discovery
-    return yield* discovery.search()
+    return (yield* discovery.search()).responses
   }).pipe(Effect.provide(Discovery.layer(options)))
 
 describe("Discovery against miniupnpd", () => {
@@ -44,7 +44,7 @@ describe("Discovery against miniupnpd", () => {
       const discovery = yield* Effect.service(Discovery).pipe(
         Effect.provide(Discovery.layer({ multicastInterface: state.nodeIp, unicastGateway: undefined }))
       )
-      const [before] = (yield* discovery.search()).filter((response) => response.location === state.rootDescUrl)
+      const [before] = (yield* discovery.search()).responses.filter((response) => response.location === state.rootDescUrl)
       const bootId = before?.bootId
       assert.isNumber(bootId)
       // miniupnpd's BOOTID is its start time in seconds: a restart within that second keeps it.

@@ -32,6 +32,8 @@ export interface Endpoint {
   readonly port: number
   /** Our source address toward the gateway; the socket is bound to it. */
   readonly localAddress: string
+  /** Why this gateway: "192.168.77.1, the node's default gateway" or "…, set by --gateway-address". */
+  readonly selection?: string | undefined
 }
 
 /** Opens the socket for one exchange, bound to `localAddress` on an ephemeral port. */

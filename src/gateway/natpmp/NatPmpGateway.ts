@@ -30,7 +30,7 @@ import { makePortControl, type PortControl } from "./PortControl.ts"
 import type { WireProblem } from "./Wire.ts"
 
 export interface NatPmpGatewayOptions {
-  /** The gateway's IPv4 address. Default: the default route's gateway (/proc/net/route). */
+  /** The gateway's IPv4 address (`--gateway-address`). Default: the default route's gateway (/proc/net/route). */
   readonly gateway: string | undefined
   /** Default 5351. */
   readonly port: number
@@ -295,6 +295,7 @@ const makePortMapper = (control: PortControl, settings: NatPmpGatewayOptions) =>
       uptimeSeconds: external.epoch,
       externalAddress: external.address,
       localAddress: endpoint.localAddress,
+      selection: endpoint.selection,
       lostState: epoch.lostState,
       stateLosses: epoch.stateLosses
     } satisfies GatewayStatus
@@ -302,6 +303,7 @@ const makePortMapper = (control: PortControl, settings: NatPmpGatewayOptions) =>
 
   return PortMapper.of({
     canReadTable: false,
+    selection: control.selection,
     externalAddress,
     status,
     map,

@@ -1,5 +1,6 @@
 /**
- * What NAT-PMP and PCP clients share: finding the gateway (configured, or the default route's),
+ * What NAT-PMP and PCP clients share: finding the gateway (the trusted router: configured with
+ * `--gateway-address`, or the default route's, as UPnP uses),
  * our source address toward it, a bound on requests in flight, the exchange itself, and the
  * epoch every answer carries. Neither protocol can read the gateway's table, so each client
  * also remembers what it mapped (internal port, nonce) to delete it without being told again.
@@ -9,7 +10,7 @@ import { NetAddress } from "effect/net"
 import { type GatewayError, GatewayNotFound, type GatewayUnreachable } from "../GatewayError.ts"
 import { localAddressToward } from "../localAddress.ts"
 import type { Protocol } from "../Mapping.ts"
-import { readDefaultGateway } from "../upnp/SsdpRoute.ts"
+import { describeTrustedRouter, noTrustedRouter, resolveTrustedRouter } from "../TrustedRouter.ts"
 import { makeEpochTracker, type EpochRule, type EpochTracker } from "./Epoch.ts"
 import { type Endpoint, exchange, type ExchangeRequest, type OpenSocket, type Retransmission } from "./Exchange.ts"
 
@@ -41,6 +42,8 @@ export interface PortControl {
     epochOf: (answer: A) => number
   ) => Effect.Effect<A, GatewayError>
   readonly epochs: EpochTracker
+  /** The gateway last resolved and why it is used; undefined before the first resolution. */
+  readonly selection: Effect.Effect<string | undefined>
   readonly remember: (protocol: Protocol, externalPort: number, what: Remembered) => Effect.Effect<void>
   readonly recall: (protocol: Protocol, externalPort: number) => Effect.Effect<Remembered | undefined>
   readonly forget: (protocol: Protocol, externalPort: number) => Effect.Effect<void>
@@ -56,23 +59,25 @@ export const makePortControl = (
     const permits = yield* Semaphore.make(Math.max(1, Math.floor(options.concurrency)))
     const remembered = yield* Ref.make(new Map<string, Remembered>())
     let resolvedRouter: string | undefined
+    let announced: string | undefined
     const epochs = yield* makeEpochTracker(rule, () => resolvedRouter ?? `${options.gateway ?? "default gateway"}:${options.port}`)
 
     const resolve = Effect.gen(function*() {
-      const gateway = options.gateway ?? (yield* readDefaultGateway.pipe(Effect.provideService(FileSystem.FileSystem, fs)))
-      if (gateway === undefined) {
-        return yield* new GatewayNotFound({
-          reason: "no IPv4 default route to find the gateway by: configure its address",
-          candidates: []
-        })
+      if (options.gateway !== undefined && Result.isFailure(NetAddress.ipv4FromString(options.gateway))) {
+        return yield* new GatewayNotFound({ reason: `gateway ${options.gateway} is not an IPv4 address`, candidates: [options.gateway] })
       }
-      if (Result.isFailure(NetAddress.ipv4FromString(gateway))) {
-        return yield* new GatewayNotFound({ reason: `gateway ${gateway} is not an IPv4 address`, candidates: [gateway] })
-      }
+      const trusted = yield* resolveTrustedRouter(options.gateway).pipe(Effect.provideService(FileSystem.FileSystem, fs))
+      if (trusted === undefined) return yield* noTrustedRouter()
+      const gateway = trusted.address
       const localAddress = options.localAddress ?? (yield* localAddressToward(gateway, options.port))
-      const endpoint: Endpoint = { router: `${gateway}:${options.port}`, gateway, port: options.port, localAddress }
+      const selection = describeTrustedRouter(trusted)
+      const endpoint: Endpoint = { router: `${gateway}:${options.port}`, gateway, port: options.port, localAddress, selection }
       resolvedRouter = endpoint.router
       yield* Ref.set(cached, Option.some(endpoint))
+      if (announced !== selection) {
+        announced = selection
+        yield* Effect.logInfo(`${rule === "pcp" ? "PCP" : "NAT-PMP"} gateway: ${selection}`, { router: endpoint.router })
+      }
       return endpoint
     })
 
@@ -91,6 +96,7 @@ export const makePortControl = (
       endpoint,
       send,
       epochs,
+      selection: Effect.sync(() => announced),
       remember: (protocol, externalPort, what) =>
         Ref.update(remembered, (all) => new Map(all).set(key(protocol, externalPort), what)),
       recall: (protocol, externalPort) => Effect.map(Ref.get(remembered), (all) => all.get(key(protocol, externalPort))),

@@ -43,7 +43,7 @@ import {
 } from "./PcpPacket.ts"
 
 export interface PcpGatewayOptions {
-  /** The gateway's IPv4 address (the PCP server). Default: the default route's gateway. */
+  /** The gateway's IPv4 address (the PCP server, `--gateway-address`). Default: the default route's gateway. */
   readonly gateway: string | undefined
   /** Default 5351. */
   readonly port: number
@@ -379,6 +379,7 @@ const makePortMapper = (control: PortControl, settings: PcpGatewayOptions) =>
         uptimeSeconds: probed.epoch,
         externalAddress: probed.address,
         localAddress: endpoint.localAddress,
+        selection: endpoint.selection,
         lostState: epoch.lostState,
         stateLosses: epoch.stateLosses
       } satisfies GatewayStatus
@@ -391,6 +392,7 @@ const makePortMapper = (control: PortControl, settings: PcpGatewayOptions) =>
 
     return PortMapper.of({
       canReadTable: false,
+      selection: control.selection,
       externalAddress,
       status,
       map,

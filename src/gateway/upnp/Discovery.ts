@@ -1,14 +1,21 @@
 /**
  * SSDP discovery of Internet gateways: M-SEARCH on the multicast group (and unicast to the
- * default gateway), resent within a window, replies accepted from any source port, each
+ * trusted router), resent within a window, replies accepted from any source port, each
  * LOCATION repaired and LAN-checked, and deduplicated by LOCATION. Also the NOTIFY
  * advertisements heard on the group, whose BOOTID/CONFIGID reveal a router's reboot.
+ *
+ * Only the trusted router is heard (see TrustedRouter.ts): a datagram from any other source is
+ * dropped before anything is decoded into a table or fetched. What is kept is bounded, so an
+ * SSDP flood costs constant memory: at most MAX_SEARCH_CANDIDATES LOCATIONs per search, and
+ * MAX_KNOWN_DEVICES remembered USNs.
  */
 import * as NodeDatagramSocket from "@effect/platform-node/NodeDatagramSocket"
 import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
-import { Context, Duration, Effect, Equal, FileSystem, Layer, Option, Result, Schema, Stream } from "effect"
+import { Clock, Context, Duration, Effect, Equal, FileSystem, Layer, Option, Result, Schema, Stream } from "effect"
 import { NetAddress } from "effect/net"
 import type { DatagramSocket } from "effect/socket"
+import { BoundedMap } from "../BoundedMap.ts"
+import { describeTrustedRouter, resolveTrustedRouter, type TrustedRouter } from "../TrustedRouter.ts"
 import { localSubnets, repairLocation } from "./LanGuard.ts"
 import {
   clampMx,
@@ -21,7 +28,6 @@ import {
   SSDP_PORT,
   type SsdpNotifyKind
 } from "./Ssdp.ts"
-import { readDefaultGateway } from "./SsdpRoute.ts"
 
 export interface SsdpResponse {
   /** Absolute http URL of the root description; host already repaired and LAN-checked. */
@@ -52,9 +58,17 @@ export interface DiscoveryOptions {
   /** Local IPv4 address of the interface to send multicast on (and join the group on). */
   readonly multicastInterface: string | undefined
   /**
-   * Also send each search unicast here; "default-route" reads the IPv4 default gateway from
-   * /proc/net/route. "default-route" sends nothing when `ssdpAddress` is loopback, so a search
-   * aimed at a local fake never leaves the machine. Default "default-route".
+   * The trusted router: only SSDP replies and NOTIFYs whose source is this IPv4 address are
+   * used; every other source is dropped before anything is stored or fetched. Default: the
+   * node's IPv4 default gateway, read from /proc/net/route at each search (and at most every
+   * 5 s for advertisements).
+   */
+  readonly gatewayAddress: string | undefined
+  /**
+   * Also send each search unicast here; "default-route" sends it to the trusted router
+   * (`gatewayAddress`, else the default route's gateway). A search aimed at a loopback
+   * `ssdpAddress` unicasts only to a loopback `gatewayAddress`, never to the default route, so a
+   * search aimed at a local fake never leaves the machine. Default "default-route".
    */
   readonly unicastGateway: string | "default-route" | undefined
   /** How long replies are collected. Default 2 s. */
@@ -69,10 +83,47 @@ export const defaultDiscoveryOptions: DiscoveryOptions = {
   ssdpAddress: SSDP_MULTICAST_ADDRESS,
   ssdpPort: SSDP_PORT,
   multicastInterface: undefined,
+  gatewayAddress: undefined,
   unicastGateway: "default-route",
   timeout: Duration.seconds(2),
   searchTargets: GATEWAY_SEARCH_TARGETS,
   resends: 3
+}
+
+/** Distinct LOCATIONs one search keeps (the rest are dropped): a router has one or two. */
+export const MAX_SEARCH_CANDIDATES = 8
+
+/** USNs remembered (to name a byebye's device), least recently heard forgotten first. */
+export const MAX_KNOWN_DEVICES = 64
+
+/**
+ * Datagrams queued on the advertisement socket while the stream is busy; more are dropped by
+ * the socket. SSDP datagrams are capped at 8 KiB, so the queue holds at most 2 MiB.
+ */
+export const ADVERTISEMENT_QUEUE_DATAGRAMS = 256
+
+/** How long the default route read for advertisements is reused (a DHCP change is seen after this). */
+const TRUSTED_ROUTER_REREAD = Duration.seconds(5)
+
+/** Drops of other hosts' advertisements are logged (at debug level) at most this often. */
+const DROP_LOG_INTERVAL = Duration.minutes(1)
+
+/** A gateway that answered from another host than the trusted router: shown, never used. */
+export interface IgnoredResponder {
+  readonly responder: string
+  /** The LOCATION as it was sent (never fetched), cut at 256 characters. */
+  readonly location: string
+  readonly searchTarget: string
+}
+
+/** What one search heard. */
+export interface SearchResult {
+  /** The trusted router; undefined when there is none (no default route and no address given). */
+  readonly router: TrustedRouter | undefined
+  /** The trusted router's distinct candidates, by LOCATION (at most MAX_SEARCH_CANDIDATES). */
+  readonly responses: ReadonlyArray<SsdpResponse>
+  /** Gateways of other hosts, one per host (at most MAX_SEARCH_CANDIDATES hosts). */
+  readonly ignored: ReadonlyArray<IgnoredResponder>
 }
 
 /** Discovery could not be set up: a bad option, or the advertisement socket would not open. */
@@ -89,13 +140,14 @@ export class DiscoveryError extends Schema.TaggedError<DiscoveryError>()("Discov
 
 export class Discovery extends Context.Service<Discovery, {
   /**
-   * Every distinct gateway candidate that answered within the window, deduplicated by
-   * LOCATION. Never fails: an empty array means nothing answered.
+   * Every distinct candidate of the trusted router that answered within the window,
+   * deduplicated by LOCATION, and the other hosts that answered. Never fails: empty
+   * `responses` mean the router did not answer.
    */
-  readonly search: (options?: { readonly timeout?: Duration.Input }) => Effect.Effect<ReadonlyArray<SsdpResponse>>
+  readonly search: (options?: { readonly timeout?: Duration.Input }) => Effect.Effect<SearchResult>
   /**
-   * NOTIFY advertisements heard on the multicast group (ssdp:alive/byebye/update with
-   * BOOTID/CONFIGID), for reboot detection. Joins the group on `multicastInterface` only.
+   * The trusted router's NOTIFY advertisements on the multicast group (ssdp:alive/byebye/update
+   * with BOOTID/CONFIGID), for reboot detection. Joins the group on `multicastInterface` only.
    */
   readonly advertisements: Stream.Stream<SsdpAdvertisement, DiscoveryError>
 }>()("edge-ccm/gateway/upnp/Discovery") {
@@ -109,6 +161,7 @@ interface Settings {
   readonly options: DiscoveryOptions
   readonly ssdpAddress: NetAddress.Ipv4Address
   readonly multicastInterface: NetAddress.Ipv4Address | undefined
+  readonly gatewayAddress: NetAddress.Ipv4Address | undefined
   readonly unicastGateway: NetAddress.Ipv4Address | "default-route" | undefined
 }
 
@@ -139,6 +192,9 @@ const validate = Effect.fnUntraced(function*(input: Partial<DiscoveryOptions> | 
     multicastInterface: options.multicastInterface === undefined
       ? undefined
       : yield* ipv4Option("multicastInterface", options.multicastInterface),
+    gatewayAddress: options.gatewayAddress === undefined
+      ? undefined
+      : yield* ipv4Option("gatewayAddress", options.gatewayAddress),
     unicastGateway: options.unicastGateway === undefined || options.unicastGateway === "default-route"
       ? options.unicastGateway
       : yield* ipv4Option("unicastGateway", options.unicastGateway)
@@ -151,20 +207,24 @@ export const make = Effect.fnUntraced(function*(input?: Partial<DiscoveryOptions
   const settings = yield* validate(input)
   const { options } = settings
   const fs = yield* FileSystem.FileSystem
-  // USN → LOCATION, so that a byebye (which carries no LOCATION) can still name its device.
-  const knownLocations = new Map<string, string>()
-  const remember = (usn: string | undefined, location: string): void => {
-    if (usn !== undefined) knownLocations.set(usn, location)
-  }
+  const devices = makeAdvertisementReader()
 
-  const unicastDestination: Effect.Effect<NetAddress.Ipv4Address | undefined> = Effect.gen(function*() {
+  const configuredRouter = settings.gatewayAddress === undefined ? undefined : NetAddress.formatIp(settings.gatewayAddress)
+  const trustedRouter = resolveTrustedRouter(configuredRouter).pipe(Effect.provideService(FileSystem.FileSystem, fs))
+  // Per datagram under a flood: the route table is not read for each one.
+  const trustedRouterForAdvertisements = yield* Effect.cachedWithTTL(trustedRouter, TRUSTED_ROUTER_REREAD)
+
+  const unicastDestination = (router: TrustedRouter | undefined): NetAddress.Ipv4Address | undefined => {
     const gateway = settings.unicastGateway
     if (gateway !== "default-route") return gateway
-    if (NetAddress.isLoopback(settings.ssdpAddress)) return undefined
-    const found = yield* readDefaultGateway.pipe(Effect.provideService(FileSystem.FileSystem, fs))
-    if (found === undefined) return undefined
-    return Option.getOrUndefined(Result.getSuccess(NetAddress.ipv4FromString(found)))
-  })
+    if (router === undefined) return undefined
+    const address = Option.getOrUndefined(Result.getSuccess(NetAddress.ipv4FromString(router.address)))
+    if (address === undefined) return undefined
+    // A search aimed at a local fake unicasts only to a loopback router named in the options.
+    const stayLocal = NetAddress.isLoopback(settings.ssdpAddress) &&
+      (router.source === "default-route" || !NetAddress.isLoopback(address))
+    return stayLocal ? undefined : address
+  }
 
   const search = Effect.fn("Discovery.search")(function*(searchOptions?: { readonly timeout?: Duration.Input }) {
     const window = searchOptions?.timeout === undefined
@@ -174,17 +234,35 @@ export const make = Effect.fnUntraced(function*(input?: Partial<DiscoveryOptions
         () => options.timeout
       )
     const subnets = localSubnets()
+    const router = yield* trustedRouter
     const found = new Map<string, SsdpResponse>()
-    const reported = new Set<string>()
+    const ignored = new Map<string, IgnoredResponder>()
+    const dropped = { foreign: 0, beyondCap: 0 }
+    const reported = new BoundedMap<string, true>(MAX_KNOWN_DEVICES)
     const reportOnce = (key: string, report: Effect.Effect<void>) =>
       Effect.suspend(() => {
-        if (reported.has(key)) return Effect.void
-        reported.add(key)
+        if (reported.get(key) !== undefined) return Effect.void
+        reported.set(key, true)
         return report
       })
 
+    /** Another host's datagram: counted, and its first gateway reply kept for display only. */
+    const ignore = (datagram: DatagramSocket.Datagram, responder: string): void => {
+      dropped.foreign += 1
+      if (ignored.has(responder) || ignored.size >= MAX_SEARCH_CANDIDATES) return
+      const decoded = decodeMessage(datagram.payload, responder)
+      if (Result.isFailure(decoded) || decoded.success._tag !== "SearchReply") return
+      if (!isGatewaySearchTarget(decoded.success.searchTarget)) return
+      ignored.set(responder, {
+        responder,
+        location: decoded.success.location.slice(0, 256),
+        searchTarget: decoded.success.searchTarget
+      })
+    }
+
     const accept = (datagram: DatagramSocket.Datagram): Effect.Effect<void> => {
       const responder = NetAddress.formatIp(datagram.address.address)
+      if (router === undefined || responder !== router.address) return Effect.sync(() => ignore(datagram, responder))
       const decoded = decodeMessage(datagram.payload, responder)
       if (Result.isFailure(decoded)) {
         return Effect.logDebug("skipped an unusable SSDP datagram", { responder, reason: decoded.failure.message })
@@ -210,13 +288,17 @@ export const make = Effect.fnUntraced(function*(input?: Partial<DiscoveryOptions
           responder
         }
         const existing = found.get(response.location)
+        if (existing === undefined && found.size >= MAX_SEARCH_CANDIDATES) {
+          dropped.beyondCap += 1
+          return
+        }
         found.set(response.location, existing === undefined ? response : merge(existing, response))
-        remember(response.usn, response.location)
+        devices.remember(response.usn, response.location)
       })
     }
 
     const collect = Effect.gen(function*() {
-      const unicast = yield* unicastDestination
+      const unicast = unicastDestination(router)
       const destinations = [settings.ssdpAddress]
       if (unicast !== undefined && !Equal.equals(unicast, settings.ssdpAddress)) {
         destinations.push(unicast)
@@ -271,50 +353,20 @@ export const make = Effect.fnUntraced(function*(input?: Partial<DiscoveryOptions
       Effect.scoped,
       Effect.catch((error) => Effect.logWarning("SSDP search ended early", { reason: error.message, found: found.size }))
     )
-    return Array.from(found.values())
+    if (dropped.foreign > 0 || dropped.beyondCap > 0) {
+      yield* Effect.logDebug("SSDP search: dropped replies", {
+        router: router === undefined ? "none (no default route)" : describeTrustedRouter(router),
+        fromOtherHosts: dropped.foreign,
+        otherHosts: Array.from(ignored.keys()),
+        beyondCandidateCap: dropped.beyondCap
+      })
+    }
+    return { router, responses: Array.from(found.values()), ignored: Array.from(ignored.values()) } satisfies SearchResult
   })
 
   const target = `${options.ssdpAddress}:${options.ssdpPort}`
   const listenError = (operation: string) => (error: { readonly message: string }) =>
     new DiscoveryError({ operation, target, reason: error.message })
-
-  const toAdvertisement = (datagram: DatagramSocket.Datagram): Effect.Effect<ReadonlyArray<SsdpAdvertisement>> => {
-    const responder = NetAddress.formatIp(datagram.address.address)
-    const decoded = decodeMessage(datagram.payload, responder)
-    if (Result.isFailure(decoded)) {
-      return Effect.as(
-        Effect.logDebug("skipped an unusable SSDP datagram", { responder, reason: decoded.failure.message }),
-        []
-      )
-    }
-    const message = decoded.success
-    if (message._tag !== "Notify" || !isGatewaySearchTarget(message.notificationType)) return Effect.succeed([])
-    const raw = message.location ?? (message.usn === undefined ? undefined : knownLocations.get(message.usn))
-    if (raw === undefined) {
-      return Effect.as(
-        Effect.logDebug("skipped a NOTIFY of an unknown device without LOCATION", { responder, usn: message.usn }),
-        []
-      )
-    }
-    const repaired = repairLocation(raw, responder)
-    if (Result.isFailure(repaired)) {
-      return Effect.as(Effect.logWarning("refused an SSDP advertisement", { responder, reason: repaired.failure.message }), [])
-    }
-    return Effect.sync(() => {
-      if (message.kind !== "byebye") remember(message.usn, repaired.success)
-      return [{
-        kind: message.kind,
-        location: repaired.success,
-        searchTarget: message.notificationType,
-        usn: message.usn,
-        server: message.server,
-        bootId: message.bootId,
-        configId: message.configId,
-        nextBootId: message.nextBootId,
-        responder
-      }]
-    })
-  }
 
   const advertisements: Stream.Stream<SsdpAdvertisement, DiscoveryError> = Stream.unwrap(
     Effect.gen(function*() {
@@ -323,7 +375,8 @@ export const make = Effect.fnUntraced(function*(input?: Partial<DiscoveryOptions
         // Bound to the group itself, so only datagrams sent to the group arrive; shared with
         // any other SSDP listener on this host.
         bind: { address: NetAddress.formatIp(group), port: options.ssdpPort },
-        reuseAddress: true
+        reuseAddress: true,
+        receiveBuffer: { capacity: ADVERTISEMENT_QUEUE_DATAGRAMS, strategy: "dropping" }
       })
       const reader = yield* socket.reader.pipe(Effect.mapError(listenError("listen")))
       if (NetAddress.isMulticast(group)) {
@@ -333,7 +386,10 @@ export const make = Effect.fnUntraced(function*(input?: Partial<DiscoveryOptions
       }
       return Stream.fromEffectRepeat(reader.pull).pipe(
         Stream.mapError(listenError("receive")),
-        Stream.mapEffect((batch) => Effect.map(Effect.forEach(batch, toAdvertisement), (lists) => lists.flat())),
+        Stream.mapEffect((batch) =>
+          Effect.flatMap(trustedRouterForAdvertisements, (router) =>
+            Effect.map(Effect.forEach(batch, (datagram) => devices.read(datagram, router)), (lists) => lists.flat()))
+        ),
         Stream.flattenIterable
       )
     })
@@ -341,6 +397,92 @@ export const make = Effect.fnUntraced(function*(input?: Partial<DiscoveryOptions
 
   return Discovery.of({ search, advertisements })
 })
+
+/** Turns datagrams heard on the multicast group into the trusted router's advertisements. */
+export interface AdvertisementReader {
+  /** The advertisement a datagram carries; none for another host's, garbage or a non-gateway. */
+  readonly read: (
+    datagram: DatagramSocket.Datagram,
+    router: TrustedRouter | undefined
+  ) => Effect.Effect<ReadonlyArray<SsdpAdvertisement>>
+  /** Notes a device's LOCATION by USN (a search reply's too), so its byebye can be named. */
+  readonly remember: (usn: string | undefined, location: string) => void
+  /** Devices remembered now: never more than MAX_KNOWN_DEVICES. */
+  readonly remembered: () => number
+}
+
+/** A reader with its own bounded memory of devices; other hosts' datagrams are only counted. */
+export const makeAdvertisementReader = (): AdvertisementReader => {
+  // USN → LOCATION, so that a byebye (which carries no LOCATION) can still name its device.
+  const knownLocations = new BoundedMap<string, string>(MAX_KNOWN_DEVICES)
+  const remember = (usn: string | undefined, location: string): void => {
+    if (usn !== undefined) knownLocations.set(usn, location)
+  }
+
+// Other hosts' advertisements are counted, and logged at debug level at most once a minute.
+const foreign = { dropped: 0, loggedAt: Number.NEGATIVE_INFINITY }
+const dropForeign = (responder: string, router: TrustedRouter | undefined) =>
+  Effect.flatMap(Clock.currentTimeMillis, (now) => {
+    foreign.dropped += 1
+    if (now - foreign.loggedAt < Duration.toMillis(DROP_LOG_INTERVAL)) return Effect.succeed([])
+    const dropped = foreign.dropped
+    foreign.dropped = 0
+    foreign.loggedAt = now
+    return Effect.as(
+      Effect.logDebug("dropped SSDP advertisements from hosts other than the trusted router", {
+        router: router === undefined ? "none (no default route)" : describeTrustedRouter(router),
+        latest: responder,
+        dropped
+      }),
+      []
+    )
+  })
+
+const read = (
+  datagram: DatagramSocket.Datagram,
+  router: TrustedRouter | undefined
+): Effect.Effect<ReadonlyArray<SsdpAdvertisement>> => {
+  const responder = NetAddress.formatIp(datagram.address.address)
+  if (router === undefined || responder !== router.address) return dropForeign(responder, router)
+  const decoded = decodeMessage(datagram.payload, responder)
+  if (Result.isFailure(decoded)) {
+    return Effect.as(
+      Effect.logDebug("skipped an unusable SSDP datagram", { responder, reason: decoded.failure.message }),
+      []
+    )
+  }
+  const message = decoded.success
+  if (message._tag !== "Notify" || !isGatewaySearchTarget(message.notificationType)) return Effect.succeed([])
+  const raw = message.location ?? (message.usn === undefined ? undefined : knownLocations.get(message.usn))
+  if (raw === undefined) {
+    return Effect.as(
+      Effect.logDebug("skipped a NOTIFY of an unknown device without LOCATION", { responder, usn: message.usn }),
+      []
+    )
+  }
+  const repaired = repairLocation(raw, responder)
+  if (Result.isFailure(repaired)) {
+    // Debug only: one line per datagram must not be a warning a flood can fill the log with.
+    return Effect.as(Effect.logDebug("refused an SSDP advertisement", { responder, reason: repaired.failure.message }), [])
+  }
+  return Effect.sync(() => {
+    if (message.kind !== "byebye") remember(message.usn, repaired.success)
+    return [{
+      kind: message.kind,
+      location: repaired.success,
+      searchTarget: message.notificationType,
+      usn: message.usn,
+      server: message.server,
+      bootId: message.bootId,
+      configId: message.configId,
+      nextBootId: message.nextBootId,
+      responder
+    }]
+  })
+}
+
+  return { read, remember, remembered: () => knownLocations.size }
+}
 
 /** Two replies for one LOCATION: keep the ST that says most about a gateway, and its USN. */
 const merge = (existing: SsdpResponse, next: SsdpResponse): SsdpResponse => {

@@ -1,12 +1,16 @@
 /**
  * The `PortMapper` for UPnP IGD. It finds the gateway (a configured root description URL, or
- * SSDP discovery), chooses the WAN service by miniupnpc's ranking, and keeps that choice until
- * the gateway stops answering. Mappings are checked before they are made: miniupnpd silently
+ * SSDP discovery of the trusted router: the node's default gateway or `--gateway-address`),
+ * chooses the WAN service by miniupnpc's ranking, and keeps that choice until the gateway
+ * stops answering. Descriptions are fetched and probed outside the selection lock: only the
+ * final choice is taken under it, so a stalled description never holds up `selected`. Mappings are checked before they are made: miniupnpd silently
  * overwrites a mapping held by the same internal client, so one under another description is
  * a conflict unless forced, and one of another host is never touched.
  */
 import { NodeHttpClient } from "@effect/platform-node"
 import { Config, Context, Duration, Effect, Layer, Option, Ref, Result, Semaphore, Stream } from "effect"
+import { NetAddress } from "effect/net"
+import { BoundedMap } from "../BoundedMap.ts"
 import type { HttpClient } from "effect/http"
 import { externalAddressOf } from "../classifyExternalIp.ts"
 import {
@@ -18,15 +22,22 @@ import {
 import { localAddressToward } from "../localAddress.ts"
 import type { ExternalIpClass, GatewayStatus, GrantedMapping, MappingEntry, MappingRequest } from "../Mapping.ts"
 import { PortMapper } from "../PortMapper.ts"
+import { describeTrustedRouter, noTrustedRouter, notTrustedReason, type TrustedRouter } from "../TrustedRouter.ts"
 import { Description, type RootDescription, type WanService } from "./Description.ts"
-import { Discovery, type DiscoveryOptions, type SsdpResponse } from "./Discovery.ts"
+import { Discovery, type DiscoveryOptions, type IgnoredResponder, type SsdpResponse } from "./Discovery.ts"
 import * as IgdClient from "./IgdClient.ts"
+import { isOnDirectlyConnectedLan } from "./LanGuard.ts"
 import { makePortReads } from "./PortReads.ts"
 import { type RetryOptions, SoapTransport } from "./SoapTransport.ts"
 
 export interface UpnpGatewayOptions {
   /** The root description URL: skips discovery. */
   readonly gatewayUrl: string | undefined
+  /**
+   * The IPv4 address of the only router whose IGD is used (`--gateway-address`). Default: the
+   * node's default gateway. Sets `discovery.gatewayAddress`.
+   */
+  readonly gatewayAddress: string | undefined
   /** Per SOAP call (each attempt) and per description fetch. */
   readonly soapTimeout: Duration.Input
   /** How long SSDP replies are collected. */
@@ -48,6 +59,7 @@ export interface UpnpGatewayOptions {
 
 export const defaultUpnpGatewayOptions: UpnpGatewayOptions = {
   gatewayUrl: undefined,
+  gatewayAddress: undefined,
   soapTimeout: "5 seconds",
   discoveryTimeout: "2 seconds",
   maxResponseBytes: 64 * 1024,
@@ -81,7 +93,40 @@ export interface SelectedGateway {
   readonly client: IgdClient.IgdClient
   /** Our address toward the router: the default internal client. */
   readonly localAddress: string
+  /** Which router this is and why it is used, e.g. "192.168.77.1, the node's default gateway". */
+  readonly selection: string
 }
+
+/** Root devices whose BOOTID is remembered (by LOCATION), least recently heard forgotten first. */
+export const MAX_BOOT_IDS = 64
+
+/** The last BOOTID.UPNP.ORG heard from each root device, by LOCATION (at most MAX_BOOT_IDS). */
+export interface BootIdMemory {
+  /** Records a root device's BOOTID; true when it differs from the one heard before (it rebooted). */
+  readonly observe: (response: SsdpResponse) => boolean
+  /** Root devices remembered now. */
+  readonly size: () => number
+}
+
+/**
+ * By LOCATION, not USN: a root device's embedded devices announce the same boot under UUIDs
+ * of their own, and one boot must count once.
+ */
+export const makeBootIdMemory = (): BootIdMemory => {
+  const bootIds = new BoundedMap<string, number>(MAX_BOOT_IDS)
+  return {
+    observe: (response) => {
+      if (response.bootId === undefined) return false
+      const previous = bootIds.get(response.location)
+      bootIds.set(response.location, response.bootId)
+      return previous !== undefined && previous !== response.bootId
+    },
+    size: () => bootIds.size
+  }
+}
+
+/** Control URLs whose lease habit (permanent leases only) is remembered. */
+export const MAX_LEASE_MEMORY = 64
 
 export class UpnpGateway extends Context.Service<UpnpGateway, {
   /** Finds and probes every gateway, ranks them, and selects the best for later calls. */
@@ -103,19 +148,14 @@ export class UpnpGateway extends Context.Service<UpnpGateway, {
     const soap = yield* SoapTransport
     const discovery = yield* Effect.serviceOption(Discovery)
     const cache = yield* Ref.make(Option.none<SelectedGateway>())
+    // Taken only to adopt a final choice: never while descriptions are fetched or probed.
     const selecting = yield* Semaphore.make(1)
+    // The router last announced, kept when the cache is dropped: a rediscovery of the same
+    // router is not a new choice.
+    let announced: SelectedGateway | undefined
     // What a router taught us about its leases outlives a rediscovery of the same router.
-    const leaseMemory = new Map<string, Ref.Ref<boolean>>()
-    // The last BOOTID.UPNP.ORG heard from each root device, by LOCATION: its embedded devices
-    // announce the same boot under UUIDs of their own, and one boot must count once.
-    const bootIds = new Map<string, number>()
-    /** Records a root device's BOOTID; true when it differs from the one heard before (it rebooted). */
-    const rememberBootId = (response: SsdpResponse): boolean => {
-      if (response.bootId === undefined) return false
-      const previous = bootIds.get(response.location)
-      bootIds.set(response.location, response.bootId)
-      return previous !== undefined && previous !== response.bootId
-    }
+    const leaseMemory = new BoundedMap<string, Ref.Ref<boolean>>(MAX_LEASE_MEMORY)
+    const { observe: rememberBootId } = makeBootIdMemory()
 
     const makeClient = Effect.fnUntraced(function*(service: WanService) {
       let permanentOnly = leaseMemory.get(service.controlUrl)
@@ -126,14 +166,35 @@ export class UpnpGateway extends Context.Service<UpnpGateway, {
       return yield* IgdClient.make(service, { permanentOnly }).pipe(Effect.provideService(SoapTransport, soap))
     })
 
-    const locations = Effect.gen(function*() {
-      if (settings.gatewayUrl !== undefined) return [settings.gatewayUrl]
+    interface Located {
+      readonly found: ReadonlyArray<string>
+      /** Why these locations: the URL given, or the trusted router. */
+      readonly selection: string
+      readonly router: TrustedRouter | undefined
+      readonly ignored: ReadonlyArray<IgnoredResponder>
+    }
+
+    const locations: Effect.Effect<Located, GatewayError> = Effect.gen(function*() {
+      if (settings.gatewayUrl !== undefined) {
+        const url = settings.gatewayUrl
+        const refusal = refuseGatewayUrl(url, settings.isAllowedHost ?? isOnDirectlyConnectedLan)
+        if (refusal !== undefined) {
+          return yield* new GatewayNotFound({ reason: `--gateway-url ${url} is refused: ${refusal}`, candidates: [url] })
+        }
+        return { found: [url], selection: `${url}, the URL given by --gateway-url`, router: undefined, ignored: [] }
+      }
       if (Option.isNone(discovery)) {
         return yield* new GatewayNotFound({ reason: "no gateway URL configured and SSDP discovery unavailable", candidates: [] })
       }
-      const replies = yield* discovery.value.search({ timeout: settings.discoveryTimeout })
-      for (const reply of replies) rememberBootId(reply)
-      return Array.from(new Set(replies.map((reply) => reply.location)))
+      const searched = yield* discovery.value.search({ timeout: settings.discoveryTimeout })
+      if (searched.router === undefined) return yield* noTrustedRouter()
+      for (const reply of searched.responses) rememberBootId(reply)
+      return {
+        found: Array.from(new Set(searched.responses.map((reply) => reply.location))),
+        selection: describeTrustedRouter(searched.router),
+        router: searched.router,
+        ignored: searched.ignored
+      }
     })
 
     interface Probed {
@@ -191,9 +252,14 @@ export class UpnpGateway extends Context.Service<UpnpGateway, {
     }
 
     const discoverAll = Effect.gen(function*() {
-      const found = yield* locations
-      if (found.length === 0) {
-        return yield* new GatewayNotFound({ reason: "no Internet gateway answered the SSDP search", candidates: [] })
+      const { found, selection, router, ignored } = yield* locations
+      if (found.length === 0 && ignored.length === 0) {
+        return yield* new GatewayNotFound({
+          reason: router === undefined
+            ? "no Internet gateway answered the SSDP search"
+            : `${selection} did not answer the SSDP search`,
+          candidates: []
+        })
       }
       const fetched = yield* Effect.forEach(found, (location) => Effect.result(description.fetch(location)), {
         concurrency: 4
@@ -254,21 +320,47 @@ export class UpnpGateway extends Context.Service<UpnpGateway, {
           })
         }
       })
+      // Gateways of other hosts: shown, never fetched or used.
+      for (const other of ignored) {
+        rows.push({
+          ...unusableRow(other.location, "ignored", notTrustedReason(router)),
+          serviceType: other.searchTarget
+        })
+      }
       const chosen: SelectedGateway | undefined = best === undefined ? undefined : {
         description: best.entry.description,
         service: best.entry.service,
         client: best.entry.client,
-        localAddress: yield* localAddressOf(best.entry.service)
+        localAddress: yield* localAddressOf(best.entry.service),
+        selection
       }
       const failures = fetched.flatMap((result) => Result.isFailure(result) ? [result.failure] : [])
-      return { rows, chosen, found, failures }
+      return { rows, chosen, found, failures, selection, ignored }
     })
 
-    /** Discovers, and keeps what was chosen for the calls that follow. */
-    const discoverAndKeep = Effect.tap(
-      discoverAll,
-      ({ chosen }) => chosen === undefined ? Effect.void : Ref.set(cache, Option.some(chosen))
-    )
+    /**
+     * Keeps a final choice for the calls that follow, under the selection lock (held only for
+     * this), and says which router it is and why when it is a new one.
+     */
+    const adopt = (chosen: SelectedGateway) =>
+      Semaphore.withPermit(
+        selecting,
+        Effect.gen(function*() {
+          yield* Ref.set(cache, Option.some(chosen))
+          const previous = announced
+          if (
+            previous !== undefined && previous.service.controlUrl === chosen.service.controlUrl &&
+            previous.selection === chosen.selection
+          ) return
+          announced = chosen
+          yield* Effect.logInfo(`UPnP gateway: ${chosen.selection}`, {
+            location: chosen.description.location,
+            controlUrl: chosen.service.controlUrl,
+            serviceType: chosen.service.serviceType,
+            ...(previous === undefined ? {} : { previous: previous.selection, previousControlUrl: previous.service.controlUrl })
+          })
+        })
+      )
 
     const localAddressOf = (service: WanService) => {
       const url = new URL(service.controlUrl)
@@ -278,10 +370,20 @@ export class UpnpGateway extends Context.Service<UpnpGateway, {
     const noGateway = (
       rows: ReadonlyArray<GatewayCandidate>,
       found: ReadonlyArray<string>,
-      failures: ReadonlyArray<GatewayError>
+      failures: ReadonlyArray<GatewayError>,
+      selection: string,
+      ignored: ReadonlyArray<IgnoredResponder>
     ): GatewayError => {
       // One gateway, and its description could not be read: that error says it best.
       if (found.length === 1 && failures.length === 1) return failures[0]!
+      if (found.length === 0) {
+        return new GatewayNotFound({
+          reason: `${selection} did not answer the SSDP search; other hosts did (${
+            ignored.map((other) => other.responder).join(", ")
+          }) and are not used: name one with --gateway-address to use it`,
+          candidates: ignored.map((other) => other.location)
+        })
+      }
       const refused = rows.find((row) => row.status === "refused")
       if (refused !== undefined && rows.every((row) => row.status === "refused" || row.status === "not a gateway")) {
         return new GatewayProtocolError({
@@ -299,28 +401,23 @@ export class UpnpGateway extends Context.Service<UpnpGateway, {
       })
     }
 
-    const discover = discoverAndKeep.pipe(
-      Effect.map(({ rows }): ReadonlyArray<GatewayCandidate> => rows),
-      Semaphore.withPermit(selecting)
+    const discover = discoverAll.pipe(
+      Effect.tap(({ chosen }) => chosen === undefined ? Effect.void : adopt(chosen)),
+      Effect.map(({ rows }): ReadonlyArray<GatewayCandidate> => rows)
     )
 
-    const discoverOnce: Effect.Effect<SelectedGateway, GatewayError> = Semaphore.withPermit(
-      selecting,
+    // Concurrent callers share one discovery in flight (a zero TTL caches nothing after it).
+    const discoverOnce: Effect.Effect<SelectedGateway, GatewayError> = yield* Effect.cachedWithTTL(
       Effect.gen(function*() {
-        const cached = yield* Ref.get(cache)
-        if (Option.isSome(cached)) return cached.value
-        const { rows, chosen, found, failures } = yield* discoverAndKeep
-        if (chosen === undefined) return yield* noGateway(rows, found, failures)
-        yield* Effect.logDebug("using UPnP gateway", {
-          location: chosen.description.location,
-          controlUrl: chosen.service.controlUrl,
-          serviceType: chosen.service.serviceType
-        })
+        const { rows, chosen, found, failures, selection, ignored } = yield* discoverAll
+        if (chosen === undefined) return yield* noGateway(rows, found, failures, selection, ignored)
+        yield* adopt(chosen)
         return chosen
-      })
+      }),
+      Duration.zero
     )
 
-    // The gateway in use, found once: concurrent calls wait for one discovery, not each other.
+    // The gateway in use: a cached choice is returned at once, whatever discovery is under way.
     const selected = Effect.flatMap(
       Ref.get(cache),
       (cached) => Option.isSome(cached) ? Effect.succeed(cached.value) : discoverOnce
@@ -440,7 +537,8 @@ export class UpnpGateway extends Context.Service<UpnpGateway, {
           connected: info.connected,
           uptimeSeconds: info.uptimeSeconds,
           externalAddress: externalAddressOf(ip),
-          localAddress: gateway.localAddress
+          localAddress: gateway.localAddress,
+          selection: gateway.selection
         } satisfies GatewayStatus
       })
     ).pipe(Effect.withSpan("UpnpGateway.status"))
@@ -468,7 +566,8 @@ export class UpnpGateway extends Context.Service<UpnpGateway, {
       unmap,
       get,
       list: Effect.map(listing, (listed) => listed.entries),
-      restarts
+      restarts,
+      selection: Effect.sync(() => announced?.selection)
     })
     const upnp = UpnpGateway.of({ discover, selected, listing, invalidate })
     return { portMapper, upnp }
@@ -507,7 +606,10 @@ export class UpnpGateway extends Context.Service<UpnpGateway, {
   static layer(options?: Partial<UpnpGatewayOptions>): Layer.Layer<PortMapper | UpnpGateway> {
     const base = UpnpGateway.layerWithoutHttp(options)
     const discovering = options?.gatewayUrl === undefined
-      ? base.pipe(Layer.provide(Discovery.layer(options?.discovery)))
+      ? base.pipe(Layer.provide(Discovery.layer({
+        ...options?.discovery,
+        ...(options?.gatewayAddress === undefined ? {} : { gatewayAddress: options.gatewayAddress })
+      })))
       : base
     return discovering.pipe(Layer.provide(NodeHttpClient.layerNodeHttp))
   }
@@ -546,3 +648,16 @@ const unusableRow = (location: string, status: string, reason: string): GatewayC
 })
 
 const hostOf = (url: string): string | undefined => URL.parse(url)?.host
+
+/**
+ * Why a `--gateway-url` is not followed, or undefined: it must be http on a numeric IPv4
+ * host that is on a directly connected LAN (or loopback, where an operator's own proxy runs).
+ */
+const refuseGatewayUrl = (location: string, isAllowedHost: (ip: string) => boolean): string | undefined => {
+  const url = URL.parse(location)
+  if (url === null || url.protocol !== "http:") return "not an absolute http URL"
+  const host = NetAddress.ipv4FromString(url.hostname)
+  if (Result.isFailure(host)) return `host ${url.hostname} is not a numeric IPv4 address`
+  if (NetAddress.isLoopback(host.success) || isAllowedHost(url.hostname)) return undefined
+  return `host ${url.hostname} is not on a directly connected LAN subnet`
+}

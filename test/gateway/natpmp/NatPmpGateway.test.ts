@@ -51,9 +51,11 @@ describe("NatPmpGateway over UDP", () => {
         uptimeSeconds: 4242,
         externalAddress: { ip: "122.112.219.229", class: "public" },
         localAddress: "127.0.0.1",
+        selection: "127.0.0.1, set by --gateway-address",
         lostState: false,
         stateLosses: 0
       })
+      assert.strictEqual(yield* mapper.selection ?? Effect.succeed(undefined), "127.0.0.1, set by --gateway-address")
       assert.isFalse(mapper.canReadTable)
       assert.isUndefined(yield* mapper.get(8080, "TCP"))
       assert.isUndefined(yield* mapper.list)

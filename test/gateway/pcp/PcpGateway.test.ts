@@ -216,6 +216,7 @@ describe("PcpGateway over UDP", () => {
         uptimeSeconds: 777,
         externalAddress: { ip: "122.112.219.229", class: "public" },
         localAddress: "127.0.0.1",
+        selection: "127.0.0.1, set by --gateway-address",
         lostState: false,
         stateLosses: 0
       })

@@ -6,11 +6,15 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Cause, Deferred, Duration, Effect, Exit, FileSystem, Fiber, Layer, Option, Stream } from "effect"
 import { TestClock } from "effect/testing"
+import { NetAddress } from "effect/net"
 import {
   Discovery,
   DiscoveryError,
   type DiscoveryOptions,
   make as makeDiscovery,
+  makeAdvertisementReader,
+  MAX_KNOWN_DEVICES,
+  MAX_SEARCH_CANDIDATES,
   type SsdpAdvertisement
 } from "../../../src/gateway/upnp/Discovery.ts"
 import { GATEWAY_SEARCH_TARGETS } from "../../../src/gateway/upnp/Ssdp.ts"
@@ -20,11 +24,12 @@ const IGD1 = "urn:schemas-upnp-org:device:InternetGatewayDevice:1"
 const IGD2 = "urn:schemas-upnp-org:device:InternetGatewayDevice:2"
 const WANIP1 = "urn:schemas-upnp-org:service:WANIPConnection:1"
 
-/** Discovery aimed at the fake: loopback only, no unicast gateway. */
+/** Discovery aimed at the fake, which is the trusted router: loopback only, no unicast gateway. */
 const aimedAt = (fake: { readonly port: number; readonly address?: string }, options?: Partial<DiscoveryOptions>) =>
   Discovery.layer({
     ssdpAddress: fake.address ?? FakeSsdp.LOOPBACK,
     ssdpPort: fake.port,
+    gatewayAddress: fake.address ?? FakeSsdp.LOOPBACK,
     unicastGateway: undefined,
     timeout: Duration.millis(400),
     resends: 2,
@@ -34,7 +39,7 @@ const aimedAt = (fake: { readonly port: number; readonly address?: string }, opt
 const searchAt = (fake: FakeSsdp.FakeSsdp, options?: Partial<DiscoveryOptions>) =>
   Effect.gen(function*() {
     const discovery = yield* Discovery
-    return yield* discovery.search()
+    return (yield* discovery.search()).responses
   }).pipe(Effect.provide(aimedAt(fake, options)))
 
 const M_SEARCH = /^M-SEARCH \* HTTP\/1\.1\r\nHOST: ([^\r\n]+)\r\nST: ([^\r\n]+)\r\nMAN: "ssdp:discover"\r\nMX: ([1-5])\r\n\r\n$/
@@ -92,7 +97,7 @@ describe("Discovery.search", () => {
       yield* fake.awaitSearches(3 * targets)
       assert.isUndefined(search.pollUnsafe())
       yield* TestClock.adjust("1 second")
-      const found = yield* Fiber.join(search)
+      const found = (yield* Fiber.join(search)).responses
       assert.deepStrictEqual(found.map((response) => response.location), [`http://127.0.0.1:${fake.port}/rootDesc.xml`])
       assert.strictEqual((yield* fake.searches).length, 3 * targets)
     }))
@@ -104,7 +109,7 @@ describe("Discovery.search", () => {
         const discovery = yield* Discovery
         return yield* discovery.search({ timeout: "300 millis" })
       }).pipe(Effect.provide(aimedAt(fake, { timeout: Duration.minutes(10) })))
-      assert.strictEqual(found.length, 1)
+      assert.strictEqual(found.responses.length, 1)
     }), 5_000)
 
   it.live("deduplicates by LOCATION: repeated answers count once, distinct ones each", () =>
@@ -201,7 +206,7 @@ describe("Discovery.search", () => {
       const multicast = yield* FakeSsdp.make({ silent: true })
       // 127.0.0.2 plays the gateway, on the same port as the SSDP destination.
       const gateway = yield* FakeSsdp.make({ address: "127.0.0.2", port: multicast.port })
-      const found = yield* searchAt(multicast, { unicastGateway: "127.0.0.2" })
+      const found = yield* searchAt(multicast, { unicastGateway: "127.0.0.2", gatewayAddress: "127.0.0.2" })
       assert.deepStrictEqual(found.map((response) => [response.location, response.responder]), [
         [`http://127.0.0.2:${multicast.port}/rootDesc.xml`, "127.0.0.2"]
       ])
@@ -232,9 +237,11 @@ describe("Discovery.search", () => {
           })
         )
       )
-      yield* discovery.search()
+      const searched = yield* discovery.search()
       yield* fake.awaitSearches(GATEWAY_SEARCH_TARGETS.length)
-      assert.deepStrictEqual(reads, [])
+      // The route is read, for the trust rule: its gateway is trusted, yet sent nothing.
+      assert.deepStrictEqual(reads, ["/proc/net/route"])
+      assert.deepStrictEqual(searched.router, { address: "127.0.0.3", source: "default-route" })
       assert.strictEqual((yield* bystander.searches).length, 0)
     }))
 
@@ -343,5 +350,127 @@ describe("Discovery.advertisements", () => {
       assert.instanceOf(error, DiscoveryError)
       assert.strictEqual(error.target, `127.0.0.1:${holder.port}`)
       assert.strictEqual(error.operation, "listen")
+    }))
+})
+
+describe("Discovery trusts only the router", () => {
+  const routesVia = (hexGateway: string | undefined) =>
+    FileSystem.makeNoop({
+      readFileString: () =>
+        Effect.succeed(
+          "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\n" +
+            (hexGateway === undefined ? "" : `lo\t00000000\t${hexGateway}\t0003\t0\t0\t0\t00000000\t0\t0\t0\n`)
+        )
+    })
+
+  it.live("another host's replies are dropped (listed as ignored, never kept); --gateway-address picks which", () =>
+    Effect.gen(function*() {
+      const router = yield* FakeSsdp.make()
+      // 127.0.0.2 plays a laptop on the LAN with a fake IGD; it gets every search as a unicast copy.
+      const laptop = yield* FakeSsdp.make({ address: "127.0.0.2", port: router.port })
+      const searchTrusting = (gatewayAddress: string) =>
+        Effect.gen(function*() {
+          const discovery = yield* Discovery
+          return yield* discovery.search()
+        }).pipe(Effect.provide(aimedAt(router, { unicastGateway: "127.0.0.2", gatewayAddress })))
+
+      const trustingRouter = yield* searchTrusting("127.0.0.1")
+      assert.deepStrictEqual(trustingRouter.router, { address: "127.0.0.1", source: "gateway-address" })
+      assert.deepStrictEqual(trustingRouter.responses.map((r) => r.responder), ["127.0.0.1"])
+      assert.deepStrictEqual(trustingRouter.ignored.map((i) => [i.responder, i.location]), [
+        ["127.0.0.2", `http://127.0.0.2:${router.port}/rootDesc.xml`]
+      ])
+      assert.isAtLeast(yield* laptop.sent, 1)
+
+      const trustingLaptop = yield* searchTrusting("127.0.0.2")
+      assert.deepStrictEqual(trustingLaptop.responses.map((r) => r.location), [`http://127.0.0.2:${router.port}/rootDesc.xml`])
+      assert.deepStrictEqual(trustingLaptop.ignored.map((i) => i.responder), ["127.0.0.1"])
+    }))
+
+  it.live("without --gateway-address the default route's gateway is the one trusted; none without a default route", () =>
+    Effect.gen(function*() {
+      const fake = yield* FakeSsdp.make()
+      const searchWithRoute = (hexGateway: string | undefined) =>
+        makeDiscovery({
+          ssdpAddress: "127.0.0.1",
+          ssdpPort: fake.port,
+          timeout: Duration.millis(250),
+          resends: 1
+        }).pipe(
+          Effect.flatMap((discovery) => discovery.search()),
+          Effect.provideService(FileSystem.FileSystem, routesVia(hexGateway))
+        )
+      // Default route via 127.0.0.1: the fake is the router.
+      const viaFake = yield* searchWithRoute("0100007F")
+      assert.deepStrictEqual(viaFake.router, { address: "127.0.0.1", source: "default-route" })
+      assert.strictEqual(viaFake.responses.length, 1)
+      // Default route via 127.0.0.2: the fake is just another host.
+      const viaOther = yield* searchWithRoute("0200007F")
+      assert.deepStrictEqual(viaOther.responses, [])
+      assert.deepStrictEqual(viaOther.ignored.map((i) => i.responder), ["127.0.0.1"])
+      // No default route: nothing is trusted.
+      const none = yield* searchWithRoute(undefined)
+      assert.isUndefined(none.router)
+      assert.deepStrictEqual(none.responses, [])
+    }))
+
+  it.live(`keeps at most ${MAX_SEARCH_CANDIDATES} distinct LOCATIONs per search`, () =>
+    Effect.gen(function*() {
+      const fake = yield* FakeSsdp.make({
+        answer: (search, { port }) =>
+          search.searchTarget === IGD1
+            ? Array.from({ length: 40 }, (_, i) =>
+              FakeSsdp.searchReply({ location: `http://127.0.0.1:${port}/d${i}.xml`, st: IGD1, usn: `uuid:d${i}` }))
+            : []
+      })
+      const found = yield* searchAt(fake, { resends: 1 })
+      assert.strictEqual(found.length, MAX_SEARCH_CANDIDATES)
+      assert.deepStrictEqual(
+        found.map((r) => r.location),
+        Array.from({ length: MAX_SEARCH_CANDIDATES }, (_, i) => `http://127.0.0.1:${fake.port}/d${i}.xml`)
+      )
+    }))
+})
+
+describe("makeAdvertisementReader", () => {
+  const ROUTER = { address: "127.0.0.1", source: "gateway-address" } as const
+  const encoder = new TextEncoder()
+  const datagram = (from: string, text: string) => ({
+    payload: encoder.encode(text),
+    address: NetAddress.inetAddressFromIpStringUnsafe(from, 1900)
+  })
+  const alive = (usn: string, location: string, bootId = 1) =>
+    FakeSsdp.notify({ nts: "ssdp:alive", nt: IGD1, usn, location, bootId })
+  const byebye = (usn: string) => FakeSsdp.notify({ nts: "ssdp:byebye", nt: IGD1, usn })
+
+  it.effect("another host's NOTIFYs are dropped before anything is remembered", () =>
+    Effect.gen(function*() {
+      const reader = makeAdvertisementReader()
+      const heard = yield* reader.read(datagram("127.0.0.2", alive("uuid:laptop", "http://127.0.0.2:5000/igd.xml")), ROUTER)
+      assert.deepStrictEqual(heard, [])
+      assert.strictEqual(reader.remembered(), 0)
+      // The router's own byebye for that USN cannot be named: nothing of the laptop was kept.
+      assert.deepStrictEqual(yield* reader.read(datagram("127.0.0.1", byebye("uuid:laptop")), ROUTER), [])
+      // Without a trusted router, even the router's is dropped.
+      assert.deepStrictEqual(yield* reader.read(datagram("127.0.0.1", alive("uuid:r", "http://127.0.0.1:5000/r.xml")), undefined), [])
+      const own = yield* reader.read(datagram("127.0.0.1", alive("uuid:r", "http://127.0.0.1:5000/r.xml")), ROUTER)
+      assert.deepStrictEqual(own.map((a) => [a.kind, a.location]), [["alive", "http://127.0.0.1:5000/r.xml"]])
+    }))
+
+  it.effect(`10,000 distinct USNs and LOCATIONs leave ${MAX_KNOWN_DEVICES} remembered, the latest`, () =>
+    Effect.gen(function*() {
+      const reader = makeAdvertisementReader()
+      for (let i = 0; i < 10_000; i++) {
+        const heard = yield* reader.read(
+          datagram("127.0.0.1", alive(`uuid:flood-${i}`, `http://127.0.0.1:${1024 + (i % 60000)}/p${i}.xml`, i)),
+          ROUTER
+        )
+        assert.strictEqual(heard.length, 1)
+        assert.isAtMost(reader.remembered(), MAX_KNOWN_DEVICES)
+      }
+      assert.strictEqual(reader.remembered(), MAX_KNOWN_DEVICES)
+      const last = yield* reader.read(datagram("127.0.0.1", byebye("uuid:flood-9999")), ROUTER)
+      assert.deepStrictEqual(last.map((a) => a.location), ["http://127.0.0.1:11023/p9999.xml"])
+      assert.deepStrictEqual(yield* reader.read(datagram("127.0.0.1", byebye("uuid:flood-0")), ROUTER), [])
     }))
 })

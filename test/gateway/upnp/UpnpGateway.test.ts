@@ -2,7 +2,8 @@ import { NodeHttpClient } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
 import { Config, ConfigProvider, Effect, Fiber, Layer, Stream } from "effect"
 import { PortMapper } from "../../../src/gateway/PortMapper.ts"
-import { Discovery, type SsdpAdvertisement, type SsdpResponse } from "../../../src/gateway/upnp/Discovery.ts"
+import type { TrustedRouter } from "../../../src/gateway/TrustedRouter.ts"
+import { Discovery, type SearchResult, type SsdpAdvertisement, type SsdpResponse } from "../../../src/gateway/upnp/Discovery.ts"
 import { effectiveLease, UpnpGateway, type UpnpGatewayOptions } from "../../../src/gateway/upnp/UpnpGateway.ts"
 import * as FakeIgd from "../../support/FakeIgd.ts"
 
@@ -16,24 +17,42 @@ const withGateway = (fake: FakeIgd.FakeIgd, options?: Partial<UpnpGatewayOptions
     Layer.provide(NodeHttpClient.layerNodeHttp)
   )
 
-/** A Discovery that "finds" these locations, for tests of selection without any SSDP. */
-const discoveryOf = (locations: ReadonlyArray<string>) =>
-  Layer.succeed(
+/** The router the fakes play: 127.0.0.1, named as if by --gateway-address. */
+const TRUSTED: TrustedRouter = { address: "127.0.0.1", source: "gateway-address" }
+
+/** What a search of the trusted router that found these locations returns. */
+const searchResult = (
+  locations: ReadonlyArray<string>,
+  ignored: SearchResult["ignored"] = [],
+  router: TrustedRouter | undefined = TRUSTED
+): SearchResult => ({
+  router,
+  responses: locations.map((location): SsdpResponse => ({
+    location,
+    searchTarget: "urn:schemas-upnp-org:device:InternetGatewayDevice:2",
+    usn: undefined,
+    server: undefined,
+    bootId: undefined,
+    configId: undefined,
+    responder: "127.0.0.1"
+  })),
+  ignored
+})
+
+/** A Discovery whose successive searches return these results (the last one repeats). */
+const discoverySequence = (results: ReadonlyArray<SearchResult>) => {
+  let calls = 0
+  return Layer.succeed(
     Discovery,
     Discovery.of({
-      search: () =>
-        Effect.succeed(locations.map((location): SsdpResponse => ({
-          location,
-          searchTarget: "urn:schemas-upnp-org:device:InternetGatewayDevice:2",
-          usn: undefined,
-          server: undefined,
-          bootId: undefined,
-          configId: undefined,
-          responder: "127.0.0.1"
-        }))),
+      search: () => Effect.sync(() => results[Math.min(calls++, results.length - 1)]!),
       advertisements: Stream.empty
     })
   )
+}
+
+/** A Discovery that "finds" these locations, for tests of selection without any SSDP. */
+const discoveryOf = (locations: ReadonlyArray<string>) => discoverySequence([searchResult(locations)])
 
 const discovering = (locations: ReadonlyArray<string>) =>
   UpnpGateway.layerWithoutHttp(fast).pipe(
@@ -238,8 +257,10 @@ describe("UpnpGateway as PortMapper", () => {
           connected: true,
           uptimeSeconds: 4242,
           externalAddress: { ip: "122.112.219.229", class: "public" },
-          localAddress: "127.0.0.1"
+          localAddress: "127.0.0.1",
+          selection: `${fake.location}, the URL given by --gateway-url`
         })
+        assert.strictEqual(yield* mapper.selection ?? Effect.succeed(undefined), `${fake.location}, the URL given by --gateway-url`)
         fake.configure({ externalIp: "100.64.1.2", revealPrivateExternalIp: true })
         assert.deepStrictEqual(yield* mapper.externalAddress, { ip: "100.64.1.2", class: "private" })
         fake.configure({ externalIp: "0.0.0.0" })
@@ -555,7 +576,10 @@ describe("UpnpGateway restart announcements", () => {
       )
       const discovery = Layer.succeed(
         Discovery,
-        Discovery.of({ search: () => Effect.succeed([reply("root", 1)]), advertisements: Stream.fromIterable(announcements) })
+        Discovery.of({
+          search: () => Effect.succeed({ router: TRUSTED, responses: [reply("root", 1)], ignored: [] }),
+          advertisements: Stream.fromIterable(announcements)
+        })
       )
       const restarts = yield* Effect.gen(function*() {
         const mapper = yield* PortMapper
