@@ -8,6 +8,7 @@ import { Context, Duration, Effect, Layer } from "effect"
 import { TestClock } from "effect/testing"
 import { Controller, type ControllerOptions } from "../../src/controller/Controller.ts"
 import { readRecord } from "../../src/controller/MappingRecord.ts"
+import { RESTART_PASS_WINDOW } from "../../src/controller/restartWindow.ts"
 import { FINALIZER, MAPPINGS_ANNOTATION } from "../../src/controller/ServiceSpec.ts"
 import { Gateways } from "../../src/gateway/Gateways.ts"
 import { PortMapper } from "../../src/gateway/PortMapper.ts"
@@ -36,6 +37,7 @@ const seedService = (overrides: Partial<V1Service["metadata"]> = {}, spec: Parti
   }) satisfies V1Service
 
 const SEED_KEY = "default/http-nginx-service"
+const RESTART_PASS_WINDOW_MS = Duration.toMillis(RESTART_PASS_WINDOW)
 const SEED_DESCRIPTION = "kubernetes/default/http-nginx-service/http"
 
 const setup = (options: Partial<ControllerOptions> = {}) => {
@@ -190,6 +192,63 @@ describe("Controller", () => {
   it.effect("one full pass per reboot, though the uptime's whole seconds date the boot after the announcement's listing", () =>
     // Up for "1 s" 2 s after the listing: the announcement, newer than the last probe, dates it.
     onePassPerReboot(1))
+
+  it.effect("reboot announcements start at most one full pass per window: 50 alternating BOOTIDs in 1 s make 2", () =>
+    Effect.gen(function*() {
+      const { gateway, kube, start } = setup({ resyncInterval: Duration.minutes(30) })
+      yield* start
+      kube.create(seedService())
+      yield* until("mapped", () => gateway.table.size === 1)
+      yield* settle
+      const listings = () => gateway.calls.filter((call) => call === "list").length
+      const before = listings()
+      const announce = (bootId: number) =>
+        gateway.announce(`http://192.168.77.1:49536/rootDesc.xml announced BOOTID.UPNP.ORG ${bootId}`)
+      announce(0)
+      yield* until("the first announcement's pass", () => listings() === before + 1)
+      for (let i = 1; i < 50; i++) {
+        yield* TestClock.adjust(Duration.millis(20))
+        announce(i % 2)
+        yield* settle
+      }
+      expect(listings()).toBe(before + 1)
+      // The rest wait for the window's end (10 s after the first), and share one pass then.
+      // 49 × 20 ms have passed since the first.
+      yield* TestClock.adjust(Duration.millis(RESTART_PASS_WINDOW_MS - 49 * 20 - 1))
+      yield* settle
+      expect(listings()).toBe(before + 1)
+      yield* TestClock.adjust(Duration.millis(1))
+      yield* until("one coalesced pass at the window's end", () => listings() === before + 2)
+      yield* TestClock.adjust(Duration.minutes(1))
+      yield* settle
+      expect(listings()).toBe(before + 2)
+      // The next announcement, a window later, starts its pass at once.
+      announce(7)
+      yield* until("a later announcement's pass", () => listings() === before + 3)
+    }))
+
+  it.effect("says which router a Service uses, and why, once; again when it changes", () =>
+    Effect.gen(function*() {
+      const { gateway, kube, start } = setup()
+      gateway.state.selection = "192.168.77.1, the node's default gateway"
+      yield* start
+      kube.create(seedService())
+      yield* untilEvents(kube, "EnsuredLoadBalancer")
+      yield* untilEvents(kube, "GatewaySelected")
+      expect(kube.events.filter((e) => e.reason === "GatewaySelected").map((e) => e.note)).toEqual([
+        "upnp-igd router 192.168.77.1, the node's default gateway"
+      ])
+      // Later passes say nothing new.
+      yield* TestClock.adjust(Duration.seconds(30))
+      yield* settle
+      expect(reasons(kube).filter((r) => r === "GatewaySelected")).toHaveLength(1)
+      gateway.state.selection = "192.168.77.50, set by --gateway-address"
+      yield* TestClock.adjust(Duration.seconds(30))
+      yield* untilEvents(kube, "GatewaySelected", 2)
+      expect(kube.events.filter((e) => e.reason === "GatewaySelected").at(-1)?.note).toBe(
+        "upnp-igd router 192.168.77.50, set by --gateway-address"
+      )
+    }))
 
   it.effect("repairs a mapping lost without a reboot at the next resync", () =>
     Effect.gen(function*() {

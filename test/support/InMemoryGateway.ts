@@ -33,9 +33,13 @@ export interface InMemoryGateway {
     secureMode: boolean
     stateLosses: number
     dropsAdds: boolean
+    /** What `selection` and `status` say about the router in use (undefined: nothing). */
+    selection: string | undefined
   }
   /** Loses every mapping and restarts the uptime; `announce` also sends what SSDP's NOTIFY would. */
   readonly reboot: (options?: { readonly announce?: boolean }) => void
+  /** Sends what SSDP's NOTIFY with a new BOOTID would, without a reboot (a spoofed one). */
+  readonly announce: (announcement: string) => void
   /** A mapping made by someone else on the LAN. */
   readonly addForeign: (entry: Partial<MappingEntry> & Pick<MappingEntry, "externalPort" | "protocol">) => void
 }
@@ -58,7 +62,8 @@ export const makeInMemoryGateway = (
     reachable: true,
     secureMode: false,
     stateLosses: 0,
-    dropsAdds: false
+    dropsAdds: false,
+    selection: undefined as string | undefined
   }
   const key = (port: number, protocol: string) => `${protocol}/${port}`
   const call = <A, E>(name: string, effect: () => Effect.Effect<A, E>) =>
@@ -86,6 +91,7 @@ export const makeInMemoryGateway = (
         )
       }
       : {}),
+    selection: Effect.sync(() => state.selection),
     externalAddress: call("externalAddress", () =>
       Effect.succeed({ ip: state.externalIp, class: state.externalClass })),
     status: call("status", () =>
@@ -96,7 +102,8 @@ export const makeInMemoryGateway = (
         uptimeSeconds: state.uptime,
         stateLosses: state.stateLosses,
         externalAddress: { ip: state.externalIp, class: state.externalClass },
-        localAddress: state.localAddress
+        localAddress: state.localAddress,
+        selection: state.selection
       })),
     map: (request) =>
       call(`map ${key(request.externalPort, request.protocol)}`, (): Effect.Effect<GrantedMapping, GatewayError> => {
@@ -180,6 +187,9 @@ export const makeInMemoryGateway = (
     nonces,
     readBacks,
     state,
+    announce: (announcement) => {
+      for (const listener of restartListeners) listener(announcement)
+    },
     reboot: (options) => {
       table.clear()
       nonces.clear()

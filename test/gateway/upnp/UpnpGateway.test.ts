@@ -4,7 +4,13 @@ import { Config, ConfigProvider, Effect, Fiber, Layer, Stream } from "effect"
 import { PortMapper } from "../../../src/gateway/PortMapper.ts"
 import type { TrustedRouter } from "../../../src/gateway/TrustedRouter.ts"
 import { Discovery, type SearchResult, type SsdpAdvertisement, type SsdpResponse } from "../../../src/gateway/upnp/Discovery.ts"
-import { effectiveLease, UpnpGateway, type UpnpGatewayOptions } from "../../../src/gateway/upnp/UpnpGateway.ts"
+import {
+  effectiveLease,
+  makeBootIdMemory,
+  MAX_BOOT_IDS,
+  UpnpGateway,
+  type UpnpGatewayOptions
+} from "../../../src/gateway/upnp/UpnpGateway.ts"
 import * as FakeIgd from "../../support/FakeIgd.ts"
 
 const fast: Partial<UpnpGatewayOptions> = {
@@ -24,9 +30,9 @@ const TRUSTED: TrustedRouter = { address: "127.0.0.1", source: "gateway-address"
 const searchResult = (
   locations: ReadonlyArray<string>,
   ignored: SearchResult["ignored"] = [],
-  router: TrustedRouter | undefined = TRUSTED
+  router: TrustedRouter | "none" = TRUSTED
 ): SearchResult => ({
-  router,
+  router: router === "none" ? undefined : router,
   responses: locations.map((location): SsdpResponse => ({
     location,
     searchTarget: "urn:schemas-upnp-org:device:InternetGatewayDevice:2",
@@ -58,6 +64,15 @@ const discovering = (locations: ReadonlyArray<string>) =>
   UpnpGateway.layerWithoutHttp(fast).pipe(
     Layer.provide(Layer.merge(NodeHttpClient.layerNodeHttp, discoveryOf(locations)))
   )
+
+/** Polls a plain condition (a fake's request log) until it holds, for 5 s at most. */
+const waitUntil = async (condition: () => boolean): Promise<void> => {
+  const deadline = Date.now() + 5_000
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error("condition not met within 5 s")
+    await new Promise((resolve) => setTimeout(resolve, 10))
+  }
+}
 
 const request = {
   externalPort: 8080,
@@ -588,4 +603,127 @@ describe("UpnpGateway restart announcements", () => {
       }).pipe(Effect.provide(UpnpGateway.layerWithoutHttp(fast).pipe(Layer.provide(Layer.merge(NodeHttpClient.layerNodeHttp, discovery)))))
       assert.strictEqual(restarts.length, 2)
     }).pipe(Effect.scoped))
+})
+
+describe("UpnpGateway trusts only the router", () => {
+  it.live("a stalled description never holds up selected: the lock is taken only to adopt a choice", () =>
+    Effect.gen(function*() {
+      const stalled = yield* FakeIgd.make()
+      stalled.inject({ kind: "stall" }, { action: "description", times: 100 })
+      const good = yield* FakeIgd.make()
+      // The first search finds only the stalled description; every later one the good router.
+      const layer = UpnpGateway.layerWithoutHttp({ ...fast, soapTimeout: "60 seconds" }).pipe(
+        Layer.provide(Layer.merge(
+          NodeHttpClient.layerNodeHttp,
+          discoverySequence([searchResult([stalled.location]), searchResult([good.location])])
+        ))
+      )
+      yield* Effect.gen(function*() {
+        const upnp = yield* UpnpGateway
+        const stuck = yield* Effect.forkChild(upnp.discover)
+        yield* Effect.promise(() => waitUntil(() => stalled.descriptionFetches() > 0))
+        // Another caller finds and adopts the good router while the first is still waiting.
+        const chosen = yield* upnp.selected.pipe(Effect.timeout("5 seconds"))
+        assert.strictEqual(chosen.service.controlUrl, good.controlUrl)
+        // A cached choice comes back at once, whatever discovery is under way.
+        const again = yield* upnp.selected.pipe(Effect.timeout("100 millis"))
+        assert.strictEqual(again, chosen)
+        assert.isUndefined(stuck.pollUnsafe())
+        yield* Fiber.interrupt(stuck)
+      }).pipe(Effect.provide(layer))
+    }).pipe(Effect.scoped), 20_000)
+
+  it.live("names the router and why: --gateway-address, or the node's default gateway", () =>
+    Effect.gen(function*() {
+      const fake = yield* FakeIgd.make()
+      for (
+        const [router, selection] of [
+          [TRUSTED, "127.0.0.1, set by --gateway-address"],
+          [{ address: "127.0.0.1", source: "default-route" } as const, "127.0.0.1, the node's default gateway"]
+        ] as const
+      ) {
+        const status = yield* Effect.flatMap(mapperOf, (mapper) => mapper.status).pipe(
+          Effect.provide(UpnpGateway.layerWithoutHttp(fast).pipe(
+            Layer.provide(Layer.merge(
+              NodeHttpClient.layerNodeHttp,
+              discoverySequence([searchResult([fake.location], [], router)])
+            ))
+          ))
+        )
+        assert.strictEqual(status.selection, selection)
+      }
+    }).pipe(Effect.scoped))
+
+  it.live("other hosts' gateways are listed as ignored and never contacted; alone, they are no gateway", () =>
+    Effect.gen(function*() {
+      const laptop = yield* FakeIgd.make()
+      const ignored = [{ responder: "127.0.0.2", location: laptop.location, searchTarget: "urn:schemas-upnp-org:device:InternetGatewayDevice:2" }]
+      const layer = UpnpGateway.layerWithoutHttp(fast).pipe(
+        Layer.provide(Layer.merge(NodeHttpClient.layerNodeHttp, discoverySequence([searchResult([], ignored)])))
+      )
+      const [rows, error] = yield* Effect.gen(function*() {
+        const upnp = yield* UpnpGateway
+        return [yield* upnp.discover, yield* Effect.flip(upnp.selected)] as const
+      }).pipe(Effect.provide(layer))
+      assert.deepStrictEqual(rows.map((row) => [row.location, row.status, row.selected, row.reason]), [
+        [laptop.location, "ignored", false, "ignored: not the gateway set by --gateway-address (127.0.0.1)"]
+      ])
+      assert.strictEqual(error._tag, "GatewayNotFound")
+      assert.include(error.message, "127.0.0.1, set by --gateway-address did not answer the SSDP search")
+      assert.include(error.message, "127.0.0.2")
+      assert.include(error.message, "--gateway-address")
+      assert.deepStrictEqual(laptop.requests, [])
+    }).pipe(Effect.scoped))
+
+  it.effect("no default route and no --gateway-address: GatewayNotFound that says so and names the flag", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flatMap(upnpOf, (upnp) => Effect.flip(upnp.selected)).pipe(
+        Effect.provide(UpnpGateway.layerWithoutHttp(fast).pipe(
+          Layer.provide(Layer.merge(NodeHttpClient.layerNodeHttp, discoverySequence([searchResult([], [], "none")])))
+        ))
+      )
+      assert.strictEqual(error._tag, "GatewayNotFound")
+      assert.include(error.message, "no IPv4 default route")
+      assert.include(error.message, "--gateway-address")
+    }))
+
+  it.effect("--gateway-url is refused off the LAN (a WAN host, a name)", () =>
+    Effect.gen(function*() {
+      for (const url of ["http://8.8.8.8:5000/rootDesc.xml", "http://router.lan/rootDesc.xml", "http://169.254.169.254/"]) {
+        const error = yield* Effect.flatMap(mapperOf, (mapper) => Effect.flip(mapper.status)).pipe(
+          Effect.provide(UpnpGateway.layerWithoutHttp({ ...fast, gatewayUrl: url }).pipe(Layer.provide(NodeHttpClient.layerNodeHttp)))
+        )
+        assert.strictEqual(error._tag, "GatewayNotFound", url)
+        assert.include(error.message, `--gateway-url ${url} is refused`)
+      }
+    }))
+})
+
+describe("makeBootIdMemory", () => {
+  const announced = (location: string, bootId: number): SsdpResponse => ({
+    location,
+    searchTarget: "urn:schemas-upnp-org:device:InternetGatewayDevice:2",
+    usn: undefined,
+    server: undefined,
+    bootId,
+    configId: undefined,
+    responder: "127.0.0.1"
+  })
+
+  it.effect(`10,000 distinct LOCATIONs leave ${MAX_BOOT_IDS} remembered; a changed BOOTID is a reboot`, () =>
+    Effect.sync(() => {
+      const memory = makeBootIdMemory()
+      for (let i = 0; i < 10_000; i++) {
+        assert.isFalse(memory.observe(announced(`http://127.0.0.1:${1024 + i}/p${i}.xml`, i)))
+        assert.isAtMost(memory.size(), MAX_BOOT_IDS)
+      }
+      assert.strictEqual(memory.size(), MAX_BOOT_IDS)
+      // Alternating BOOTIDs of one LOCATION: each change is a reboot, and the table does not grow.
+      const router = "http://127.0.0.1:49536/rootDesc.xml"
+      assert.isFalse(memory.observe(announced(router, 1)))
+      for (let i = 0; i < 10_000; i++) assert.isTrue(memory.observe(announced(router, 2 + (i % 2))))
+      assert.strictEqual(memory.size(), MAX_BOOT_IDS)
+      // The first LOCATION was forgotten: its next BOOTID is news, not a reboot.
+      assert.isFalse(memory.observe(announced("http://127.0.0.1:1024/p0.xml", 99)))
+    }))
 })
