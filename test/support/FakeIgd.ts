@@ -1,5 +1,6 @@
 /**
- * An in-process Internet gateway on 127.0.0.1 for fast protocol tests: real HTTP, real SOAP,
+ * An in-process Internet gateway on 127.0.0.1 for fast protocol tests (or, as the hostile LAN
+ * host of the e2e tests, on a lab namespace's address): real HTTP, real SOAP,
  * and an SSDP responder, over an in-memory mapping table that behaves like miniupnpd 2.3.1
  * (silent overwrite for the same client, 718 for another host's port, 714, 713, remaining
  * lease, 501 with a private WAN address, descriptions garbled past 64 bytes). Faults can be
@@ -53,6 +54,8 @@ export interface RecordedRequest {
   readonly body: string
   readonly action: string | undefined
   readonly args: ReadonlyArray<readonly [string, string]>
+  /** The address the request came from. */
+  readonly from: string
 }
 
 export interface FakeIgdOptions {
@@ -88,6 +91,17 @@ export interface FakeIgdOptions {
   readonly rangeCapacity: number | undefined
   /** GetListOfPortMappings pages in port order, or in the table's order as miniupnpd does. */
   readonly listingOrder: "ports" | "table"
+  /** The address HTTP (and the SSDP responder) listens on: loopback unless a lab namespace's. */
+  readonly host: string
+  /** The HTTP port; 0: an ephemeral one. */
+  readonly port: number
+  /**
+   * Answer M-SEARCH on this multicast group (joined on `host`'s interface) instead of on a
+   * loopback port: only inside a lab namespace.
+   */
+  readonly ssdpMulticast: { readonly group: string; readonly port: number } | undefined
+  /** Called with every SOAP request as it arrives. */
+  readonly onRequest: ((request: RecordedRequest) => void) | undefined
 }
 
 export const defaultFakeIgdOptions: FakeIgdOptions = {
@@ -106,7 +120,11 @@ export const defaultFakeIgdOptions: FakeIgdOptions = {
   chunked: false,
   revealPrivateExternalIp: false,
   rangeCapacity: undefined,
-  listingOrder: "ports"
+  listingOrder: "ports",
+  host: "127.0.0.1",
+  port: 0,
+  ssdpMulticast: undefined,
+  onRequest: undefined
 }
 
 export interface FakeIgd {
@@ -395,14 +413,17 @@ export const make = (options?: Partial<FakeIgdOptions>): Effect.Effect<FakeIgd, 
           body.matchAll(/<(New[A-Za-z]+)>([^<]*)<\/New[A-Za-z]+>|<(New[A-Za-z]+)\/>/g),
           (match) => [match[1] ?? match[3]!, unescapeXml(match[2] ?? "")] as const
         )
-        requests.push({
+        const recorded: RecordedRequest = {
           method: request.method ?? "",
           path: request.url ?? "",
           rawHeaders: pairs(request.rawHeaders),
           body,
           action,
-          args
-        })
+          args,
+          from: request.socket.remoteAddress ?? ""
+        }
+        requests.push(recorded)
+        settings.onRequest?.(recorded)
         checkFormat(request, body, action)
         const arg = (name: string) => args.find(([key]) => key === name)?.[1] ?? ""
         const fail = (code: number) => send(response, 500, faultBody(code, UPNP_DESCRIPTIONS[code] ?? "Error"))
@@ -567,7 +588,7 @@ export const make = (options?: Partial<FakeIgdOptions>): Effect.Effect<FakeIgd, 
       let ssdpSocket: Dgram.Socket | undefined
       const start = () => {
         const address = server.address() as AddressInfo
-        base = `http://127.0.0.1:${address.port}`
+        base = `http://${settings.host}:${address.port}`
         const fake: FakeIgd = {
           base,
           location: `${base}/rootDesc.xml`,
@@ -610,9 +631,9 @@ export const make = (options?: Partial<FakeIgdOptions>): Effect.Effect<FakeIgd, 
         }))
       }
 
-      server.listen(0, "127.0.0.1", () => {
-        if (!settings.ssdp) return start()
-        ssdpSocket = Dgram.createSocket("udp4")
+      server.listen(settings.port, settings.host, () => {
+        if (!settings.ssdp && settings.ssdpMulticast === undefined) return start()
+        ssdpSocket = Dgram.createSocket({ type: "udp4", reuseAddr: true })
         ssdpSocket.on("message", (message, remote) => {
           const text = message.toString("latin1")
           searches.push(text)
@@ -625,8 +646,17 @@ export const make = (options?: Partial<FakeIgdOptions>): Effect.Effect<FakeIgd, 
             `OPT: "http://schemas.upnp.org/upnp/1/0/"; ns=01\r\nBOOTID.UPNP.ORG: 1\r\nCONFIGID.UPNP.ORG: 1337\r\n\r\n`
           ssdpSocket?.send(reply, remote.port, remote.address)
         })
-        ssdpSocket.bind(0, "127.0.0.1", () => {
-          base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+        const multicast = settings.ssdpMulticast
+        if (multicast === undefined) {
+          ssdpSocket.bind(0, settings.host, () => {
+            base = `http://${settings.host}:${(server.address() as AddressInfo).port}`
+            start()
+          })
+          return
+        }
+        ssdpSocket.bind({ port: multicast.port, address: "0.0.0.0", exclusive: false }, () => {
+          ssdpSocket?.addMembership(multicast.group, settings.host)
+          base = `http://${settings.host}:${(server.address() as AddressInfo).port}`
           start()
         })
       })
