@@ -22,6 +22,7 @@ import { now, ratioOf, renderTable, type Row } from "./lib/stats.ts"
 import { renderProfile, summariseProfile } from "./profile-summary.ts"
 import { timeToAddress } from "./scenarios/address.ts"
 import { bulk } from "./scenarios/bulk.ts"
+import { flood } from "./scenarios/flood.ts"
 import { footprint } from "./scenarios/footprint.ts"
 import { listing } from "./scenarios/listing.ts"
 import { startup } from "./scenarios/startup.ts"
@@ -31,10 +32,11 @@ const SCENARIOS: ReadonlyArray<readonly [string, (ctx: Context) => Promise<Scena
   ["bulk", bulk],
   ["footprint", footprint],
   ["startup", startup],
-  ["listing", listing]
+  ["listing", listing],
+  ["flood", flood]
 ]
-/** Run only when named in --only: it kills the lab's gateway on purpose. */
-const OPT_IN = new Set(["listing"])
+/** Run only when named in --only: listing kills the lab's gateway on purpose, flood spoofs it. */
+const OPT_IN = new Set(["listing", "flood"])
 
 const { values } = parseArgs({
   options: {

@@ -5,6 +5,7 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
+import { PORT_CONTROL_STATUS_KEYS } from "../support/cliKeys.ts"
 import * as FakeNatPmp from "../support/FakeNatPmp.ts"
 import { assertOneLine, cli } from "./harness.ts"
 
@@ -40,16 +41,7 @@ const unmapArgs = (fake: FakeNatPmp.FakeNatPmp, via: Via, externalPort = 8080, i
   String(internalPort)
 ]
 
-const STATUS_KEYS = [
-  "router",
-  "protocol",
-  "connected",
-  "uptimeSeconds",
-  "externalIp",
-  "externalIpClass",
-  "localAddress",
-  "selection"
-]
+const STATUS_KEYS = PORT_CONTROL_STATUS_KEYS
 
 const MAP_KEYS = [
   "externalPort",

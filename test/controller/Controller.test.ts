@@ -164,15 +164,20 @@ describe("Controller", () => {
       expect(reasons(kube).filter((r) => r === "MappingRepaired")).toHaveLength(2)
     }))
 
+  /** The seed's Service mapped by a controller that resyncs rarely, and a count of its listings. */
+  const seedMapped = Effect.gen(function*() {
+    const { gateway, kube, start } = setup({ resyncInterval: Duration.minutes(30) })
+    yield* start
+    kube.create(seedService())
+    yield* until("mapped", () => gateway.table.size === 1)
+    yield* settle
+    const listings = () => gateway.calls.filter((call) => call === "list").length
+    return { gateway, listings, before: listings() }
+  })
+
   const onePassPerReboot = (uptimeAtProbe: number) =>
     Effect.gen(function*() {
-      const { gateway, kube, start } = setup({ resyncInterval: Duration.minutes(30) })
-      yield* start
-      kube.create(seedService())
-      yield* until("mapped", () => gateway.table.size === 1)
-      yield* settle
-      const listings = () => gateway.calls.filter((call) => call === "list").length
-      const before = listings()
+      const { gateway, listings, before } = yield* seedMapped
       gateway.reboot({ announce: true })
       yield* until("restored after the announcement", () => gateway.table.size === 1)
       yield* settle
@@ -195,13 +200,7 @@ describe("Controller", () => {
 
   it.effect("reboot announcements start at most one full pass per window: 50 alternating BOOTIDs in 1 s make 2", () =>
     Effect.gen(function*() {
-      const { gateway, kube, start } = setup({ resyncInterval: Duration.minutes(30) })
-      yield* start
-      kube.create(seedService())
-      yield* until("mapped", () => gateway.table.size === 1)
-      yield* settle
-      const listings = () => gateway.calls.filter((call) => call === "list").length
-      const before = listings()
+      const { gateway, listings, before } = yield* seedMapped
       const announce = (bootId: number) =>
         gateway.announce(`http://192.168.77.1:49536/rootDesc.xml announced BOOTID.UPNP.ORG ${bootId}`)
       announce(0)

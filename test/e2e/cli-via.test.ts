@@ -7,6 +7,7 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import { assertOneLine } from "../cli/harness.ts"
+import { PORT_CONTROL_STATUS_KEYS } from "../support/cliKeys.ts"
 import { edgeCcm as run } from "./support/controller.ts"
 import * as lab from "./support/lab.ts"
 
@@ -41,16 +42,9 @@ describe("edge-ccm gateway --via on miniupnpd 2.3.1 (UPnP off)", () => {
       const result = await edgeCcm(["gateway", "status", "--via", via, "--json"])
       expect(result.code, result.stderr).toBe(0)
       const report = JSON.parse(result.stdout) as Record<string, unknown>
-      expect(Object.keys(report)).toEqual([
-        "router",
-        "protocol",
-        "connected",
-        "uptimeSeconds",
-        "externalIp",
-        "externalIpClass",
-        "localAddress"
-      ])
+      expect(Object.keys(report)).toEqual(PORT_CONTROL_STATUS_KEYS)
       expect(report).toMatchObject({
+        selection: `${state.gatewayLanIp}, the node's default gateway`,
         router: `${state.gatewayLanIp}:5351`,
         protocol: via,
         connected: true,
