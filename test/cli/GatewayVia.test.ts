@@ -399,7 +399,7 @@ describe("edge-ccm gateway --via nat-pmp|pcp", () => {
       assert.strictEqual(
         status.err,
         "edge-ccm gateway status: no usable Internet gateway found: " +
-          "127.0.0.1, set by --gateway-address did not answer the SSDP search; " +
+          "the router (127.0.0.1, set by --gateway-address) did not answer the SSDP search; " +
           "a gateway with UPnP off may still answer --via pcp or --via nat-pmp"
       )
       const discover = yield* cli(["gateway", "discover", ...search])

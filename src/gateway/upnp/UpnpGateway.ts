@@ -257,7 +257,7 @@ export class UpnpGateway extends Context.Service<UpnpGateway, {
         return yield* new GatewayNotFound({
           reason: router === undefined
             ? "no Internet gateway answered the SSDP search"
-            : `${selection} did not answer the SSDP search`,
+            : `the router (${selection}) did not answer the SSDP search`,
           candidates: []
         })
       }
@@ -378,7 +378,7 @@ export class UpnpGateway extends Context.Service<UpnpGateway, {
       if (found.length === 1 && failures.length === 1) return failures[0]!
       if (found.length === 0) {
         return new GatewayNotFound({
-          reason: `${selection} did not answer the SSDP search; other hosts did (${
+          reason: `the router (${selection}) did not answer the SSDP search; other hosts did (${
             ignored.map((other) => other.responder).join(", ")
           }) and are not used: name one with --gateway-address to use it`,
           candidates: ignored.map((other) => other.location)

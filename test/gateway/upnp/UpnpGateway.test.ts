@@ -669,7 +669,7 @@ describe("UpnpGateway trusts only the router", () => {
         [laptop.location, "ignored", false, "ignored: not the gateway set by --gateway-address (127.0.0.1)"]
       ])
       assert.strictEqual(error._tag, "GatewayNotFound")
-      assert.include(error.message, "127.0.0.1, set by --gateway-address did not answer the SSDP search")
+      assert.include(error.message, "the router (127.0.0.1, set by --gateway-address) did not answer the SSDP search")
       assert.include(error.message, "127.0.0.2")
       assert.include(error.message, "--gateway-address")
       assert.deepStrictEqual(laptop.requests, [])
