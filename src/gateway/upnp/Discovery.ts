@@ -246,18 +246,20 @@ export const make = Effect.fnUntraced(function*(input?: Partial<DiscoveryOptions
         return report
       })
 
-    /** Another host's datagram: counted, and its first gateway reply kept for display only. */
+    /**
+     * Another host's datagram: counted, and for display only one line per host (of the first
+     * MAX_SEARCH_CANDIDATES hosts), with the reply that says most about a gateway.
+     */
     const ignore = (datagram: DatagramSocket.Datagram, responder: string): void => {
       dropped.foreign += 1
-      if (ignored.has(responder) || ignored.size >= MAX_SEARCH_CANDIDATES) return
+      const known = ignored.get(responder)
+      if (known === undefined && ignored.size >= MAX_SEARCH_CANDIDATES) return
       const decoded = decodeMessage(datagram.payload, responder)
       if (Result.isFailure(decoded) || decoded.success._tag !== "SearchReply") return
-      if (!isGatewaySearchTarget(decoded.success.searchTarget)) return
-      ignored.set(responder, {
-        responder,
-        location: decoded.success.location.slice(0, 256),
-        searchTarget: decoded.success.searchTarget
-      })
+      const reply = decoded.success
+      if (!isGatewaySearchTarget(reply.searchTarget)) return
+      if (known !== undefined && searchTargetRank(reply.searchTarget) <= searchTargetRank(known.searchTarget)) return
+      ignored.set(responder, { responder, location: reply.location.slice(0, 256), searchTarget: reply.searchTarget })
     }
 
     const accept = (datagram: DatagramSocket.Datagram): Effect.Effect<void> => {

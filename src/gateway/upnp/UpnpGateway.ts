@@ -322,9 +322,11 @@ export class UpnpGateway extends Context.Service<UpnpGateway, {
       })
       // Gateways of other hosts: shown, never fetched or used.
       for (const other of ignored) {
+        // What it answered as: a device type (IGD) or a service type (WANIPConnection).
+        const isDevice = other.searchTarget.includes(":device:")
         rows.push({
           ...unusableRow(other.location, "ignored", notTrustedReason(router)),
-          serviceType: other.searchTarget
+          ...(isDevice ? { deviceType: other.searchTarget } : { serviceType: other.searchTarget })
         })
       }
       const chosen: SelectedGateway | undefined = best === undefined ? undefined : {
