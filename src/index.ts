@@ -57,7 +57,14 @@ export {
   type GatewaysOptions,
   type LoadBalancerType
 } from "./gateway/Gateways.ts"
-export { Discovery, type DiscoveryOptions, type SsdpResponse } from "./gateway/upnp/Discovery.ts"
+export {
+  Discovery,
+  type DiscoveryOptions,
+  type IgnoredResponder,
+  type SearchResult,
+  type SsdpResponse
+} from "./gateway/upnp/Discovery.ts"
+export { GATEWAY_ADDRESS_FLAG, type TrustedRouter } from "./gateway/TrustedRouter.ts"
 
 // Kubernetes
 export { Kube, KubeConflict, KubeError, KubeNotFound, type WatchEvent } from "./kube/Kube.ts"

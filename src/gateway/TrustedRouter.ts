@@ -14,6 +14,7 @@ import { readDefaultGateway } from "./upnp/SsdpRoute.ts"
 /** The flag (and option) that names another router than the default gateway. */
 export const GATEWAY_ADDRESS_FLAG = "--gateway-address"
 
+/** The one router whose IGD is used, and why it is trusted. */
 export interface TrustedRouter {
   /** Its IPv4 address: the only source whose SSDP replies and NOTIFYs are used. */
   readonly address: string

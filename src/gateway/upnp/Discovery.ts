@@ -93,6 +93,9 @@ export const defaultDiscoveryOptions: DiscoveryOptions = {
 /** Distinct LOCATIONs one search keeps (the rest are dropped): a router has one or two. */
 export const MAX_SEARCH_CANDIDATES = 8
 
+/** Warnings one search logs at most (refused LOCATIONs, failed sends); the rest go unsaid. */
+export const MAX_REPORTS_PER_SEARCH = 8
+
 /** USNs remembered (to name a byebye's device), least recently heard forgotten first. */
 export const MAX_KNOWN_DEVICES = 64
 
@@ -238,11 +241,12 @@ export const make = Effect.fnUntraced(function*(input?: Partial<DiscoveryOptions
     const found = new Map<string, SsdpResponse>()
     const ignored = new Map<string, IgnoredResponder>()
     const dropped = { foreign: 0, beyondCap: 0 }
-    const reported = new BoundedMap<string, true>(MAX_KNOWN_DEVICES)
+    // Each problem is reported once, and only the first few: a flood must not fill the log.
+    const reported = new Set<string>()
     const reportOnce = (key: string, report: Effect.Effect<void>) =>
       Effect.suspend(() => {
-        if (reported.get(key) !== undefined) return Effect.void
-        reported.set(key, true)
+        if (reported.has(key) || reported.size >= MAX_REPORTS_PER_SEARCH) return Effect.void
+        reported.add(key)
         return report
       })
 

@@ -4,7 +4,7 @@
  * group is joined.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, Deferred, Duration, Effect, Exit, FileSystem, Fiber, Layer, Option, Stream } from "effect"
+import { Cause, Deferred, Duration, Effect, Exit, FileSystem, Fiber, Layer, Logger, Option, References, Stream } from "effect"
 import { TestClock } from "effect/testing"
 import { NetAddress } from "effect/net"
 import {
@@ -14,6 +14,7 @@ import {
   make as makeDiscovery,
   makeAdvertisementReader,
   MAX_KNOWN_DEVICES,
+  MAX_REPORTS_PER_SEARCH,
   MAX_SEARCH_CANDIDATES,
   type SsdpAdvertisement
 } from "../../../src/gateway/upnp/Discovery.ts"
@@ -432,6 +433,25 @@ describe("Discovery trusts only the router", () => {
     }))
 })
 
+describe("Discovery logs are bounded", () => {
+  it.live(`a search logs at most ${MAX_REPORTS_PER_SEARCH} warnings, however many replies it refuses`, () =>
+    Effect.gen(function*() {
+      const fake = yield* FakeSsdp.make({
+        answer: (search) =>
+          search.searchTarget === IGD1
+            ? Array.from({ length: 50 }, (_, i) => FakeSsdp.searchReply({ location: `http://8.8.${i}.8/wan.xml`, st: IGD1 }))
+            : []
+      })
+      const warnings: Array<string> = []
+      const capture = Logger.make(({ logLevel, message }) => {
+        if (logLevel === "Warn") warnings.push(String(Array.isArray(message) ? message[0] : message))
+      })
+      const found = yield* searchAt(fake, { resends: 1 }).pipe(Effect.provide(Logger.layer([capture])))
+      assert.deepStrictEqual(found, [])
+      assert.strictEqual(warnings.filter((w) => w === "refused an SSDP reply").length, MAX_REPORTS_PER_SEARCH)
+    }))
+})
+
 describe("makeAdvertisementReader", () => {
   const ROUTER = { address: "127.0.0.1", source: "gateway-address" } as const
   const encoder = new TextEncoder()
@@ -455,6 +475,23 @@ describe("makeAdvertisementReader", () => {
       assert.deepStrictEqual(yield* reader.read(datagram("127.0.0.1", alive("uuid:r", "http://127.0.0.1:5000/r.xml")), undefined), [])
       const own = yield* reader.read(datagram("127.0.0.1", alive("uuid:r", "http://127.0.0.1:5000/r.xml")), ROUTER)
       assert.deepStrictEqual(own.map((a) => [a.kind, a.location]), [["alive", "http://127.0.0.1:5000/r.xml"]])
+    }))
+
+  it.effect("1,000 NOTIFYs from another host: one debug line, no warning", () =>
+    Effect.gen(function*() {
+      const reader = makeAdvertisementReader()
+      const lines: Array<string> = []
+      const capture = Logger.make(({ logLevel }) => void lines.push(logLevel))
+      yield* Effect.gen(function*() {
+        for (let i = 0; i < 1_000; i++) {
+          yield* reader.read(datagram("127.0.0.2", alive(`uuid:x-${i}`, `http://127.0.0.2:5000/${i}.xml`)), ROUTER)
+        }
+      }).pipe(
+        Effect.provide(Logger.layer([capture])),
+        Effect.provideService(References.MinimumLogLevel, "Debug")
+      )
+      assert.deepStrictEqual(lines, ["Debug"])
+      assert.strictEqual(reader.remembered(), 0)
     }))
 
   it.effect(`10,000 distinct USNs and LOCATIONs leave ${MAX_KNOWN_DEVICES} remembered, the latest`, () =>
