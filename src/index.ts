@@ -3,11 +3,12 @@
  * composes to run the controller itself.
  *
  * ```ts
- * import { Controller, Gateways, Kube } from "edge-cloud-controller-manager"
+ * import { Controller, Gateways, Kube, RecordKey } from "edge-cloud-controller-manager"
  * import { NodeRuntime } from "@effect/platform-node"
  * import { Layer } from "effect"
  *
  * Controller.layer({ clusterName: "home" }).pipe(
+ *   Layer.provide(RecordKey.layerSecret({ namespace: "edge-ccm-system" })),
  *   Layer.provide(Gateways.layer({ upnp: { gatewayUrl: "http://192.168.1.1:49536/rootDesc.xml" } })),
  *   Layer.provide(Kube.layer({ instance: "my-app" })),
  *   Layer.launch,
@@ -23,8 +24,11 @@ export {
   FINALIZER,
   LOAD_BALANCER_TYPE_ANNOTATION,
   MAPPING_LEASE_ANNOTATION,
-  MAPPINGS_ANNOTATION
+  MAPPINGS_ANNOTATION,
+  MAPPINGS_SIGNATURE_ANNOTATION
 } from "./controller/ServiceSpec.ts"
+export { RECORD_KEY_SECRET, RecordKey, RecordKeyError, type RecordOwner } from "./controller/RecordKey.ts"
+export { defaultLeaseRange, type LeaseRange } from "./controller/DurationString.ts"
 
 // Routers
 export { PortMapper } from "./gateway/PortMapper.ts"

@@ -10,17 +10,20 @@
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Config, Duration, Effect, Layer } from "effect"
-import { Controller, Gateways, Kube, UpnpGateway } from "../../src/index.ts"
+import { Controller, Gateways, Kube, RecordKey, UpnpGateway } from "../../src/index.ts"
 
 const settings = Config.all({
   kubeconfig: Config.String("KUBECONFIG"),
   routerUrl: Config.String("ROUTER_URL"),
-  clusterName: Config.String("CLUSTER_NAME").pipe(Config.withDefault("embedded"))
+  clusterName: Config.String("CLUSTER_NAME").pipe(Config.withDefault("embedded")),
+  // Where the Secret holding the key that signs the Services' mapping records lives.
+  keyNamespace: Config.String("RECORD_KEY_NAMESPACE").pipe(Config.withDefault("edge-ccm-system"))
 })
 
 const program = Effect.gen(function*() {
-  const { clusterName, kubeconfig, routerUrl } = yield* settings
+  const { clusterName, keyNamespace, kubeconfig, routerUrl } = yield* settings
   const controller = Controller.layer({ clusterName, defaultLease: Duration.minutes(10) }).pipe(
+    Layer.provide(RecordKey.layerSecret({ namespace: keyNamespace })),
     // One router, spoken to over UPnP (Gateways.layer offers NAT-PMP, PCP and auto as well).
     Layer.provide(Gateways.layerSingle("upnp-igd")),
     Layer.provide(UpnpGateway.layer({ gatewayUrl: routerUrl })),

@@ -730,6 +730,10 @@ async function createNodes(state: LabStateFile, signal: AbortSignal | undefined)
     const patched = await kubectlIn(state, ["patch", "node", node.name, "--subresource=status", "--type=merge", "-p", JSON.stringify(status)])
     if (patched.code !== 0) throw new LabStepError(step, `status patch of node ${node.name}: ${patched.stderr.trim()}`, "kube-apiserver", tailFile(apiLog))
   }
+  // The controller's own namespace, as `kubectl apply -k manifests/` leaves it: its leader Lease
+  // and the Secret with the key that signs the Services' records live there.
+  const namespace = await kubectlIn(state, ["apply", "-f", path.join(repoRoot, "manifests/namespace.yaml")])
+  if (namespace.code !== 0) throw new LabStepError(step, `namespace edge-ccm-system: ${namespace.stderr.trim()}`, "kube-apiserver", tailFile(apiLog))
 }
 
 // ---------------------------------------------------------------------------------------------

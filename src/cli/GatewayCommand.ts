@@ -17,28 +17,23 @@ import { PCP_PORT } from "../gateway/pcp/PcpPacket.ts"
 import { PortMapper } from "../gateway/PortMapper.ts"
 import type { DiscoveryError, DiscoveryOptions } from "../gateway/upnp/Discovery.ts"
 import { type GatewayCandidate, UpnpGateway } from "../gateway/upnp/UpnpGateway.ts"
+import { DURATION_FORMS, parseDuration } from "../controller/DurationString.ts"
 import { CommandFailed, renderTable } from "./output.ts"
 
 // ---------------------------------------------------------------------------------------------
 // Flags
 // ---------------------------------------------------------------------------------------------
 
-/** `2s`, `500ms`, `1m`, or anything `Duration` reads (`2 seconds`). */
-export const parseDuration = (text: string): Option.Option<Duration.Duration> => {
-  const short = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)\s*$/.exec(text)
-  if (short !== null) {
-    const value = Number(short[1])
-    return Option.some(short[2] === "ms" ? Duration.millis(value) : short[2] === "s" ? Duration.seconds(value) : Duration.minutes(value))
-  }
-  return Duration.fromInput(text as Duration.Input)
-}
-
+/** A duration flag in the project's one grammar (DurationString.ts): `2s`, `500ms`, `1h30m`. */
 const duration = (name: string, env: string, fallback: string, description: string) =>
   Flag.String(name).pipe(
     Flag.withDescription(`${description}, e.g. 2s or 500ms (default ${fallback}) (env ${env})`),
     Flag.withFallbackConfig(Config.String(env)),
     Flag.withDefault(fallback),
-    Flag.filterMap(parseDuration, (text) => `--${name}: ${JSON.stringify(text)} is not a duration (e.g. 2s, 500ms)`)
+    Flag.filterMap(
+      (text) => Option.fromUndefinedOr(parseDuration(text)),
+      (text) => `--${name}: ${JSON.stringify(text)} is not a duration (${DURATION_FORMS})`
+    )
   )
 
 const optionalString = (name: string, env: string, description: string) =>
@@ -470,12 +465,11 @@ const map = Command.make(
       Flag.withDescription("UPnP IGD: mapping description, under 64 bytes (default edge-ccm); NAT-PMP and PCP carry none"),
       Flag.withDefault("edge-ccm")
     ),
-    lease: Flag.Int("lease").pipe(
-      Flag.withDescription(
-        "Lease in seconds; 0 asks for a permanent mapping (NAT-PMP and PCP have none: 7200 s) (default 3600)"
-      ),
-      Flag.withSchema(Schema.Int.check(Schema.isGreaterThanOrEqualTo(0))),
-      Flag.withDefault(3600)
+    lease: duration(
+      "lease",
+      "EDGE_CCM_MAPPING_LEASE",
+      "1h",
+      "Lease of the mapping; 0 asks for a permanent one (NAT-PMP and PCP have none: 2h)"
     ),
     force: Flag.Boolean("force").pipe(
       Flag.withDescription("UPnP IGD: overwrite a mapping of this host held under another description"),
@@ -497,7 +491,7 @@ const map = Command.make(
             protocol: flags.protocol,
             internalClient: Option.getOrUndefined(flags.internalClient),
             description: flags.description,
-            leaseSeconds: flags.lease,
+            leaseSeconds: Math.round(Duration.toSeconds(flags.lease)),
             force: flags.force,
             nonce: Option.getOrUndefined(flags.nonce)
           })

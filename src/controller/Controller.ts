@@ -12,6 +12,7 @@ import type { GatewayStatus, MappingEntry } from "../gateway/Mapping.ts"
 import type { PortMapper } from "../gateway/PortMapper.ts"
 import { Kube, type WatchEvent } from "../kube/Kube.ts"
 import { makeAnnouncer } from "./Announcer.ts"
+import { defaultLeaseRange } from "./DurationString.ts"
 import { makeEventSink } from "./EventSink.ts"
 import { makePortIndex, wantedPorts } from "./PortIndex.ts"
 import {
@@ -22,10 +23,11 @@ import {
   type GatewayHandle,
   reconcileService
 } from "./executor.ts"
-import { readRecord } from "./MappingRecord.ts"
+import { readRecord, type RecordCheck } from "./MappingRecord.ts"
 import { atMostOncePer, RESTART_PASS_WINDOW } from "./restartWindow.ts"
 import * as metrics from "./metrics.ts"
 import { type GatewayView, isOwned, type Ownership, planOrphans } from "./planner.ts"
+import { RecordKey } from "./RecordKey.ts"
 import { FINALIZER, liveDesired, selectService, serviceKey } from "./ServiceSpec.ts"
 import { makeTableCache, type TableCache } from "./TableCache.ts"
 import { makeWorkQueue } from "./WorkQueue.ts"
@@ -45,6 +47,8 @@ export const defaultControllerOptions: ControllerOptions = {
   clusterName: "kubernetes",
   loadBalancerClass: "midokura.com/edge",
   defaultLease: Duration.hours(1),
+  leaseRange: defaultLeaseRange,
+  maxMappingsPerNamespace: 256,
   ipMode: undefined,
   resyncInterval: Duration.seconds(30),
   probeInterval: Duration.seconds(2),
@@ -73,7 +77,7 @@ export class Controller extends Context.Service<Controller, {
   /** Lists the router's table and reconciles every Service now, as after a reboot. */
   readonly fullPass: Effect.Effect<void>
 }>()("edge-ccm/controller/Controller") {
-  static layer(options: Partial<ControllerOptions> = {}): Layer.Layer<Controller, never, Kube | Gateways> {
+  static layer(options: Partial<ControllerOptions> = {}): Layer.Layer<Controller, never, Kube | Gateways | RecordKey> {
     return Layer.effect(Controller, make({ ...defaultControllerOptions, ...options }))
   }
 }
@@ -81,6 +85,8 @@ export class Controller extends Context.Service<Controller, {
 const make = Effect.fnUntraced(function*(options: ControllerOptions) {
   const kube = yield* Kube
   const gateways = yield* Gateways
+  // One object for the process: records are read (and memoized) against it.
+  const recordCheck: RecordCheck = { key: yield* RecordKey, clusterName: options.clusterName }
   const queue = yield* makeWorkQueue
   const announcer = makeAnnouncer()
   const events = yield* makeEventSink(kube, { idle: queue.idle })
@@ -278,6 +284,9 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
     events,
     services: () => services,
     claimants: portIndex.claimants,
+    internalClaimants: portIndex.internalClaimants,
+    namespaceMembers: portIndex.namespaceMembers,
+    recordCheck,
     ownership,
     wrote: (service) => {
       const version = service.metadata?.resourceVersion
@@ -301,10 +310,9 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
     const live = new Set<string>()
     for (const service of services.values()) {
       for (const port of liveDesired(service, options)?.ports ?? []) live.add(port.description)
-      const record = readRecord(service)
-      if (record._tag === "Ok") for (const mapping of record.mappings) live.add(mapping.description)
-      // An unreadable record still holds whatever this Service owns until its cleanup reads the table.
-      if (record._tag === "Unreadable") return
+      // Only what the controller itself recorded keeps a mapping alive: a forged or broken record
+      // protects nothing, and blocks nothing for anyone else.
+      for (const mapping of readRecord(service, recordCheck).trusted) live.add(mapping.description)
     }
     for (const orphan of planOrphans(listing, live, ownership())) {
       yield* backend.mapper.unmap(orphan.entry).pipe(
@@ -324,10 +332,9 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
   const materializeBackends = Effect.suspend(() => Effect.forEach(
     new Set([...services.values()].flatMap((service) => {
       const selection = selectService(service, options)
-      const record = readRecord(service)
       return [
         ...(selection._tag === "Ours" ? [selection.backend] : []),
-        ...(record._tag === "Ok" ? record.mappings.map((mapping) => asBackend(mapping.backend)) : [])
+        ...readRecord(service, recordCheck).trusted.map((mapping) => asBackend(mapping.backend))
       ]
     })),
     (type) => Effect.ignore(gatewayFor(type)),
@@ -505,6 +512,23 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
     return [...others]
   }
 
+  /**
+   * The other Services of its namespace when the namespace is (or was, before this change) past
+   * its quota: a change in one may give or take another's share.
+   */
+  const quotaContenders = (previous: V1Service | undefined, next: V1Service): ReadonlyArray<string> => {
+    if (options.maxMappingsPerNamespace <= 0) return []
+    const namespace = next.metadata?.namespace ?? "default"
+    const members = portIndex.namespaceMembers(namespace)
+    let wanted = previous === undefined ? 0 : wantedPorts(previous, options).length
+    for (const member of members) {
+      const service = services.get(member)
+      if (service !== undefined) wanted += wantedPorts(service, options).length
+    }
+    if (wanted <= options.maxMappingsPerNamespace) return []
+    return [...members].filter((member) => member !== serviceKey(next))
+  }
+
   const objectKey = (object: { readonly metadata?: { namespace?: string; name?: string } | undefined }) =>
     `${object.metadata?.namespace ?? ""}/${object.metadata?.name ?? ""}`
 
@@ -547,8 +571,12 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
     }
     portIndex.update(previous, event._tag === "Deleted" ? undefined : event.object)
     const key = serviceKey(event.object)
-    // A port it held or wanted may now go to another Service.
-    const others = Effect.forEach(contenders(previous, event.object), (other) => queue.add(other), { discard: true })
+    // A port it held or wanted may now go to another Service, and so may a share of the quota.
+    const others = Effect.forEach(
+      new Set([...contenders(previous, event.object), ...quotaContenders(previous, event.object)]),
+      (other) => queue.add(other),
+      { discard: true }
+    )
     if (event._tag === "Deleted") {
       ownWrites.delete(key)
       return announcer.forget(key).pipe(Effect.andThen(others))

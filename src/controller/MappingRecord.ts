@@ -1,25 +1,38 @@
 /**
  * The Service's own record of what was mapped for it (annotation `midokura.com/mappings`),
- * written before any router call and kept alive by the finalizer, so cleanup after a restart
- * never depends on memory or on a router that can list its table.
+ * written before the router is changed and kept alive by the finalizer, so cleanup after a
+ * restart never depends on memory or on a router that can list its table.
+ *
+ * Whoever may edit the Service may edit this record, so it is read as hostile input: an entry
+ * is trusted only when the record carries the controller's signature for this very Service
+ * (annotation `midokura.com/mappings-signature`, see RecordKey.ts), or when the entry is
+ * provably the Service's own without it (a UPnP description its own ports derive; a NAT-PMP or
+ * PCP mapping to one of its own nodePorts, which the apiserver gives to no other Service).
+ * Everything else is refused: never acted on, named in an `InvalidRecord` Warning, and dropped
+ * from the record at the next write. A record written by an earlier version (unsigned) is
+ * migrated the same way: its provable entries are kept and signed.
  */
 import type { V1Service } from "@kubernetes/client-node"
 import { Result, Schema } from "effect"
 import { MappablePort, Protocol } from "../gateway/Mapping.ts"
-import { MAPPINGS_ANNOTATION } from "./ServiceSpec.ts"
 import { perServiceObject } from "./perServiceObject.ts"
+import type { RecordKey, RecordOwner } from "./RecordKey.ts"
+import { MAPPINGS_ANNOTATION, MAPPINGS_SIGNATURE_ANNOTATION, mappingDescription, portNameOf } from "./ServiceSpec.ts"
+
+/** Bounded text: a record is hostile input, and what it says ends up in Events and logs. */
+const Text = (maxLength: number) => Schema.String.check(Schema.isMaxLength(maxLength))
 
 export const RecordedMapping = Schema.Struct({
-  backend: Schema.String,
+  backend: Text(16),
   /** The router the mapping was made on (its control URL or address). */
-  gateway: Schema.String,
+  gateway: Text(512),
   protocol: Protocol,
   externalPort: MappablePort,
-  internalClient: Schema.String,
+  internalClient: Text(64),
   internalPort: MappablePort,
-  description: Schema.String,
-  /** PCP: the nonce that owns the mapping. */
-  nonce: Schema.optionalKey(Schema.String)
+  description: Text(128),
+  /** PCP: the nonce that owns the mapping (12 bytes, hex). */
+  nonce: Schema.optionalKey(Schema.String.check(Schema.isPattern(/^[0-9a-f]{24}$/)))
 })
 export type RecordedMapping = typeof RecordedMapping.Type
 
@@ -27,24 +40,95 @@ const MappingRecordJson = Schema.fromJsonString(Schema.Array(RecordedMapping))
 const decodeRecord = Schema.decodeUnknownResult(MappingRecordJson)
 const encodeRecord = Schema.encodeSync(MappingRecordJson)
 
-export type ReadRecord =
-  | { readonly _tag: "Ok"; readonly mappings: ReadonlyArray<RecordedMapping> }
-  /** Someone edited the annotation into something unreadable: cleanup falls back to the router's table. */
-  | { readonly _tag: "Unreadable"; readonly reason: string }
+/** What a Service's record says, sorted by whether it may be believed. */
+export interface ReadRecord {
+  /** Entries the controller may act on. */
+  readonly trusted: ReadonlyArray<RecordedMapping>
+  /** What was refused, one line each (an entry, or the whole annotation), for the Warning. */
+  readonly refused: ReadonlyArray<string>
+  /** The annotations as written are not what the controller would write: rewrite (and sign) them. */
+  readonly stale: boolean
+}
 
-export const readRecord = perServiceObject((service: V1Service): ReadRecord => {
-  const text = service.metadata?.annotations?.[MAPPINGS_ANNOTATION]
-  if (text === undefined || text === "") return { _tag: "Ok", mappings: [] }
+export interface RecordCheck {
+  readonly key: RecordKey["Service"]
+  readonly clusterName: string
+}
+
+const empty: ReadRecord = { trusted: [], refused: [], stale: false }
+
+/** Reads and checks a Service's record. Pure, and memoized per Service object. */
+export const readRecord = perServiceObject((service: V1Service, check: RecordCheck): ReadRecord => {
+  const annotations = service.metadata?.annotations ?? {}
+  const text = annotations[MAPPINGS_ANNOTATION]
+  const signature = annotations[MAPPINGS_SIGNATURE_ANNOTATION]
+  if (text === undefined || text === "") return signature === undefined ? empty : { ...empty, stale: true }
   const decoded = decodeRecord(text)
-  return Result.isSuccess(decoded)
-    ? { _tag: "Ok", mappings: decoded.success }
-    : { _tag: "Unreadable", reason: `annotation ${MAPPINGS_ANNOTATION}: ${decoded.failure.message}` }
+  if (Result.isFailure(decoded)) {
+    return {
+      trusted: [],
+      refused: [`the annotation is not a record (${firstLine(decoded.failure.message)})`],
+      stale: true
+    }
+  }
+  const mappings = decoded.success
+  if (signature !== undefined && check.key.verify(ownerOf(service), text, signature)) {
+    return { trusted: mappings, refused: [], stale: false }
+  }
+  const provable = provableOwn(service, check.clusterName)
+  const trusted = mappings.filter(provable)
+  const refused = mappings.filter((mapping) => !provable(mapping)).map((mapping) =>
+    `${describeEntry(mapping)}: ${signature === undefined ? "not signed" : "signed for another Service or edited"}, ` +
+    "and not provably this Service's own"
+  )
+  return { trusted, refused, stale: true }
+})
+
+/**
+ * Without our signature, an entry is believed only when nobody else could hold what it names:
+ * UPnP entries by a description this Service's own ports derive, NAT-PMP/PCP entries (deleted
+ * by internal port) by a nodePort of this Service, which the apiserver allots to it alone.
+ */
+const provableOwn = (service: V1Service, clusterName: string) => {
+  const namespace = service.metadata?.namespace ?? "default"
+  const name = service.metadata?.name ?? ""
+  const ports = service.spec?.ports ?? []
+  const descriptions = new Set(ports.map((port) => mappingDescription(clusterName, namespace, name, portNameOf(port))))
+  const nodePorts = new Set(ports.flatMap((port) => port.nodePort ? [`${port.protocol ?? "TCP"}/${port.nodePort}`] : []))
+  return (mapping: RecordedMapping): boolean =>
+    mapping.backend === "nat-pmp" || mapping.backend === "pcp"
+      ? nodePorts.has(`${mapping.protocol}/${mapping.internalPort}`)
+      : descriptions.has(mapping.description)
+}
+
+/** The signature binds a record to one Service object: a re-created namesake is another owner. */
+export const ownerOf = (service: V1Service): RecordOwner => ({
+  namespace: service.metadata?.namespace ?? "default",
+  name: service.metadata?.name ?? "",
+  uid: service.metadata?.uid ?? ""
 })
 
 /** Stable text for the annotation: sorted, so an unchanged record is never rewritten. */
 export const writeRecord = (mappings: ReadonlyArray<RecordedMapping>): string =>
   encodeRecord([...mappings].sort((a, b) => portKey(a).localeCompare(portKey(b))))
 
+/** The record's two annotations, text and signature, as one metadata change. */
+export const recordAnnotations = (
+  service: V1Service,
+  mappings: ReadonlyArray<RecordedMapping>,
+  key: RecordKey["Service"]
+): Record<string, string> => {
+  const text = writeRecord(mappings)
+  return { [MAPPINGS_ANNOTATION]: text, [MAPPINGS_SIGNATURE_ANNOTATION]: key.sign(ownerOf(service), text) }
+}
+
 /** `TCP/8080`: a router holds at most one mapping per external port and protocol. */
 export const portKey = (mapping: { readonly protocol: Protocol; readonly externalPort: number }): string =>
   `${mapping.protocol}/${mapping.externalPort}`
+
+/** `TCP 443 'kubernetes/prod/web/https' via upnp-igd`, as a Warning names an entry. */
+export const describeEntry = (mapping: RecordedMapping): string =>
+  `${mapping.protocol} ${mapping.externalPort} -> ${JSON.stringify(mapping.internalClient)}:${mapping.internalPort} ` +
+  `${JSON.stringify(mapping.description)} via ${JSON.stringify(mapping.backend)}`
+
+const firstLine = (text: string) => text.split("\n")[0] ?? text

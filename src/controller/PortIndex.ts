@@ -1,7 +1,8 @@
 /**
- * Which live Services ask for each external port (by port key), kept in step with the watch's
- * store, so finding a Service's rivals or contenders costs its own ports, not a scan of every
- * Service in the cluster.
+ * Which live Services ask for each external port, each internal port (nodePort), and which are
+ * in each namespace, kept in step with the watch's store, so finding a Service's rivals, the
+ * holder of a nodePort or a namespace's quota costs its own ports, not a scan of every Service
+ * in the cluster.
  */
 import type { V1Service } from "@kubernetes/client-node"
 import { portKey } from "./MappingRecord.ts"
@@ -12,8 +13,12 @@ export interface PortIndex {
   readonly update: (previous: V1Service | undefined, next: V1Service | undefined) => void
   /** After a relist replaced the whole store. */
   readonly rebuild: (services: Iterable<V1Service>) => void
-  /** Keys of the live Services that ask for this port. */
+  /** Keys of the live Services that ask for this external port (`TCP/8080`). */
   readonly claimants: (port: string) => ReadonlySet<string>
+  /** Keys of the live Services that forward to this internal port (`TCP/30080`). */
+  readonly internalClaimants: (port: string) => ReadonlySet<string>
+  /** Keys of the live Services of this namespace. */
+  readonly namespaceMembers: (namespace: string) => ReadonlySet<string>
 }
 
 const none: ReadonlySet<string> = new Set()
@@ -22,25 +27,41 @@ const none: ReadonlySet<string> = new Set()
 export const wantedPorts = (service: V1Service, options: SelectionOptions & DesiredOptions): ReadonlyArray<string> =>
   liveDesired(service, options)?.ports.map(portKey) ?? []
 
-export const makePortIndex = (options: SelectionOptions & DesiredOptions): PortIndex => {
-  const byPort = new Map<string, Set<string>>()
+const internalPorts = (service: V1Service, options: SelectionOptions & DesiredOptions): ReadonlyArray<string> =>
+  liveDesired(service, options)?.ports.map((port) => `${port.protocol}/${port.internalPort}`) ?? []
 
-  const remove = (service: V1Service) => {
-    const key = serviceKey(service)
-    for (const port of wantedPorts(service, options)) {
-      const keys = byPort.get(port)
-      keys?.delete(key)
-      if (keys?.size === 0) byPort.delete(port)
-    }
-  }
-  const add = (service: V1Service) => {
-    const key = serviceKey(service)
-    for (const port of wantedPorts(service, options)) {
-      const keys = byPort.get(port) ?? new Set<string>()
+/** A multimap of string → Service keys that drops empty entries. */
+const makeIndex = () => {
+  const byValue = new Map<string, Set<string>>()
+  return {
+    add: (value: string, key: string) => {
+      const keys = byValue.get(value) ?? new Set<string>()
       keys.add(key)
-      byPort.set(port, keys)
-    }
+      byValue.set(value, keys)
+    },
+    remove: (value: string, key: string) => {
+      const keys = byValue.get(value)
+      keys?.delete(key)
+      if (keys?.size === 0) byValue.delete(value)
+    },
+    get: (value: string): ReadonlySet<string> => byValue.get(value) ?? none,
+    clear: () => byValue.clear()
   }
+}
+
+export const makePortIndex = (options: SelectionOptions & DesiredOptions): PortIndex => {
+  const external = makeIndex()
+  const internal = makeIndex()
+  const namespaces = makeIndex()
+
+  const change = (service: V1Service, apply: (index: ReturnType<typeof makeIndex>, value: string, key: string) => void) => {
+    const key = serviceKey(service)
+    for (const port of wantedPorts(service, options)) apply(external, port, key)
+    for (const port of internalPorts(service, options)) apply(internal, port, key)
+    if (liveDesired(service, options) !== undefined) apply(namespaces, service.metadata?.namespace ?? "default", key)
+  }
+  const add = (service: V1Service) => change(service, (index, value, key) => index.add(value, key))
+  const remove = (service: V1Service) => change(service, (index, value, key) => index.remove(value, key))
 
   return {
     update: (previous, next) => {
@@ -48,9 +69,13 @@ export const makePortIndex = (options: SelectionOptions & DesiredOptions): PortI
       if (next !== undefined) add(next)
     },
     rebuild: (services) => {
-      byPort.clear()
+      external.clear()
+      internal.clear()
+      namespaces.clear()
       for (const service of services) add(service)
     },
-    claimants: (port) => byPort.get(port) ?? none
+    claimants: external.get,
+    internalClaimants: internal.get,
+    namespaceMembers: namespaces.get
   }
 }

@@ -6,12 +6,21 @@ import type { V1Service } from "@kubernetes/client-node"
 import { createHash } from "node:crypto"
 import { Duration, Result, Schema } from "effect"
 import type { Protocol } from "../gateway/Mapping.ts"
-import { DurationString } from "./DurationString.ts"
+import {
+  describeLeaseRange,
+  DURATION_FORMS,
+  DurationString,
+  formatDuration,
+  type LeaseRange,
+  leaseOutOfRange
+} from "./DurationString.ts"
 import { perServiceObject } from "./perServiceObject.ts"
 
 export const LOAD_BALANCER_TYPE_ANNOTATION = "midokura.com/load-balancer-type"
 export const MAPPING_LEASE_ANNOTATION = "midokura.com/mapping-lease"
 export const MAPPINGS_ANNOTATION = "midokura.com/mappings"
+/** The controller's signature of the record, binding it to this Service (see MappingRecord.ts). */
+export const MAPPINGS_SIGNATURE_ANNOTATION = "midokura.com/mappings-signature"
 export const ABANDON_MAPPINGS_ANNOTATION = "midokura.com/abandon-mappings"
 export const FINALIZER = "midokura.com/load-balancer-cleanup"
 
@@ -92,6 +101,8 @@ export interface DesiredService {
 export interface DesiredOptions {
   readonly clusterName: string
   readonly defaultLease: Duration.Duration
+  /** The leases an annotation may ask for (besides 0, permanent). */
+  readonly leaseRange: LeaseRange
 }
 
 const decodeLease = Schema.decodeUnknownResult(DurationString)
@@ -105,20 +116,8 @@ export const desiredService = perServiceObject((
   const namespace = service.metadata?.namespace ?? "default"
   const name = service.metadata?.name ?? ""
   const warnings: Array<ServiceWarning> = []
-  let lease = options.defaultLease
   const leaseText = service.metadata?.annotations?.[MAPPING_LEASE_ANNOTATION]
-  if (leaseText !== undefined) {
-    const decoded = decodeLease(leaseText)
-    if (Result.isSuccess(decoded)) lease = decoded.success
-    else {
-      warnings.push({
-        reason: "InvalidAnnotation",
-        message: `annotation ${MAPPING_LEASE_ANNOTATION}: ${
-          decoded.failure.message
-        }; using the default lease ${Duration.format(options.defaultLease)}`
-      })
-    }
-  }
+  const lease = leaseText === undefined ? options.defaultLease : leaseOf(leaseText, options, warnings)
   const ipv6Only = service.spec?.ipFamilies !== undefined && service.spec.ipFamilies.length > 0 &&
     service.spec.ipFamilies.every((family) => family === "IPv6")
   if (ipv6Only) {
@@ -135,7 +134,7 @@ export const desiredService = perServiceObject((
   const ports: Array<DesiredPort> = []
   const unmappable: Array<UnmappablePort> = []
   for (const port of ipv6Only ? [] : service.spec?.ports ?? []) {
-    const portName = port.name !== undefined && port.name !== "" ? port.name : String(port.port)
+    const portName = portNameOf(port)
     const protocol = port.protocol ?? "TCP"
     if (protocol !== "TCP" && protocol !== "UDP") {
       unmappable.push({
@@ -185,6 +184,29 @@ export const liveDesired = (service: V1Service, options: SelectionOptions & Desi
   const selection = selectService(service, options)
   return selection._tag === "Ours" ? desiredService(service, selection.backend, options) : undefined
 }
+
+/**
+ * The annotation's lease, or the default with an `InvalidAnnotation` Warning naming the value
+ * and what is allowed: a lease of a second would have the router asked twice a second, one of
+ * a year would outlive any record of it.
+ */
+const leaseOf = (text: string, options: DesiredOptions, warnings: Array<ServiceWarning>): Duration.Duration => {
+  const decoded = decodeLease(text)
+  const problem = Result.isFailure(decoded)
+    ? `not a duration (${DURATION_FORMS})`
+    : leaseOutOfRange(decoded.success, options.leaseRange)
+  if (problem === undefined && Result.isSuccess(decoded)) return decoded.success
+  warnings.push({
+    reason: "InvalidAnnotation",
+    message: `annotation ${MAPPING_LEASE_ANNOTATION}: ${JSON.stringify(text.slice(0, 64))} is refused: ${problem}; ` +
+      `a lease is ${describeLeaseRange(options.leaseRange)}; using the default lease ${formatDuration(options.defaultLease)}`
+  })
+  return options.defaultLease
+}
+
+/** A Service port's name in descriptions: its name, or its number when unnamed. */
+export const portNameOf = (port: { readonly name?: string | undefined; readonly port: number }): string =>
+  port.name !== undefined && port.name !== "" ? port.name : String(port.port)
 
 const toMillis = (timestamp: Date | string | undefined): number =>
   timestamp === undefined ? 0 : new Date(timestamp).getTime()

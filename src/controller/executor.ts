@@ -13,7 +13,8 @@ import type { PortMapper } from "../gateway/PortMapper.ts"
 import type { Kube, ObjectRef } from "../kube/Kube.ts"
 import type { Announcement, Announcer } from "./Announcer.ts"
 import type { EventSink } from "./EventSink.ts"
-import { portKey, readRecord, type RecordedMapping, writeRecord } from "./MappingRecord.ts"
+import type { LeaseRange } from "./DurationString.ts"
+import { portKey, readRecord, type ReadRecord, type RecordCheck, recordAnnotations, type RecordedMapping } from "./MappingRecord.ts"
 import * as metrics from "./metrics.ts"
 import {
   type GatewayView,
@@ -26,9 +27,11 @@ import {
   type PortErrorReason,
   type PortOutcome,
   resolveClaims,
+  resolveQuota,
   sameRecord,
   serviceStatus,
-  type Step
+  type Step,
+  withQuota
 } from "./planner.ts"
 import {
   ABANDON_MAPPINGS_ANNOTATION,
@@ -38,6 +41,9 @@ import {
   FINALIZER,
   liveDesired,
   MAPPINGS_ANNOTATION,
+  MAPPINGS_SIGNATURE_ANNOTATION,
+  mappingDescription,
+  portNameOf,
   selectService,
   serviceKey
 } from "./ServiceSpec.ts"
@@ -47,6 +53,10 @@ export interface ExecutorOptions {
   readonly clusterName: string
   readonly loadBalancerClass: string
   readonly defaultLease: Duration.Duration
+  /** The leases the mapping-lease annotation may ask for (besides 0). */
+  readonly leaseRange: LeaseRange
+  /** Router mappings one namespace's Services may hold together; 0: no limit. */
+  readonly maxMappingsPerNamespace: number
   readonly ipMode: "VIP" | "Proxy" | undefined
   readonly resyncInterval: Duration.Duration
 }
@@ -75,6 +85,12 @@ export interface ExecutorContext {
   readonly services: () => ReadonlyMap<string, V1Service>
   /** Keys of the live Services that ask for an external port (by port key). */
   readonly claimants: (port: string) => ReadonlySet<string>
+  /** Keys of the live Services that ask for an internal port (`TCP/30080`). */
+  readonly internalClaimants: (port: string) => ReadonlySet<string>
+  /** Keys of the live Services of a namespace (for its quota). */
+  readonly namespaceMembers: (namespace: string) => ReadonlySet<string>
+  /** How records are checked: the signing key and the cluster's name. */
+  readonly recordCheck: RecordCheck
   readonly ownership: () => Ownership
   /** Called with every Service version this controller wrote, so the watch's echo is not a new pass. */
   readonly wrote: (service: V1Service) => void
@@ -150,13 +166,17 @@ const ensure = Effect.fnUntraced(function*(
     return retry(view.failure.message)
   }
   const gateway = view.success
-  const recordRead = readRecord(service)
-  const fullRecord = recordRead._tag === "Ok" ? recordRead.mappings : []
+  const recordRead = readRecord(service, context.recordCheck)
+  const fullRecord = recordRead.trusted
+  noticed.push(...invalidRecord(recordRead))
   // Mappings made through another protocol (the type changed) are removed through that one.
   const record = fullRecord.filter((mapping) => mapping.backend === handle.backend)
   const elsewhere = fullRecord.filter((mapping) => mapping.backend !== handle.backend)
-  const claims = resolveClaims(rivalsOf(context, desired), holdingOf(context)).get(desired.key) ??
-    { granted: desired.ports, contested: [] }
+  const claims = withQuota(
+    resolveClaims(rivalsOf(context, desired), holdingOf(context)).get(desired.key) ??
+      { granted: desired.ports, contested: [], overQuota: [] },
+    quotaDenied(context, desired)
+  )
   const observed = yield* observe(handle, [...claims.granted, ...record], verify, record)
   if (observed._tag === "Failure") {
     yield* handle.failed(observed.failure)
@@ -164,17 +184,26 @@ const ensure = Effect.fnUntraced(function*(
     return retry(observed.failure.message)
   }
   const ownership = context.ownership()
-  const plan = planService({ service: desired, claims, record, observed: observed.success, gateway, ownership })
+  const plan = planService({
+    service: desired,
+    claims,
+    record,
+    observed: observed.success,
+    gateway,
+    ownership,
+    quota: context.options.maxMappingsPerNamespace,
+    internalPortHolder: internalPortHolder(context, desired.key)
+  })
   // A PCP mapping is owned by its nonce: drawn here, and recorded before the router sees it.
   const recordHere = withNonces(plan.recordBefore ?? record)
 
   // The record and finalizer go first: whatever happens next, cleanup knows what to undo.
   let current = service
   const finalized = service.metadata?.finalizers?.includes(FINALIZER) ?? false
-  if (!sameRecord([...recordHere, ...elsewhere], fullRecord) || !finalized || recordRead._tag === "Unreadable") {
+  if (!sameRecord([...recordHere, ...elsewhere], fullRecord) || !finalized || recordRead.stale) {
     const written = yield* patchMetadata(context, current, {
       finalizers: withFinalizer(current),
-      annotations: { [MAPPINGS_ANNOTATION]: writeRecord([...recordHere, ...elsewhere]) }
+      annotations: recordAnnotations(current, [...recordHere, ...elsewhere], context.recordCheck.key)
     })
     if (written._tag === "Failure") return retry(written.failure)
     current = written.success
@@ -220,18 +249,18 @@ const ensure = Effect.fnUntraced(function*(
   }
 
   if (elsewhere.length > 0) {
-    const other = yield* removeRecorded(context, elsewhere)
+    const other = yield* removeRecorded(context, elsewhere, desired.key)
     removed.push(...other.deleted, ...other.gone)
   }
 
   // The record keeps what is, or may be, ours on the router (a failed add may have landed);
   // only what was deleted, or found gone, leaves it.
   const removedKeys = new Set(removed.map((m) => `${m.backend}:${portKey(m)}`))
-  const recordNow = readRecordOr(current, [...recordHere, ...elsewhere])
+  const recordNow = [...recordHere, ...elsewhere]
   const recordAfter = recordNow.filter((m) => !removedKeys.has(`${m.backend}:${portKey(m)}`))
   if (!sameRecord(recordAfter, recordNow)) {
     const written = yield* patchMetadata(context, current, {
-      annotations: { [MAPPINGS_ANNOTATION]: writeRecord(recordAfter) }
+      annotations: recordAnnotations(current, recordAfter, context.recordCheck.key)
     })
     if (written._tag === "Success") current = written.success
   }
@@ -290,7 +319,9 @@ const ensure = Effect.fnUntraced(function*(
   yield* context.announcer.conditions(desired.key, conditions, emit)
   yield* Effect.forEach(oneShot, emit, { discard: true })
 
-  const failed = outcomes.find((o) => o._tag === "Failed" && o.reason !== "DoubleNAT")
+  // A double NAT and a full quota end by a change the controller hears of (the router's
+  // address, a Service of the namespace going): no retry until then.
+  const failed = outcomes.find((o) => o._tag === "Failed" && o.reason !== "DoubleNAT" && o.reason !== "QuotaExceeded")
   if (failed !== undefined && failed._tag === "Failed") {
     return failed.retryAfterSeconds === undefined
       ? retry(failed.message)
@@ -329,6 +360,8 @@ const runStep = (
     }
     case "Conflict":
       return Effect.succeed({ _tag: "Failed", port: step.port, reason: "PortConflict", message: step.reason })
+    case "OverQuota":
+      return Effect.succeed({ _tag: "Failed", port: step.port, reason: "QuotaExceeded", message: step.reason })
     case "Delete":
       return unmap(handle, step.mapping).pipe(
         Effect.as<StepOutcome>({ removed: true, mapping: step.mapping }),
@@ -456,9 +489,9 @@ export const portErrorReason = (error: GatewayError): PortErrorReason => {
 const cleanup = Effect.fnUntraced(function*(context: ExecutorContext, service: V1Service) {
   const key = serviceKey(service)
   const emit = emitFor(context, service)
-  const recordRead = readRecord(service)
+  const recordRead = readRecord(service, context.recordCheck)
   if (service.metadata?.annotations?.[ABANDON_MAPPINGS_ANNOTATION] === "true") {
-    const left = recordRead._tag === "Ok" ? recordRead.mappings.map(describePort).join(", ") : "unknown"
+    const left = recordRead.trusted.length > 0 ? recordRead.trusted.map(describePort).join(", ") : "nothing recorded"
     const released = yield* releaseFinalizer(context, service)
     if (released._tag === "Failure") return retry(released.failure)
     yield* emit({
@@ -471,15 +504,17 @@ const cleanup = Effect.fnUntraced(function*(context: ExecutorContext, service: V
     return done
   }
 
-  let record: ReadonlyArray<RecordedMapping>
-  if (recordRead._tag === "Ok") record = recordRead.mappings
-  else {
-    // The record was edited into garbage: fall back to the router's table under our descriptions.
+  let record = recordRead.trusted
+  if (recordRead.refused.length > 0) {
+    yield* context.announcer.conditions(key, invalidRecord(recordRead), emit)
+    // Part of the record could not be believed: the router's table still shows, by the
+    // descriptions this Service's own ports derive, what is provably its own.
     const fromTable = yield* Effect.result(recordFromTable(context, service))
     if (fromTable._tag === "Failure") return yield* cleanupFailed(context, service, fromTable.failure.message)
-    record = fromTable.success
+    const known = new Set(record.map((mapping) => `${mapping.backend}:${portKey(mapping)}`))
+    record = [...record, ...fromTable.success.filter((mapping) => !known.has(`${mapping.backend}:${portKey(mapping)}`))]
   }
-  const removal = yield* removeRecorded(context, record)
+  const removal = yield* removeRecorded(context, record, key)
   if (removal.failures.length > 0) return yield* cleanupFailed(context, service, removal.failures.join("; "))
 
   if (service.metadata?.deletionTimestamp === undefined && (service.status?.loadBalancer?.ingress?.length ?? 0) > 0) {
@@ -513,7 +548,12 @@ const cleanupFailed = (context: ExecutorContext, service: V1Service, reason: str
  * Deletes exactly the recorded mappings the router still holds as ours, each through the
  * protocol that made it; reports what was deleted, what was already gone, and what failed.
  */
-const removeRecorded = Effect.fnUntraced(function*(context: ExecutorContext, record: ReadonlyArray<RecordedMapping>) {
+const removeRecorded = Effect.fnUntraced(function*(
+  context: ExecutorContext,
+  record: ReadonlyArray<RecordedMapping>,
+  /** The Service the record belongs to. */
+  owner: string
+) {
   const deleted: Array<RecordedMapping> = []
   const gone: Array<RecordedMapping> = []
   const failures: Array<string> = []
@@ -530,7 +570,7 @@ const removeRecorded = Effect.fnUntraced(function*(context: ExecutorContext, rec
       failures.push(observed.failure.message)
       continue
     }
-    const plan = planCleanup(mappings, observed.success, context.ownership())
+    const plan = planCleanup(mappings, observed.success, context.ownership(), internalPortHolder(context, owner))
     gone.push(...plan.alreadyGone)
     for (const step of plan.steps) {
       const result = yield* Effect.result(unmap(handle.success, step.mapping))
@@ -545,14 +585,21 @@ const removeRecorded = Effect.fnUntraced(function*(context: ExecutorContext, rec
 export const asBackend = (backend: string): Backend =>
   backend === "nat-pmp" || backend === "pcp" ? backend : "upnp-igd"
 
+/** The UPnP mappings on the router under a description this Service's own ports derive. */
 const recordFromTable = (context: ExecutorContext, service: V1Service) =>
   context.gatewayFor("upnp-igd").pipe(
     Effect.flatMap((handle) => handle.mapper.list),
     Effect.map((table) => {
-      const prefix = `${context.options.clusterName}/${serviceKey(service)}/`
+      const namespace = service.metadata?.namespace ?? "default"
+      const name = service.metadata?.name ?? ""
+      const own = new Set(
+        (service.spec?.ports ?? []).map((port) =>
+          mappingDescription(context.options.clusterName, namespace, name, portNameOf(port))
+        )
+      )
       const ownership = context.ownership()
       return (table ?? [])
-        .filter((entry) => entry.description.startsWith(prefix) && isOwned(entry, ownership))
+        .filter((entry) => own.has(entry.description) && isOwned(entry, ownership))
         .map((entry): RecordedMapping => ({
           backend: "upnp-igd",
           gateway: "",
@@ -568,7 +615,7 @@ const recordFromTable = (context: ExecutorContext, service: V1Service) =>
 const releaseFinalizer = (context: ExecutorContext, service: V1Service) =>
   patchMetadata(context, service, {
     finalizers: (service.metadata?.finalizers ?? []).filter((f) => f !== FINALIZER),
-    annotations: { [MAPPINGS_ANNOTATION]: null }
+    annotations: { [MAPPINGS_ANNOTATION]: null, [MAPPINGS_SIGNATURE_ANNOTATION]: null }
   })
 
 // ---------------------------------------------------------------------------------------------
@@ -653,9 +700,45 @@ const selectionOf = (desired: DesiredService, handle: GatewayHandle): Effect.Eff
 /** The ports each Service's record holds: the incumbent keeps a port against an equally old rival. */
 const holdingOf = (context: ExecutorContext) => (key: string): ReadonlySet<string> => {
   const service = context.services().get(key)
-  const record = service === undefined ? undefined : readRecord(service)
-  return new Set(record?._tag === "Ok" ? record.mappings.map(portKey) : [])
+  return new Set(service === undefined ? [] : readRecord(service, context.recordCheck).trusted.map(portKey))
 }
+
+/** The ports of this Service past its namespace's quota, or undefined when the namespace is within it. */
+const quotaDenied = (context: ExecutorContext, desired: DesiredService): ReadonlySet<string> | undefined => {
+  const limit = context.options.maxMappingsPerNamespace
+  if (limit <= 0) return undefined
+  const members: Array<DesiredService> = []
+  let wanted = 0
+  for (const key of context.namespaceMembers(desired.namespace)) {
+    const service = key === desired.key ? undefined : context.services().get(key)
+    const member = key === desired.key ? desired : service === undefined ? undefined : liveDesired(service, context.options)
+    if (member === undefined) continue
+    members.push(member)
+    wanted += member.ports.length
+  }
+  if (!members.includes(desired)) {
+    members.push(desired)
+    wanted += desired.ports.length
+  }
+  return wanted <= limit ? undefined : resolveQuota(members, limit).get(desired.key)
+}
+
+/** Another live Service asking for an internal port (a nodePort), if any. */
+const internalPortHolder = (context: ExecutorContext, self: string) => (port: string): string | undefined => {
+  for (const key of context.internalClaimants(port)) if (key !== self) return key
+  return undefined
+}
+
+/** The InvalidRecord Warning for what a record held that was not believed. */
+const invalidRecord = (read: ReadRecord): Array<Announcement> =>
+  read.refused.length === 0 ? [] : [{
+    type: "Warning",
+    reason: "InvalidRecord",
+    action: "Validate",
+    note: `annotation ${MAPPINGS_ANNOTATION}: ignoring what this controller did not record for this Service, and ` +
+      `dropping it from the record: ${read.refused.slice(0, 3).join("; ")}` +
+      (read.refused.length > 3 ? `; and ${read.refused.length - 3} more` : "")
+  }]
 
 /** This Service and every live one that asks for one of its external ports. */
 const rivalsOf = (context: ExecutorContext, desired: DesiredService): ReadonlyArray<DesiredService> => {
@@ -693,11 +776,6 @@ const patchMetadata = (
 const sameInputs = (a: V1Service, b: V1Service): boolean =>
   JSON.stringify([a.spec, a.metadata?.annotations, a.metadata?.labels, a.metadata?.deletionTimestamp, a.metadata?.finalizers]) ===
     JSON.stringify([b.spec, b.metadata?.annotations, b.metadata?.labels, b.metadata?.deletionTimestamp, b.metadata?.finalizers])
-
-const readRecordOr = (service: V1Service, fallback: ReadonlyArray<RecordedMapping>) => {
-  const read = readRecord(service)
-  return read._tag === "Ok" ? read.mappings : fallback
-}
 
 const withFinalizer = (service: V1Service): ReadonlyArray<string> => {
   const finalizers = service.metadata?.finalizers ?? []
@@ -739,10 +817,9 @@ const portConditions = (outcomes: ReadonlyArray<PortOutcome>, desired: DesiredSe
   const conditions: Array<Announcement> = []
   for (const outcome of outcomes) {
     if (outcome._tag !== "Failed") continue
-    const reason = outcome.reason === "PortConflict"
-      ? "PortConflict"
-      : outcome.reason === "DoubleNAT"
-      ? "DoubleNAT"
+    const reason = outcome.reason === "PortConflict" || outcome.reason === "DoubleNAT" ||
+        outcome.reason === "QuotaExceeded"
+      ? outcome.reason
       : "SyncLoadBalancerFailed"
     conditions.push({ type: "Warning", reason, action: "Ensure", note: `${describePort(outcome.port)}: ${outcome.message}` })
   }

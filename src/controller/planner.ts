@@ -43,6 +43,8 @@ export interface ContestedPort {
 export interface Claims {
   readonly granted: ReadonlyArray<DesiredPort>
   readonly contested: ReadonlyArray<ContestedPort>
+  /** Ports past the namespace's quota of mappings (see `resolveQuota`). */
+  readonly overQuota: ReadonlyArray<DesiredPort>
 }
 
 export const resolveClaims = (
@@ -67,7 +69,7 @@ export const resolveClaims = (
       if (holder.key === service.key) granted.push(port)
       else contested.push({ port, holder: holder.key })
     }
-    claims.set(service.key, { granted, contested })
+    claims.set(service.key, { granted, contested, overQuota: [] })
   }
   return claims
 }
@@ -85,6 +87,41 @@ const comesFirst = (
 }
 
 // ---------------------------------------------------------------------------------------------
+// Quota: how many router mappings one namespace's Services may hold.
+
+/**
+ * The ports of each Service past its namespace's quota. The namespace's Services are served
+ * oldest first (creationTimestamp, then name), each in its own port order, so a newcomer never
+ * takes mappings away from Services that had them. `limit` 0 means no quota.
+ */
+export const resolveQuota = (
+  namespaceServices: ReadonlyArray<DesiredService>,
+  limit: number
+): ReadonlyMap<string, ReadonlySet<string>> => {
+  const denied = new Map<string, ReadonlySet<string>>()
+  if (limit <= 0) return denied
+  let used = 0
+  const ordered = [...namespaceServices].sort((a, b) => a.createdAt - b.createdAt || (a.key < b.key ? -1 : 1))
+  for (const service of ordered) {
+    const over = new Set<string>()
+    for (const port of service.ports) {
+      if (used < limit) used++
+      else over.add(portKey(port))
+    }
+    if (over.size > 0) denied.set(service.key, over)
+  }
+  return denied
+}
+
+/** Moves the ports the quota denies out of `granted`. */
+export const withQuota = (claims: Claims, denied: ReadonlySet<string> | undefined): Claims =>
+  denied === undefined || denied.size === 0 ? claims : {
+    granted: claims.granted.filter((port) => !denied.has(portKey(port))),
+    contested: claims.contested,
+    overQuota: [...claims.overQuota, ...claims.granted.filter((port) => denied.has(portKey(port)))]
+  }
+
+// ---------------------------------------------------------------------------------------------
 // Steps
 
 export type Step =
@@ -96,6 +133,8 @@ export type Step =
   | { readonly _tag: "Replace"; readonly port: DesiredPort; readonly previous: MappingEntry }
   /** Held by someone else, or by us under another description: never touched. */
   | { readonly _tag: "Conflict"; readonly port: DesiredPort; readonly holder: string; readonly reason: string }
+  /** Past the namespace's quota of mappings: not mapped. */
+  | { readonly _tag: "OverQuota"; readonly port: DesiredPort; readonly reason: string }
   /** A recorded mapping this Service no longer wants, still ours on the router. */
   | { readonly _tag: "Delete"; readonly mapping: RecordedMapping }
   /** A mapping of ours whose Service is gone. */
@@ -116,10 +155,19 @@ export interface ServicePlan {
 export interface ServicePlanInput {
   readonly service: DesiredService
   readonly claims: Claims
+  /** The trusted entries of the Service's record (MappingRecord.ts), for this protocol. */
   readonly record: ReadonlyArray<RecordedMapping>
   readonly observed: ObservedTable
   readonly gateway: GatewayView
   readonly ownership: Ownership
+  /** The namespace's quota, for the over-quota ports' message. */
+  readonly quota?: number | undefined
+  /**
+   * Another Service that asks for this internal port (`TCP/30080`), if any. NAT-PMP deletes by
+   * internal port: a recorded mapping whose nodePort now belongs to another Service is that
+   * Service's to keep, never ours to delete.
+   */
+  readonly internalPortHolder?: ((internalPortKey: string) => string | undefined) | undefined
 }
 
 export const toRecorded = (port: DesiredPort, gateway: GatewayView): RecordedMapping => ({
@@ -136,6 +184,14 @@ export const toRecorded = (port: DesiredPort, gateway: GatewayView): RecordedMap
 export const planService = (input: ServicePlanInput): ServicePlan => {
   const { claims, gateway, observed, ownership, record, service } = input
   const steps: Array<Step> = []
+  for (const port of claims.overQuota) {
+    steps.push({
+      _tag: "OverQuota",
+      port,
+      reason: `namespace ${service.namespace} already holds its quota of ${input.quota ?? "?"} router mappings ` +
+        "(--max-mappings-per-namespace); older Services come first"
+    })
+  }
   const inPlace: Array<DesiredPort> = []
   const blocked: Array<DesiredPort> = []
   const recordedKeys = new Set(record.map(portKey))
@@ -174,12 +230,8 @@ export const planService = (input: ServicePlanInput): ServicePlan => {
   const forgotten: Array<RecordedMapping> = []
   for (const mapping of record) {
     if (wanted.has(portKey(mapping))) continue
-    const entry = observed.get(portKey(mapping)) ?? null
-    if (entry !== null && isOwned(entry, ownership) && entry.description === mapping.description) {
-      steps.push({ _tag: "Delete", mapping })
-    } else {
-      forgotten.push(mapping)
-    }
+    if (stillOurs(mapping, observed, ownership, input.internalPortHolder)) steps.push({ _tag: "Delete", mapping })
+    else forgotten.push(mapping)
   }
 
   // The record gains only the ports we are about to hold; one held by someone else leaves it
@@ -199,6 +251,22 @@ export const planService = (input: ServicePlanInput): ServicePlan => {
     forgotten,
     blocked
   }
+}
+
+/**
+ * The delete rule, for live Services and cleanup alike: a recorded mapping is deleted only
+ * while the router still holds it as ours under the recorded description, and, where the
+ * protocol deletes by internal port (NAT-PMP), no other Service asks for that port.
+ */
+const stillOurs = (
+  mapping: RecordedMapping,
+  observed: ObservedTable,
+  ownership: Ownership,
+  internalPortHolder: ((internalPortKey: string) => string | undefined) | undefined
+): boolean => {
+  const entry = observed.get(portKey(mapping)) ?? null
+  if (entry === null || !isOwned(entry, ownership) || entry.description !== mapping.description) return false
+  return mapping.backend !== "nat-pmp" || internalPortHolder?.(`${mapping.protocol}/${mapping.internalPort}`) === undefined
 }
 
 /** A finite lease is renewed once half of it has passed; an unknown remaining lease is renewed. */
@@ -265,17 +333,14 @@ export interface CleanupPlan {
 export const planCleanup = (
   record: ReadonlyArray<RecordedMapping>,
   observed: ObservedTable,
-  ownership: Ownership
+  ownership: Ownership,
+  internalPortHolder?: (internalPortKey: string) => string | undefined
 ): CleanupPlan => {
   const steps: Array<Extract<Step, { _tag: "Delete" }>> = []
   const alreadyGone: Array<RecordedMapping> = []
   for (const mapping of record) {
-    const entry = observed.get(portKey(mapping)) ?? null
-    if (entry !== null && isOwned(entry, ownership) && entry.description === mapping.description) {
-      steps.push({ _tag: "Delete", mapping })
-    } else {
-      alreadyGone.push(mapping)
-    }
+    if (stillOurs(mapping, observed, ownership, internalPortHolder)) steps.push({ _tag: "Delete", mapping })
+    else alreadyGone.push(mapping)
   }
   return { steps, alreadyGone }
 }
@@ -298,6 +363,7 @@ export const planOrphans = (
 
 export type PortErrorReason =
   | "PortConflict"
+  | "QuotaExceeded"
   | "DoubleNAT"
   | "GatewayUnreachable"
   | "MappingFailed"

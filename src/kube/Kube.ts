@@ -13,6 +13,7 @@ import type {
   V1EndpointSlice,
   V1Lease,
   V1Node,
+  V1Secret,
   V1Service
 } from "@kubernetes/client-node"
 import {
@@ -53,6 +54,8 @@ export interface KubeApis {
     | "readNamespacedService"
     | "patchNamespacedService"
     | "patchNamespacedServiceStatus"
+    | "readNamespacedSecret"
+    | "createNamespacedSecret"
   >
   readonly discovery: Pick<DiscoveryV1Api, "listEndpointSliceForAllNamespaces">
   readonly events: Pick<EventsV1Api, "createNamespacedEvent">
@@ -102,6 +105,12 @@ export interface KubeService {
   ) => Effect.Effect<V1Service, KubeNotFound | KubeError>
   /** Creates an `events.k8s.io/v1` Event with every required field. Failures are returned, never thrown. */
   readonly recordEvent: (event: EventSpec) => Effect.Effect<void, KubeError>
+  /** The Secret, or `undefined` when it does not exist. */
+  readonly getSecret: (namespace: string, name: string) => Effect.Effect<V1Secret | undefined, KubeError>
+  /** Creates a Secret; `KubeConflict` when it already exists. */
+  readonly createSecret: (
+    secret: V1Secret & { readonly metadata: { readonly namespace: string; readonly name: string } }
+  ) => Effect.Effect<V1Secret, KubeConflict | KubeError>
   /** The Lease, or `undefined` when it does not exist. */
   readonly getLease: (namespace: string, name: string) => Effect.Effect<V1Lease | undefined, KubeError>
   /** Creates a Lease; `KubeConflict` when it already exists. */
@@ -264,6 +273,23 @@ export const make = (apis: KubeApis, options: KubeOptions): Effect.Effect<KubeSe
       ).pipe(Effect.mapError(onlyKubeError))
     })
 
+    const getSecret = Effect.fn("Kube.getSecret")(function*(namespace: string, name: string) {
+      return yield* call(
+        { verb: "get", resource: "secrets", namespace, name },
+        (signal) => apis.core.readNamespacedSecret({ namespace, name }, requestOptions(signal))
+      ).pipe(withoutNotFound, Effect.mapError(onlyKubeError))
+    })
+
+    const createSecret = Effect.fn("Kube.createSecret")(function*(
+      secret: V1Secret & { readonly metadata: { readonly namespace: string; readonly name: string } }
+    ) {
+      const { name, namespace } = secret.metadata
+      return yield* call(
+        { verb: "create", resource: "secrets", namespace, name },
+        (signal) => apis.core.createNamespacedSecret({ namespace, body: secret }, requestOptions(signal))
+      ).pipe(Effect.catchTag("KubeNotFound", (error) => Effect.fail(onlyKubeError(error))))
+    })
+
     const getLease = Effect.fn("Kube.getLease")(function*(namespace: string, name: string) {
       return yield* call(
         { verb: "get", resource: "leases.coordination.k8s.io", namespace, name },
@@ -302,6 +328,8 @@ export const make = (apis: KubeApis, options: KubeOptions): Effect.Effect<KubeSe
       patchServiceMetadata,
       applyServiceStatus,
       recordEvent,
+      getSecret,
+      createSecret,
       getLease,
       createLease,
       replaceLease

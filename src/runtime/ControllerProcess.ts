@@ -7,6 +7,7 @@
 import { hostname } from "node:os"
 import { Context, Duration, Effect, Layer, type LogLevel, Option, Ref, SubscriptionRef } from "effect"
 import { Controller } from "../controller/Controller.ts"
+import { RecordKey } from "../controller/RecordKey.ts"
 import { Gateways } from "../gateway/Gateways.ts"
 import { Kube } from "../kube/Kube.ts"
 import { HealthCheck, healthServerLayer } from "./HealthServer.ts"
@@ -81,11 +82,13 @@ export const runControllerProcess = (settings: RunSettings, logLevel: LogLevel.L
     clusterName: settings.clusterName,
     loadBalancerClass: settings.loadBalancerClass,
     defaultLease: settings.mappingLease,
+    leaseRange: settings.leaseRange,
+    maxMappingsPerNamespace: settings.maxMappingsPerNamespace,
     ipMode: settings.ipMode,
     resyncInterval: settings.resyncInterval,
     probeInterval: settings.gatewayProbeInterval,
     nodeName: settings.nodeName
-  })
+  }).pipe(Layer.provide(RecordKey.layerSecret({ namespace: settings.controllerNamespace })))
   // Built once for the process, not per leadership term: a standby finds the router while it
   // waits, so a failover does not also wait for discovery.
   // One router for every protocol: the default gateway unless --gateway-address names another.

@@ -5,7 +5,14 @@
 import { Config, Duration, Option, Result, Schema } from "effect"
 import { Flag } from "effect/cli"
 import { NetAddress } from "effect/net"
-import { DurationString } from "../controller/DurationString.ts"
+import {
+  defaultLeaseRange,
+  describeLeaseRange,
+  DurationString,
+  formatDuration,
+  type LeaseRange,
+  leaseOutOfRange
+} from "../controller/DurationString.ts"
 
 /** `--gateway-probe-interval` reads `EDGE_CCM_GATEWAY_PROBE_INTERVAL` from the environment. */
 export const environmentName = (flag: string): string => `EDGE_CCM_${flag.toUpperCase().replace(/-/g, "_")}`
@@ -70,6 +77,26 @@ export const runFlags = {
     Flag.optional
   ),
   mappingLease: duration("mapping-lease", "lease of each router mapping; 0 asks for a permanent one", "1h"),
+  minMappingLease: duration(
+    "min-mapping-lease",
+    "shortest lease the midokura.com/mapping-lease annotation may ask for",
+    formatDuration(defaultLeaseRange.min)
+  ),
+  maxMappingLease: duration(
+    "max-mapping-lease",
+    "longest lease the midokura.com/mapping-lease annotation may ask for",
+    formatDuration(defaultLeaseRange.max)
+  ),
+  maxMappingsPerNamespace: Flag.Int("max-mappings-per-namespace").pipe(
+    Flag.withDescription(
+      `router mappings the Services of one namespace may hold together; 0: no limit (default 256) [env ${
+        environmentName("max-mappings-per-namespace")
+      }]`
+    ),
+    Flag.withFallbackConfig(Config.Int(environmentName("max-mappings-per-namespace"))),
+    Flag.withDefault(256),
+    Flag.withSchema(Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 131_070 })))
+  ),
   resyncInterval: duration("resync-interval", "how often every mapping is verified against the router", "30s"),
   gatewayProbeInterval: duration("gateway-probe-interval", "how often the router's uptime is read to notice a reboot", "2s"),
   gatewayConcurrency: integer("gateway-concurrency", "router calls in flight at once", 4),
@@ -123,6 +150,11 @@ export interface RunSettings {
   /** The only router used (`--gateway-address`); undefined: the node's default gateway. */
   readonly gatewayAddress: string | undefined
   readonly mappingLease: Duration.Duration
+  /** The leases an annotation may ask for (besides 0). */
+  readonly leaseRange: LeaseRange
+  readonly maxMappingsPerNamespace: number
+  /** The controller's own namespace: the leader Lease and the record key Secret live there. */
+  readonly controllerNamespace: string
   readonly resyncInterval: Duration.Duration
   readonly gatewayProbeInterval: Duration.Duration
   readonly gatewayConcurrency: number
@@ -153,6 +185,9 @@ export const toRunSettings = (flags: ParsedFlags): RunSettings => ({
   gatewayUrl: Option.getOrUndefined(flags.gatewayUrl),
   gatewayAddress: Option.getOrUndefined(flags.gatewayAddress),
   mappingLease: flags.mappingLease,
+  leaseRange: { min: flags.minMappingLease, max: flags.maxMappingLease },
+  maxMappingsPerNamespace: flags.maxMappingsPerNamespace,
+  controllerNamespace: flags.leaderElectNamespace,
   resyncInterval: flags.resyncInterval,
   gatewayProbeInterval: flags.gatewayProbeInterval,
   gatewayConcurrency: flags.gatewayConcurrency,
@@ -172,6 +207,20 @@ export const toRunSettings = (flags: ParsedFlags): RunSettings => ({
     }
     : undefined
 })
+
+/** What is wrong with settings that each read well alone, or undefined. */
+export const settingsProblem = (settings: RunSettings): string | undefined => {
+  const { leaseRange, mappingLease } = settings
+  if (Duration.isGreaterThan(leaseRange.min, leaseRange.max)) {
+    return `--min-mapping-lease ${formatDuration(leaseRange.min)} is longer than --max-mapping-lease ${
+      formatDuration(leaseRange.max)
+    }`
+  }
+  const outOfRange = leaseOutOfRange(mappingLease, leaseRange)
+  return outOfRange === undefined
+    ? undefined
+    : `--mapping-lease ${formatDuration(mappingLease)} is ${outOfRange}: a lease is ${describeLeaseRange(leaseRange)}`
+}
 
 /** Splits `host:port` (host may be empty, meaning every interface). */
 export const parseBindAddress = (address: string): { readonly host: string; readonly port: number } => {

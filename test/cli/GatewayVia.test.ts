@@ -112,7 +112,7 @@ describe("edge-ccm gateway --via nat-pmp|pcp", () => {
   it.live("map --via pcp --json carries the nonce; unmap --via pcp with it removes the mapping", () =>
     Effect.gen(function*() {
       const fake = yield* FakeNatPmp.make()
-      const mapped = yield* cli([...mapArgs(fake, "pcp"), "--lease", "600", "--json"])
+      const mapped = yield* cli([...mapArgs(fake, "pcp"), "--lease", "10m", "--json"])
       assert.strictEqual(mapped.code, 0, mapped.err)
       const granted = JSON.parse(mapped.out) as Record<string, unknown>
       assert.deepStrictEqual(Object.keys(granted), [...MAP_KEYS, "nonce"])
@@ -174,7 +174,7 @@ describe("edge-ccm gateway --via nat-pmp|pcp", () => {
       const first = yield* cli([...mapArgs(fake, "pcp"), "--json"])
       assert.strictEqual(first.code, 0, first.err)
       const nonce = String((JSON.parse(first.out) as Record<string, unknown>)["nonce"])
-      const renewed = yield* cli([...mapArgs(fake, "pcp"), "--nonce", nonce, "--lease", "900", "--json"])
+      const renewed = yield* cli([...mapArgs(fake, "pcp"), "--nonce", nonce, "--lease", "15m", "--json"])
       assert.strictEqual(renewed.code, 0, renewed.err)
       assert.include(JSON.parse(renewed.out), { nonce, leaseDuration: 900 })
       assert.strictEqual(fake.table.size, 1)

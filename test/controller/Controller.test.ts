@@ -3,85 +3,42 @@
  * in-memory apiserver and an in-memory router with miniupnpd's semantics. Time is TestClock's.
  */
 import { describe, expect, it } from "@effect/vitest"
-import type { V1Node, V1Service } from "@kubernetes/client-node"
+import type { V1Service } from "@kubernetes/client-node"
 import { Context, Duration, Effect, Layer } from "effect"
 import { TestClock } from "effect/testing"
-import { Controller, type ControllerOptions } from "../../src/controller/Controller.ts"
-import { readRecord } from "../../src/controller/MappingRecord.ts"
+import { Controller } from "../../src/controller/Controller.ts"
 import { RESTART_PASS_WINDOW } from "../../src/controller/restartWindow.ts"
 import { FINALIZER, MAPPINGS_ANNOTATION } from "../../src/controller/ServiceSpec.ts"
 import { Gateways } from "../../src/gateway/Gateways.ts"
 import { PortMapper } from "../../src/gateway/PortMapper.ts"
 import { makeInMemoryGateway } from "../support/InMemoryGateway.ts"
 import { makeInMemoryKube } from "../support/InMemoryKube.ts"
+import {
+  node,
+  reasons,
+  SEED_DESCRIPTION,
+  SEED_KEY,
+  seedService,
+  settle,
+  setup,
+  until,
+  untilEvents
+} from "../support/controllerHarness.ts"
+import { testRecordKey, trustedRecord } from "../support/records.ts"
 
-const node = (name: string, ip: string): V1Node => ({
-  metadata: { name },
-  status: { addresses: [{ type: "InternalIP", address: ip }] }
-})
-
-const seedService = (overrides: Partial<V1Service["metadata"]> = {}, spec: Partial<NonNullable<V1Service["spec"]>> = {}) =>
-  ({
-    metadata: {
-      name: "http-nginx-service",
-      annotations: { "midokura.com/load-balancer-type": "upnp-igd" },
-      creationTimestamp: new Date("2026-01-01T00:00:00Z"),
-      ...overrides
-    },
-    spec: {
-      type: "LoadBalancer",
-      selector: { app: "nginx" },
-      ports: [{ name: "http", port: 8080, targetPort: 80, nodePort: 30000, protocol: "TCP" }],
-      ...spec
-    }
-  }) satisfies V1Service
-
-const SEED_KEY = "default/http-nginx-service"
 const RESTART_PASS_WINDOW_MS = Duration.toMillis(RESTART_PASS_WINDOW)
-const SEED_DESCRIPTION = "kubernetes/default/http-nginx-service/http"
-
-const setup = (options: Partial<ControllerOptions> = {}) => {
-  const kube = makeInMemoryKube([node("node-1", "192.168.77.10"), node("node-2", "192.168.77.11")])
-  const gateway = makeInMemoryGateway()
-  const start = Layer.build(
-    Controller.layer({ probeInterval: Duration.seconds(2), ...options }).pipe(
-      Layer.provide(kube.layer),
-      Layer.provide(Gateways.layerSingle("upnp-igd").pipe(Layer.provide(gateway.layer)))
-    )
-  )
-  return { kube, gateway, start }
-}
-
-/** Lets the controller's fibers run until the condition holds (bounded: fails with the description). */
-const until = (description: string, condition: () => boolean) =>
-  Effect.gen(function*() {
-    for (let round = 0; round < 2_000; round++) {
-      if (condition()) return
-      yield* Effect.yieldNow
-    }
-    return yield* Effect.die(new Error(`condition never held: ${description}`))
-  })
-
-/** Lets every fiber that can make progress do so, for assertions that something did NOT happen. */
-const settle = Effect.gen(function*() {
-  for (let round = 0; round < 500; round++) yield* Effect.yieldNow
-})
-
-const reasons = (kube: ReturnType<typeof makeInMemoryKube>) => kube.events.map((e) => e.reason)
-
-/** Events are sent in the background: waits for `count` of this reason. */
-const untilEvents = (kube: ReturnType<typeof makeInMemoryKube>, reason: string, count = 1) =>
-  until(`${count} ${reason} event(s)`, () => reasons(kube).filter((r) => r === reason).length >= count)
 
 describe("Controller", () => {
   it.effect("maps the seed's Service, records it first, and publishes the router's address", () =>
     Effect.gen(function*() {
-      const { gateway, kube, start } = setup()
+      const journal: Array<string> = []
+      const { gateway, kube, start } = setup({}, { journal })
       const controller = Context.get(yield* start, Controller)
       for (let round = 0; !(yield* controller.health).initialPassDone; round++) {
         if (round > 2_000) return yield* Effect.die(new Error("the initial pass never finished"))
         yield* Effect.yieldNow
       }
+      const created = journal.length
       kube.create(seedService())
       yield* until("status published", () => kube.get(SEED_KEY)?.status?.loadBalancer?.ingress?.[0]?.ip !== undefined)
 
@@ -96,13 +53,19 @@ describe("Controller", () => {
         { ip: "122.112.219.229", ipMode: "VIP", ports: [{ port: 8080, protocol: "TCP" }] }
       ])
       expect(service.metadata?.finalizers).toEqual([FINALIZER])
-      const record = readRecord(service)
-      expect(record._tag === "Ok" && record.mappings.map((m) => m.description)).toEqual([SEED_DESCRIPTION])
-      // The record (with the finalizer) is written before the router is touched.
-      const firstPatch = kube.calls.indexOf(`patch ${SEED_KEY}`)
-      expect(firstPatch).toBeGreaterThanOrEqual(0)
+      expect(trustedRecord(service).map((m) => m.description)).toEqual([SEED_DESCRIPTION])
       yield* untilEvents(kube, "EnsuredLoadBalancer")
       expect(reasons(kube)).toEqual(["EnsuringLoadBalancer", "EnsuredLoadBalancer"])
+      // The pass, call by call: the port is read, then the record and the finalizer are written,
+      // and only then is the router changed; the status follows, and the Events.
+      expect(journal.slice(created).filter((call) => call !== "router status")).toEqual([
+        "router get TCP/8080",
+        `kube patch ${SEED_KEY}`,
+        "router map TCP/8080",
+        `kube status ${SEED_KEY}`,
+        "kube event EnsuringLoadBalancer",
+        "kube event EnsuredLoadBalancer"
+      ])
       // Our own writes come back through the watch; they are not a reason to ask the router again.
       yield* settle
       expect(gateway.calls.filter((call) => call === "get TCP/8080")).toHaveLength(1)
@@ -296,7 +259,7 @@ describe("Controller", () => {
       yield* Effect.scoped(Effect.gen(function*() {
         yield* first.start
         first.kube.create(seedService())
-        yield* until("mapped", () => first.gateway.table.size === 1 && readRecord(first.kube.get(SEED_KEY)!)._tag === "Ok")
+        yield* until("mapped", () => first.gateway.table.size === 1 && trustedRecord(first.kube.get(SEED_KEY)).length === 1)
       }))
       const kube = first.kube
       kube.delete(SEED_KEY)
@@ -307,7 +270,8 @@ describe("Controller", () => {
       yield* Layer.build(
         Controller.layer({ probeInterval: Duration.seconds(2) }).pipe(
           Layer.provide(kube.layer),
-          Layer.provide(Gateways.layerSingle("upnp-igd").pipe(Layer.provide(first.gateway.layer)))
+          Layer.provide(Gateways.layerSingle("upnp-igd").pipe(Layer.provide(first.gateway.layer))),
+          Layer.provide(testRecordKey)
         )
       )
       yield* until("service gone", () => kube.get(SEED_KEY) === undefined)
@@ -402,8 +366,8 @@ describe("Controller", () => {
       kube.update(SEED_KEY, (s) => ({ ...s, spec: { ...s.spec, ports: [{ name: "http", port: 9090, nodePort: 30000 }] } }))
       yield* until("moved", () => gateway.table.has("TCP/9090") && !gateway.table.has("TCP/8080"))
       yield* until("record follows", () => {
-        const record = readRecord(kube.get(SEED_KEY)!)
-        return record._tag === "Ok" && record.mappings.length === 1 && record.mappings[0]!.externalPort === 9090
+        const record = trustedRecord(kube.get(SEED_KEY))
+        return record.length === 1 && record[0]!.externalPort === 9090
       })
     }))
 
@@ -521,7 +485,11 @@ describe("Controller over NAT-PMP/PCP-like routers (no table to read)", () => {
       { preference: autoPreference }
     )
     const start = Layer.build(
-      Controller.layer({ probeInterval: Duration.seconds(2) }).pipe(Layer.provide(kube.layer), Layer.provide(gateways))
+      Controller.layer({ probeInterval: Duration.seconds(2) }).pipe(
+        Layer.provide(kube.layer),
+        Layer.provide(gateways),
+        Layer.provide(testRecordKey)
+      )
     )
     return { kube, upnp, pcp, start }
   }
@@ -534,8 +502,7 @@ describe("Controller over NAT-PMP/PCP-like routers (no table to read)", () => {
       yield* start
       kube.create(pcpService())
       yield* until("mapped", () => pcp.table.has("TCP/8080") && kube.get(SEED_KEY)?.status?.loadBalancer?.ingress !== undefined)
-      const record = readRecord(kube.get(SEED_KEY)!)
-      const recorded = record._tag === "Ok" ? record.mappings[0]! : undefined
+      const recorded = trustedRecord(kube.get(SEED_KEY))[0]
       expect(recorded).toMatchObject({ backend: "pcp", externalPort: 8080 })
       expect(recorded?.nonce).toMatch(/^[0-9a-f]{24}$/)
       // The router holds the mapping under the nonce we drew, not one of its own.
@@ -551,7 +518,7 @@ describe("Controller over NAT-PMP/PCP-like routers (no table to read)", () => {
       yield* Effect.scoped(Effect.gen(function*() {
         yield* first.start
         first.kube.create(pcpService())
-        yield* until("mapped", () => first.pcp.table.has("TCP/8080") && readRecord(first.kube.get(SEED_KEY)!)._tag === "Ok")
+        yield* until("mapped", () => first.pcp.table.has("TCP/8080") && trustedRecord(first.kube.get(SEED_KEY)).length === 1)
       }))
       first.kube.delete(SEED_KEY)
       const gateways = Gateways.layerFrom({
@@ -562,7 +529,8 @@ describe("Controller over NAT-PMP/PCP-like routers (no table to read)", () => {
       yield* Layer.build(
         Controller.layer({ probeInterval: Duration.seconds(2) }).pipe(
           Layer.provide(first.kube.layer),
-          Layer.provide(gateways)
+          Layer.provide(gateways),
+          Layer.provide(testRecordKey)
         )
       )
       yield* until("Service gone", () => first.kube.get(SEED_KEY) === undefined)
@@ -607,8 +575,8 @@ describe("Controller over NAT-PMP/PCP-like routers (no table to read)", () => {
       }))
       yield* until("moved", () => pcp.table.has("TCP/8080") && !upnp.table.has("TCP/8080"))
       yield* until("record follows", () => {
-        const record = readRecord(kube.get(SEED_KEY)!)
-        return record._tag === "Ok" && record.mappings.length === 1 && record.mappings[0]!.backend === "pcp"
+        const record = trustedRecord(kube.get(SEED_KEY))
+        return record.length === 1 && record[0]!.backend === "pcp"
       })
     }))
 })

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import type { V1Service } from "@kubernetes/client-node"
 import { Duration } from "effect"
-import { parseDuration } from "../../src/controller/DurationString.ts"
+import { defaultLeaseRange, parseDuration } from "../../src/controller/DurationString.ts"
 import {
   desiredService,
   mappingDescription,
@@ -10,7 +10,7 @@ import {
 } from "../../src/controller/ServiceSpec.ts"
 
 const options = { loadBalancerClass: "midokura.com/edge" }
-const desiredOptions = { clusterName: "kubernetes", defaultLease: Duration.hours(1) }
+const desiredOptions = { clusterName: "kubernetes", defaultLease: Duration.hours(1), leaseRange: defaultLeaseRange }
 
 const svc = (
   spec: Partial<NonNullable<V1Service["spec"]>> = {},
@@ -97,6 +97,38 @@ describe("desiredService", () => {
     expect(bad.warnings[0]!.message).toContain("forever")
   })
 
+  const leaseOf = (value: string) =>
+    desiredService(svc({}, { "midokura.com/load-balancer-type": "upnp-igd", "midokura.com/mapping-lease": value }), "upnp-igd", desiredOptions)
+
+  it.each(["-5s", "Infinity", "0.4s", "1s", "8d", "-5 seconds", "1e400s", "2 weeks"])(
+    "refuses the lease %s with an InvalidAnnotation that names it and the range, and uses the default",
+    (value) => {
+      const desired = leaseOf(value)
+      expect(desired.leaseSeconds).toBe(3600)
+      expect(desired.warnings).toHaveLength(1)
+      expect(desired.warnings[0]!.reason).toBe("InvalidAnnotation")
+      expect(desired.warnings[0]!.message).toContain(JSON.stringify(value))
+      expect(desired.warnings[0]!.message).toContain("0 (permanent) or 2m to 7d")
+    }
+  )
+
+  it.each([["0", 0], ["2m", 120], ["1h", 3600], ["7d", 604_800], ["90 minutes", 5400], ["1h30m", 5400]] as const)(
+    "accepts the lease %s",
+    (value, seconds) => {
+      const desired = leaseOf(value)
+      expect(desired.warnings).toEqual([])
+      expect(desired.leaseSeconds).toBe(seconds)
+    }
+  )
+
+  it("takes the lease range it is given", () => {
+    const narrow = { ...desiredOptions, leaseRange: { min: Duration.minutes(10), max: Duration.hours(2) } }
+    const service = (value: string) =>
+      svc({}, { "midokura.com/load-balancer-type": "upnp-igd", "midokura.com/mapping-lease": value })
+    expect(desiredService(service("5m"), "upnp-igd", narrow).warnings[0]!.message).toContain("0 (permanent) or 10m to 2h")
+    expect(desiredService(service("2h"), "upnp-igd", narrow).leaseSeconds).toBe(7200)
+  })
+
   it("warns that source ranges are not enforced, and maps nothing for an IPv6-only Service", () => {
     const ranges = desiredService(svc({ loadBalancerSourceRanges: ["1.2.3.0/24"] }), "upnp-igd", desiredOptions)
     expect(ranges.warnings.map((w) => w.reason)).toEqual(["LoadBalancerSourceRangesIgnored"])
@@ -131,6 +163,13 @@ describe("parseDuration", () => {
     expect(Duration.toMillis(parseDuration("30s")!)).toBe(30_000)
     expect(Duration.toMillis(parseDuration("0")!)).toBe(0)
     expect(Duration.toMillis(parseDuration("5 seconds")!)).toBe(5_000)
+    expect(Duration.toMillis(parseDuration("7d")!)).toBe(604_800_000)
     expect(parseDuration("soon")).toBeUndefined()
+  })
+
+  it("refuses negative, infinite and unit-less durations", () => {
+    for (const text of ["-5s", "-5 seconds", "Infinity", "-Infinity", "1e400s", "30", "", "5 parsecs"]) {
+      expect(parseDuration(text), text).toBeUndefined()
+    }
   })
 })

@@ -60,7 +60,7 @@ describe("edge-ccm gateway --via on miniupnpd 2.3.1 (UPnP off)", () => {
     const externalPort = 18180
     const internalPort = 31180
     servers.push(await lab.serveNodePort(internalPort))
-    const mapped = await edgeCcm([...mapArgs("pcp", externalPort, internalPort), "--lease", "300", "--json"])
+    const mapped = await edgeCcm([...mapArgs("pcp", externalPort, internalPort), "--lease", "5m", "--json"])
     expect(mapped.code, mapped.stderr).toBe(0)
     const granted = JSON.parse(mapped.stdout) as Record<string, unknown>
     expect(granted).toMatchObject({
@@ -103,7 +103,7 @@ describe("edge-ccm gateway --via on miniupnpd 2.3.1 (UPnP off)", () => {
     const externalPort = 18181
     const internalPort = 31181
     servers.push(await lab.serveNodePort(internalPort))
-    const mapped = await edgeCcm([...mapArgs("nat-pmp", externalPort, internalPort), "--lease", "300"])
+    const mapped = await edgeCcm([...mapArgs("nat-pmp", externalPort, internalPort), "--lease", "5m"])
     expect(mapped.code, mapped.stderr).toBe(0)
     expect(mapped.stdout.trim().split("\n")).toEqual([
       `mapped TCP 122.112.219.229:${externalPort} -> ${state.nodeIp}:${internalPort} over NAT-PMP (lease 300 s)`,

@@ -59,9 +59,13 @@ afterEach(async (context) => {
 })
 
 afterAll(async () => {
-  await deleteTestServices()
-  await controller?.stop()
-  await restoreGateway()
+  // The gateway is put back whatever happens: the next test file needs UPnP on.
+  try {
+    await deleteTestServices()
+  } finally {
+    await controller?.stop()
+    await restoreGateway()
+  }
 })
 
 describe("NAT-PMP and PCP", () => {
@@ -85,8 +89,12 @@ describe("NAT-PMP and PCP", () => {
       }
     }
     // With UPnP off, auto falls back to port control, and says which and why.
-    const selected = (await eventsFor("via-auto")).find((e) => e.reason === "GatewaySelected")
-    expect(selected?.note).toMatch(/auto uses (pcp|nat-pmp)/)
+    // Events follow the work (one a second while Services are being reconciled).
+    const selected = await waitFor(
+      async () => (await eventsFor("via-auto")).find((e) => e.reason === "GatewaySelected"),
+      { description: "a GatewaySelected event on via-auto" }
+    )
+    expect(selected.note).toMatch(/auto uses (pcp|nat-pmp)/)
     const pcpRecord = JSON.parse((await getService("via-pcp"))!.metadata.annotations!["midokura.com/mappings"]!)
     expect(pcpRecord[0].nonce).toMatch(/^[0-9a-f]{24}$/)
 

@@ -143,8 +143,9 @@ describe("failover", () => {
   it("on a secure-mode router, waits for the old leader's mapping to expire, says so, then takes over", async () => {
     await reconfigureGateway({ secureMode: true })
     // Renewed every 30 s: when the new leader arrives (about 15 s after the kill), the old
-    // mapping still has 15-45 s to live.
-    const lease = ["--mapping-lease", "60s"]
+    // mapping still has 15-45 s to live. A minute is below the default shortest lease (2m),
+    // which the operator may lower.
+    const lease = ["--mapping-lease", "60s", "--min-mapping-lease", "1m"]
     const first = await start("lan", lease)
     await waitFor(async () => (await holder()) === "node-1", { description: "node-1 to lead" })
     await start("lan2", lease)

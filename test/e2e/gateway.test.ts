@@ -75,7 +75,7 @@ describe("edge-ccm gateway on the lab", () => {
         "--description",
         DESCRIPTION,
         "--lease",
-        "3600"
+        "1h"
       ])
       expect(mapped.code, mapped.stderr).toBe(0)
       expect(JSON.parse(mapped.stdout)).toEqual({

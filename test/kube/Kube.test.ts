@@ -52,7 +52,9 @@ const fakeApis = (reply: Reply, watch: WatchClient = { watch: () => new Promise(
       listNode: handle("listNode"),
       readNamespacedService: handle("readNamespacedService"),
       patchNamespacedService: handle("patchNamespacedService"),
-      patchNamespacedServiceStatus: handle("patchNamespacedServiceStatus")
+      patchNamespacedServiceStatus: handle("patchNamespacedServiceStatus"),
+      readNamespacedSecret: handle("readNamespacedSecret"),
+      createNamespacedSecret: handle("createNamespacedSecret")
     },
     discovery: { listEndpointSliceForAllNamespaces: handle("listEndpointSliceForAllNamespaces") },
     events: { createNamespacedEvent: handle("createNamespacedEvent") },

@@ -46,14 +46,20 @@ export interface InMemoryGateway {
 
 export const makeInMemoryGateway = (
   localAddress = "192.168.77.10",
-  protocol: "upnp-igd" | "pcp" = "upnp-igd"
+  /** NAT-PMP and PCP cannot be read; NAT-PMP deletes by internal port, PCP by nonce. */
+  protocol: "upnp-igd" | "pcp" | "nat-pmp" = "upnp-igd",
+  options: {
+    /** A log shared with the Kubernetes fake: every call appended as `router map TCP/8080`. */
+    readonly journal?: Array<string>
+  } = {}
 ): InMemoryGateway => {
+  const readable = protocol === "upnp-igd"
   const table = new Map<string, MappingEntry>()
   const nonces = new Map<string, string>()
   const calls: Array<string> = []
   const readBacks: Array<string> = []
   const restartListeners = new Set<(announcement: string) => void>()
-  const router = protocol === "pcp" ? "192.168.77.1:5351" : ROUTER
+  const router = readable ? ROUTER : "192.168.77.1:5351"
   const state = {
     localAddress,
     externalIp: "122.112.219.229" as string | undefined,
@@ -69,6 +75,7 @@ export const makeInMemoryGateway = (
   const call = <A, E>(name: string, effect: () => Effect.Effect<A, E>) =>
     Effect.suspend((): Effect.Effect<A, E | GatewayUnreachable> => {
       calls.push(name)
+      options.journal?.push(`router ${name}`)
       if (!state.reachable) {
         return Effect.fail(new GatewayUnreachable({ router: ROUTER, action: name, reason: "connection refused" }))
       }
@@ -76,8 +83,8 @@ export const makeInMemoryGateway = (
     })
 
   const mapper = PortMapper.of({
-    canReadTable: protocol === "upnp-igd",
-    ...(protocol === "upnp-igd"
+    canReadTable: readable,
+    ...(readable
       ? {
         restarts: Stream.callback<string>((queue) =>
           Effect.acquireRelease(
@@ -133,7 +140,7 @@ export const makeInMemoryGateway = (
           enabled: true,
           remoteHost: ""
         }
-        const readBack = protocol !== "pcp" && request.readBack !== false
+        const readBack = readable && request.readBack !== false
         if (readBack) readBacks.push(key(request.externalPort, request.protocol))
         if (state.dropsAdds) {
           return readBack
@@ -154,6 +161,15 @@ export const makeInMemoryGateway = (
       }),
     unmap: (mapping) =>
       call(`unmap ${key(mapping.externalPort, mapping.protocol)}`, (): Effect.Effect<void, GatewayError> => {
+        if (protocol === "nat-pmp") {
+          // RFC 6886 §3.4: a lifetime of 0 deletes this client's mapping of that internal port,
+          // whatever external port it has.
+          for (const [at, entry] of table) {
+            if (entry.protocol === mapping.protocol && entry.internalPort === mapping.internalPort &&
+                entry.internalClient === state.localAddress) table.delete(at)
+          }
+          return Effect.void
+        }
         const existing = table.get(key(mapping.externalPort, mapping.protocol))
         if (protocol === "pcp" && existing !== undefined && nonces.get(key(mapping.externalPort, mapping.protocol)) !== mapping.nonce) {
           return Effect.fail(
@@ -176,8 +192,8 @@ export const makeInMemoryGateway = (
       }),
     get: (externalPort, mapped) =>
       call(`get ${key(externalPort, mapped)}`, () =>
-        Effect.succeed(protocol === "pcp" ? undefined : table.get(key(externalPort, mapped)))),
-    list: call("list", () => Effect.succeed(protocol === "pcp" ? undefined : [...table.values()]))
+        Effect.succeed(readable ? table.get(key(externalPort, mapped)) : undefined)),
+    list: call("list", () => Effect.succeed(readable ? [...table.values()] : undefined))
   })
 
   return {

@@ -3,7 +3,7 @@
  * resourceVersion preconditions (409), finalizers holding a deleted object, a status
  * subresource, and a watch that starts with the full list.
  */
-import type { V1EndpointSlice, V1Node, V1Service } from "@kubernetes/client-node"
+import type { V1EndpointSlice, V1Node, V1Secret, V1Service } from "@kubernetes/client-node"
 import { Effect, Layer, Queue, Stream } from "effect"
 import { type EventSpec, Kube, KubeConflict, KubeNotFound, type WatchEvent } from "../../src/kube/Kube.ts"
 
@@ -13,6 +13,7 @@ export interface InMemoryKube {
   readonly events: Array<EventSpec>
   /** Every write, in order: `patch default/web`, `status default/web`, `event Reason`. */
   readonly calls: Array<string>
+  readonly secrets: Map<string, V1Secret>
   readonly create: (service: V1Service) => void
   readonly update: (key: string, change: (service: V1Service) => V1Service) => void
   /** kubectl delete: held by finalizers until they are gone. */
@@ -20,10 +21,21 @@ export interface InMemoryKube {
   readonly get: (key: string) => V1Service | undefined
 }
 
-export const makeInMemoryKube = (nodes: ReadonlyArray<V1Node> = []): InMemoryKube => {
+export const makeInMemoryKube = (
+  nodes: ReadonlyArray<V1Node> = [],
+  options: {
+    /** A log shared with the router fake: every write appended as `kube patch default/web`. */
+    readonly journal?: Array<string>
+  } = {}
+): InMemoryKube => {
   const services = new Map<string, V1Service>()
+  const secrets = new Map<string, V1Secret>()
   const events: Array<EventSpec> = []
   const calls: Array<string> = []
+  const log = (call: string) => {
+    calls.push(call)
+    options.journal?.push(`kube ${call}`)
+  }
   const listeners = new Set<(event: WatchEvent<V1Service>) => void>()
   let resourceVersion = 1
 
@@ -68,7 +80,7 @@ export const makeInMemoryKube = (nodes: ReadonlyArray<V1Node> = []): InMemoryKub
     patchServiceMetadata: (ref, change) =>
       Effect.suspend((): Effect.Effect<V1Service, KubeConflict | KubeNotFound> => {
         const key = `${ref.namespace}/${ref.name}`
-        calls.push(`patch ${key}`)
+        log(`patch ${key}`)
         const current = services.get(key)
         if (current === undefined) return Effect.fail(notFound("patch", ref.namespace, ref.name))
         if (ref.resourceVersion !== current.metadata?.resourceVersion) {
@@ -93,7 +105,7 @@ export const makeInMemoryKube = (nodes: ReadonlyArray<V1Node> = []): InMemoryKub
     applyServiceStatus: (ref, status) =>
       Effect.suspend(() => {
         const key = `${ref.namespace}/${ref.name}`
-        calls.push(`status ${key}`)
+        log(`status ${key}`)
         const current = services.get(key)
         if (current === undefined) return Effect.fail(notFound("apply", ref.namespace, ref.name))
         // Like the apiserver, fill in ipMode VIP where the writer left it unset.
@@ -107,8 +119,21 @@ export const makeInMemoryKube = (nodes: ReadonlyArray<V1Node> = []): InMemoryKub
       }),
     recordEvent: (event) =>
       Effect.sync(() => {
-        calls.push(`event ${event.reason}`)
+        log(`event ${event.reason}`)
         events.push(event)
+      }),
+    getSecret: (namespace, name) => Effect.sync(() => structuredClone(secrets.get(`${namespace}/${name}`))),
+    createSecret: (secret) =>
+      Effect.suspend(() => {
+        const key = `${secret.metadata.namespace}/${secret.metadata.name}`
+        log(`create secret ${key}`)
+        if (secrets.has(key)) {
+          return Effect.fail(
+            new KubeConflict({ verb: "create", resource: "secrets", reason: "AlreadyExists", message: "already exists" })
+          )
+        }
+        secrets.set(key, structuredClone(secret))
+        return Effect.succeed(secret)
       }),
     getLease: () => Effect.succeed(undefined),
     createLease: (lease) => Effect.succeed(lease),
@@ -120,6 +145,7 @@ export const makeInMemoryKube = (nodes: ReadonlyArray<V1Node> = []): InMemoryKub
     services,
     events,
     calls,
+    secrets,
     create: (service) =>
       void store({
         ...service,
