@@ -100,10 +100,11 @@ export const MAX_REPORTS_PER_SEARCH = 8
 export const MAX_KNOWN_DEVICES = 64
 
 /**
- * Datagrams queued on the advertisement socket while the stream is busy; more are dropped by
- * the socket. SSDP datagrams are capped at 8 KiB, so the queue holds at most 2 MiB.
+ * Datagrams queued on a search or advertisement socket while its reader is busy; more are
+ * dropped by the socket. A UDP datagram is at most 64 KiB, so a queue holds at most 16 MiB
+ * (only for as long as a flood outpaces the reader); SSDP's own are a few hundred bytes.
  */
-export const ADVERTISEMENT_QUEUE_DATAGRAMS = 256
+export const SOCKET_QUEUE_DATAGRAMS = 256
 
 /** How long the default route read for advertisements is reused (a DHCP change is seen after this). */
 const TRUSTED_ROUTER_REREAD = Duration.seconds(5)
@@ -320,7 +321,8 @@ export const make = Effect.fnUntraced(function*(input?: Partial<DiscoveryOptions
         // A search aimed at a local fake stays on loopback, even for its replies.
         bind: { address: NetAddress.isLoopback(settings.ssdpAddress) ? "127.0.0.1" : "0.0.0.0" },
         // TTL 2 as the field guide says: the router is one hop, and the search must not roam.
-        multicast: { ttl: 2, interface: settings.multicastInterface }
+        multicast: { ttl: 2, interface: settings.multicastInterface },
+        receiveBuffer: { capacity: SOCKET_QUEUE_DATAGRAMS, strategy: "dropping" }
       })
       const reader = yield* socket.reader
       const writer = yield* socket.writer
@@ -382,7 +384,7 @@ export const make = Effect.fnUntraced(function*(input?: Partial<DiscoveryOptions
         // any other SSDP listener on this host.
         bind: { address: NetAddress.formatIp(group), port: options.ssdpPort },
         reuseAddress: true,
-        receiveBuffer: { capacity: ADVERTISEMENT_QUEUE_DATAGRAMS, strategy: "dropping" }
+        receiveBuffer: { capacity: SOCKET_QUEUE_DATAGRAMS, strategy: "dropping" }
       })
       const reader = yield* socket.reader.pipe(Effect.mapError(listenError("listen")))
       if (NetAddress.isMulticast(group)) {
