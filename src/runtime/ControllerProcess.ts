@@ -45,7 +45,7 @@ const healthCheck = (settings: Pick<RunSettings, "gatewayProbeInterval" | "resyn
           const controller = yield* Ref.get(active)
           if (Option.isNone(controller)) {
             const leading = Option.isSome(election) ? yield* SubscriptionRef.get(election.value.isLeader) : true
-            const holder = Option.isSome(election) ? yield* election.value.observedHolder : ""
+            const holder = Option.isSome(election) ? yield* election.value.observedHolder : undefined
             return waitingReport({ leading, holder })
           }
           return controllerReport(yield* controller.value.health, { now: Date.now(), stuckAfter })

@@ -19,13 +19,14 @@ const idle: HealthFigures = {
 const alive: ProbeVerdict = { ok: true, because: [], detail: "" }
 
 /**
- * No controller runs: it is being built (`leading`), or another replica holds the Lease. A
- * standby is ready: it is doing its job, which is waiting.
+ * No controller runs: it is being built (`leading`), the Lease has not been read yet (`holder`
+ * undefined), or another replica holds it. A standby is ready: it is doing its job, which is
+ * waiting.
  */
-export const waitingReport = (options: { readonly leading: boolean; readonly holder: string }): HealthReport => ({
+export const waitingReport = (options: { readonly leading: boolean; readonly holder: string | undefined }): HealthReport => ({
   live: alive,
-  ready: options.leading
-    ? { ok: false, because: ["starting"], detail: "starting" }
+  ready: options.leading || options.holder === undefined
+    ? { ok: false, because: ["starting"], detail: options.leading ? "starting" : "starting (the leader Lease not read yet)" }
     : { ok: true, because: ["standby"], detail: `standing by (leader: ${options.holder === "" ? "none" : options.holder})` },
   figures: idle
 })

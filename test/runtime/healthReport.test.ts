@@ -72,8 +72,13 @@ describe("waitingReport", () => {
     expect(waitingReport({ leading: false, holder: "" }).ready.detail).toBe("standing by (leader: none)")
   })
 
-  it("is not ready while the controller it leads with is being built", () => {
+  it("is not ready while the controller it leads with is being built, nor before it has read the Lease", () => {
     expect(waitingReport({ leading: true, holder: "node-1" }).ready).toEqual({ ok: false, because: ["starting"], detail: "starting" })
+    expect(waitingReport({ leading: false, holder: undefined }).ready).toEqual({
+      ok: false,
+      because: ["starting"],
+      detail: "starting (the leader Lease not read yet)"
+    })
   })
 })
 
