@@ -59,9 +59,19 @@ describe("AccessReview.authenticate", () => {
       }))
   })
 
-  it.effect("returns undefined for a token the apiserver does not accept", () => {
-    const { apis } = fakeApis({ token: () => ({ status: { authenticated: false, error: "invalid bearer token" } }) })
-    return withReview(apis, (review) => Effect.map(review.authenticate("forged"), (user) => assert.isUndefined(user)))
+  it.effect("returns undefined for a token the apiserver does not accept, whatever else the status says", () => {
+    const replies = [
+      { status: { authenticated: false, error: "invalid bearer token" } },
+      { status: { authenticated: false, user: prometheus } },
+      { status: { user: prometheus } },
+      { status: { authenticated: true, user: { username: "" } } },
+      {}
+    ]
+    const { apis } = fakeApis({ token: () => replies.shift() })
+    return withReview(apis, (review) =>
+      Effect.gen(function*() {
+        for (let i = 0; i < 5; i++) assert.isUndefined(yield* review.authenticate("forged"), `reply ${i}`)
+      }))
   })
 
   it.effect("names the resource and the HTTP status when the review itself is refused", () => {

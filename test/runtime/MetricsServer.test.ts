@@ -14,7 +14,7 @@ import * as path from "node:path"
 import { connect } from "node:tls"
 import { AccessReview, MemoryAccessReviews } from "../../src/kube/AccessReview.ts"
 import { type HealthReport, HealthCheck, healthServerLayer } from "../../src/runtime/HealthServer.ts"
-import { metricsServerLayer, secureMetricsServerLayer } from "../../src/runtime/MetricsServer.ts"
+import { isLoopback, metricsServerLayer, secureMetricsServerLayer } from "../../src/runtime/MetricsServer.ts"
 import { selfSignedCertificate } from "../../src/runtime/selfSignedCertificate.ts"
 
 const PROMETHEUS = "prometheus-token"
@@ -224,4 +224,13 @@ describe("the metrics server on a loopback address", () => {
       expect(scrape.body).toMatch(/^edge_ccm_queue_depth 7$/m)
       assert.deepStrictEqual(yield* Ref.get(memory.calls), [])
     }).pipe(Effect.scoped, Effect.provide(AccessReview.layerMemory)))
+})
+
+describe("isLoopback", () => {
+  it("is true for 127.0.0.0/8, ::1 and localhost only: every other address gets HTTPS and tokens", () => {
+    for (const host of ["127.0.0.1", "127.1.2.3", "::1", "localhost"]) expect(isLoopback(host), host).toBe(true)
+    for (const host of ["0.0.0.0", "::", "192.168.77.10", "10.0.0.1", "fd00::1", "128.0.0.1", "node-1"]) {
+      expect(isLoopback(host), host).toBe(false)
+    }
+  })
 })
