@@ -63,7 +63,12 @@ const failedCall = (ctx: KubeCallContext) => (cause: unknown): KubeError => {
   const failure = fromCause(ctx, cause)
   return failure._tag === "KubeError"
     ? failure
-    : new KubeError({ ...ctx, status: failure._tag === "KubeNotFound" ? 404 : 409, reason: failure.reason, message: failure.message })
+    : new KubeError({
+      ...ctx,
+      status: failure._tag === "KubeNotFound" ? 404 : 409,
+      reason: failure.reason,
+      message: failure.message
+    })
 }
 
 const decodeStatus = <S extends Schema.Top & { readonly DecodingServices: never }>(
@@ -159,9 +164,12 @@ const makeMemory = Effect.gen(function*() {
       Effect.andThen(Ref.get(memory.unreachable)),
       Effect.flatMap((down) =>
         down
-          ? Effect.fail(
-            new KubeError({ verb: "create", resource, reason: "ECONNREFUSED", message: `cannot create ${resource}: connection refused` })
-          )
+          ? Effect.fail(new KubeError({
+            verb: "create",
+            resource,
+            reason: "ECONNREFUSED",
+            message: `cannot create ${resource}: connection refused`
+          }))
           : Effect.void
       )
     )

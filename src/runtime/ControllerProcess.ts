@@ -11,7 +11,7 @@ import { Gateways } from "../gateway/Gateways.ts"
 import { AccessReview } from "../kube/AccessReview.ts"
 import { Kube, loadKubeConfig } from "../kube/Kube.ts"
 import { controllerReport, waitingReport } from "./healthReport.ts"
-import { HealthCheck, healthServerLayer, healthTransitionsLayer } from "./HealthServer.ts"
+import { HealthCheck, healthServerLayer, loggingTransitions } from "./HealthServer.ts"
 import { LeaderElection, LeaseStore } from "./LeaderElection.ts"
 import { loggingLayer } from "./Logging.ts"
 import { metricsServerLayer } from "./MetricsServer.ts"
@@ -96,9 +96,8 @@ export const runControllerProcess = (settings: RunSettings, logLevel: LogLevel.L
     healthServerLayer(parseBindAddress(settings.healthBindAddress)),
     settings.metricsBindAddress === undefined
       ? Layer.empty
-      : metricsServerLayer({ address: parseBindAddress(settings.metricsBindAddress), certDir: settings.metricsCertDir }),
-    healthTransitionsLayer()
-  ).pipe(Layer.provide(healthCheck(settings)))
+      : metricsServerLayer({ address: parseBindAddress(settings.metricsBindAddress), certDir: settings.metricsCertDir })
+  ).pipe(Layer.provide(loggingTransitions().pipe(Layer.provide(healthCheck(settings)))))
 
   const runController = Effect.gen(function*() {
     const active = yield* ActiveController

@@ -3,11 +3,12 @@
  * small HTTP server of their own. They answer `{"ok":true}` or `{"ok":false}` and nothing else:
  * the port is reachable from the node's LAN, and what the controller is doing (its role, the
  * router's errors, its queue) is for the log and the authenticated /metrics, not for anyone
- * who can open a TCP connection. The log gets one line each time readiness or health changes.
+ * who can open a TCP connection. The log gets one line each time readiness or health changes
+ * (`loggingTransitions`).
  */
 import { createServer, type Server } from "node:http"
 import { NodeHttpServer } from "@effect/platform-node"
-import { Context, type Duration, Effect, Layer, Schedule } from "effect"
+import { Context, type Duration, Effect, Layer, Schedule, Semaphore } from "effect"
 import { HttpRouter, HttpServerResponse } from "effect/http"
 import type { BindAddress } from "./Settings.ts"
 
@@ -114,17 +115,25 @@ export const transitionLines = (
   return lines
 }
 
-/** Writes a log line each time readiness or health changes, checking every `interval`. */
-export const healthTransitionsLayer = (interval: Duration.Input = "1 second"): Layer.Layer<never, never, HealthCheck> =>
-  Layer.effectDiscard(Effect.gen(function*() {
-    const health = yield* HealthCheck
-    let previous: HealthReport | undefined
-    const check = Effect.gen(function*() {
-      const next = yield* health.report
-      for (const { level, message } of transitionLines(previous, next)) {
-        yield* Effect.logWithLevel(level)(message)
-      }
-      previous = next
+/**
+ * The same health check, writing a log line each time readiness or health changes: as seen by a
+ * probe or a scrape (so the line is written before the answer that differs), and every
+ * `interval` when nobody asks. Reports are taken one at a time, so lines come in order.
+ */
+export const loggingTransitions = (interval: Duration.Input = "1 second"): Layer.Layer<HealthCheck, never, HealthCheck> =>
+  Layer.effect(
+    HealthCheck,
+    Effect.gen(function*() {
+      const inner = yield* HealthCheck
+      const oneAtATime = yield* Semaphore.make(1)
+      let previous: HealthReport | undefined
+      const report = Effect.gen(function*() {
+        const next = yield* inner.report
+        for (const { level, message } of transitionLines(previous, next)) yield* Effect.logWithLevel(level)(message)
+        previous = next
+        return next
+      }).pipe(oneAtATime.withPermits(1))
+      yield* report.pipe(Effect.repeat(Schedule.spaced(interval)), Effect.forkScoped)
+      return HealthCheck.of({ report })
     })
-    yield* check.pipe(Effect.repeat(Schedule.spaced(interval)), Effect.forkScoped)
-  }))
+  )

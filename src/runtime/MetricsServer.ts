@@ -83,7 +83,12 @@ const readCertDir = (directory: string): Effect.Effect<CertificateAndKey, Metric
   })
 
 /** Picks up a renewed certificate (cert-manager rewrites the Secret's files in place). */
-const watchCertDir = (directory: string, server: () => SecureServer | undefined, initial: CertificateAndKey, interval: Duration.Input) => {
+const watchCertDir = (
+  directory: string,
+  server: () => SecureServer | undefined,
+  initial: CertificateAndKey,
+  interval: Duration.Input
+) => {
   let current = initial
   return readCertDir(directory).pipe(
     Effect.flatMap((next) =>
@@ -110,7 +115,8 @@ const serverLayer = <E, R>(routes: Layer.Layer<never, E, R>, make: () => Server,
 export const metricsServerLayer = (
   options: MetricsServerOptions
 ): Layer.Layer<never, unknown, HealthCheck | AccessReview> => {
-  const where = `${options.address.host.includes(":") ? `[${options.address.host}]` : options.address.host}:${options.address.port}`
+  const { host, port } = options.address
+  const where = `${host.includes(":") ? `[${host}]` : host}:${port}`
   if (isLoopback(options.address.host)) {
     return Layer.merge(
       serverLayer(HttpRouter.add("GET", "/metrics", metricsText), () => hardened(createServer()), options.address),

@@ -58,7 +58,9 @@ export const controllerReport = (
     ...(health.excluded ? [{ word: "node excluded", detail: "this node is excluded from external load balancers" }] : [])
   ]
   return {
-    live: stalled.length === 0 ? alive : { ok: false, because: ["loops stalled"], detail: `loops stalled: ${stalled.join(", ")}` },
+    live: stalled.length === 0
+      ? alive
+      : { ok: false, because: ["loops stalled"], detail: `loops stalled: ${stalled.join(", ")}` },
     ready: {
       ok: waiting.length === 0,
       because: waiting.map((reason) => reason.word),

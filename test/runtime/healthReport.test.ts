@@ -1,7 +1,9 @@
 import { describe, expect, it } from "@effect/vitest"
+import { Context, Effect, Layer, Logger, Ref } from "effect"
+import { TestClock } from "effect/testing"
 import type { ControllerHealth } from "../../src/controller/Controller.ts"
 import { controllerReport, waitingReport } from "../../src/runtime/healthReport.ts"
-import { transitionLines } from "../../src/runtime/HealthServer.ts"
+import { HealthCheck, type HealthReport, loggingTransitions, transitionLines } from "../../src/runtime/HealthServer.ts"
 
 const NOW = 1_800_000_000_000
 const healthy: ControllerHealth = {
@@ -129,4 +131,54 @@ describe("transitionLines", () => {
       { level: "Error", message: "not healthy: loops stalled: no full pass for 100 s" }
     ])
   })
+})
+
+describe("loggingTransitions", () => {
+  const starting = controllerReport({ ...healthy, initialPassDone: false }, at)
+  const ready = controllerReport(healthy, at)
+
+  /** A health check that says what `current` holds, wrapped; and the lines logged. */
+  const setUp = Effect.gen(function*() {
+    const current = yield* Ref.make<HealthReport>(starting)
+    const logged: Array<string> = []
+    const inner = Layer.succeed(HealthCheck, HealthCheck.of({ report: Ref.get(current) }))
+    const capture = Logger.layer([Logger.make(({ logLevel, message }) => {
+      logged.push(`${logLevel} ${(Array.isArray(message) ? message : [message]).join(" ")}`)
+    })])
+    const context = yield* Layer.build(loggingTransitions().pipe(Layer.provide(inner), Layer.provide(capture)))
+    // Probes run in the server's fibers, with the process's logger: here, the capturing one.
+    const report = Context.get(context, HealthCheck).report.pipe(Effect.provide(capture))
+    return { current, logged, report }
+  })
+
+  /** Lets the background check run once the clock has moved. */
+  const settle = Effect.gen(function*() {
+    for (let i = 0; i < 20; i++) yield* Effect.yieldNow
+  })
+
+  it.effect("logs a change before the probe that sees it answers, and once", () =>
+    Effect.gen(function*() {
+      const { current, logged, report } = yield* setUp
+      yield* settle
+      expect(logged).toEqual(["Info not ready: first pass not done", "Info healthy"])
+      yield* Ref.set(current, ready)
+      expect((yield* report).ready.ok).toBe(true)
+      expect(logged.slice(2)).toEqual(["Info ready"])
+      yield* report
+      yield* report
+      expect(logged).toHaveLength(3)
+    }).pipe(Effect.scoped))
+
+  it.effect("notices a change within a second when nobody asks", () =>
+    Effect.gen(function*() {
+      const { current, logged } = yield* setUp
+      yield* settle
+      yield* Ref.set(current, ready)
+      yield* TestClock.adjust("999 millis")
+      yield* settle
+      expect(logged).toHaveLength(2)
+      yield* TestClock.adjust("1 millis")
+      yield* settle
+      expect(logged.slice(2)).toEqual(["Info ready"])
+    }).pipe(Effect.scoped))
 })
