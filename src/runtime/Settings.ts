@@ -43,6 +43,12 @@ const choice = <const Values extends ReadonlyArray<string>>(
     Flag.withDefault(fallback)
   )
 
+/** Where a server listens. */
+export interface BindAddress {
+  readonly host: string
+  readonly port: number
+}
+
 const bindAddressPattern = /^(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-fA-F:]+\]|[a-z0-9.-]*):\d{1,5}$/
 
 /** host:port, e.g. `0.0.0.0:10258` or `:10258`. */
@@ -177,12 +183,6 @@ export const toRunSettings = (flags: ParsedFlags): RunSettings => ({
     }
     : undefined
 })
-
-/** Where a server listens. */
-export interface BindAddress {
-  readonly host: string
-  readonly port: number
-}
 
 /** Splits `host:port` (host may be empty, meaning every interface). */
 export const parseBindAddress = (address: string): BindAddress => {
