@@ -4,7 +4,7 @@
  * RBAC's `get` on the non-resource URL `/metrics` (see metricsAccess.ts). The certificate comes
  * from `--metrics-cert-dir` (tls.crt, tls.key: cert-manager's names; re-read when they change),
  * else it is self-signed at start-up. A loopback address alone is served as plain HTTP without
- * authentication, for an agent on the same host.
+ * authentication, for a collector on the same host.
  */
 import * as fs from "node:fs"
 import { createServer, type Server } from "node:http"

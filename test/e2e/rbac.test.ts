@@ -327,7 +327,7 @@ describe("RBAC, measured", () => {
     expect(onlyInOwn.length).toBeGreaterThan(0)
   })
 
-  it("was granted nothing it did not use (the record-key Secret's rules wait for the code that reads it)", async () => {
+  it("was granted nothing it did not use", async () => {
     const { clusterWide, onlyInOwn, requests } = await measured()
     const unused = [
       ...clusterWide.filter((p) => !requests.some((r) => covers(p, r))),

@@ -108,7 +108,7 @@ export async function startAsImage(options: { readonly flags?: ReadonlyArray<str
 }
 
 /** Kept-alive connections for scrapes; the controller's certificate is self-signed (as curl -k). */
-const scrapeAgent = new Agent({ keepAlive: true, rejectUnauthorized: false })
+const scrapeConnections = new Agent({ keepAlive: true, rejectUnauthorized: false })
 
 export interface Scrape {
   readonly status: number
@@ -130,7 +130,7 @@ export async function scrapeMetrics(
   const token = options.token === undefined ? loadLab().adminToken : options.token
   return await new Promise<Scrape>((resolve, reject) => {
     const req = request(controller.metricsUrl, {
-      agent: scrapeAgent,
+      agent: scrapeConnections,
       headers: token === null ? {} : { authorization: `Bearer ${token}` },
       timeout: 10_000
     }, (response) => {
