@@ -1,8 +1,21 @@
 # edge-cloud-controller-manager: the controller as a container.
 # Build:  docker build -t edge-cloud-controller-manager:0.1.0 .
 # Runs `edge-ccm run` as a non-root user on a read-only root filesystem (see manifests/).
+#
+# The base images are pinned by the digest of their multi-platform index, so every build uses
+# exactly these images:
+# - node:24-bookworm-slim: the digest recorded for that tag by the official images'
+#   docker-library/repo-info (repos/node/remote/24-bookworm-slim.md; Node 24.19.0, 2026-08-25);
+# - gcr.io/distroless/nodejs24-debian12:nonroot: the digest pinned for that tag in public
+#   Dockerfiles, not checked against the registry from here.
+# To update: `crane digest node:24-bookworm-slim` (or `docker buildx imagetools inspect`), or let
+# Renovate's dockerfile manager keep these ARG defaults current. A build against images of the
+# same names without a registry passes them instead:
+#   docker build --build-arg NODE_IMAGE=node:24-bookworm-slim --build-arg RUNTIME_IMAGE=... .
+ARG NODE_IMAGE=node:24-bookworm-slim@sha256:a9f5f7c91a432850b2a8a7797adf5eadb6c733ceed61167806cee7ea7fbc29df
+ARG RUNTIME_IMAGE=gcr.io/distroless/nodejs24-debian12:nonroot@sha256:14d42e2511532589a7c7e01a753667a74fcc96266e137e8125006b87b0c32d0a
 
-FROM node:24-bookworm-slim AS build
+FROM ${NODE_IMAGE} AS build
 WORKDIR /src
 COPY package.json package-lock.json ./
 # The devDependency `node` (the pinned Node 24 for npm scripts) is not needed in the image.
@@ -11,12 +24,12 @@ COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
 RUN npx tsc -p tsconfig.build.json
 
-FROM node:24-bookworm-slim AS production-dependencies
+FROM ${NODE_IMAGE} AS production-dependencies
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --no-audit --no-fund --ignore-scripts
 
-FROM gcr.io/distroless/nodejs24-debian12:nonroot
+FROM ${RUNTIME_IMAGE}
 LABEL org.opencontainers.image.title="edge-cloud-controller-manager" \
       org.opencontainers.image.description="Kubernetes LoadBalancer controller for edge and home clusters: publishes Services through the LAN's Internet gateway (UPnP IGD)" \
       org.opencontainers.image.version="0.1.0" \
@@ -27,6 +40,7 @@ COPY --from=build /src/dist ./dist
 COPY package.json ./
 # 65532 is distroless's "nonroot".
 USER 65532:65532
-EXPOSE 10258
+# /healthz and /readyz; /metrics (HTTPS).
+EXPOSE 10258 10259
 ENTRYPOINT ["/nodejs/bin/node", "/app/dist/bin.js"]
 CMD ["run"]

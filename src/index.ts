@@ -72,9 +72,11 @@ export { GATEWAY_ADDRESS_FLAG, type TrustedRouter } from "./gateway/TrustedRoute
 
 // Kubernetes
 export { Kube, KubeConflict, KubeError, KubeNotFound, type WatchEvent } from "./kube/Kube.ts"
+export { AccessReview, type ReviewedUser } from "./kube/AccessReview.ts"
 
 // The process
 export { runControllerProcess } from "./runtime/ControllerProcess.ts"
 export { LeaderElection, LeaseStore } from "./runtime/LeaderElection.ts"
-export { HealthCheck, healthServerLayer } from "./runtime/HealthServer.ts"
+export { HealthCheck, type HealthReport, healthServerLayer } from "./runtime/HealthServer.ts"
+export { metricsServerLayer, secureMetricsServerLayer } from "./runtime/MetricsServer.ts"
 export type { RunSettings } from "./runtime/Settings.ts"

@@ -1,17 +1,25 @@
 /**
  * The controller under test, started from the sources with the e2e tests' `startController()`
- * (optionally under Node's --cpu-prof), and what its health endpoint says about its queue.
+ * (optionally under Node's --cpu-prof), and what its /metrics say about its queue. /metrics is
+ * served on the controller's loopback over plain HTTP here: the benchmarks poll it every 50 ms,
+ * and TLS and token reviews would be measured with the controller.
  */
 import * as path from "node:path"
-import { type ControllerProcessOptions, startController } from "../../test/e2e/support/controller.ts"
+import {
+  type ControllerProcessOptions,
+  type ControllerUnderTest,
+  metricsText,
+  sample,
+  startController
+} from "../../test/e2e/support/controller.ts"
 
 export { countDelta, fullPasses, gatewayCalls } from "../../test/e2e/support/controller.ts"
-import { type LabProcess, loadLab } from "../../test/e2e/support/lab.ts"
+import { loadLab } from "../../test/e2e/support/lab.ts"
 import { now, sleep } from "./stats.ts"
 
 const root = path.resolve(import.meta.dirname, "../..")
 
-export type Controller = LabProcess & { readonly healthUrl: string }
+export type Controller = ControllerUnderTest
 
 export interface StartOptions {
   readonly flags: ReadonlyArray<string>
@@ -40,7 +48,11 @@ export async function start(options: StartOptions): Promise<Started> {
       : ["--cpu-prof", "--cpu-prof-dir", options.profileDir, ...(options.profileName === undefined ? [] : ["--cpu-prof-name", options.profileName])])
   ]
   const entry = nodeFlags.length === 0 ? undefined : [process.execPath, ...nodeFlags, path.join(root, "src/bin.ts")]
-  const startOptions: ControllerProcessOptions = { flags: options.flags, ...(entry === undefined ? {} : { entry }) }
+  const startOptions: ControllerProcessOptions = {
+    flags: options.flags,
+    metricsOn: "loopback",
+    ...(entry === undefined ? {} : { entry })
+  }
   const started = now()
   let readyAt: number | undefined
   let polling = true
@@ -74,10 +86,15 @@ export interface Readiness {
   readonly gatewayReachable: boolean
 }
 
+/** From the health gauges of /metrics (/readyz says only ok). */
 export async function readiness(controller: Controller): Promise<Readiness> {
-  const response = await fetch(`${controller.healthUrl}/readyz`)
-  const body = (await response.json()) as { ok?: boolean; queueDepth?: number; eventsQueued?: number; gatewayReachable?: boolean }
-  return { ok: body.ok === true, queueDepth: body.queueDepth ?? -1, eventsQueued: body.eventsQueued ?? 0, gatewayReachable: body.gatewayReachable === true }
+  const text = await metricsText(controller)
+  return {
+    ok: sample(text, "edge_ccm_ready") === 1,
+    queueDepth: sample(text, "edge_ccm_queue_depth") ?? -1,
+    eventsQueued: sample(text, "edge_ccm_events_queued") ?? 0,
+    gatewayReachable: sample(text, "edge_ccm_gateway_reachable") === 1
+  }
 }
 
 /** Waits until the work queue has stayed empty for `quietMs`. */

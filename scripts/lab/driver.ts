@@ -53,7 +53,9 @@ export const LAB = {
   etcdPeerPort: 2380,
   serviceCidr: "10.96.0.0/16",
   nodePortRange: "30000-32767",
-  serviceAccountIssuer: "https://kubernetes.default.svc.cluster.local"
+  serviceAccountIssuer: "https://kubernetes.default.svc.cluster.local",
+  /** Whose requests the audit log records: the controller's ServiceAccounts (manifests/). */
+  auditedGroup: "system:serviceaccounts:edge-ccm-system"
 } as const
 
 /** Interface names; each is unique inside its own namespace only. */
@@ -99,6 +101,12 @@ export interface ControlPlaneState {
   readonly tokenFile: string
   readonly serviceAccountKeyFile: string
   readonly etcdDataDir: string
+  /**
+   * The apiserver's audit log (JSON lines, level Metadata): every request made by a
+   * ServiceAccount of `edge-ccm-system`, and nobody else's.
+   */
+  readonly auditLog: string
+  readonly auditPolicyFile: string
   etcd: ProcessRecord | null
   apiserver: ProcessRecord | null
 }
@@ -629,6 +637,24 @@ async function startEtcd(state: LabStateFile, cp: ControlPlaneState, signal: Abo
   throw new LabStepError(step, `etcd not healthy within 30 s: ${last}`, "etcd", tailFile(log))
 }
 
+/**
+ * Metadata (who, verb, resource, name, response code; no bodies) for the controller's
+ * ServiceAccounts only: the tests measure which calls the controller makes, and nothing else
+ * costs a line. One line per request (RequestReceived omitted), written before the response.
+ */
+function writeAuditPolicy(file: string): void {
+  fs.writeFileSync(file, [
+    "apiVersion: audit.k8s.io/v1",
+    "kind: Policy",
+    "omitStages: [RequestReceived]",
+    "rules:",
+    "  - level: Metadata",
+    `    userGroups: [${JSON.stringify(LAB.auditedGroup)}]`,
+    "  - level: None",
+    ""
+  ].join("\n"))
+}
+
 async function startApiserver(
   state: LabStateFile,
   cp: ControlPlaneState,
@@ -639,6 +665,7 @@ async function startApiserver(
   const step = "start kube-apiserver"
   const logFile = path.join(state.logDir, "kube-apiserver.log")
   const pki = path.dirname(cp.caFile)
+  writeAuditPolicy(cp.auditPolicyFile)
   cp.apiserver = startDaemon([
     "ip", "netns", "exec", state.namespaces.lan, cp.kubeApiserverPath,
     `--etcd-servers=${cp.etcdUrl}`,
@@ -658,6 +685,8 @@ async function startApiserver(
     `--service-node-port-range=${LAB.nodePortRange}`,
     "--disable-admission-plugins=ServiceAccount",
     "--endpoint-reconciler-type=none",
+    `--audit-policy-file=${cp.auditPolicyFile}`,
+    `--audit-log-path=${cp.auditLog}`,
     ...extraArgs
   ], logFile, "kube-apiserver")
   writeState(state)
@@ -959,6 +988,8 @@ export async function up(options: UpOptions): Promise<LabStateFile> {
         tokenFile: path.join(pki, "tokens.csv"),
         serviceAccountKeyFile: path.join(pki, "sa.key"),
         etcdDataDir: path.join(labDir, "etcd-data"),
+        auditLog: path.join(labDir, "logs", "audit.log"),
+        auditPolicyFile: path.join(labDir, "audit-policy.yaml"),
         etcd: null,
         apiserver: null
       }

@@ -1,6 +1,6 @@
 /**
- * The whole controller process: logging, the Kubernetes client, the health and metrics
- * server (always up), and the controller with its router, which runs only while this process
+ * The whole controller process: logging, the Kubernetes client, the health and the metrics
+ * servers (always up), and the controller with its router, which runs only while this process
  * leads when leader election is on. `edge-ccm run` runs it; an embedding program can run it
  * too, or compose the pieces itself (see src/index.ts).
  */
@@ -9,10 +9,13 @@ import { Context, Duration, Effect, Layer, type LogLevel, Option, Ref, Subscript
 import { Controller } from "../controller/Controller.ts"
 import { RecordKey } from "../controller/RecordKey.ts"
 import { Gateways } from "../gateway/Gateways.ts"
-import { Kube } from "../kube/Kube.ts"
-import { HealthCheck, healthServerLayer } from "./HealthServer.ts"
+import { AccessReview } from "../kube/AccessReview.ts"
+import { Kube, loadKubeConfig } from "../kube/Kube.ts"
+import { controllerReport, waitingReport } from "./healthReport.ts"
+import { HealthCheck, healthServerLayer, loggingTransitions } from "./HealthServer.ts"
 import { LeaderElection, LeaseStore } from "./LeaderElection.ts"
 import { loggingLayer } from "./Logging.ts"
+import { metricsServerLayer } from "./MetricsServer.ts"
 import { parseBindAddress, type RunSettings } from "./Settings.ts"
 
 /** The controller while it runs (it does not while another replica leads). */
@@ -43,32 +46,10 @@ const healthCheck = (settings: Pick<RunSettings, "gatewayProbeInterval" | "resyn
           const controller = yield* Ref.get(active)
           if (Option.isNone(controller)) {
             const leading = Option.isSome(election) ? yield* SubscriptionRef.get(election.value.isLeader) : true
-            const holder = Option.isSome(election) ? yield* election.value.observedHolder : ""
-            return {
-              healthy: true,
-              ready: !leading,
-              details: leading ? { role: "starting" } : { role: "standby", leader: holder }
-            }
+            const holder = Option.isSome(election) ? yield* election.value.observedHolder : undefined
+            return waitingReport({ leading, holder })
           }
-          const health = yield* controller.value.health
-          const now = Date.now()
-          const loopsAlive = now - health.lastProbeAt < stuckAfter && now - health.lastResyncAt < stuckAfter
-          return {
-            healthy: loopsAlive,
-            ready: health.servicesSynced && health.initialPassDone && health.gatewayReachable && !health.excluded,
-            details: {
-              role: "leader",
-              servicesSynced: health.servicesSynced,
-              initialPassDone: health.initialPassDone,
-              gatewayReachable: health.gatewayReachable,
-              ...(health.gatewayError === undefined ? {} : { gatewayError: health.gatewayError }),
-              excludedNode: health.excluded,
-              queueDepth: health.queueDepth,
-              eventsQueued: health.eventsQueued,
-              secondsSinceProbe: Math.round((now - health.lastProbeAt) / 1000),
-              secondsSinceResync: Math.round((now - health.lastResyncAt) / 1000)
-            }
-          }
+          return controllerReport(yield* controller.value.health, { now: Date.now(), stuckAfter })
         })
       })
     })
@@ -77,7 +58,11 @@ const healthCheck = (settings: Pick<RunSettings, "gatewayProbeInterval" | "resyn
 /** Runs the controller process until interrupted (SIGTERM leaves every mapping in place). */
 export const runControllerProcess = (settings: RunSettings, logLevel: LogLevel.LogLevel = "Info") => {
   const identity = process.env["POD_NAME"] ?? settings.nodeName ?? hostname()
-  const kube = Kube.layer({ kubeconfig: settings.kubeconfig, instance: identity })
+  // One kubeconfig for the controller's calls and for the reviews of /metrics tokens.
+  const kube = Layer.unwrap(Effect.map(
+    loadKubeConfig(settings.kubeconfig),
+    (kc) => Layer.merge(Kube.layerFromKubeConfig(kc, { instance: identity }), AccessReview.layerFromKubeConfig(kc))
+  ))
   const controller = Controller.layer({
     clusterName: settings.clusterName,
     loadBalancerClass: settings.loadBalancerClass,
@@ -111,10 +96,12 @@ export const runControllerProcess = (settings: RunSettings, logLevel: LogLevel.L
   const base = Layer.mergeAll(election, gateways, Layer.effect(ActiveController, Ref.make(Option.none()))).pipe(
     Layer.provideMerge(kube)
   )
-  const health = healthServerLayer({
-    health: parseBindAddress(settings.healthBindAddress),
-    metrics: settings.metricsBindAddress === undefined ? undefined : parseBindAddress(settings.metricsBindAddress)
-  }).pipe(Layer.provide(healthCheck(settings)))
+  const servers = Layer.mergeAll(
+    healthServerLayer(parseBindAddress(settings.healthBindAddress)),
+    settings.metricsBindAddress === undefined
+      ? Layer.empty
+      : metricsServerLayer({ address: parseBindAddress(settings.metricsBindAddress), certDir: settings.metricsCertDir })
+  ).pipe(Layer.provide(loggingTransitions().pipe(Layer.provide(healthCheck(settings)))))
 
   const runController = Effect.gen(function*() {
     const active = yield* ActiveController
@@ -147,7 +134,7 @@ export const runControllerProcess = (settings: RunSettings, logLevel: LogLevel.L
   })
 
   return main.pipe(
-    Effect.provide(Layer.merge(base, health.pipe(Layer.provide(base)))),
+    Effect.provide(Layer.merge(base, servers.pipe(Layer.provide(base)))),
     Effect.provide(loggingLayer({ format: settings.logFormat, level: logLevel }))
   )
 }

@@ -166,8 +166,11 @@ export interface LeaderElectionService {
   readonly run: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
   /** Whether this process leads now; for readiness and logs. */
   readonly isLeader: SubscriptionRef.SubscriptionRef<boolean>
-  /** The holder currently recorded in the Lease, as last observed (empty when free). */
-  readonly observedHolder: Effect.Effect<string>
+  /**
+   * The holder recorded in the Lease as last observed (empty when free), or `undefined` until
+   * the Lease has been read once.
+   */
+  readonly observedHolder: Effect.Effect<string | undefined>
   readonly identity: string
 }
 
@@ -191,6 +194,8 @@ export const make = Effect.fn("LeaderElection.make")(function*(options: LeaderEl
   const isLeader = yield* SubscriptionRef.make(false)
   const observed = yield* Ref.make<Observed>({ lease: undefined, at: 0 })
   const gauge = Metric.withAttributes(leaderGauge, { lease: `${options.namespace}/${options.name}` })
+  // From the start, so a standby's /metrics says 0 rather than nothing.
+  yield* Metric.update(gauge, 0)
   const seconds = Math.max(1, Math.round(Duration.toSeconds(leaseDuration)))
 
   const setLeader = (leading: boolean) =>
@@ -345,7 +350,7 @@ export const make = Effect.fn("LeaderElection.make")(function*(options: LeaderEl
   const service: LeaderElectionService = {
     run,
     isLeader,
-    observedHolder: Effect.map(Ref.get(observed), (o) => o.lease?.spec?.holderIdentity ?? ""),
+    observedHolder: Effect.map(Ref.get(observed), (o) => o.lease === undefined ? undefined : o.lease.spec?.holderIdentity ?? ""),
     identity: options.identity
   }
   return service

@@ -51,10 +51,23 @@ const choice = <const Values extends ReadonlyArray<string>>(
     Flag.withDefault(fallback)
   )
 
+/** Where a server listens. */
+export interface BindAddress {
+  readonly host: string
+  readonly port: number
+}
+
+const bindAddressPattern = /^(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-fA-F:]+\]|[a-z0-9.-]*):\d{1,5}$/
+
 /** host:port, e.g. `0.0.0.0:10258` or `:10258`. */
-const BindAddress = Schema.String.check(
-  Schema.isPattern(/^(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-fA-F:]+\]|[a-z0-9.-]*):\d{1,5}$/, {
-    message: "a bind address is host:port, e.g. 0.0.0.0:10258"
+const BindAddressText = Schema.String.check(
+  Schema.isPattern(bindAddressPattern, { message: "a bind address is host:port, e.g. 0.0.0.0:10258" })
+)
+
+/** host:port, or `0` for "do not serve" (controller-runtime's convention for its metrics). */
+const OptionalBindAddressText = Schema.String.check(
+  Schema.isPattern(new RegExp(`^0$|${bindAddressPattern.source}`), {
+    message: "a bind address is host:port, e.g. 0.0.0.0:10259, or 0 to serve nothing"
   })
 )
 
@@ -109,11 +122,19 @@ export const runFlags = {
   ),
   healthBindAddress: text("health-bind-address", "where /healthz and /readyz listen (default 0.0.0.0:10258)").pipe(
     Flag.withDefault("0.0.0.0:10258"),
-    Flag.withSchema(BindAddress)
+    Flag.withSchema(BindAddressText)
   ),
-  metricsBindAddress: text("metrics-bind-address", "where /metrics listens; the health address when unset").pipe(
-    Flag.withSchema(BindAddress),
-    Flag.optional
+  metricsBindAddress: text(
+    "metrics-bind-address",
+    "where /metrics listens: HTTPS with the cluster's authentication and RBAC, plain HTTP on a loopback address, " +
+      "0 for nowhere (default 0.0.0.0:10259)"
+  ).pipe(
+    Flag.withDefault("0.0.0.0:10259"),
+    Flag.withSchema(OptionalBindAddressText)
+  ),
+  metricsCertDir: optionalText(
+    "metrics-cert-dir",
+    "directory holding tls.crt and tls.key for /metrics (re-read when they change); default: a self-signed certificate"
   ),
   logFormat: choice("log-format", ["json", "text"], "json for collectors, text for terminals", "json"),
   autoPreference: text(
@@ -162,7 +183,9 @@ export interface RunSettings {
   readonly ipMode: "VIP" | "Proxy" | undefined
   readonly nodeName: string | undefined
   readonly healthBindAddress: string
+  /** `undefined`: /metrics is not served. */
   readonly metricsBindAddress: string | undefined
+  readonly metricsCertDir: string | undefined
   readonly logFormat: "json" | "text"
   readonly autoPreference: ReadonlyArray<"upnp-igd" | "pcp" | "nat-pmp">
   readonly leaderElection:
@@ -195,7 +218,8 @@ export const toRunSettings = (flags: ParsedFlags): RunSettings => ({
   ipMode: flags.ipMode === "unset" ? undefined : flags.ipMode,
   nodeName: Option.getOrUndefined(flags.nodeName),
   healthBindAddress: flags.healthBindAddress,
-  metricsBindAddress: Option.getOrUndefined(flags.metricsBindAddress),
+  metricsBindAddress: flags.metricsBindAddress === "0" ? undefined : flags.metricsBindAddress,
+  metricsCertDir: Option.getOrUndefined(flags.metricsCertDir),
   logFormat: flags.logFormat,
   autoPreference: flags.autoPreference.split(",") as Array<"upnp-igd" | "pcp" | "nat-pmp">,
   leaderElection: flags.leaderElect
@@ -223,7 +247,7 @@ export const settingsProblem = (settings: RunSettings): string | undefined => {
 }
 
 /** Splits `host:port` (host may be empty, meaning every interface). */
-export const parseBindAddress = (address: string): { readonly host: string; readonly port: number } => {
+export const parseBindAddress = (address: string): BindAddress => {
   const separator = address.lastIndexOf(":")
   const host = address.slice(0, separator).replace(/^\[|\]$/g, "")
   return { host: host === "" ? "0.0.0.0" : host, port: Number(address.slice(separator + 1)) }

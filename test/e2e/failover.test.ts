@@ -4,9 +4,19 @@
  * stop hands over faster; a secure-mode router makes the new leader wait for expiry.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
-import { eventsFor, getService, ingressIp, loadBalancerService, startController } from "./support/controller.ts"
+import {
+  type ControllerUnderTest,
+  eventsFor,
+  getService,
+  ingressIp,
+  loadBalancerService,
+  metricsText,
+  sample,
+  startController
+} from "./support/controller.ts"
 import {
   curlFromWan,
+  ensureNamespace,
   kubectl,
   kubectlJson,
   type LabProcess,
@@ -23,7 +33,7 @@ const NODE_1 = "192.168.77.10"
 const NODE_2 = "192.168.77.11"
 const PORT = 8801
 
-type Controller = LabProcess & { readonly healthUrl: string }
+type Controller = ControllerUnderTest
 const running = new Set<Controller>()
 
 const start = async (namespace: "lan" | "lan2", flags: ReadonlyArray<string> = []) => {
@@ -59,7 +69,7 @@ let node2Server: LabProcess
 
 beforeAll(async () => {
   expect(loadLab().nodes.length, "the failover tests need the lab's second node").toBeGreaterThanOrEqual(2)
-  await kubectl(["create", "namespace", NAMESPACE])
+  await ensureNamespace(NAMESPACE)
 })
 
 afterEach(async (context) => {
@@ -92,7 +102,9 @@ describe("failover", () => {
     const first = await start("lan")
     await waitFor(async () => (await holder()) === "node-1", { description: "node-1 to lead" })
     const second = await start("lan2")
-    expect((await (await fetch(`${second.healthUrl}/readyz`)).json()) as object).toMatchObject({ role: "standby" })
+    // Ready as a standby (start() waited for /readyz 200); its gauge over /metrics says it does not lead.
+    expect(sample(await metricsText(second), `edge_ccm_leader{lease="${NAMESPACE}/edge-cloud-controller-manager"}`)).toBe(0)
+    expect(sample(await metricsText(first), `edge_ccm_leader{lease="${NAMESPACE}/edge-cloud-controller-manager"}`)).toBe(1)
 
     await createService()
     const service = await waitFor(async () => {

@@ -8,61 +8,25 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import {
+  type ControllerUnderTest,
   eventsFor,
   getService,
   ingressIp,
   loadBalancerService,
-  startController
+  MANIFESTS_NAMESPACE as NAMESPACE,
+  metricsText,
+  NOBODY,
+  startAsImage
 } from "./support/controller.ts"
-import {
-  createServiceAccountToken,
-  curlFromWan,
-  kubectl,
-  kubectlJson,
-  type LabProcess,
-  loadLab,
-  serveNodePort,
-  upnpcList,
-  waitFor
-} from "./support/lab.ts"
+import { curlFromWan, ensureNamespace, kubectl, kubectlJson, serveNodePort, upnpcList, waitFor } from "./support/lab.ts"
 
 const root = path.resolve(import.meta.dirname, "../..")
-const artifact = path.join(root, ".lab/artifact")
-const NOBODY = 65534
-const NAMESPACE = "edge-ccm-system"
-const SERVICE_ACCOUNT = "edge-cloud-controller-manager"
 
-let controller: LabProcess & { readonly healthUrl: string }
-
-/** A kubeconfig for the ServiceAccount's token that the unprivileged user can read. */
-async function serviceAccountKubeconfig(): Promise<string> {
-  const lab = loadLab()
-  const token = await createServiceAccountToken(NAMESPACE, SERVICE_ACCOUNT, { expirationSeconds: 3600 })
-  const dir = path.join(lab.labDir, "nonroot")
-  fs.mkdirSync(dir, { recursive: true })
-  fs.copyFileSync(lab.caFile, path.join(dir, "ca.crt"))
-  const file = path.join(dir, "kubeconfig")
-  fs.writeFileSync(file, [
-    "apiVersion: v1",
-    "kind: Config",
-    "clusters: [{name: lab, cluster: {server: " + JSON.stringify(lab.apiserverUrl) + ", certificate-authority: " +
-    JSON.stringify(path.join(dir, "ca.crt")) + "}}]",
-    "users: [{name: controller, user: {token: " + JSON.stringify(token) + "}}]",
-    "contexts: [{name: lab, context: {cluster: lab, user: controller}}]",
-    "current-context: lab",
-    ""
-  ].join("\n"), { mode: 0o600 })
-  fs.chownSync(dir, NOBODY, NOBODY)
-  for (const name of fs.readdirSync(dir)) fs.chownSync(path.join(dir, name), NOBODY, NOBODY)
-  return file
-}
+let controller: ControllerUnderTest
 
 beforeAll(async () => {
-  expect(fs.existsSync(path.join(artifact, "dist/bin.js")), "run scripts/build-artifact.sh first (npm test does)")
-    .toBe(true)
-  expect(fs.existsSync(path.join(artifact, "node_modules/vitest")), "the artifact holds devDependencies").toBe(false)
   // kubectl apply -k needs its Namespace first: a server-side dry run of a new Namespace and its objects fails.
-  await kubectl(["create", "namespace", NAMESPACE])
+  await ensureNamespace(NAMESPACE)
   const dryRun = await kubectl(["apply", "-k", path.join(root, "manifests"), "--dry-run=server"])
   expect(dryRun.code, dryRun.stderr).toBe(0)
   const applied = await kubectl(["apply", "-k", path.join(root, "manifests")])
@@ -70,13 +34,7 @@ beforeAll(async () => {
   expect(applied.stdout).toContain("clusterrole.rbac.authorization.k8s.io/edge-cloud-controller-manager")
   expect(applied.stdout).toContain("daemonset.apps/edge-cloud-controller-manager")
 
-  controller = await startController({
-    kubeconfig: await serviceAccountKubeconfig(),
-    // The image's command line, as an unprivileged user, on the pinned Node 24.
-    entry: ["setpriv", `--reuid=${NOBODY}`, `--regid=${NOBODY}`, "--clear-groups", process.execPath,
-      path.join(artifact, "dist/bin.js")],
-    flags: ["--leader-elect", "--leader-elect-namespace", NAMESPACE]
-  })
+  controller = await startAsImage()
 })
 
 afterAll(async () => {
@@ -113,12 +71,15 @@ describe("the controller as the image runs it", () => {
     expect((await upnpcList()).find((m) => m.externalPort === 8080)).toBeUndefined()
   })
 
-  it("serves /healthz, /readyz and Prometheus /metrics", async () => {
+  it("serves /healthz and /readyz with nothing but ok, and Prometheus /metrics over HTTPS with its own reviews", async () => {
     const healthz = await fetch(`${controller.healthUrl}/healthz`)
     expect(healthz.status).toBe(200)
-    const readyz = await (await fetch(`${controller.healthUrl}/readyz`)).json() as Record<string, unknown>
-    expect(readyz).toMatchObject({ ok: true, role: "leader", servicesSynced: true, gatewayReachable: true })
-    const metrics = await (await fetch(`${controller.healthUrl}/metrics`)).text()
+    expect(await healthz.text()).toBe('{"ok":true}')
+    expect(await (await fetch(`${controller.healthUrl}/readyz`)).text()).toBe('{"ok":true}')
+    // The detail went to the log, once, when it became ready.
+    expect(controller.output()).toMatch(/"message":"ready"/)
+    // Scraped with the lab admin's token: the controller, as its ServiceAccount, had to review it.
+    const metrics = await metricsText(controller)
     for (
       const name of [
         "edge_ccm_reconcile_total",
@@ -132,6 +93,9 @@ describe("the controller as the image runs it", () => {
     ) expect(metrics, name).toContain(name)
     expect(metrics).toMatch(/edge_ccm_external_ip_info\{[^}]*ip="122\.112\.219\.229"[^}]*\} 1/)
     expect(metrics).toMatch(/edge_ccm_leader\{[^}]*\} 1/)
+    for (const gauge of ["edge_ccm_ready 1", "edge_ccm_services_synced 1", "edge_ccm_gateway_reachable 1"]) {
+      expect(metrics.split("\n"), gauge).toContain(gauge)
+    }
   })
 
   it("says precisely which permission is missing when a rule is removed, and recovers when it is back", async () => {

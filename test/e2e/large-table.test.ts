@@ -13,10 +13,11 @@ import {
   gatewayCalls,
   getService,
   loadBalancerService,
+  type ControllerUnderTest,
   type ServiceView,
   startController
 } from "./support/controller.ts"
-import { gatewayAlive, kubectl, kubectlJson, type LabProcess, loadLab, nftMappings, upnpcDelete, waitFor } from "./support/lab.ts"
+import { gatewayAlive, kubectl, kubectlJson, loadLab, nftMappings, upnpcDelete, waitFor } from "./support/lab.ts"
 
 const SERVICES = 100
 const FIRST_PORT = 42000
@@ -24,7 +25,7 @@ const FIRST_PORT = 42000
 const portsOf = (index: number) => [FIRST_PORT + 2 * index, FIRST_PORT + 2 * index + 1]
 const MAPPINGS = 2 * SERVICES
 
-let controller: LabProcess & { readonly healthUrl: string }
+let controller: ControllerUnderTest
 
 const ourRules = async () => {
   const nodeIp = loadLab().nodeIp

@@ -1,6 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import type { V1Lease } from "@kubernetes/client-node"
 import { Effect, Exit, Fiber, Metric, Ref, SubscriptionRef } from "effect"
+import { PrometheusMetrics } from "effect/observability"
 import { TestClock } from "effect/testing"
 import { KubeError } from "../../src/kube/KubeError.ts"
 import type { LeaseStoreService } from "../../src/runtime/LeaderElection.ts"
@@ -99,6 +100,18 @@ describe("LeaderElection", () => {
       assert.strictEqual(gauge.value, 1)
       yield* Fiber.interrupt(fiber)
     }).pipe(Effect.provide(LeaseStore.layerMemory)))
+
+  it.effect("says 0 on /metrics from the start, so a standby is told from a process that says nothing", () =>
+    Effect.gen(function*() {
+      const shared = yield* world
+      yield* candidate("pod-b", shared)
+      const text = yield* PrometheusMetrics.format()
+      assert.include(text.split("\n"), `edge_ccm_leader{lease="${NAMESPACE}/${NAME}"} 0`)
+    }).pipe(
+      Effect.provide(LeaseStore.layerMemory),
+      // A registry of its own: what earlier tests recorded must not answer for this one.
+      Effect.provideService(Metric.MetricRegistry, new Map())
+    ))
 
   it.effect("renews every retry period, and a second candidate waits as long as renewals continue", () =>
     Effect.gen(function*() {

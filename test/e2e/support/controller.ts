@@ -2,9 +2,19 @@
  * The controller as a real process in a lab node namespace, and the Kubernetes views the
  * e2e tests assert on (Service status, events, the router's table).
  */
+import * as fs from "node:fs"
+import { Agent, request } from "node:https"
 import * as path from "node:path"
 import { run } from "../../../scripts/lab/proc.ts"
-import { kubectl, kubectlJson, type LabProcess, loadLab, spawnInNamespace, waitFor } from "./lab.ts"
+import {
+  createServiceAccountToken,
+  kubectl,
+  kubectlJson,
+  type LabProcess,
+  loadLab,
+  spawnInNamespace,
+  waitFor
+} from "./lab.ts"
 
 const root = path.resolve(import.meta.dirname, "../../..")
 
@@ -13,6 +23,13 @@ export interface ControllerProcessOptions {
   readonly namespace?: "lan" | "lan2"
   readonly nodeName?: string
   readonly healthPort?: number
+  readonly metricsPort?: number
+  /**
+   * Where /metrics listens: on the node's address over HTTPS with bearer tokens, as the
+   * DaemonSet runs it (default), or on 127.0.0.1 over plain HTTP (cheaper to poll, for the
+   * benchmarks; reachable only from the controller's own namespace).
+   */
+  readonly metricsOn?: "node" | "loopback"
   /** Extra flags, e.g. ["--resync-interval", "5s"]. */
   readonly flags?: ReadonlyArray<string>
   readonly kubeconfig?: string
@@ -26,22 +43,29 @@ export function edgeCcm(args: ReadonlyArray<string>, options: { readonly timeout
   return run([process.execPath, path.join(root, "src/bin.ts"), ...args], { cwd: root, timeoutMs: options.timeoutMs ?? 30_000 })
 }
 
+/** A controller process, its /healthz and /readyz base URL, and its /metrics URL. */
+export type ControllerUnderTest = LabProcess & { readonly healthUrl: string; readonly metricsUrl: string }
+
 /** Starts `edge-ccm run` and waits until /readyz answers 200 (caches synced, router reachable). */
-export async function startController(options: ControllerProcessOptions = {}): Promise<LabProcess & { readonly healthUrl: string }> {
+export async function startController(options: ControllerProcessOptions = {}): Promise<ControllerUnderTest> {
   const lab = loadLab()
   const healthPort = options.healthPort ?? 10258
+  const metricsPort = options.metricsPort ?? 10259
   const node = options.namespace === "lan2" ? lab.nodes[1]! : lab.nodes[0]!
+  const metricsHost = options.metricsOn === "loopback" ? "127.0.0.1" : node.ip
   const argv = [
     ...(options.entry ?? [process.execPath, path.join(root, "src/bin.ts")]),
     "run",
     "--kubeconfig", options.kubeconfig ?? lab.kubeconfig,
     "--node-name", options.nodeName ?? node.name,
     "--health-bind-address", `${node.ip}:${healthPort}`,
+    "--metrics-bind-address", `${metricsHost}:${metricsPort}`,
     "--log-format", "json",
     ...(options.flags ?? [])
   ]
   const proc = spawnInNamespace(options.namespace ?? "lan", argv, { cwd: root, ...(options.env ? { env: options.env } : {}) })
   const healthUrl = `http://${node.ip}:${healthPort}`
+  const metricsUrl = `${options.metricsOn === "loopback" ? "http" : "https"}://${metricsHost}:${metricsPort}/metrics`
   let exited = false
   void proc.exited.then(() => {
     exited = true
@@ -56,7 +80,110 @@ export async function startController(options: ControllerProcessOptions = {}): P
     await proc.stop({ signal: "SIGKILL" })
     throw new Error(`${(error as Error).message}\ncontroller output:\n${proc.output().slice(-3000)}`)
   }
-  return Object.assign(proc, { healthUrl })
+  return Object.assign(proc, { healthUrl, metricsUrl })
+}
+
+/** Where manifests/ put the controller: its namespace and ServiceAccount. */
+export const MANIFESTS_NAMESPACE = "edge-ccm-system"
+export const MANIFESTS_SERVICE_ACCOUNT = "edge-cloud-controller-manager"
+/** The unprivileged user the image-like controller runs as (uid and gid `nobody`). */
+export const NOBODY = 65534
+
+/**
+ * The controller as the image runs it: what scripts/build-artifact.sh put in .lab/artifact
+ * (compiled dist/, production node_modules only) on the pinned Node 24, as `nobody`,
+ * authenticated as the manifests' ServiceAccount, with leader election in its namespace. Its
+ * rights are RBAC's, no more: apply manifests/ first.
+ */
+export async function startAsImage(options: { readonly flags?: ReadonlyArray<string> } = {}): Promise<ControllerUnderTest> {
+  const artifact = path.join(root, ".lab/artifact")
+  if (!fs.existsSync(path.join(artifact, "dist/bin.js"))) throw new Error("run scripts/build-artifact.sh first (npm test does)")
+  if (fs.existsSync(path.join(artifact, "node_modules/vitest"))) throw new Error("the artifact holds devDependencies")
+  return await startController({
+    kubeconfig: await serviceAccountKubeconfig(MANIFESTS_NAMESPACE, MANIFESTS_SERVICE_ACCOUNT, NOBODY),
+    entry: ["setpriv", `--reuid=${NOBODY}`, `--regid=${NOBODY}`, "--clear-groups", process.execPath,
+      path.join(artifact, "dist/bin.js")],
+    flags: ["--leader-elect", "--leader-elect-namespace", MANIFESTS_NAMESPACE, ...(options.flags ?? [])]
+  })
+}
+
+/** Kept-alive connections for scrapes; the controller's certificate is self-signed (as curl -k). */
+const scrapeConnections = new Agent({ keepAlive: true, rejectUnauthorized: false })
+
+export interface Scrape {
+  readonly status: number
+  readonly body: string
+}
+
+/**
+ * GETs the controller's /metrics. Over HTTPS it sends `token` (default: the lab's admin token,
+ * which RBAC allows everything) unless `token` is null; plain HTTP on loopback needs none.
+ */
+export async function scrapeMetrics(
+  controller: { readonly metricsUrl: string },
+  options: { readonly token?: string | null } = {}
+): Promise<Scrape> {
+  if (controller.metricsUrl.startsWith("http:")) {
+    const response = await fetch(controller.metricsUrl)
+    return { status: response.status, body: await response.text() }
+  }
+  const token = options.token === undefined ? loadLab().adminToken : options.token
+  return await new Promise<Scrape>((resolve, reject) => {
+    const req = request(controller.metricsUrl, {
+      agent: scrapeConnections,
+      headers: token === null ? {} : { authorization: `Bearer ${token}` },
+      timeout: 10_000
+    }, (response) => {
+      let body = ""
+      response.setEncoding("utf8")
+      response.on("data", (chunk: string) => (body += chunk))
+      response.on("end", () => resolve({ status: response.statusCode ?? 0, body }))
+    })
+    req.on("error", reject)
+    req.on("timeout", () => req.destroy(new Error(`no answer from ${controller.metricsUrl} within 10 s`)))
+    req.end()
+  })
+}
+
+/** /metrics as the lab's admin would scrape it; throws unless it answers 200. */
+export async function metricsText(controller: { readonly metricsUrl: string }): Promise<string> {
+  const scrape = await scrapeMetrics(controller)
+  if (scrape.status !== 200) throw new Error(`${controller.metricsUrl} answered ${scrape.status}: ${scrape.body.slice(0, 200)}`)
+  return scrape.body
+}
+
+/** The value of one sample of /metrics (`name` with its labels, as printed), or undefined. */
+export function sample(text: string, series: string): number | undefined {
+  for (const line of text.split("\n")) {
+    if (line.startsWith(`${series} `)) return Number(line.slice(series.length + 1))
+  }
+  return undefined
+}
+
+/**
+ * A kubeconfig for a token of the ServiceAccount, in a directory the unprivileged user
+ * `owner` (uid = gid) can read, with the lab's CA beside it.
+ */
+export async function serviceAccountKubeconfig(namespace: string, name: string, owner: number): Promise<string> {
+  const lab = loadLab()
+  const token = await createServiceAccountToken(namespace, name, { expirationSeconds: 3600 })
+  const dir = path.join(lab.labDir, `kubeconfig-${namespace}-${name}`)
+  fs.mkdirSync(dir, { recursive: true })
+  fs.copyFileSync(lab.caFile, path.join(dir, "ca.crt"))
+  const file = path.join(dir, "kubeconfig")
+  fs.writeFileSync(file, [
+    "apiVersion: v1",
+    "kind: Config",
+    "clusters: [{name: lab, cluster: {server: " + JSON.stringify(lab.apiserverUrl) + ", certificate-authority: " +
+    JSON.stringify(path.join(dir, "ca.crt")) + "}}]",
+    "users: [{name: controller, user: {token: " + JSON.stringify(token) + "}}]",
+    "contexts: [{name: lab, context: {cluster: lab, user: controller}}]",
+    "current-context: lab",
+    ""
+  ].join("\n"), { mode: 0o600 })
+  fs.chownSync(dir, owner, owner)
+  for (const entry of fs.readdirSync(dir)) fs.chownSync(path.join(dir, entry), owner, owner)
+  return file
 }
 
 export interface ServiceView {
@@ -142,11 +269,11 @@ export async function deleteTestServices(): Promise<void> {
 
 /** A counter from the controller's /metrics, summed by the value of one label. */
 export async function counterBy(
-  controller: { readonly healthUrl: string },
+  controller: { readonly metricsUrl: string },
   metric: string,
   label: string
 ): Promise<Record<string, number>> {
-  const text = await (await fetch(`${controller.healthUrl}/metrics`)).text()
+  const text = await metricsText(controller)
   const counts: Record<string, number> = {}
   const labelPattern = new RegExp(`${label}="([^"]*)"`)
   for (const line of text.split("\n")) {
@@ -158,11 +285,11 @@ export async function counterBy(
 }
 
 /** The controller's own count of router calls by action (edge_ccm_gateway_requests_total). */
-export const gatewayCalls = (controller: { readonly healthUrl: string }) =>
+export const gatewayCalls = (controller: { readonly metricsUrl: string }) =>
   counterBy(controller, "edge_ccm_gateway_requests_total", "action")
 
 /** Full passes by result, complete or incomplete (edge_ccm_full_passes_total). */
-export const fullPasses = (controller: { readonly healthUrl: string }) =>
+export const fullPasses = (controller: { readonly metricsUrl: string }) =>
   counterBy(controller, "edge_ccm_full_passes_total", "result")
 
 /** after − before, by key, zeros dropped. */

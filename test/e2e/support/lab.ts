@@ -57,6 +57,8 @@ export interface LabState {
   readonly apiserverUrl: string
   readonly adminToken: string
   readonly caFile: string
+  /** The apiserver's audit log: requests of ServiceAccounts in edge-ccm-system (see scripts/lab/README.md). */
+  readonly auditLog: string
   /** The raw state file. */
   readonly raw: driver.LabStateFile
 }
@@ -114,7 +116,8 @@ export function loadLab(): LabState {
     kubectlPath: cp?.kubectlPath,
     apiserverUrl: cp?.apiserverUrl,
     adminToken: cp?.adminToken,
-    caFile: cp?.caFile
+    caFile: cp?.caFile,
+    auditLog: cp?.auditLog
   }
   for (const [key, value] of Object.entries(cpFields)) {
     if (value !== undefined) lab[key] = value
@@ -602,6 +605,26 @@ export async function createServiceAccountToken(
   const r = await kubectl(args)
   if (r.code !== 0) throw new Error(`TokenRequest for ${namespace}/${name} failed: ${r.stderr.trim()}`)
   return r.stdout.trim()
+}
+
+/**
+ * Creates the namespace unless it exists. No controller-manager runs in the lab, so a deleted
+ * namespace stays Terminating for good (its `kubernetes` finalizer is never removed) and
+ * refuses new objects: such a namespace is finalized first, as the namespace controller would
+ * once the objects in it are deleted, and created again.
+ */
+export async function ensureNamespace(name: string): Promise<void> {
+  const current = await kubectl(["get", "namespace", name, "-o", "jsonpath={.status.phase}"])
+  if (current.code === 0 && current.stdout === "Active") return
+  if (current.code === 0) {
+    const finalized = await kubectl(["replace", "--raw", `/api/v1/namespaces/${name}/finalize`, "-f", "-"], {
+      input: JSON.stringify({ apiVersion: "v1", kind: "Namespace", metadata: { name }, spec: { finalizers: [] } })
+    })
+    if (finalized.code !== 0) throw new Error(`cannot finalize namespace ${name}: ${finalized.stderr.trim()}`)
+    await waitFor(async () => (await kubectl(["get", "namespace", name])).code !== 0, { description: `namespace ${name} to be gone` })
+  }
+  const created = await kubectl(["create", "namespace", name])
+  if (created.code !== 0) throw new Error(`cannot create namespace ${name}: ${created.stderr.trim()}`)
 }
 
 /** Writes a kubeconfig for `token` against the lab's apiserver and returns its path. */
