@@ -173,25 +173,34 @@ describe("A tenant's edits to its own Service never reach another Service's mapp
     }))
 })
 
+/** What an earlier version left for the seed's Service: the mapping, a finalizer, an unsigned record. */
+const leftByEarlierVersion = (
+  backend: "upnp-igd" | "nat-pmp",
+  gateway: ReturnType<typeof setup>["gateway"],
+  kube: ReturnType<typeof setup>["kube"]
+): RecordedMapping => {
+  const legacy: RecordedMapping = {
+    backend,
+    gateway: backend === "upnp-igd" ? "http://192.168.77.1:49536/ctl/IPConn" : "192.168.77.1:5351",
+    protocol: "TCP",
+    externalPort: 8080,
+    internalClient: "192.168.77.10",
+    internalPort: 30000,
+    description: "kubernetes/default/http-nginx-service/http"
+  }
+  gateway.addForeign({ ...legacy, leaseDuration: 3000 })
+  kube.create(seedService({
+    finalizers: ["midokura.com/load-balancer-cleanup"],
+    annotations: { "midokura.com/load-balancer-type": backend, [MAPPINGS_ANNOTATION]: writeRecord([legacy]) }
+  }))
+  return legacy
+}
+
 describe("Records written by an earlier version (no signature) are migrated", () => {
   it.effect("the Service's own entries are kept, signed, and still cleaned up", () =>
     Effect.gen(function*() {
       const { gateway, kube, start } = setup()
-      // What the previous version left: a finalizer, an unsigned record, the mapping.
-      const legacy: RecordedMapping = {
-        backend: "upnp-igd",
-        gateway: "http://192.168.77.1:49536/ctl/IPConn",
-        protocol: "TCP",
-        externalPort: 8080,
-        internalClient: "192.168.77.10",
-        internalPort: 30000,
-        description: "kubernetes/default/http-nginx-service/http"
-      }
-      gateway.addForeign({ ...legacy, leaseDuration: 3000 })
-      kube.create(seedService({
-        finalizers: ["midokura.com/load-balancer-cleanup"],
-        annotations: { "midokura.com/load-balancer-type": "upnp-igd", [MAPPINGS_ANNOTATION]: writeRecord([legacy]) }
-      }))
+      const legacy = leftByEarlierVersion("upnp-igd", gateway, kube)
       yield* start
       yield* until("signed", () => kube.get("default/http-nginx-service")?.metadata?.annotations?.[MAPPINGS_SIGNATURE_ANNOTATION] !== undefined)
       expect(recordOf(kube.get("default/http-nginx-service"))).toMatchObject({ refused: [], stale: false })
@@ -207,20 +216,7 @@ describe("Records written by an earlier version (no signature) are migrated", ()
   it.effect("NAT-PMP: a Service deleted before the upgrade is cleaned up from its unsigned record", () =>
     Effect.gen(function*() {
       const { gateway, kube, start } = setup({}, { protocol: "nat-pmp" })
-      const legacy: RecordedMapping = {
-        backend: "nat-pmp",
-        gateway: "192.168.77.1:5351",
-        protocol: "TCP",
-        externalPort: 8080,
-        internalClient: "192.168.77.10",
-        internalPort: 30000,
-        description: "kubernetes/default/http-nginx-service/http"
-      }
-      gateway.addForeign({ ...legacy, leaseDuration: 3000 })
-      kube.create(seedService({
-        finalizers: ["midokura.com/load-balancer-cleanup"],
-        annotations: { "midokura.com/load-balancer-type": "nat-pmp", [MAPPINGS_ANNOTATION]: writeRecord([legacy]) }
-      }))
+      leftByEarlierVersion("nat-pmp", gateway, kube)
       kube.delete("default/http-nginx-service")
       yield* start
       yield* until("gone", () => kube.get("default/http-nginx-service") === undefined)
