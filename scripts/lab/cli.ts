@@ -1,8 +1,9 @@
 /**
  * `npm run lab -- <command>`: the lab by hand.
  *
- *   up      [--name dev] [--no-control-plane] [--nodes 1|2] [--secure-mode yes|no]
+ *   up      [--name dev] [--no-control-plane] [--nodes 1|2] [--real-node] [--secure-mode yes|no]
  *           [--enable-upnp yes|no] [--enable-natpmp yes|no] [--keep-logs] [--json]
+ *   images  [--arch amd64|arm64] [--run-help]   build (or find cached) the images a real node runs
  *   down    [--name dev | --all] [--keep-logs]
  *   status  [--name dev] [--json]
  *   reboot-gateway       [--name dev]
@@ -17,6 +18,7 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import { parseArgs } from "node:util"
 import {
+  controlPlaneBinDir,
   down,
   type GatewaySettings,
   LabStepError,
@@ -32,11 +34,16 @@ import {
   up
 } from "./driver.ts"
 import type { LabStateFile } from "./driver.ts"
+import { type Arch, buildImages, runHelp } from "./images.ts"
 
 const usage = `usage: npm run lab -- <command> [options]
 
-  up      [--name dev] [--no-control-plane] [--nodes 1|2] [--secure-mode yes|no]
+  up      [--name dev] [--no-control-plane] [--nodes 1|2] [--real-node] [--secure-mode yes|no]
           [--enable-upnp yes|no] [--enable-natpmp yes|no] [--keep-logs] [--json]
+          --real-node: containerd, kubelet and kube-proxy on every node, the scheduler and
+          controller-manager, the images built here and imported (one such lab at a time)
+  images  [--arch amd64|arm64] [--run-help]   the images a real node runs, built and cached;
+          --run-help starts the controller image with --help (arm64: under qemu-user)
   down    [--name dev | --all] [--keep-logs]
   status  [--name NAME] [--json]
   reboot-gateway       [--name dev]   stop miniupnpd, flush its chains, start it
@@ -53,6 +60,9 @@ const { values, positionals } = parseArgs({
     name: { type: "string", default: "dev" },
     all: { type: "boolean", default: false },
     "no-control-plane": { type: "boolean", default: false },
+    "real-node": { type: "boolean", default: false },
+    arch: { type: "string", default: "amd64" },
+    "run-help": { type: "boolean", default: false },
     nodes: { type: "string", default: "1" },
     "secure-mode": { type: "string" },
     "enable-upnp": { type: "string" },
@@ -84,6 +94,11 @@ function gatewaySettings(): Partial<GatewaySettings> {
   if (enableUpnp !== undefined) out.enableUpnp = enableUpnp
   if (enableNatpmp !== undefined) out.enableNatpmp = enableNatpmp
   return out
+}
+
+function architecture(): Arch {
+  if (values.arch === "amd64" || values.arch === "arm64") return values.arch
+  throw new Error(`--arch takes amd64 or arm64, not "${values.arch}"`)
 }
 
 function loadNamed(): LabStateFile {
@@ -164,6 +179,8 @@ async function main(): Promise<number> {
       const state = await up({
         name: values.name,
         controlPlane: !values["no-control-plane"],
+        realNode: values["real-node"],
+        arch: architecture(),
         nodes,
         gateway: gatewaySettings(),
         keepLogs: values["keep-logs"],
@@ -171,6 +188,17 @@ async function main(): Promise<number> {
         ...(values.quiet ? { log: () => {} } : {})
       })
       process.stdout.write(values.json ? `${JSON.stringify(state, null, 2)}\n` : `${howToReach(state)}\n`)
+      return 0
+    }
+    case "images": {
+      const binDir = await controlPlaneBinDir()
+      const set = await buildImages({ repoRoot, cacheRoot: path.dirname(binDir), arch: architecture(), kubectl: path.join(binDir, "kubectl"), log: (m) => process.stderr.write(`[images] ${m}\n`) })
+      for (const image of set.images) process.stdout.write(`${image.role.padEnd(11)} ${image.reference.padEnd(56)} ${rel(image.archive)}\n`)
+      if (values["run-help"]) {
+        const help = await runHelp(set)
+        process.stdout.write(`\n$ ${help.command}\n${help.output}`)
+        return help.code
+      }
       return 0
     }
     case "down": {

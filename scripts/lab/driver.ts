@@ -19,6 +19,7 @@ import { randomBytes } from "node:crypto"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
+import { type Arch, buildImages, type ImageSet } from "./images.ts"
 import {
   delay,
   isAlive,
@@ -31,8 +32,18 @@ import {
   stopProcess,
   tailFile
 } from "./proc.ts"
+import {
+  acquireRealNodeLock,
+  initialRealNodeState,
+  type RealNodeLab,
+  realNodeApiserverArgs,
+  type RealNodeState,
+  startRealNode,
+  stopRealNode
+} from "./real-node.ts"
 
 export type { ProcessRecord } from "./proc.ts"
+export type { RealNodeMember, RealNodeState } from "./real-node.ts"
 
 /** The repository root (two levels above this file). */
 export const repoRoot: string = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..")
@@ -158,6 +169,8 @@ export interface LabStateFile {
   readonly controlUrl: string
   readonly gateway: GatewayState
   controlPlane: ControlPlaneState | null
+  /** containerd, kubelet, kube-proxy, kube-scheduler, kube-controller-manager (`--real-node`). */
+  realNode: RealNodeState | null
   readonly timings: Record<string, number>
 }
 
@@ -193,7 +206,10 @@ export function readState(statePath: string): LabStateFile {
   } catch {
     throw new Error(`no lab state at ${statePath}`)
   }
-  return JSON.parse(text) as LabStateFile
+  const state = JSON.parse(text) as LabStateFile
+  // State files of labs started before real nodes existed.
+  if (state.realNode === undefined) state.realNode = null
+  return state
 }
 
 export function writeState(state: LabStateFile): void {
@@ -224,8 +240,27 @@ export function namespaceOf(state: LabStateFile, key: NamespaceKey | string): st
 
 /** True when the lab still has namespaces or processes on the machine. */
 export function isInUse(state: LabStateFile): boolean {
-  const records = [state.gateway.process, state.controlPlane?.etcd ?? null, state.controlPlane?.apiserver ?? null]
+  const records = [state.gateway.process, state.controlPlane?.etcd ?? null, state.controlPlane?.apiserver ?? null, ...realNodeRecords(state)]
   return namespaceList(state).some(namespaceExists) || records.some((r) => r !== null && isAlive(r))
+}
+
+/** The real node's daemons, by name (empty without --real-node). */
+function realNodeProcesses(state: LabStateFile): Array<[string, ProcessRecord | null]> {
+  const rn = state.realNode
+  if (rn === null) return []
+  return [
+    ["kube-scheduler", rn.scheduler],
+    ["kube-controller-manager", rn.controllerManager],
+    ...rn.nodes.flatMap((n): Array<[string, ProcessRecord | null]> => [
+      [`containerd (${n.name})`, n.containerd],
+      [`kubelet (${n.name})`, n.kubelet],
+      [`kube-proxy (${n.name})`, n.kubeProxy]
+    ])
+  ]
+}
+
+function realNodeRecords(state: LabStateFile): Array<ProcessRecord | null> {
+  return realNodeProcesses(state).map(([, record]) => record)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -250,8 +285,11 @@ export async function controlPlaneBinDir(): Promise<string> {
   return (await runOk(["bash", path.join(repoRoot, "scripts/lab/build-control-plane.sh"), "--print-dir"])).trim()
 }
 
-export function controlPlaneBinariesPresent(binDir: string): boolean {
-  return ["kube-apiserver", "kubectl", "etcd"].every((b) => {
+/** The binaries a real node adds to the control plane's (build-control-plane.sh --real-node). */
+export const REAL_NODE_BINARIES = ["kubelet", "kube-proxy", "kube-scheduler", "kube-controller-manager", "helm"] as const
+
+export function controlPlaneBinariesPresent(binDir: string, realNode = false): boolean {
+  return ["kube-apiserver", "kubectl", "etcd", ...(realNode ? REAL_NODE_BINARIES : [])].every((b) => {
     try {
       fs.accessSync(path.join(binDir, b), fs.constants.X_OK)
       return true
@@ -539,6 +577,17 @@ async function makePki(state: LabStateFile, cp: ControlPlaneState): Promise<void
     "-set_serial", `0x${randomBytes(8).toString("hex")}`, "-days", "30", "-extfile", file("apiserver.ext"),
     "-out", file("apiserver.crt")
   ])
+  if (state.realNode !== null) {
+    // The apiserver's client certificate toward kubelets (logs, exec): kubelet trusts the lab CA.
+    await ossl(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", file("kubelet-client.key")])
+    await ossl(["req", "-new", "-key", file("kubelet-client.key"), "-subj", "/O=system:masters/CN=kube-apiserver-kubelet-client", "-out", file("kubelet-client.csr")])
+    fs.writeFileSync(file("kubelet-client.ext"), "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n")
+    await ossl([
+      "x509", "-req", "-in", file("kubelet-client.csr"), "-CA", cp.caFile, "-CAkey", file("ca.key"),
+      "-set_serial", `0x${randomBytes(8).toString("hex")}`, "-days", "30", "-extfile", file("kubelet-client.ext"),
+      "-out", file("kubelet-client.crt")
+    ])
+  }
   await ossl(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", cp.serviceAccountKeyFile])
   fs.writeFileSync(cp.tokenFile, `${cp.adminToken},admin,admin,"system:masters"\n`, { mode: 0o600 })
 }
@@ -598,6 +647,28 @@ export async function compactEtcd(state: LabStateFile): Promise<number> {
   if (!Number.isInteger(revision) || revision <= 0) throw new Error(`etcd gave no revision: ${JSON.stringify(range)}`)
   await post("/v3/kv/compaction", JSON.stringify({ revision: String(revision), physical: true }))
   return revision
+}
+
+/** What real-node.ts sees of the lab: paths, nodes, and its own part of the state file. */
+function realNodeView(state: LabStateFile): RealNodeLab {
+  const cp = requireControlPlane(state)
+  return {
+    name: state.name,
+    labDir: state.labDir,
+    logDir: state.logDir,
+    nodes: state.nodes,
+    kubeconfig: cp.kubeconfig,
+    kubectlPath: cp.kubectlPath,
+    caFile: cp.caFile,
+    serviceAccountKeyFile: cp.serviceAccountKeyFile,
+    get realNode() {
+      return state.realNode
+    },
+    set realNode(value) {
+      state.realNode = value
+    },
+    save: () => writeState(state)
+  }
 }
 
 export function requireControlPlane(state: LabStateFile): ControlPlaneState {
@@ -683,8 +754,9 @@ async function startApiserver(
     `--service-account-signing-key-file=${cp.serviceAccountKeyFile}`,
     `--service-cluster-ip-range=${LAB.serviceCidr}`,
     `--service-node-port-range=${LAB.nodePortRange}`,
-    "--disable-admission-plugins=ServiceAccount",
-    "--endpoint-reconciler-type=none",
+    // Without a real node nothing makes ServiceAccounts or answers for pods: no admission of
+    // them, no endpoints for the `kubernetes` Service. A real node needs both, and logs.
+    ...(state.realNode === null ? ["--disable-admission-plugins=ServiceAccount", "--endpoint-reconciler-type=none"] : realNodeApiserverArgs(pki)),
     `--audit-policy-file=${cp.auditPolicyFile}`,
     `--audit-log-path=${cp.auditLog}`,
     ...extraArgs
@@ -735,7 +807,8 @@ async function createNodes(state: LabStateFile, signal: AbortSignal | undefined)
     await delay(100)
   }
   const now = new Date().toISOString().replace(/\.\d+Z$/, "Z")
-  for (const node of state.nodes) {
+  // A real node's kubelet registers its Node itself.
+  for (const node of state.realNode === null ? state.nodes : []) {
     const manifest = {
       apiVersion: "v1",
       kind: "Node",
@@ -779,6 +852,13 @@ export interface UpOptions {
   readonly build?: boolean
   /** Extra kube-apiserver flags (default: $EDGE_CCM_LAB_APISERVER_ARGS, split on spaces). */
   readonly apiserverArgs?: ReadonlyArray<string>
+  /**
+   * containerd, kubelet and kube-proxy on every node, kube-scheduler and kube-controller-manager,
+   * with the images built and imported (one such lab at a time on a machine).
+   */
+  readonly realNode?: boolean
+  /** The images' architecture (default amd64). */
+  readonly arch?: Arch
   /** Keep `.lab/<name>/logs` when a failed start tears down. */
   readonly keepLogs?: boolean
   /** Progress messages (default: stderr). */
@@ -873,6 +953,7 @@ function initialState(name: string, labDir: string, options: UpOptions, miniupnp
       wanHostRoute: null
     },
     controlPlane: null,
+    realNode: null,
     timings: {}
   }
 }
@@ -939,24 +1020,60 @@ export async function up(options: UpOptions): Promise<LabStateFile> {
   if (missing.length > 0) {
     throw new LabStepError("check host commands", `missing ${missing.join(", ")}: run \`bash scripts/lab/install-deps.sh\``)
   }
+  const realNode = options.realNode === true
+  if (realNode && !wantControlPlane) throw new LabStepError("check options", "a real node needs the control plane")
   let binDir = ""
   if (wantControlPlane) {
     binDir = await controlPlaneBinDir()
-    if (!controlPlaneBinariesPresent(binDir)) {
+    if (!controlPlaneBinariesPresent(binDir, realNode)) {
+      const buildFlags = realNode ? ["--real-node"] : []
       if (options.build === false) {
-        throw new LabStepError("check control-plane binaries", `none in ${binDir}: run \`bash scripts/lab/build-control-plane.sh\``)
+        throw new LabStepError("check control-plane binaries", `none in ${binDir}: run \`bash scripts/lab/build-control-plane.sh ${buildFlags.join(" ")}\``)
       }
-      log("control-plane binaries missing: building them (about 15 minutes the first time)")
-      const built = spawnSync("bash", [path.join(repoRoot, "scripts/lab/build-control-plane.sh")], { stdio: ["ignore", "ignore", "inherit"] })
-      if (built.status !== 0 || !controlPlaneBinariesPresent(binDir)) {
+      log(`Kubernetes binaries missing: building them (${realNode ? "about 25" : "about 15"} minutes the first time)`)
+      const built = spawnSync("bash", [path.join(repoRoot, "scripts/lab/build-control-plane.sh"), ...buildFlags], { stdio: ["ignore", "ignore", "inherit"] })
+      if (built.status !== 0 || !controlPlaneBinariesPresent(binDir, realNode)) {
         throw new LabStepError("build control plane", "scripts/lab/build-control-plane.sh failed (its output is above)")
       }
+    }
+  }
+  let images: ImageSet | undefined
+  const imagesStarted = performance.now()
+  if (realNode) {
+    const missing = (await Promise.all(["containerd", "ctr", "runc", "nsenter", "podman", "mmdebstrap"].map(async (t) => ((await which(t)) === undefined ? t : null))))
+      .filter((t): t is string => t !== null)
+    if (missing.length > 0 || !fs.existsSync("/usr/lib/cni/bridge")) {
+      throw new LabStepError("check host commands", `missing ${[...missing, ...(fs.existsSync("/usr/lib/cni/bridge") ? [] : ["the CNI plugins"])].join(", ")}: run \`bash scripts/lab/install-deps.sh --real-node\``)
+    }
+    try {
+      images = await buildImages({ repoRoot, cacheRoot: path.dirname(binDir), arch: options.arch ?? "amd64", kubectl: path.join(binDir, "kubectl"), log })
+    } catch (error) {
+      throw new LabStepError("build images", (error as Error).message)
     }
   }
 
   const labDir = acquire(options.name, log)
   const state = initialState(options.name, labDir, options, miniupnpd ?? "miniupnpd")
   fs.mkdirSync(state.logDir, { recursive: true })
+  if (images !== undefined) {
+    state.timings["images"] = Math.round(performance.now() - imagesStarted)
+    try {
+      const lock = acquireRealNodeLock(options.name, state.statePath, (other) => isInUse(readState(other)), log)
+      state.realNode = initialRealNodeState({
+        name: state.name,
+        labDir,
+        logDir: state.logDir,
+        nodes: state.nodes,
+        kubeconfig: path.join(labDir, "kubeconfig"),
+        kubectlPath: path.join(binDir, "kubectl"),
+        caFile: path.join(labDir, "pki", "ca.crt"),
+        serviceAccountKeyFile: path.join(labDir, "pki", "sa.key")
+      }, binDir, lock)
+    } catch (error) {
+      fs.rmSync(labDir, { recursive: true, force: true })
+      throw new LabStepError("take the real-node lock", (error as Error).message)
+    }
+  }
   writeState(state)
   const started = performance.now()
   let current = "create namespaces"
@@ -1010,6 +1127,11 @@ export async function up(options: UpOptions): Promise<LabStateFile> {
       writeKubeconfig(cp, cp.adminToken, cp.kubeconfig)
       current = "create Node objects"
       await timed(state, "nodes", () => createNodes(state, signal))
+      if (images !== undefined) {
+        current = "start the real node"
+        signal?.throwIfAborted()
+        Object.assign(state.timings, await startRealNode(realNodeView(state), images, log, signal))
+      }
     }
     state.timings["total"] = Math.round(performance.now() - started)
     state.status = "up"
@@ -1047,6 +1169,13 @@ export async function teardown(state: LabStateFile, options: { keepLogs?: boolea
   const problems: Array<string> = []
   state.status = "stopping"
   writeState(state)
+  if (state.realNode !== null) {
+    try {
+      problems.push(...await stopRealNode(realNodeView(state), log))
+    } catch (error) {
+      problems.push(`real node: ${error instanceof Error ? error.message : String(error)}`)
+    }
+  }
   const records: Array<ProcessRecord> = []
   if (state.controlPlane?.apiserver) records.push(state.controlPlane.apiserver)
   if (state.controlPlane?.etcd) records.push(state.controlPlane.etcd)
@@ -1132,7 +1261,8 @@ export function labStatus(name: string): LabStatus {
     processes: {
       miniupnpd: proc(state.gateway.process),
       etcd: proc(state.controlPlane?.etcd),
-      "kube-apiserver": proc(state.controlPlane?.apiserver)
+      "kube-apiserver": proc(state.controlPlane?.apiserver),
+      ...Object.fromEntries(realNodeProcesses(state).map(([name, record]) => [name, proc(record)]))
     },
     gatewaySettings: state.gateway.settings,
     gatewayWanIp: state.gatewayWanIp,
