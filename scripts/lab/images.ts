@@ -29,6 +29,8 @@ export interface BuiltImage {
   readonly reference: string
   /** A docker-archive of it, for `ctr images import`. */
   readonly archive: string
+  /** Its image ID (the digest of its configuration), as the CRI reports a container's imageID. */
+  readonly id: string
   /** The hash of its inputs (the cache key). */
   readonly inputs: string
 }
@@ -361,7 +363,8 @@ class Builder {
       await this.step(`podman save of ${reference}`, [...this.podman, "save", "--quiet", "--format", "docker-archive", "-o", archive, reference], `save-${role}`)
       fs.writeFileSync(this.stamp(stamp), `${key}\n`)
     }
-    return { role, reference, archive, inputs }
+    const id = (await runOk([...this.podman, "image", "inspect", "--format", "{{.Id}}", reference], { env: this.env })).trim()
+    return { role, reference, archive, inputs, id: `sha256:${id.replace(/^sha256:/, "")}` }
   }
 
   async controller(reference: string): Promise<BuiltImage> {

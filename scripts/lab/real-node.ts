@@ -76,7 +76,7 @@ export interface RealNodeState {
   /** Which HOST_PATHS did not exist before the node started. */
   hostPathsCreated: Array<string>
   /** The images imported into every node's containerd. */
-  images: Array<{ readonly role: string; readonly reference: string }>
+  images: Array<{ readonly role: string; readonly reference: string; readonly id: string }>
   scheduler: ProcessRecord | null
   controllerManager: ProcessRecord | null
   readonly nodes: ReadonlyArray<RealNodeMember>
@@ -310,6 +310,8 @@ authentication:
   x509: {clientCAFile: ${lab.caFile}}
 authorization: {mode: Webhook}
 clusterDomain: cluster.local
+# No DNS in the lab: pods get no resolver rather than the machine's (queries would only die at the WAN).
+resolvConf: ""
 podLogsDir: ${member.podLogsDir}
 # The lab's images are imported, never pulled: never collect them.
 imageGCHighThresholdPercent: 100
@@ -402,7 +404,7 @@ export async function startRealNode(lab: RealNodeLab, images: ImageSet, log: Log
   if (state === null) throw new Error("no real node in this lab's state")
   const timings: Record<string, number> = {}
   const t0 = performance.now()
-  state.images = images.images.map((i) => ({ role: i.role, reference: i.reference }))
+  state.images = images.images.map((i) => ({ role: i.role, reference: i.reference, id: i.id }))
   state.hostPathsCreated = HOST_PATHS.filter((p) => !fs.existsSync(p))
   state.sysctls = Object.fromEntries(KUBELET_SYSCTLS.map((name) => [name, readSysctl(name)]))
   lab.save()
@@ -467,8 +469,10 @@ export async function startRealNode(lab: RealNodeLab, images: ImageSet, log: Log
 
 async function stopRecord(record: ProcessRecord | null, problems: Array<string>): Promise<void> {
   if (record === null) return
+  const t = performance.now()
   try {
     await stopProcess(record)
+    if (process.env["EDGE_CCM_LAB_DEBUG"]) process.stderr.write(`stopped ${record.command} in ${Math.round(performance.now() - t)} ms\n`)
   } catch (error) {
     problems.push((error as Error).message)
   }
@@ -494,11 +498,9 @@ async function sandboxNetns(member: RealNodeMember): Promise<Array<string>> {
 }
 
 /**
- * Stops the real node and removes what it left on the machine: workloads deleted through the
- * API (kubelet stops their sandboxes: CNI DEL, network namespace removed), then the daemons by
- * PID, the remaining containers, the mounts under the lab directory, the pods' network
- * namespaces, the cgroups, this lab's entries in the fixed host paths, and the kernel settings
- * kubelet changed. Returns what it could not undo; says what it removed through `log`.
+ * Stops the real node and removes what it left on the machine: the daemons by PID, every
+ * container, the mounts under the lab directory, the pods' network namespaces, the cgroups, this
+ * lab's entries in the fixed host paths, and the kernel settings kubelet changed. Returns what it could not undo; says what it removed through `log`.
  */
 export async function stopRealNode(lab: RealNodeLab, log: Log): Promise<Array<string>> {
   const state = lab.realNode
@@ -507,48 +509,34 @@ export async function stopRealNode(lab: RealNodeLab, log: Log): Promise<Array<st
   const removed: Array<string> = []
   const started = performance.now()
 
-  // Workloads first, through the API, while kubelet still runs: it tears the pod networks down.
-  const kubeletsUp = state.nodes.some((n) => n.kubelet !== null && isAlive(n.kubelet))
-  if (kubeletsUp) {
-    await kubectl(lab, ["delete", "daemonsets,deployments,replicasets,statefulsets,jobs", "--all", "--all-namespaces", "--wait=false"])
-    await kubectl(lab, ["delete", "pods", "--all", "--all-namespaces", "--grace-period=1", "--wait=false"])
-    const deadline = Date.now() + 45_000
-    while (Date.now() < deadline) {
-      const running = await Promise.all(state.nodes.map(async (member) => {
-        if (member.containerd === null || !isAlive(member.containerd)) return 0
-        const r = await run(["ctr", "--address", member.containerdSocket, "-n", "k8s.io", "tasks", "ls", "-q"])
-        return r.stdout.split("\n").filter((l) => l !== "").length
-      }))
-      if (running.every((n) => n === 0)) break
-      await delay(250)
-    }
-  }
-  const netns = new Set<string>()
-  for (const member of state.nodes) {
-    if (member.containerd !== null && isAlive(member.containerd)) for (const n of await sandboxNetns(member)) netns.add(n)
-  }
+  // The agents first, so that nothing restarts a pod; the lab goes away with the pods, so they
+  // are not stopped gracefully: the pod networks are undone below, with the namespaces.
   await stopRecord(state.controllerManager, problems)
   await stopRecord(state.scheduler, problems)
   for (const member of state.nodes) {
     await stopRecord(member.kubeProxy, problems)
     await stopRecord(member.kubelet, problems)
   }
-  // What kubelet did not stop: kill the tasks (their shims exit with them), delete the containers.
+  const netns = new Set<string>()
   for (const member of state.nodes) {
-    if (member.containerd === null || !isAlive(member.containerd)) continue
+    if (member.containerd !== null && isAlive(member.containerd)) for (const n of await sandboxNetns(member)) netns.add(n)
+  }
+  // Kill every container (their shims exit with them) and delete them.
+  await Promise.all(state.nodes.map(async (member) => {
+    if (member.containerd === null || !isAlive(member.containerd)) return
     const ctr = ["ctr", "--address", member.containerdSocket, "-n", "k8s.io"]
+    const tasks = async () =>
+      (await run([...ctr, "tasks", "ls"])).stdout.split("\n").slice(1).map((l) => l.trim().split(/\s+/)).filter((f) => f.length === 3)
+    const running = (await tasks()).filter(([, , status]) => status !== "STOPPED").map(([id = ""]) => id)
+    await Promise.all(running.map((id) => run([...ctr, "tasks", "kill", "-s", "SIGKILL", id])))
+    for (let i = 0; i < 100 && (await tasks()).some(([, , status]) => status !== "STOPPED"); i++) await delay(100)
+    const stopped = (await tasks()).map(([id = ""]) => id)
+    if (stopped.length > 0) await run([...ctr, "tasks", "delete", ...stopped])
     const ids = (await run([...ctr, "containers", "ls", "-q"])).stdout.split("\n").filter((id) => id !== "")
-    for (const id of ids) {
-      await run([...ctr, "tasks", "kill", "-s", "SIGKILL", id])
-      for (let i = 0; i < 20 && (await run([...ctr, "tasks", "delete", id])).code !== 0; i++) {
-        if ((await run([...ctr, "tasks", "ls", "-q"])).stdout.split("\n").every((l) => l !== id)) break
-        await delay(100)
-      }
-      await run([...ctr, "containers", "delete", id])
-    }
+    if (ids.length > 0) await run([...ctr, "containers", "delete", ...ids])
     if (ids.length > 0) removed.push(`${ids.length} containers on ${member.name}`)
     await stopRecord(member.containerd, problems)
-  }
+  }))
   // Mounts under the node directories (volumes, rootfs, sandbox /dev/shm), deepest first.
   const nodesDir = `${path.join(lab.labDir, "nodes")}/`
   const mounts = fs.readFileSync("/proc/self/mountinfo", "utf8").split("\n")

@@ -1,25 +1,81 @@
 #!/usr/bin/env bash
-# `npm run test:e2e [-- vitest args]`: brings a lab up, runs the e2e vitest project inside the
-# lab's node namespace with EDGE_CCM_LAB_STATE set, and tears the lab down on every exit path.
+# `npm run test:e2e [-- files and vitest args]`: brings a lab up, runs the e2e vitest project
+# inside the lab's node namespace with EDGE_CCM_LAB_STATE set, and tears the lab down on every
+# exit path.
 #
-#   EDGE_CCM_LAB_CONTROL_PLANE=0   gateway only (no etcd / kube-apiserver)
-#   EDGE_CCM_LAB_NODES=1           only one node namespace (default 2: node-2 at 192.168.77.11)
+# A test file that needs another lab than the shared one says so in its first lines:
+#
+#   // e2e lab: --real-node --nodes 2
+#
+# Files are grouped by the lab they ask for; each group runs in a lab of its own, one group at a
+# time (files without such a line first, in the shared lab). Test files or directories given as
+# arguments select the files; other arguments go to every vitest run (`--outputFile.json=F`
+# becomes F, then F with -2, -3… before .json for the later groups).
+#
+#   EDGE_CCM_LAB_CONTROL_PLANE=0   shared lab: gateway only (no etcd / kube-apiserver)
+#   EDGE_CCM_LAB_NODES=1           shared lab: only one node namespace (default 2: node-2 at 192.168.77.11)
 #   EDGE_CCM_LAB_KEEP_LOGS=1       keep .lab/<name>/logs after teardown
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root="$PWD"
+log() { printf '[e2e] %s\n' "$*" >&2; }
 
-bash scripts/lab/install-deps.sh
+selected=()
+vitest_args=()
+for arg in "$@"; do
+  if [[ "$arg" != -* ]] && [ -e "$arg" ]; then selected+=("$arg"); else vitest_args+=("$arg"); fi
+done
+[ "${#selected[@]}" -gt 0 ] || selected=(test/e2e)
+mapfile -t files < <(find "${selected[@]}" -name '*.test.ts' -type f | sort -u)
+[ "${#files[@]}" -gt 0 ] || { log "no test files in ${selected[*]}"; exit 1; }
+
+# The lab each file asks for ("" for the shared one), in order of first appearance.
+declare -A group_files=()
+groups=()
+for file in "${files[@]}"; do
+  flags="$(sed -n '1,10s#^// e2e lab: *##p' "$file" | head -1)"
+  if [ -z "${group_files[$flags]+set}" ]; then
+    group_files[$flags]=""
+    if [ -z "$flags" ]; then groups=("" "${groups[@]}"); else groups+=("$flags"); fi
+  fi
+  group_files[$flags]+="$file"$'\n'
+done
+
+deps=()
+build=()
+for flags in "${groups[@]}"; do
+  case " $flags " in *" --real-node "*) deps=(--real-node); build=(--real-node) ;; esac
+done
+bash scripts/lab/install-deps.sh "${deps[@]}"
 # What the container image holds (dist/ + production node_modules): the in-cluster tests run it.
 bash scripts/build-artifact.sh
-
-up_args=(--nodes "${EDGE_CCM_LAB_NODES:-2}")
-if [ "${EDGE_CCM_LAB_CONTROL_PLANE:-1}" = 0 ]; then
-  up_args+=(--no-control-plane)
-else
-  bash scripts/lab/build-control-plane.sh >/dev/null
+if [ "${EDGE_CCM_LAB_CONTROL_PLANE:-1}" != 0 ] || [ "${#build[@]}" -gt 0 ]; then
+  bash scripts/lab/build-control-plane.sh "${build[@]}" >/dev/null
 fi
-[ "${EDGE_CCM_LAB_KEEP_LOGS:-0}" = 1 ] && up_args+=(--keep-logs)
 
-exec bash scripts/lab/in-lab.sh "e2e-$$" "${up_args[@]}" -- \
-  "$root/node_modules/.bin/node" "$root/node_modules/vitest/vitest.mjs" run --project e2e "$@"
+rc=0
+index=0
+for flags in "${groups[@]}"; do
+  index=$((index + 1))
+  mapfile -t group < <(printf '%s' "${group_files[$flags]}")
+  if [ -z "$flags" ]; then
+    up_args=(--nodes "${EDGE_CCM_LAB_NODES:-2}")
+    [ "${EDGE_CCM_LAB_CONTROL_PLANE:-1}" = 0 ] && up_args+=(--no-control-plane)
+  else
+    read -r -a up_args <<<"$flags"
+  fi
+  [ "${EDGE_CCM_LAB_KEEP_LOGS:-0}" = 1 ] && up_args+=(--keep-logs)
+  args=()
+  for arg in "${vitest_args[@]}"; do
+    if [ "$index" -gt 1 ] && [[ "$arg" == --outputFile.json=*.json ]]; then arg="${arg%.json}-$index.json"; fi
+    args+=("$arg")
+  done
+  log "group $index/${#groups[@]}: lab ${up_args[*]}: ${group[*]}"
+  group_rc=0
+  bash scripts/lab/in-lab.sh "e2e-$$-$index" "${up_args[@]}" -- \
+    "$root/node_modules/.bin/node" "$root/node_modules/vitest/vitest.mjs" run --project e2e "${group[@]}" "${args[@]}" || group_rc=$?
+  # Interrupted (Ctrl-C, TERM): no further groups.
+  if [ "$group_rc" -ge 128 ]; then exit "$group_rc"; fi
+  [ "$group_rc" = 0 ] || rc=$group_rc
+done
+exit "$rc"
