@@ -402,6 +402,10 @@ async function kubectl(lab: RealNodeLab, args: ReadonlyArray<string>) {
 export async function startRealNode(lab: RealNodeLab, images: ImageSet, log: Log, signal: AbortSignal | undefined): Promise<Record<string, number>> {
   const state = lab.realNode
   if (state === null) throw new Error("no real node in this lab's state")
+  if (cgroupHierarchies().length === 0) {
+    // Under `ip netns exec` /sys is the namespace's own, without the cgroup hierarchies kubelet needs.
+    throw new Error("no cgroup hierarchy is mounted under /sys/fs/cgroup here: start a real node from the machine's own mount namespace (not under `ip netns exec`)")
+  }
   const timings: Record<string, number> = {}
   const t0 = performance.now()
   state.images = images.images.map((i) => ({ role: i.role, reference: i.reference, id: i.id }))
@@ -469,10 +473,8 @@ export async function startRealNode(lab: RealNodeLab, images: ImageSet, log: Log
 
 async function stopRecord(record: ProcessRecord | null, problems: Array<string>): Promise<void> {
   if (record === null) return
-  const t = performance.now()
   try {
     await stopProcess(record)
-    if (process.env["EDGE_CCM_LAB_DEBUG"]) process.stderr.write(`stopped ${record.command} in ${Math.round(performance.now() - t)} ms\n`)
   } catch (error) {
     problems.push((error as Error).message)
   }
