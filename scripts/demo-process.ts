@@ -1,6 +1,7 @@
 /**
- * The seed's walkthrough on the lab (run by scripts/demo.sh inside the node namespace):
- * kubectl create -f the example, watch for the EXTERNAL-IP, upnpc -l, curl from the Internet.
+ * The seed's walkthrough in process mode (`npm run demo -- --process`, run by scripts/demo.sh
+ * inside the node namespace): the controller as a process on the node, a stand-in on the
+ * nodePort; kubectl create -f the example, the EXTERNAL-IP, upnpc -l, curl from the Internet.
  */
 import * as path from "node:path"
 import { getService, ingressIp, startController } from "../test/e2e/support/controller.ts"
