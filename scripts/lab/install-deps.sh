@@ -3,9 +3,10 @@
 #
 #   install-deps.sh               the lab: gateway, control plane, curl
 #   install-deps.sh --real-node   also what a real node and its images need: containerd, runc,
-#                                 the CNI plugins, podman and mmdebstrap (image builds), catatonit
-#                                 (the pause image)
-#   install-deps.sh --arm64       also qemu-user-static, for building and starting arm64 images
+#                                 the CNI plugins, podman and mmdebstrap (image builds: the bases,
+#                                 the pause image and nginx come from Debian packages)
+#   install-deps.sh --arm64       also qemu-user-static and arch-test, for building and starting
+#                                 arm64 images
 #
 # miniupnpd-nftables is only the daemon binary; the separate `miniupnpd` package (init script,
 # debconf questions) is not installed, so nothing starts a system miniupnpd. The lab starts its
@@ -15,8 +16,8 @@ set -euo pipefail
 packages=(miniupnpd-nftables miniupnpc natpmpc nftables iproute2 curl openssl)
 for option in "$@"; do
   case "$option" in
-    --real-node) packages+=(containerd runc containernetworking-plugins podman mmdebstrap catatonit ca-certificates) ;;
-    --arm64) packages+=(qemu-user-static) ;;
+    --real-node) packages+=(containerd runc containernetworking-plugins podman mmdebstrap ca-certificates) ;;
+    --arm64) packages+=(qemu-user-static arch-test) ;;
     *) printf '[install-deps] unknown option %s (--real-node, --arm64)\n' "$option" >&2; exit 2 ;;
   esac
 done
