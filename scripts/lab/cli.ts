@@ -112,7 +112,8 @@ function howToReach(state: LabStateFile): string {
   const cp = state.controlPlane
   const lines = [
     `lab "${state.name}" is up in ${((state.timings["total"] ?? 0) / 1000).toFixed(1)} s` +
-    ` (gateway ${((state.timings["gateway"] ?? 0) / 1000).toFixed(1)} s${cp ? `, control plane ${(((state.timings["total"] ?? 0) - (state.timings["gateway"] ?? 0)) / 1000).toFixed(1)} s` : ", no control plane"})`,
+    ` (gateway ${((state.timings["gateway"] ?? 0) / 1000).toFixed(1)} s${cp ? `, control plane ${(((state.timings["total"] ?? 0) - (state.timings["gateway"] ?? 0) - (state.timings["realNode"] ?? 0)) / 1000).toFixed(1)} s` : ", no control plane"}` +
+    `${state.realNode !== null ? `, real node ${((state.timings["realNode"] ?? 0) / 1000).toFixed(1)} s, images ${((state.timings["images"] ?? 0) / 1000).toFixed(1)} s before` : ""})`,
     "",
     `  ${ns.wan.padEnd(22)} Internet client   ${state.wanClientCidr}`,
     `  ${ns.gw.padEnd(22)} gateway           WAN ${state.gatewayWanCidr}, LAN ${state.gatewayLanCidr}, miniupnpd pid ${state.gateway.process?.pid ?? "-"}`,
@@ -126,12 +127,24 @@ function howToReach(state: LabStateFile): string {
       `  kubeconfig ${rel(cp.kubeconfig)} (admin token), state ${rel(state.statePath)}`,
       ""
     )
+    const rn = state.realNode
+    if (rn !== null) {
+      for (const n of rn.nodes) {
+        lines.push(`  real node ${n.name}: pods ${n.podCidr}, containerd pid ${n.containerd?.pid}, kubelet pid ${n.kubelet?.pid}, kube-proxy pid ${n.kubeProxy?.pid}`)
+      }
+      lines.push(
+        `  kube-scheduler pid ${rn.scheduler?.pid}, kube-controller-manager pid ${rn.controllerManager?.pid}; images ${rn.images.map((i) => i.reference).join(", ")}`,
+        `  (the only lab with a real node on this machine: ${rn.lockFile})`,
+        ""
+      )
+    }
   } else {
     lines.push(`  state ${rel(state.statePath)}`, "")
   }
   lines.push("Reach it by hand (as root):")
   if (cp) {
     lines.push(`  ip netns exec ${ns.lan} ${cp.kubectlPath} --kubeconfig ${cp.kubeconfig} get svc,nodes`)
+    if (state.realNode !== null) lines.push(`  ip netns exec ${ns.lan} ${cp.kubectlPath} --kubeconfig ${cp.kubeconfig} apply -k manifests`)
     lines.push(`  ip netns exec ${ns.lan} ${cp.kubectlPath} --kubeconfig ${cp.kubeconfig} create -f examples/loadbalancers/upnp-igd-http-nginx.yaml`)
   }
   lines.push(
