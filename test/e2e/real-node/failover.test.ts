@@ -5,84 +5,69 @@
  * re-points the router's mapping to its own node, and curl from the Internet is answered again.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { kubectl, upnpcList, waitFor } from "../support/lab.ts"
-import {
-  CONTROLLER,
-  controllerPods,
-  deleteExample,
-  EXAMPLE,
-  exampleExternalIp,
-  isReady,
-  kubectlOk,
-  leaderPod,
-  MANIFESTS,
-  NAMESPACE,
-  nginxAnswer,
-  nodeIp,
-  realNode,
-  rollout
-} from "../support/real-node.ts"
+import { upnpcList, waitFor } from "../support/lab.ts"
+import * as node from "../support/real-node.ts"
 
 const mappingTarget = async () => (await upnpcList()).find((m) => m.externalPort === 8080)?.internalClient
 
 beforeAll(async () => {
-  realNode(2)
-  await kubectlOk(["apply", "-k", MANIFESTS])
-  await rollout(`daemonset/${CONTROLLER}`, NAMESPACE)
-  await kubectlOk(["create", "-f", EXAMPLE])
-  await exampleExternalIp()
-  await rollout("deployment/http-nginx-deployment")
+  node.realNode(2)
+  await node.kubectlOk(["apply", "-k", node.MANIFESTS])
+  await node.rollout(`daemonset/${node.CONTROLLER}`, node.NAMESPACE)
+  await node.kubectlOk(["create", "-f", node.EXAMPLE])
+  await node.exampleExternalIp()
+  await node.rollout("deployment/http-nginx-deployment")
 })
 
 afterAll(async () => {
-  await deleteExample()
-  await kubectl(["delete", "-k", MANIFESTS, "--ignore-not-found", "--wait=true", "--timeout=120s"], { timeoutMs: 130_000 })
+  await node.deleteExample()
+  await node.deleteManifests()
 })
 
 describe("failover between two real nodes", () => {
   it("runs the DaemonSet on both nodes, one pod leading", async () => {
-    const pods = await controllerPods()
+    const pods = await node.controllerPods()
     expect(pods.map((p) => p.spec.nodeName).sort()).toEqual(["node-1", "node-2"])
-    for (const pod of pods) expect(isReady(pod), pod.metadata.name).toBe(true)
+    for (const pod of pods) expect(node.isReady(pod), pod.metadata.name).toBe(true)
     expect(pods.map((p) => p.status.podIP).sort()).toEqual(["192.168.77.10", "192.168.77.11"])
     const leader = await waitFor(async () => {
-      const holder = await leaderPod()
+      const holder = await node.leaderPod()
       return pods.some((p) => p.metadata.name === holder) ? holder : undefined
     }, { description: "one of the pods to hold the Lease", timeoutMs: 30_000 })
     const leaderNode = pods.find((p) => p.metadata.name === leader)!.spec.nodeName
-    await waitFor(async () => (await mappingTarget()) === nodeIp(leaderNode), { description: "the mapping to point at the leader's node" })
-    expect(await waitFor(() => nginxAnswer(), { description: "curl from the WAN answered", timeoutMs: 20_000 })).toBeDefined()
+    await waitFor(async () => (await mappingTarget()) === node.nodeIp(leaderNode), { description: "the mapping to point at the leader's node" })
+    expect(await waitFor(() => node.nginxAnswer(), { description: "curl from the WAN answered", timeoutMs: 20_000 })).toBeDefined()
   })
 
   it("kubectl delete pod of the leader: the other pod takes over, the mapping points at its node, curl works again", async () => {
-    const pods = await controllerPods()
-    const leader = await leaderPod()
+    const pods = await node.controllerPods()
+    const leader = await node.leaderPod()
     const leaderNode = pods.find((p) => p.metadata.name === leader)?.spec.nodeName
     const other = pods.find((p) => p.metadata.name !== leader)!
-    expect(await mappingTarget()).toBe(nodeIp(leaderNode))
+    expect(await mappingTarget()).toBe(node.nodeIp(leaderNode))
 
     const started = performance.now()
-    await kubectlOk(["delete", "pod", leader, "-n", NAMESPACE, "--wait=false"])
-    await waitFor(async () => (await mappingTarget()) === nodeIp(other.spec.nodeName), {
+    await node.kubectlOk(["delete", "pod", leader, "-n", node.NAMESPACE, "--wait=false"])
+    await waitFor(async () => (await mappingTarget()) === node.nodeIp(other.spec.nodeName), {
       description: `the mapping to point at ${other.spec.nodeName}`,
       timeoutMs: 60_000,
       intervalMs: 50
     })
     const remapped = performance.now()
-    const answer = await waitFor(() => nginxAnswer(), { description: "curl from the WAN answered again", timeoutMs: 30_000, intervalMs: 50 })
+    const answer = await waitFor(() => node.nginxAnswer(), { description: "curl from the WAN answered again", timeoutMs: 30_000, intervalMs: 50 })
     const answered = performance.now()
-    expect(await leaderPod()).toBe(other.metadata.name)
+    expect(await node.leaderPod()).toBe(other.metadata.name)
     console.log(
       `[figure] failover on real nodes: kubectl delete pod of the leader to the mapping on ${other.spec.nodeName} in ${((remapped - started) / 1000).toFixed(1)} s, ` +
         `curl from the WAN answered (by ${answer.pod}) in ${((answered - started) / 1000).toFixed(1)} s`
     )
     // The DaemonSet puts a new pod on the old leader's node: a standby now.
     await waitFor(async () => {
-      const after = await controllerPods()
-      return after.length === 2 && after.every(isReady) && !after.some((p) => p.metadata.name === leader) &&
+      const after = await node.controllerPods()
+      return after.length === 2 && after.every(node.isReady) && !after.some((p) => p.metadata.name === leader) &&
         after.map((p) => p.spec.nodeName).sort().join() === "node-1,node-2"
     }, { description: "a new, Ready pod on the old leader's node", timeoutMs: 60_000 })
-    expect(await leaderPod()).toBe(other.metadata.name)
-    expect(await mappingTarget()).toBe(nodeIp(other.spec.nodeName))
+    expect(await node.leaderPod()).toBe(other.metadata.name)
+    expect(await mappingTarget()).toBe(node.nodeIp(other.spec.nodeName))
   })
 })

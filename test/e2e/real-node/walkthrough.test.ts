@@ -7,72 +7,54 @@
  */
 import * as fs from "node:fs"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { kubectl, loadLab, upnpcList, waitFor } from "../support/lab.ts"
-import {
-  containerPid,
-  CONTROLLER,
-  controllerPods,
-  deleteExample,
-  EXAMPLE,
-  exampleExternalIp,
-  isReady,
-  kubectlOk,
-  leaderPod,
-  MANIFESTS,
-  mib,
-  NAMESPACE,
-  nginxAnswer,
-  nginxPods,
-  podMemory,
-  realNode,
-  rollout
-} from "../support/real-node.ts"
+import { loadLab, upnpcList, waitFor } from "../support/lab.ts"
+import * as node from "../support/real-node.ts"
 
 beforeAll(() => {
-  realNode(1)
+  node.realNode(1)
 })
 
 afterAll(async () => {
-  await deleteExample()
-  await kubectl(["delete", "-k", MANIFESTS, "--ignore-not-found", "--wait=true", "--timeout=120s"], { timeoutMs: 130_000 })
+  await node.deleteExample()
+  await node.deleteManifests()
 })
 
 describe("the seed walkthrough on a real node", () => {
   it("runs the manifests' DaemonSet from the lab-built image: Running, Ready, leading, uid 65532, no capabilities, read-only root", async () => {
     const started = performance.now()
-    const applied = await kubectlOk(["apply", "-k", MANIFESTS])
-    expect(applied).toContain(`daemonset.apps/${CONTROLLER} created`)
-    await rollout(`daemonset/${CONTROLLER}`, NAMESPACE)
-    const [pod, ...others] = await controllerPods()
+    const applied = await node.kubectlOk(["apply", "-k", node.MANIFESTS])
+    expect(applied).toContain(`daemonset.apps/${node.CONTROLLER} created`)
+    await node.rollout(`daemonset/${node.CONTROLLER}`, node.NAMESPACE)
+    const [pod, ...others] = await node.controllerPods()
     expect(others).toEqual([])
-    expect(pod && isReady(pod), JSON.stringify(pod?.status)).toBe(true)
-    const image = realNode().images.find((i) => i.role === "controller")!
+    expect(pod && node.isReady(pod), JSON.stringify(pod?.status)).toBe(true)
+    const image = node.realNode().images.find((i) => i.role === "controller")!
     expect(pod!.status.containerStatuses?.[0]).toMatchObject({ image: image.reference, imageID: image.id, restartCount: 0 })
     console.log(`[figure] kubectl apply -k manifests to a Ready controller pod: ${((performance.now() - started) / 1000).toFixed(1)} s`)
 
-    await waitFor(async () => (await leaderPod()) === pod!.metadata.name, { description: "the pod to hold the Lease", timeoutMs: 30_000 })
-    const status = fs.readFileSync(`/proc/${containerPid(pod!, "controller")}/status`, "utf8")
+    await waitFor(async () => (await node.leaderPod()) === pod!.metadata.name, { description: "the pod to hold the Lease", timeoutMs: 30_000 })
+    const status = fs.readFileSync(`/proc/${node.containerPid(pod!, "controller")}/status`, "utf8")
     expect(status).toMatch(/^Uid:\s+65532\s+65532\s+65532\s+65532$/m)
     expect(status).toMatch(/^Gid:\s+65532\s/m)
     expect(status).toMatch(/^CapEff:\s+0{16}$/m)
     expect(status).toMatch(/^NoNewPrivs:\s+1$/m)
-    const rootMount = fs.readFileSync(`/proc/${containerPid(pod!, "controller")}/mountinfo`, "utf8").split("\n").find((l) => l.split(" ")[4] === "/")
+    const rootMount = fs.readFileSync(`/proc/${node.containerPid(pod!, "controller")}/mountinfo`, "utf8").split("\n").find((l) => l.split(" ")[4] === "/")
     expect(rootMount?.split(" ")[5]).toMatch(/^ro\b/)
   })
 
   it("publishes the seed example, served by real nginx pods: EXTERNAL-IP, upnpc -l, curl from the WAN answered by a pod", async () => {
     const lab = loadLab()
-    const created = await kubectlOk(["create", "-f", EXAMPLE])
+    const created = await node.kubectlOk(["create", "-f", node.EXAMPLE])
     expect(created).toContain("deployment.apps/http-nginx-deployment created")
     const started = performance.now()
-    expect(await exampleExternalIp()).toBe("122.112.219.229")
+    expect(await node.exampleExternalIp()).toBe("122.112.219.229")
     console.log(`[figure] EXTERNAL-IP ${((performance.now() - started) / 1000).toFixed(1)} s after kubectl create`)
-    await rollout("deployment/http-nginx-deployment")
-    const nginx = await nginxPods()
-    expect(nginx.map((p) => [p.spec.nodeName, isReady(p)])).toEqual([["node-1", true], ["node-1", true]])
-    expect(nginx[0]!.status.containerStatuses?.[0]?.imageID).toBe(realNode().images.find((i) => i.role === "nginx")!.id)
+    await node.rollout("deployment/http-nginx-deployment")
+    const nginx = await node.nginxPods()
+    expect(nginx.map((p) => [p.spec.nodeName, node.isReady(p)])).toEqual([["node-1", true], ["node-1", true]])
+    expect(nginx[0]!.status.containerStatuses?.[0]?.imageID).toBe(node.realNode().images.find((i) => i.role === "nginx")!.id)
 
-    const service = JSON.parse(await kubectlOk(["get", "service", "http-nginx-service", "-o", "json"])) as { spec: { ports: Array<{ nodePort: number }> } }
+    const service = JSON.parse(await node.kubectlOk(["get", "service", "http-nginx-service", "-o", "json"])) as { spec: { ports: Array<{ nodePort: number }> } }
     const nodePort = service.spec.ports[0]!.nodePort
     expect(await upnpcList()).toContainEqual(expect.objectContaining({
       protocol: "TCP",
@@ -81,14 +63,14 @@ describe("the seed walkthrough on a real node", () => {
       internalPort: nodePort,
       description: "kubernetes/default/http-nginx-service/http"
     }))
-    const answer = await waitFor(() => nginxAnswer(), { description: "an nginx pod to answer a curl from the WAN", timeoutMs: 30_000 })
+    const answer = await waitFor(() => node.nginxAnswer(), { description: "an nginx pod to answer a curl from the WAN", timeoutMs: 30_000 })
     expect(nginx.map((p) => p.metadata.name)).toContain(answer.pod)
     expect(answer.body).toBe(`Welcome to nginx! Served by pod ${answer.pod}`)
   })
 
   it("kubectl logs of the controller pod shows its JSON log lines", async () => {
-    const [pod] = await controllerPods()
-    const logs = await kubectlOk(["logs", "-n", NAMESPACE, pod!.metadata.name])
+    const [pod] = await node.controllerPods()
+    const logs = await node.kubectlOk(["logs", "-n", node.NAMESPACE, pod!.metadata.name])
     const lines = logs.split("\n").filter((l) => l !== "")
     expect(lines.length).toBeGreaterThan(3)
     const entries = lines.map((line) => JSON.parse(line) as { message: unknown; level: unknown; timestamp: unknown })
@@ -102,20 +84,20 @@ describe("the seed walkthrough on a real node", () => {
   })
 
   it("the pod's own memory, read from its cgroup, within the manifests' limit", async () => {
-    const [pod] = await controllerPods()
-    const memory = podMemory(pod!)
+    const [pod] = await node.controllerPods()
+    const memory = node.podMemory(pod!)
     // manifests/daemonset.yaml: limits.memory 768Mi, enforced by the kubelet through the cgroup.
     expect(memory.limit).toBe(768 * 1024 * 1024)
     expect(memory.usage).toBeGreaterThan(16 * 1024 * 1024)
     expect(memory.usage).toBeLessThan(memory.limit)
     console.log(
-      `[figure] controller pod after the walkthrough: memory.usage_in_bytes ${mib(memory.usage)}, working set ${mib(memory.workingSet)}, rss ${mib(memory.rss)} (limit ${mib(memory.limit)})`
+      `[figure] controller pod after the walkthrough: memory.usage_in_bytes ${node.mib(memory.usage)}, working set ${node.mib(memory.workingSet)}, rss ${node.mib(memory.rss)} (limit ${node.mib(memory.limit)})`
     )
   })
 
   it("deleting the example removes its mapping: the finalizer is honoured by the pod", async () => {
-    await deleteExample()
+    await node.deleteExample()
     await waitFor(async () => (await upnpcList()).every((m) => m.externalPort !== 8080), { description: "the mapping to be gone" })
-    expect((await nginxAnswer())).toBeUndefined()
+    expect((await node.nginxAnswer())).toBeUndefined()
   })
 })

@@ -178,3 +178,8 @@ export async function deleteExample(): Promise<void> {
     timeoutMs: 60_000
   })
 }
+
+/** Deletes what `kubectl apply -k manifests` made (their namespace too) and waits until it is gone. */
+export async function deleteManifests(): Promise<void> {
+  await kubectl(["delete", "-k", MANIFESTS, "--ignore-not-found", "--wait=true", "--timeout=120s"], { timeoutMs: 130_000 })
+}
