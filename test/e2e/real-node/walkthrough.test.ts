@@ -20,7 +20,7 @@ afterAll(async () => {
 })
 
 describe("the seed walkthrough on a real node", () => {
-  it("runs the manifests' DaemonSet from the lab-built image: Running, Ready, leading, uid 65532, no capabilities, read-only root", async () => {
+  it("runs the manifests' DaemonSet from the lab-built image: Running, Ready, leading with its pod's projected token, uid 65532, no capabilities, read-only root", async () => {
     const started = performance.now()
     const applied = await node.kubectlOk(["apply", "-k", node.MANIFESTS])
     expect(applied).toContain(`daemonset.apps/${node.CONTROLLER} created`)
@@ -33,6 +33,16 @@ describe("the seed walkthrough on a real node", () => {
     console.log(`[figure] kubectl apply -k manifests to a Ready controller pod: ${((performance.now() - started) / 1000).toFixed(1)} s`)
 
     await waitFor(async () => (await node.leaderPod()) === pod!.metadata.name, { description: "the pod to hold the Lease", timeoutMs: 30_000 })
+    // A real projected token (ServiceAccount admission, the token bound to this pod) is what it used.
+    const projected = pod!.spec.volumes?.find((v) => v.projected?.sources.some((source) => "serviceAccountToken" in source))
+    expect(projected?.name).toMatch(/^kube-api-access-/)
+    const audited = fs.readFileSync(loadLab().auditLog, "utf8").split("\n").filter((l) => l !== "").map((l) =>
+      JSON.parse(l) as { user: { username: string; extra?: Record<string, Array<string>> }; objectRef?: { resource?: string } }
+    )
+    expect(audited.find((e) => e.objectRef?.resource === "leases")?.user).toMatchObject({
+      username: `system:serviceaccount:${node.NAMESPACE}:${node.CONTROLLER}`,
+      extra: { "authentication.kubernetes.io/pod-name": [pod!.metadata.name] }
+    })
     const status = fs.readFileSync(`/proc/${node.containerPid(pod!, "controller")}/status`, "utf8")
     expect(status).toMatch(/^Uid:\s+65532\s+65532\s+65532\s+65532$/m)
     expect(status).toMatch(/^Gid:\s+65532\s/m)

@@ -38,7 +38,10 @@ export async function rollout(resource: string, namespace = "default", timeoutSe
 
 export interface PodView {
   readonly metadata: { readonly name: string; readonly uid: string; readonly namespace: string; readonly deletionTimestamp?: string }
-  readonly spec: { readonly nodeName?: string }
+  readonly spec: {
+    readonly nodeName?: string
+    readonly volumes?: ReadonlyArray<{ readonly name: string; readonly projected?: { readonly sources: ReadonlyArray<Record<string, unknown>> } }>
+  }
   readonly status: {
     readonly phase: string
     readonly podIP?: string
