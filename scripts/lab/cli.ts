@@ -206,7 +206,7 @@ async function main(): Promise<number> {
     case "images": {
       const binDir = await controlPlaneBinDir()
       const set = await buildImages({ repoRoot, cacheRoot: path.dirname(binDir), arch: architecture(), kubectl: path.join(binDir, "kubectl"), log: (m) => process.stderr.write(`[images] ${m}\n`) })
-      for (const image of set.images) process.stdout.write(`${image.role.padEnd(11)} ${image.reference.padEnd(56)} ${rel(image.archive)}\n`)
+      for (const image of set.images) process.stdout.write(`${image.role.padEnd(11)} ${image.reference.padEnd(56)} ${image.archive}\n`)
       if (values["run-help"]) {
         const help = await runHelp(set)
         process.stdout.write(`\n$ ${help.command}\n${help.output}`)

@@ -12,10 +12,11 @@
  * `<cache>/images/<arch>/` beside the control-plane binaries: its own podman storage, and a
  * docker-archive per image that the node's containerd imports.
  */
+import { spawn } from "node:child_process"
 import { createHash } from "node:crypto"
 import * as fs from "node:fs"
 import * as path from "node:path"
-import { run, runOk } from "./proc.ts"
+import { run, runOk, tailFile } from "./proc.ts"
 
 /** What the lab's images run on: this machine's architecture, or arm64 under qemu-user. */
 export type Arch = "amd64" | "arm64"
@@ -296,14 +297,21 @@ class Builder {
   }
 
   /** Runs a build step with its output in a log; on failure, the log's tail is in the error. */
-  private async step(what: string, argv: ReadonlyArray<string>, logName: string, options: { cwd?: string } = {}): Promise<void> {
+  /**
+   * Runs a build step with its output written to a log as it comes (`tail -f` it to follow a
+   * long build); on failure, the log's tail is in the error.
+   */
+  private async step(what: string, argv: ReadonlyArray<string>, logName: string): Promise<void> {
     const log = path.join(this.dir, "logs", `${logName}.log`)
-    const r = await run(argv, { env: this.env, ...(options.cwd === undefined ? {} : { cwd: options.cwd }) })
-    fs.writeFileSync(log, `$ ${argv.join(" ")}\n${r.stdout}${r.stderr}`)
-    if (r.code !== 0) {
-      const tail = `${r.stdout}${r.stderr}`.trimEnd().split("\n").slice(-25).join("\n")
-      throw new Error(`${what} failed (exit ${r.code}); the end of ${log}:\n${tail}`)
-    }
+    fs.writeFileSync(log, `$ ${argv.join(" ")}\n`)
+    const [file = "", ...args] = argv
+    const fd = fs.openSync(log, "a")
+    const code = await new Promise<number>((resolve) => {
+      const child = spawn(file, args, { stdio: ["ignore", fd, fd], env: { ...process.env, ...this.env } })
+      child.on("error", () => resolve(127))
+      child.on("close", (exitCode) => resolve(exitCode ?? 128))
+    }).finally(() => fs.closeSync(fd))
+    if (code !== 0) throw new Error(`${what} failed (exit ${code}); the end of ${log}:\n${tailFile(log, 25)}`)
   }
 
   async imageExists(reference: string): Promise<boolean> {
@@ -396,7 +404,7 @@ class Builder {
       this.options.log(`${reference}: cached (inputs ${inputs.slice(0, 12)})`)
     } else {
       const started = performance.now()
-      this.options.log(`${reference}: podman build of the Dockerfile (${files.length} input files; npm ci on the host network)`)
+      this.options.log(`${reference}: podman build of the Dockerfile (${files.length} input files; npm ci on the host network; log ${path.join(this.dir, "logs", "build-controller.log")})`)
       // As users build it (`podman build .`), plus the local bases' names; no registry is asked.
       await this.step("podman build of the Dockerfile", [
         ...this.podman, "build", "--pull=never", "--network=host", "--platform", `linux/${arch}`,
