@@ -460,11 +460,15 @@ async function withEmulation<T>(arch: Arch, log: (message: string) => void, fn: 
  * archives. Progress goes to `log`; a failed step throws with the end of its log.
  */
 export async function buildImages(options: BuildOptions): Promise<ImageSet> {
-  // podman keeps a blob cache in /var/lib/containers whatever its storage: not left behind.
+  return withPodman(() => withEmulation(options.arch, options.log, () => build(options)))
+}
+
+/** Runs podman commands; podman keeps a blob cache in /var/lib/containers whatever its storage: not left behind. */
+async function withPodman<T>(fn: () => Promise<T>): Promise<T> {
   const podmanCache = "/var/lib/containers"
   const hadPodmanCache = fs.existsSync(podmanCache)
   try {
-    return await withEmulation(options.arch, options.log, () => build(options))
+    return await fn()
   } finally {
     if (!hadPodmanCache) fs.rmSync(podmanCache, { recursive: true, force: true })
   }
@@ -481,7 +485,7 @@ export async function runHelp(set: ImageSet): Promise<{ command: string; output:
     ...set.podman, "run", "--rm", "--pull=never", "--platform", `linux/${set.arch}`, "--network=none", "--read-only",
     "--cap-drop=ALL", "--security-opt=no-new-privileges", controller.reference, "--help"
   ]
-  const r = await withEmulation(set.arch, () => {}, () => run(argv, { env: set.podmanEnv, timeoutMs: 120_000 }))
+  const r = await withPodman(() => withEmulation(set.arch, () => {}, () => run(argv, { env: set.podmanEnv, timeoutMs: 120_000 })))
   const command = `podman run --rm --platform linux/${set.arch} --network=none --read-only --cap-drop=ALL --security-opt=no-new-privileges ${controller.reference} --help`
   return { command, output: `${r.stdout}${r.stderr}`, code: r.code }
 }
