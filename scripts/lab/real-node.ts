@@ -243,7 +243,7 @@ function removeCgroupRoot(cgroupRoot: string): Array<string> {
   return problems
 }
 
-function containerdConfig(member: RealNodeMember): string {
+function containerdConfig(member: RealNodeMember, pauseImage: string): string {
   const d = member.dir
   return `version = 2
 root = "${d}/containerd/root"
@@ -253,7 +253,7 @@ state = "${d}/containerd/state"
 [plugins."io.containerd.internal.v1.opt"]
   path = "${d}/containerd/opt"
 [plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "__PAUSE__"
+  sandbox_image = "${pauseImage}"
   # No CAP_SYS_RESOURCE here: runc cannot lower oom_score_adj below its parent's.
   restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
@@ -354,7 +354,7 @@ async function startNodeRuntime(member: RealNodeMember, lab: RealNodeLab, images
   for (const sub of ["containerd", "cni", "ipam", "kubelet", "pki", "runc", "run"]) fs.mkdirSync(path.join(member.dir, sub), { recursive: true })
   fs.mkdirSync(member.podLogsDir, { recursive: true })
   const pause = images.images.find((i) => i.role === "pause")?.reference ?? ""
-  fs.writeFileSync(path.join(member.dir, "containerd.toml"), containerdConfig(member).replace("__PAUSE__", pause))
+  fs.writeFileSync(path.join(member.dir, "containerd.toml"), containerdConfig(member, pause))
   fs.writeFileSync(path.join(member.dir, "cni", "10-pods.conflist"), cniConfig(member))
   const log = path.join(lab.logDir, `containerd-${member.name}.log`)
   member.containerd = startDaemon(inNet(member.namespace, ["containerd", "--config", path.join(member.dir, "containerd.toml")]), log, `containerd (${member.name})`)
