@@ -303,8 +303,8 @@ let interrupted = false
 main().then(
   (code) => process.exit(code),
   (error: unknown) => {
-    // A failed start has already reported its step, log tail and teardown.
-    if (!(error instanceof LabStepError)) process.stderr.write(`[lab] ${error instanceof Error ? error.message : String(error)}\n`)
+    // A failed start has already reported its step, log tail and teardown; a check before it has not.
+    if (!(error instanceof LabStepError && error.reported)) process.stderr.write(`[lab] ${error instanceof Error ? error.message : String(error)}\n`)
     process.exit(interrupted ? 130 : 1)
   }
 )

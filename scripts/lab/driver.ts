@@ -179,6 +179,8 @@ export class LabStepError extends Error {
   readonly step: string
   readonly component: string | null
   readonly logTail: string
+  /** Set once the failure has been reported (with its log tail and the teardown). */
+  reported = false
   constructor(step: string, message: string, component: string | null = null, logTail = "") {
     super(`step "${step}" failed: ${message}`)
     this.name = "LabStepError"
@@ -649,18 +651,21 @@ export async function compactEtcd(state: LabStateFile): Promise<number> {
   return revision
 }
 
-/** What real-node.ts sees of the lab: paths, nodes, and its own part of the state file. */
-function realNodeView(state: LabStateFile): RealNodeLab {
-  const cp = requireControlPlane(state)
+/**
+ * What real-node.ts sees of the lab: paths, nodes, and its own part of the state file. The
+ * paths are where the control plane puts them, so a start that failed before the control
+ * plane still tears its real node (the lock) down.
+ */
+function realNodeView(state: LabStateFile, binDir: string): RealNodeLab {
   return {
     name: state.name,
     labDir: state.labDir,
     logDir: state.logDir,
     nodes: state.nodes,
-    kubeconfig: cp.kubeconfig,
-    kubectlPath: cp.kubectlPath,
-    caFile: cp.caFile,
-    serviceAccountKeyFile: cp.serviceAccountKeyFile,
+    kubeconfig: path.join(state.labDir, "kubeconfig"),
+    kubectlPath: path.join(binDir, "kubectl"),
+    caFile: path.join(state.labDir, "pki", "ca.crt"),
+    serviceAccountKeyFile: path.join(state.labDir, "pki", "sa.key"),
     get realNode() {
       return state.realNode
     },
@@ -1059,16 +1064,7 @@ export async function up(options: UpOptions): Promise<LabStateFile> {
     state.timings["images"] = Math.round(performance.now() - imagesStarted)
     try {
       const lock = acquireRealNodeLock(options.name, state.statePath, (other) => isInUse(readState(other)), log)
-      state.realNode = initialRealNodeState({
-        name: state.name,
-        labDir,
-        logDir: state.logDir,
-        nodes: state.nodes,
-        kubeconfig: path.join(labDir, "kubeconfig"),
-        kubectlPath: path.join(binDir, "kubectl"),
-        caFile: path.join(labDir, "pki", "ca.crt"),
-        serviceAccountKeyFile: path.join(labDir, "pki", "sa.key")
-      }, binDir, lock)
+      state.realNode = initialRealNodeState(realNodeView(state, binDir), binDir, lock)
     } catch (error) {
       fs.rmSync(labDir, { recursive: true, force: true })
       throw new LabStepError("take the real-node lock", (error as Error).message)
@@ -1130,7 +1126,7 @@ export async function up(options: UpOptions): Promise<LabStateFile> {
       if (images !== undefined) {
         current = "start the real node"
         signal?.throwIfAborted()
-        Object.assign(state.timings, await startRealNode(realNodeView(state), images, log, signal))
+        Object.assign(state.timings, await startRealNode(realNodeView(state, binDir), images, log, signal))
       }
     }
     state.timings["total"] = Math.round(performance.now() - started)
@@ -1152,6 +1148,7 @@ export async function up(options: UpOptions): Promise<LabStateFile> {
     report("tearing down what was started")
     const problems = await teardown(state, { keepLogs: options.keepLogs ?? false, log: report })
     for (const p of problems) report(`teardown: ${p}`)
+    failure.reported = true
     throw failure
   }
 }
@@ -1171,7 +1168,7 @@ export async function teardown(state: LabStateFile, options: { keepLogs?: boolea
   writeState(state)
   if (state.realNode !== null) {
     try {
-      problems.push(...await stopRealNode(realNodeView(state), log))
+      problems.push(...await stopRealNode(realNodeView(state, state.realNode.binDir), log))
     } catch (error) {
       problems.push(`real node: ${error instanceof Error ? error.message : String(error)}`)
     }
