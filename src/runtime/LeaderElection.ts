@@ -292,29 +292,24 @@ export const make = Effect.fn("LeaderElection.make")(function*(options: LeaderEl
     }
   })
 
-  /** Hands the Lease back so the next candidate need not wait for it to expire. */
+  /**
+   * Hands the Lease back so the next candidate need not wait for it to expire. A renewal
+   * interrupted by the shutdown may have landed unseen: a stale resourceVersion is read again
+   * once, and the Lease released if it still names us.
+   */
   const release = Effect.gen(function*() {
     const { lease } = yield* Ref.get(observed)
     if (lease?.spec?.holderIdentity !== options.identity || lease.metadata?.resourceVersion === undefined) return
-    const now = yield* Clock.currentTimeMillis
-    yield* store.replace({
-      ...lease,
-      metadata: {
-        ...lease.metadata,
-        namespace: options.namespace,
-        name: options.name,
-        resourceVersion: lease.metadata.resourceVersion
-      },
-      spec: {
-        ...lease.spec,
-        holderIdentity: "",
-        leaseDurationSeconds: 1,
-        acquireTime: microTime(now),
-        renewTime: microTime(now)
-      }
-    }).pipe(
-      Effect.tap((released) => remember(released, now)),
-      Effect.tap(() => Effect.logInfo("released the leader Lease")),
+    yield* releaseFrom(lease, lease.metadata.resourceVersion).pipe(
+      Effect.catchTag("KubeConflict", () =>
+        store.get(options.namespace, options.name).pipe(
+          Effect.flatMap((current) =>
+            current?.spec?.holderIdentity === options.identity && current.metadata?.resourceVersion !== undefined
+              ? releaseFrom(current, current.metadata.resourceVersion)
+              : Effect.void
+          )
+        )
+      ),
       Effect.catch((error) =>
         Effect.logWarning("could not release the leader Lease; it expires on its own").pipe(
           Effect.annotateLogs({ error: error.message })
@@ -322,6 +317,23 @@ export const make = Effect.fn("LeaderElection.make")(function*(options: LeaderEl
       ),
       Effect.timeoutOption(renewDeadline)
     )
+  })
+
+  const releaseFrom = Effect.fnUntraced(function*(lease: Lease, resourceVersion: string) {
+    const now = yield* Clock.currentTimeMillis
+    const released = yield* store.replace({
+      ...lease,
+      metadata: { ...lease.metadata, namespace: options.namespace, name: options.name, resourceVersion },
+      spec: {
+        ...lease.spec,
+        holderIdentity: "",
+        leaseDurationSeconds: 1,
+        acquireTime: microTime(now),
+        renewTime: microTime(now)
+      }
+    })
+    yield* remember(released, now)
+    yield* Effect.logInfo("released the leader Lease")
   })
 
   const run = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>

@@ -211,6 +211,23 @@ describe("LeaderElection", () => {
       yield* Fiber.interrupt(fb)
     }).pipe(Effect.provide(LeaseStore.layerMemory)))
 
+  it.effect("releases the Lease on shutdown even when a renewal it did not see has moved its resourceVersion", () =>
+    Effect.gen(function*() {
+      const shared = yield* world
+      const a = yield* candidate("pod-a", shared)
+      const fa = yield* Effect.forkChild(a.election.run(a.workload))
+      yield* advanceUntil(a.running, 5_000)
+      // A renewal that landed while the shutdown interrupted it: the Lease still names pod-a,
+      // under a resourceVersion pod-a never saw.
+      const { leases } = yield* MemoryLeases
+      yield* Ref.update(leases, (all) => {
+        const current = all.get(`${NAMESPACE}/${NAME}`)!
+        return new Map(all).set(`${NAMESPACE}/${NAME}`, { ...current, metadata: { ...current.metadata, resourceVersion: "9999" } })
+      })
+      yield* Fiber.interrupt(fa)
+      assert.strictEqual(yield* holder, "")
+    }).pipe(Effect.provide(LeaseStore.layerMemory)))
+
   it.effect("of two candidates racing for a free Lease exactly one wins", () =>
     Effect.gen(function*() {
       const shared = yield* world
