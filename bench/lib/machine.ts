@@ -2,7 +2,7 @@
  * What ran where, and what it cost: the machine's description, per-process CPU time and
  * memory from /proc, and the whole machine's busy time (others' test runs share it).
  */
-import { execFileSync } from "node:child_process"
+import { execFileSync, spawn, spawnSync } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 
@@ -78,6 +78,31 @@ export function memoryMiB(pid: number): { rss: number; hwm: number } | undefined
     return { rss: kib("VmRSS") / 1024, hwm: kib("VmHWM") / 1024 }
   } catch {
     return undefined
+  }
+}
+
+/**
+ * Node's own floor: the RSS of a bare `node -e` process waiting on a timer, after `settleMs`,
+ * and the wall and CPU time, and high-water, of a `node -e 0` run to its end.
+ */
+export async function nodeFloor(settleMs = 2000): Promise<{ idleRssMiB: number; startMs: number; startCpuMs: number }> {
+  const child = spawn(process.execPath, ["-e", "setTimeout(() => {}, 1e9)"], { stdio: "ignore" })
+  await new Promise((resolve) => setTimeout(resolve, settleMs))
+  const idleRssMiB = memoryMiB(child.pid ?? -1)?.rss ?? Number.NaN
+  child.kill()
+  const run = timed([process.execPath, "-e", "0"])
+  return { idleRssMiB, startMs: run.wallMs, startCpuMs: run.cpuMs }
+}
+
+/** Runs a command to its end and reports its wall and CPU milliseconds and peak RSS (GNU time). */
+export function timed(argv: ReadonlyArray<string>): { wallMs: number; cpuMs: number; maxRssMiB: number; code: number } {
+  const out = spawnSync("/usr/bin/time", ["-f", "%e %U %S %M", ...argv], { encoding: "utf8" })
+  const [wall, user, system, maxKiB] = (out.stderr.trim().split("\n").at(-1) ?? "").split(" ").map(Number)
+  return {
+    wallMs: (wall ?? Number.NaN) * 1000,
+    cpuMs: ((user ?? Number.NaN) + (system ?? Number.NaN)) * 1000,
+    maxRssMiB: (maxKiB ?? Number.NaN) / 1024,
+    code: out.status ?? -1
   }
 }
 

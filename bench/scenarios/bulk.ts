@@ -185,6 +185,13 @@ export async function bulk(ctx: Context): Promise<ScenarioResult> {
   if (idle !== undefined) {
     rows.push(
       { section: "5. footprint", figure: `controller RSS, idle, ${2 * n} mappings held`, unit: "MiB", value: summarize([idle.rssMiB]) },
+      {
+        section: "5. footprint",
+        figure: `controller RSS high-water, through the ${n}-Service bulk`,
+        unit: "MiB",
+        value: summarize(rounds.flatMap((round) => round.idle === undefined ? [] : [round.idle.hwmMiB])),
+        note: "VmHWM after the create, before the reboot and the delete"
+      },
       { section: "5. footprint", figure: `controller CPU, idle, ${2 * n} mappings held (${Math.round(idle.windowMs / 1000)} s)`, unit: "%", value: summarize([idle.cpuPercent]), note: "of one core; probe every 2 s, resync off" }
     )
   }

@@ -9,7 +9,7 @@ import { countDelta, fullPasses, gatewayCalls, waitIdle } from "../lib/controlle
 import type { Context, ScenarioResult } from "../lib/context.ts"
 import { waitTable } from "../lib/gateway.ts"
 import { clusterIp, loadBalancer, NAMESPACE, pool, retrying } from "../lib/kube.ts"
-import { cpuWindow, memoryMiB } from "../lib/machine.ts"
+import { cpuWindow, memoryMiB, nodeFloor } from "../lib/machine.ts"
 import { startCountingProxy } from "../lib/proxy.ts"
 import { now, type Row, sleep, summarize } from "../lib/stats.ts"
 import { SCALE_FLAGS } from "./bulk.ts"
@@ -30,9 +30,42 @@ const perService = (counts: Record<string, number>, services: number): Record<st
   )
 
 export async function footprint(ctx: Context): Promise<ScenarioResult> {
+  const floor = await idleFloors(ctx)
   const scale = await scaleFootprint(ctx)
   const calls = await soapPerResync(ctx)
-  return { rows: [...scale.rows, ...calls.rows], raw: { scale: scale.raw, soap: calls.raw } }
+  return { rows: [...floor.rows, ...scale.rows, ...calls.rows], raw: { floor: floor.raw, scale: scale.raw, soap: calls.raw } }
+}
+
+/**
+ * Node's own floor (a bare process waiting on a timer), and the controller idle on an empty
+ * cluster run from the sources, beside the bundle's figure (in `scaleFootprint`): what the
+ * bundle saves.
+ */
+async function idleFloors(ctx: Context): Promise<{ rows: Array<Row>; raw: Record<string, unknown> }> {
+  const floor = await nodeFloor()
+  const { controller } = await ctx.startController("footprint-sources", SCALE_FLAGS, { fromSources: true })
+  let sources: number | undefined
+  try {
+    await waitIdle(controller, { quietMs: 1000, timeoutMs: 60_000 })
+    await sleep(ctx.opts.idleWindowMs)
+    sources = memoryMiB(controller.pid)?.rss
+  } finally {
+    await ctx.stopController(controller)
+  }
+  const section = "5. footprint"
+  return {
+    rows: [
+      { section, figure: "Node's floor: RSS of a bare node -e waiting on a timer", unit: "MiB", value: summarize([floor.idleRssMiB]) },
+      {
+        section,
+        figure: "controller RSS, idle, empty cluster, run from the sources",
+        unit: "MiB",
+        value: summarize(sources === undefined ? [] : [sources]),
+        note: "the same as the next row, but src/bin.ts instead of the bundle"
+      }
+    ],
+    raw: { floor, sourcesRssMiB: sources }
+  }
 }
 
 async function createAll(ctx: Context, others: number, ours: number, basePort: number) {
@@ -107,7 +140,7 @@ async function scaleFootprint(ctx: Context): Promise<{ rows: Array<Row>; raw: Re
     const windowS = Math.round(opts.idleWindowMs / 1000)
     return {
       rows: [
-        { section, figure: "controller RSS, idle, empty cluster", unit: "MiB", value: summarize(baseMemory === undefined ? [] : [baseMemory.rss]) },
+        { section, figure: "controller RSS, idle, empty cluster (the bundle)", unit: "MiB", value: summarize(baseMemory === undefined ? [] : [baseMemory.rss]) },
         { section, figure: `controller CPU, idle, empty cluster (${windowS} s)`, unit: "%", value: summarize([pct(baseCpu)]) },
         { section, figure: `controller RSS, idle, ${total} Services, ${opts.scaleOurs} ours`, unit: "MiB", value: summarize(loadedMemory === undefined ? [] : [loadedMemory.rss]), note: `high-water ${loadedMemory?.hwm.toFixed(0) ?? "-"} MiB` },
         { section, figure: `controller CPU, idle, ${total} Services, ${opts.scaleOurs} ours (${windowS} s)`, unit: "%", value: summarize([pct(loadedCpu)]) }

@@ -7,7 +7,8 @@ import { waitIdle } from "../lib/controller.ts"
 import type { Context, ScenarioResult } from "../lib/context.ts"
 import { waitTable } from "../lib/gateway.ts"
 import { loadBalancer, NAMESPACE, pool, retrying } from "../lib/kube.ts"
-import { cpuMs, memoryMiB } from "../lib/machine.ts"
+import { BUNDLE } from "../lib/controller.ts"
+import { cpuMs, memoryMiB, nodeFloor, timed } from "../lib/machine.ts"
 import { type Row, summarize } from "../lib/stats.ts"
 
 interface Sample {
@@ -58,6 +59,12 @@ export async function startup(ctx: Context): Promise<ScenarioResult> {
     await waitIdle(controller, { quietMs: 200, timeoutMs: 30_000 })
     await ctx.stopController(controller)
   }
+  // The diagnostics CLI as a user meets it: one command, from start to its answer.
+  const floor = await nodeFloor(200)
+  const cli = Array.from({ length: ctx.opts.startupSamples }, () =>
+    timed([process.execPath, BUNDLE, "gateway", "status", "--gateway-url", lab.rootDescUrl])
+  )
+  if (cli.some((run) => run.code !== 0)) throw new Error("edge-ccm gateway status failed")
   const section = "6. startup (process start → /readyz 200, gateway warm)"
   const pick = (variant: string, f: (s: Sample) => number | undefined) =>
     summarize(samples.filter((s) => s.variant === variant).flatMap((s) => { const v = f(s); return v === undefined ? [] : [v] }))
@@ -66,7 +73,15 @@ export async function startup(ctx: Context): Promise<ScenarioResult> {
     { section, figure: "empty cluster, gateway found by SSDP", unit: "ms", value: pick("ssdp", (s) => s.readyMs) },
     { section, figure: `${held} Services of ours, ${2 * held} mappings held, --gateway-url`, unit: "ms", value: pick(`url-${2 * held}-held`, (s) => s.readyMs) },
     { section, figure: "CPU used until ready (empty, --gateway-url)", unit: "ms", value: pick("url", (s) => s.cpuMs) },
-    { section, figure: "RSS when ready (empty, --gateway-url)", unit: "MiB", value: pick("url", (s) => s.rssMiB) }
+    { section, figure: "RSS when ready (empty, --gateway-url)", unit: "MiB", value: pick("url", (s) => s.rssMiB) },
+    {
+      section,
+      figure: "edge-ccm gateway status --gateway-url, wall",
+      unit: "ms",
+      value: summarize(cli.map((run) => run.wallMs)),
+      floor: summarize([floor.startMs]),
+      note: `CPU ${summarize(cli.map((run) => run.cpuMs))?.median.toFixed(0) ?? "?"} ms; floor: node -e 0`
+    }
   ]
-  return { rows, raw: { samples } }
+  return { rows, raw: { samples, cli, floor } }
 }

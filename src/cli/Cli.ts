@@ -4,7 +4,7 @@
  */
 import { Console, Effect, Logger, References } from "effect"
 import { CliError, Command } from "effect/cli"
-import { runCommand } from "../runtime/RunCommand.ts"
+import { runCommand } from "./RunCommand.ts"
 import { gatewayCommand } from "./GatewayCommand.ts"
 import { CommandFailed } from "./output.ts"
 

@@ -4,7 +4,7 @@
  * detected router reboot recomputes the plan from the whole observed state, so a dropped event,
  * a restart or a rebooted router is repaired by the next pass.
  */
-import type { V1EndpointSlice, V1Node, V1Service } from "@kubernetes/client-node"
+import type { EndpointSlice, Node, Service } from "../kube/objects.ts"
 import { Clock, Context, Duration, Effect, FiberMap, Layer, Metric, Random, Schedule, Semaphore, Stream } from "effect"
 import type { GatewayError } from "../gateway/GatewayError.ts"
 import { type Backend, Gateways, type LoadBalancerType } from "../gateway/Gateways.ts"
@@ -95,12 +95,12 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
   const restartListeners = yield* FiberMap.make<Backend>()
   const fullPassLock = yield* Semaphore.make(1)
 
-  const services = new Map<string, V1Service>()
+  const services = new Map<string, Service>()
   // The versions of each Service this controller wrote lately: their watch echoes need no new
   // pass (a pass writes up to three times; the echo of the first may be taken before the last).
   const ownWrites = new Map<string, Array<string>>()
-  const nodes = new Map<string, V1Node>()
-  const slices = new Map<string, V1EndpointSlice>()
+  const nodes = new Map<string, Node>()
+  const slices = new Map<string, EndpointSlice>()
   const state = {
     servicesSynced: false,
     nodesSynced: false,
@@ -112,7 +112,7 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
     lastResyncAt: Date.now()
   }
 
-  const isRelevant = (service: V1Service) =>
+  const isRelevant = (service: Service) =>
     selectService(service, options)._tag !== "NotOurs" || (service.metadata?.finalizers?.includes(FINALIZER) ?? false)
 
   const excluded = () => {
@@ -260,7 +260,7 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
     ))
   }
 
-  const localTrafficWarning = (service: V1Service): string | undefined => {
+  const localTrafficWarning = (service: Service): string | undefined => {
     if (service.spec?.externalTrafficPolicy !== "Local" || options.nodeName === undefined || !state.slicesSynced) {
       return undefined
     }
@@ -500,7 +500,7 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
     )
 
   /** Other Services asking for an external port this one asks (or asked) for. */
-  const contenders = (...versions: ReadonlyArray<V1Service | undefined>): ReadonlyArray<string> => {
+  const contenders = (...versions: ReadonlyArray<Service | undefined>): ReadonlyArray<string> => {
     const self = versions.find((version) => version !== undefined)
     if (self === undefined) return []
     const others = new Set<string>()
@@ -516,7 +516,7 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
    * The other Services of its namespace when the namespace is (or was, before this change) past
    * its quota: a change in one may give or take another's share.
    */
-  const quotaContenders = (previous: V1Service | undefined, next: V1Service): ReadonlyArray<string> => {
+  const quotaContenders = (previous: Service | undefined, next: Service): ReadonlyArray<string> => {
     if (options.maxMappingsPerNamespace <= 0) return []
     const namespace = next.metadata?.namespace ?? "default"
     const members = portIndex.namespaceMembers(namespace)
@@ -529,7 +529,7 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
     return [...members].filter((member) => member !== serviceKey(next))
   }
 
-  const objectKey = (object: { readonly metadata?: { namespace?: string; name?: string } | undefined }) =>
+  const objectKey = (object: { readonly metadata?: { readonly namespace?: string | undefined; readonly name?: string | undefined } | undefined }) =>
     `${object.metadata?.namespace ?? ""}/${object.metadata?.name ?? ""}`
 
   // The first pass waits for both lists: orphans are judged by Services and by Node addresses.

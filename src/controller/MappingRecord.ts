@@ -12,7 +12,7 @@
  * from the record at the next write. A record written by an earlier version (unsigned) is
  * migrated the same way: its provable entries are kept and signed.
  */
-import type { V1Service } from "@kubernetes/client-node"
+import type { Service } from "../kube/objects.ts"
 import { Result, Schema } from "effect"
 import { MappablePort, Protocol } from "../gateway/Mapping.ts"
 import { perServiceObject } from "./perServiceObject.ts"
@@ -58,7 +58,7 @@ export interface RecordCheck {
 const empty: ReadRecord = { trusted: [], refused: [], stale: false }
 
 /** Reads and checks a Service's record. Pure, and memoized per Service object. */
-export const readRecord = perServiceObject((service: V1Service, check: RecordCheck): ReadRecord => {
+export const readRecord = perServiceObject((service: Service, check: RecordCheck): ReadRecord => {
   const annotations = service.metadata?.annotations ?? {}
   const text = annotations[MAPPINGS_ANNOTATION]
   const signature = annotations[MAPPINGS_SIGNATURE_ANNOTATION]
@@ -89,7 +89,7 @@ export const readRecord = perServiceObject((service: V1Service, check: RecordChe
  * UPnP entries by a description this Service's own ports derive, NAT-PMP/PCP entries (deleted
  * by internal port) by a nodePort of this Service, which the apiserver allots to it alone.
  */
-const provableOwn = (service: V1Service, clusterName: string) => {
+const provableOwn = (service: Service, clusterName: string) => {
   const namespace = service.metadata?.namespace ?? "default"
   const name = service.metadata?.name ?? ""
   const ports = service.spec?.ports ?? []
@@ -102,7 +102,7 @@ const provableOwn = (service: V1Service, clusterName: string) => {
 }
 
 /** The signature binds a record to one Service object: a re-created namesake is another owner. */
-export const ownerOf = (service: V1Service): RecordOwner => ({
+export const ownerOf = (service: Service): RecordOwner => ({
   namespace: service.metadata?.namespace ?? "default",
   name: service.metadata?.name ?? "",
   uid: service.metadata?.uid ?? ""
@@ -110,11 +110,17 @@ export const ownerOf = (service: V1Service): RecordOwner => ({
 
 /** Stable text for the annotation: sorted, so an unchanged record is never rewritten. */
 export const writeRecord = (mappings: ReadonlyArray<RecordedMapping>): string =>
-  encodeRecord([...mappings].sort((a, b) => portKey(a).localeCompare(portKey(b))))
+  encodeRecord([...mappings].sort((a, b) => compareText(portKey(a), portKey(b))))
+
+/**
+ * Code-unit order. `localeCompare` would page in ICU's collation data: about 8 MiB of RSS for a
+ * process that never sorts anything but port keys.
+ */
+export const compareText = (a: string, b: string): number => a < b ? -1 : a > b ? 1 : 0
 
 /** The record's two annotations, text and signature, as one metadata change. */
 export const recordAnnotations = (
-  service: V1Service,
+  service: Service,
   mappings: ReadonlyArray<RecordedMapping>,
   key: RecordKey["Service"]
 ): Record<string, string> => {

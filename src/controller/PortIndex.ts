@@ -4,15 +4,15 @@
  * holder of a nodePort or a namespace's quota costs its own ports, not a scan of every Service
  * in the cluster.
  */
-import type { V1Service } from "@kubernetes/client-node"
+import type { Service } from "../kube/objects.ts"
 import { portKey } from "./MappingRecord.ts"
 import { type DesiredOptions, liveDesired, type SelectionOptions, serviceKey } from "./ServiceSpec.ts"
 
 export interface PortIndex {
   /** After the store's entry for this Service changed (undefined: deleted). */
-  readonly update: (previous: V1Service | undefined, next: V1Service | undefined) => void
+  readonly update: (previous: Service | undefined, next: Service | undefined) => void
   /** After a relist replaced the whole store. */
-  readonly rebuild: (services: Iterable<V1Service>) => void
+  readonly rebuild: (services: Iterable<Service>) => void
   /** Keys of the live Services that ask for this external port (`TCP/8080`). */
   readonly claimants: (port: string) => ReadonlySet<string>
   /** Keys of the live Services that forward to this internal port (`TCP/30080`). */
@@ -24,10 +24,10 @@ export interface PortIndex {
 const none: ReadonlySet<string> = new Set()
 
 /** The port keys a Service asks for: ours and not being deleted, else none. */
-export const wantedPorts = (service: V1Service, options: SelectionOptions & DesiredOptions): ReadonlyArray<string> =>
+export const wantedPorts = (service: Service, options: SelectionOptions & DesiredOptions): ReadonlyArray<string> =>
   liveDesired(service, options)?.ports.map(portKey) ?? []
 
-const internalPorts = (service: V1Service, options: SelectionOptions & DesiredOptions): ReadonlyArray<string> =>
+const internalPorts = (service: Service, options: SelectionOptions & DesiredOptions): ReadonlyArray<string> =>
   liveDesired(service, options)?.ports.map((port) => `${port.protocol}/${port.internalPort}`) ?? []
 
 /** A multimap of string → Service keys that drops empty entries. */
@@ -54,14 +54,14 @@ export const makePortIndex = (options: SelectionOptions & DesiredOptions): PortI
   const internal = makeIndex()
   const namespaces = makeIndex()
 
-  const change = (service: V1Service, apply: (index: ReturnType<typeof makeIndex>, value: string, key: string) => void) => {
+  const change = (service: Service, apply: (index: ReturnType<typeof makeIndex>, value: string, key: string) => void) => {
     const key = serviceKey(service)
     for (const port of wantedPorts(service, options)) apply(external, port, key)
     for (const port of internalPorts(service, options)) apply(internal, port, key)
     if (liveDesired(service, options) !== undefined) apply(namespaces, service.metadata?.namespace ?? "default", key)
   }
-  const add = (service: V1Service) => change(service, (index, value, key) => index.add(value, key))
-  const remove = (service: V1Service) => change(service, (index, value, key) => index.remove(value, key))
+  const add = (service: Service) => change(service, (index, value, key) => index.add(value, key))
+  const remove = (service: Service) => change(service, (index, value, key) => index.remove(value, key))
 
   return {
     update: (previous, next) => {

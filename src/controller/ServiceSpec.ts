@@ -2,7 +2,7 @@
  * What a Service asks of us, read from its spec and annotations: whether it is ours at all,
  * and which router mappings it wants. Pure: no I/O, so the planner and its tests use plain data.
  */
-import type { V1Service } from "@kubernetes/client-node"
+import type { Service } from "../kube/objects.ts"
 import { createHash } from "node:crypto"
 import { Duration, Result, Schema } from "effect"
 import type { Protocol } from "../gateway/Mapping.ts"
@@ -16,6 +16,8 @@ import {
 } from "./DurationString.ts"
 import { perServiceObject } from "./perServiceObject.ts"
 
+/** Every annotation this controller reads or writes starts with this. */
+export const ANNOTATION_PREFIX = "midokura.com/"
 export const LOAD_BALANCER_TYPE_ANNOTATION = "midokura.com/load-balancer-type"
 export const MAPPING_LEASE_ANNOTATION = "midokura.com/mapping-lease"
 export const MAPPINGS_ANNOTATION = "midokura.com/mappings"
@@ -39,10 +41,10 @@ export type Selection =
   /** Opted in, but an annotation cannot be used: a Warning event names it and what is accepted. */
   | { readonly _tag: "Invalid"; readonly annotation: string; readonly reason: string }
 
-export const serviceKey = (service: V1Service): string =>
+export const serviceKey = (service: Service): string =>
   `${service.metadata?.namespace ?? "default"}/${service.metadata?.name ?? ""}`
 
-export const selectService = perServiceObject((service: V1Service, options: SelectionOptions): Selection => {
+export const selectService = perServiceObject((service: Service, options: SelectionOptions): Selection => {
   if (service.spec?.type !== "LoadBalancer") return { _tag: "NotOurs" }
   const loadBalancerClass = service.spec.loadBalancerClass
   if (loadBalancerClass !== undefined && loadBalancerClass !== options.loadBalancerClass) return { _tag: "NotOurs" }
@@ -109,7 +111,7 @@ const decodeLease = Schema.decodeUnknownResult(DurationString)
 
 /** Reads the mappings a selected Service wants. */
 export const desiredService = perServiceObject((
-  service: V1Service,
+  service: Service,
   backend: LoadBalancerType,
   options: DesiredOptions
 ): DesiredService => {
@@ -179,7 +181,7 @@ export const desiredService = perServiceObject((
 })
 
 /** What a Service asks of the router now: ours and not being deleted; else undefined. */
-export const liveDesired = (service: V1Service, options: SelectionOptions & DesiredOptions): DesiredService | undefined => {
+export const liveDesired = (service: Service, options: SelectionOptions & DesiredOptions): DesiredService | undefined => {
   if (service.metadata?.deletionTimestamp !== undefined) return undefined
   const selection = selectService(service, options)
   return selection._tag === "Ours" ? desiredService(service, selection.backend, options) : undefined

@@ -3,7 +3,7 @@
  * its ports), asks the planner what to do, and does it — record first, router second, status
  * and events last. Every failure ends in a typed outcome, an event and a retry, never a crash.
  */
-import type { V1LoadBalancerIngress, V1LoadBalancerStatus, V1Service } from "@kubernetes/client-node"
+import type { LoadBalancerIngress, LoadBalancerStatus as KubeLoadBalancerStatus, Service } from "../kube/objects.ts"
 import { randomBytes } from "node:crypto"
 import { Duration, Effect } from "effect"
 import type { GatewayError } from "../gateway/GatewayError.ts"
@@ -82,7 +82,7 @@ export interface ExecutorContext {
   /** Sends Events in the background. */
   readonly events: EventSink
   /** The latest Services seen by the watch, by namespace/name. */
-  readonly services: () => ReadonlyMap<string, V1Service>
+  readonly services: () => ReadonlyMap<string, Service>
   /** Keys of the live Services that ask for an external port (by port key). */
   readonly claimants: (port: string) => ReadonlySet<string>
   /** Keys of the live Services that ask for an internal port (`TCP/30080`). */
@@ -93,9 +93,9 @@ export interface ExecutorContext {
   readonly recordCheck: RecordCheck
   readonly ownership: () => Ownership
   /** Called with every Service version this controller wrote, so the watch's echo is not a new pass. */
-  readonly wrote: (service: V1Service) => void
+  readonly wrote: (service: Service) => void
   /** A Warning about traffic not reaching this node (externalTrafficPolicy Local), if any. */
-  readonly localTrafficWarning: (service: V1Service) => string | undefined
+  readonly localTrafficWarning: (service: Service) => string | undefined
 }
 
 export type ReconcileResult =
@@ -148,7 +148,7 @@ export const reconcileService = Effect.fn("Controller.reconcile")(function*(
 
 const ensure = Effect.fnUntraced(function*(
   context: ExecutorContext,
-  service: V1Service,
+  service: Service,
   desired: DesiredService,
   verify: boolean
 ) {
@@ -486,7 +486,7 @@ export const portErrorReason = (error: GatewayError): PortErrorReason => {
 // ---------------------------------------------------------------------------------------------
 // Cleanup: deleted, no longer a LoadBalancer, or opted out — with our finalizer still on.
 
-const cleanup = Effect.fnUntraced(function*(context: ExecutorContext, service: V1Service) {
+const cleanup = Effect.fnUntraced(function*(context: ExecutorContext, service: Service) {
   const key = serviceKey(service)
   const emit = emitFor(context, service)
   const recordRead = readRecord(service, context.recordCheck)
@@ -535,7 +535,7 @@ const cleanup = Effect.fnUntraced(function*(context: ExecutorContext, service: V
   return done
 })
 
-const cleanupFailed = (context: ExecutorContext, service: V1Service, reason: string) =>
+const cleanupFailed = (context: ExecutorContext, service: Service, reason: string) =>
   context.announcer.conditions(serviceKey(service), [{
     type: "Warning",
     reason: "SyncLoadBalancerFailed",
@@ -586,7 +586,7 @@ export const asBackend = (backend: string): Backend =>
   backend === "nat-pmp" || backend === "pcp" ? backend : "upnp-igd"
 
 /** The UPnP mappings on the router under a description this Service's own ports derive. */
-const recordFromTable = (context: ExecutorContext, service: V1Service) =>
+const recordFromTable = (context: ExecutorContext, service: Service) =>
   context.gatewayFor("upnp-igd").pipe(
     Effect.flatMap((handle) => handle.mapper.list),
     Effect.map((table) => {
@@ -612,7 +612,7 @@ const recordFromTable = (context: ExecutorContext, service: V1Service) =>
     })
   )
 
-const releaseFinalizer = (context: ExecutorContext, service: V1Service) =>
+const releaseFinalizer = (context: ExecutorContext, service: Service) =>
   patchMetadata(context, service, {
     finalizers: (service.metadata?.finalizers ?? []).filter((f) => f !== FINALIZER),
     annotations: { [MAPPINGS_ANNOTATION]: null, [MAPPINGS_SIGNATURE_ANNOTATION]: null }
@@ -755,7 +755,7 @@ const rivalsOf = (context: ExecutorContext, desired: DesiredService): ReadonlyAr
 
 const patchMetadata = (
   context: ExecutorContext,
-  service: V1Service,
+  service: Service,
   change: {
     readonly finalizers?: ReadonlyArray<string>
     readonly annotations?: Readonly<Record<string, string | null>>
@@ -773,23 +773,23 @@ const patchMetadata = (
   )
 
 /** Whether two versions of a Service ask for the same thing (what a pass reads, status aside). */
-const sameInputs = (a: V1Service, b: V1Service): boolean =>
+const sameInputs = (a: Service, b: Service): boolean =>
   JSON.stringify([a.spec, a.metadata?.annotations, a.metadata?.labels, a.metadata?.deletionTimestamp, a.metadata?.finalizers]) ===
     JSON.stringify([b.spec, b.metadata?.annotations, b.metadata?.labels, b.metadata?.deletionTimestamp, b.metadata?.finalizers])
 
-const withFinalizer = (service: V1Service): ReadonlyArray<string> => {
+const withFinalizer = (service: Service): ReadonlyArray<string> => {
   const finalizers = service.metadata?.finalizers ?? []
   return finalizers.includes(FINALIZER) ? finalizers : [...finalizers, FINALIZER]
 }
 
-export const refOf = (service: V1Service): ObjectRef => ({
+export const refOf = (service: Service): ObjectRef => ({
   namespace: service.metadata?.namespace ?? "default",
   name: service.metadata?.name ?? "",
   uid: service.metadata?.uid,
   resourceVersion: service.metadata?.resourceVersion
 })
 
-const emitFor = (context: ExecutorContext, service: V1Service) => (announcement: Announcement) =>
+const emitFor = (context: ExecutorContext, service: Service) => (announcement: Announcement) =>
   countEvent(announcement).pipe(Effect.andThen(context.events.record({
     regarding: { ...refOf(service), kind: "Service", apiVersion: "v1" },
     ...announcement
@@ -866,8 +866,8 @@ const toV1Status = (status: LoadBalancerStatus) => ({
 })
 
 /** Compares what the Service shows with what it should show, ignoring fields we never write. */
-const sameStatus = (current: V1LoadBalancerStatus | undefined, next: LoadBalancerStatus): boolean => {
-  const normalize = (ingress: ReadonlyArray<V1LoadBalancerIngress | LoadBalancerStatus["ingress"][number]>) =>
+const sameStatus = (current: KubeLoadBalancerStatus | undefined, next: LoadBalancerStatus): boolean => {
+  const normalize = (ingress: ReadonlyArray<LoadBalancerIngress | LoadBalancerStatus["ingress"][number]>) =>
     JSON.stringify(ingress.map((i) => ({
       ip: i.ip,
       // The apiserver fills in VIP when we leave ipMode unset.

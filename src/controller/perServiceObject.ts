@@ -3,12 +3,12 @@
  * watch replaces a Service's object on every change, so the passes that look at every Service
  * (claims, contenders, orphans) compute each one once per version, not once per look.
  */
-import type { V1Service } from "@kubernetes/client-node"
+import type { Service } from "../kube/objects.ts"
 
 export const perServiceObject = <Args extends ReadonlyArray<unknown>, A>(
-  compute: (service: V1Service, ...args: Args) => A
-): (service: V1Service, ...args: Args) => A => {
-  const memo = new WeakMap<V1Service, { readonly args: Args; readonly value: A }>()
+  compute: (service: Service, ...args: Args) => A
+): (service: Service, ...args: Args) => A => {
+  const memo = new WeakMap<Service, { readonly args: Args; readonly value: A }>()
   return (service, ...args) => {
     const hit = memo.get(service)
     if (hit !== undefined && hit.args.length === args.length && hit.args.every((arg, index) => arg === args[index])) {

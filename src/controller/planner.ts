@@ -4,7 +4,7 @@
  * decision about ownership, conflicts, renewal and cleanup is made here and tested with data.
  */
 import type { ExternalAddress, MappingEntry } from "../gateway/Mapping.ts"
-import { portKey, type RecordedMapping } from "./MappingRecord.ts"
+import { compareText, portKey, type RecordedMapping } from "./MappingRecord.ts"
 import { type DesiredPort, type DesiredService, isClusterDescription, type UnmappablePort } from "./ServiceSpec.ts"
 
 /** What the router's table says about one port: an entry, or verified absent (null). */
@@ -413,7 +413,7 @@ export const serviceStatus = (
         : { port: outcome.port.externalPort, protocol: outcome.port.protocol, error: portErrorValue(outcome.reason) }
     ),
     ...unmappable.map((port) => ({ port: port.port, protocol: port.protocol, error: portErrorValue(port.reason) }))
-  ].sort((a, b) => a.port - b.port || a.protocol.localeCompare(b.protocol))
+  ].sort((a, b) => a.port - b.port || compareText(a.protocol, b.protocol))
   return {
     ingress: [{ ip: externalAddress.ip, ...(ipMode === undefined ? {} : { ipMode }), ports }]
   }

@@ -5,16 +5,10 @@
  * protects its own HTTP endpoints with the cluster's identities, as kube-apiserver's delegated
  * authentication and controller-runtime's secure metrics serving do.
  */
-import type { AuthenticationV1Api, AuthorizationV1Api, KubeConfig } from "@kubernetes/client-node"
-import {
-  AuthenticationV1Api as AuthenticationV1ApiClient,
-  AuthorizationV1Api as AuthorizationV1ApiClient
-} from "@kubernetes/client-node"
 import { Context, Effect, Layer, Ref, Schema } from "effect"
-import { KeptAliveConnections } from "./keptAliveClients.ts"
-import { requestOptions } from "./Kube.ts"
-import type { KubeCallContext } from "./KubeError.ts"
-import { fromCause, KubeError } from "./KubeError.ts"
+import type { KubeCallContext, KubeFailure } from "./KubeError.ts"
+import { KubeError } from "./KubeError.ts"
+import { KubeHttp } from "./KubeHttp.ts"
 
 /** The user a token belongs to, as the apiserver authenticated it. */
 export interface ReviewedUser {
@@ -37,12 +31,6 @@ export interface AccessReviewService {
   readonly authorize: (user: ReviewedUser, request: NonResourceRequest) => Effect.Effect<boolean, KubeError>
 }
 
-/** The client-node calls it makes; tests substitute recording fakes. */
-export interface AccessReviewApis {
-  readonly authentication: Pick<AuthenticationV1Api, "createTokenReview">
-  readonly authorization: Pick<AuthorizationV1Api, "createSubjectAccessReview">
-}
-
 const TokenReviewStatus = Schema.Struct({
   authenticated: Schema.optional(Schema.Boolean),
   user: Schema.optional(Schema.Struct({
@@ -59,17 +47,20 @@ const TOKEN_REVIEWS = "tokenreviews.authentication.k8s.io"
 const SUBJECT_ACCESS_REVIEWS = "subjectaccessreviews.authorization.k8s.io"
 
 /** A 404 or 409 means nothing particular for a review: it is one more failed call. */
-const failedCall = (ctx: KubeCallContext) => (cause: unknown): KubeError => {
-  const failure = fromCause(ctx, cause)
-  return failure._tag === "KubeError"
+const failedCall = (failure: KubeFailure): KubeError =>
+  failure._tag === "KubeError"
     ? failure
     : new KubeError({
-      ...ctx,
+      verb: failure.verb,
+      resource: failure.resource,
       status: failure._tag === "KubeNotFound" ? 404 : 409,
       reason: failure.reason,
       message: failure.message
     })
-}
+
+/** The `status` of a review the apiserver sends back. */
+const statusOf = (review: unknown): unknown =>
+  typeof review === "object" && review !== null && "status" in review ? review.status : undefined
 
 const decodeStatus = <S extends Schema.Top & { readonly DecodingServices: never }>(
   schema: S,
@@ -82,19 +73,16 @@ const decodeStatus = <S extends Schema.Top & { readonly DecodingServices: never 
     )
   )
 
-/** Builds the service over the given client-node APIs. */
-export const make = (apis: AccessReviewApis): AccessReviewService => {
+/** Builds the service over an apiserver connection. */
+export const make = (http: KubeHttp["Service"]): AccessReviewService => {
   const authenticate = Effect.fn("AccessReview.authenticate")(function*(token: string) {
     const ctx = { verb: "create", resource: TOKEN_REVIEWS }
-    const review = yield* Effect.tryPromise({
-      try: (signal) =>
-        apis.authentication.createTokenReview(
-          { body: { apiVersion: "authentication.k8s.io/v1", kind: "TokenReview", spec: { token } } },
-          requestOptions(signal)
-        ),
-      catch: failedCall(ctx)
-    })
-    const status = yield* decodeStatus(TokenReviewStatus, ctx, review.status ?? {})
+    const review = yield* http.json(ctx, {
+      method: "POST",
+      path: "/apis/authentication.k8s.io/v1/tokenreviews",
+      body: { apiVersion: "authentication.k8s.io/v1", kind: "TokenReview", spec: { token } }
+    }).pipe(Effect.mapError(failedCall))
+    const status = yield* decodeStatus(TokenReviewStatus, ctx, statusOf(review) ?? {})
     const username = status.user?.username
     if (status.authenticated !== true || username === undefined || username === "") return undefined
     const user: ReviewedUser = {
@@ -108,29 +96,22 @@ export const make = (apis: AccessReviewApis): AccessReviewService => {
 
   const authorize = Effect.fn("AccessReview.authorize")(function*(user: ReviewedUser, request: NonResourceRequest) {
     const ctx = { verb: "create", resource: SUBJECT_ACCESS_REVIEWS }
-    const review = yield* Effect.tryPromise({
-      try: (signal) =>
-        apis.authorization.createSubjectAccessReview(
-          {
-            body: {
-              apiVersion: "authorization.k8s.io/v1",
-              kind: "SubjectAccessReview",
-              spec: {
-                user: user.username,
-                ...(user.uid !== undefined ? { uid: user.uid } : {}),
-                groups: [...user.groups],
-                ...(user.extra !== undefined
-                  ? { extra: Object.fromEntries(Object.entries(user.extra).map(([key, values]) => [key, [...values]])) }
-                  : {}),
-                nonResourceAttributes: { path: request.path, verb: request.verb }
-              }
-            }
-          },
-          requestOptions(signal)
-        ),
-      catch: failedCall(ctx)
-    })
-    const status = yield* decodeStatus(SubjectAccessReviewStatus, ctx, review.status)
+    const review = yield* http.json(ctx, {
+      method: "POST",
+      path: "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+      body: {
+        apiVersion: "authorization.k8s.io/v1",
+        kind: "SubjectAccessReview",
+        spec: {
+          user: user.username,
+          ...(user.uid !== undefined ? { uid: user.uid } : {}),
+          groups: user.groups,
+          ...(user.extra !== undefined ? { extra: user.extra } : {}),
+          nonResourceAttributes: { path: request.path, verb: request.verb }
+        }
+      }
+    }).pipe(Effect.mapError(failedCall))
+    const status = yield* decodeStatus(SubjectAccessReviewStatus, ctx, statusOf(review))
     return status.allowed
   })
 
@@ -186,21 +167,11 @@ const makeMemory = Effect.gen(function*() {
 })
 
 export class AccessReview extends Context.Service<AccessReview, AccessReviewService>()("edge-ccm/kube/AccessReview") {
-  /** Reviews through the apiserver of an already loaded kubeconfig, over kept-alive connections. */
-  static layerFromKubeConfig(kc: KubeConfig): Layer.Layer<AccessReview> {
-    return Layer.sync(AccessReview, () => {
-      const connections = new KeptAliveConnections(kc)
-      return make({
-        authentication: connections.client(AuthenticationV1ApiClient),
-        authorization: connections.client(AuthorizationV1ApiClient)
-      })
-    })
-  }
-
-  /** Reviews through client-node APIs given directly (tests pass fakes). */
-  static layerFromApis(apis: AccessReviewApis): Layer.Layer<AccessReview> {
-    return Layer.succeed(AccessReview, make(apis))
-  }
+  /** Reviews through the apiserver connection given (shared with `Kube`). */
+  static readonly layerHttp: Layer.Layer<AccessReview, never, KubeHttp> = Layer.effect(
+    AccessReview,
+    Effect.map(KubeHttp, make)
+  )
 
   /** An apiserver in memory, driven through `MemoryAccessReviews`. */
   static readonly layerMemory: Layer.Layer<AccessReview | MemoryAccessReviews> = Layer.effect(AccessReview, makeMemory)

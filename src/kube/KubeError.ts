@@ -82,7 +82,7 @@ export type KubeStatus = typeof KubeStatus.Type
 const decodeStatus = Schema.decodeUnknownOption(KubeStatus)
 const decodeStatusJson = Schema.decodeUnknownOption(Schema.fromJsonString(KubeStatus))
 
-/** Reads a `Status` from an error body, which client-node hands over as raw text. */
+/** Reads a `Status` from an error body (raw text) or a watch's ERROR object. */
 export const parseStatus = (body: unknown): KubeStatus | undefined =>
   Option.getOrUndefined(Predicate.isString(body) ? decodeStatusJson(body) : decodeStatus(body))
 
@@ -140,58 +140,5 @@ export const fromStatus = (ctx: KubeCallContext, code: number, status: KubeStatu
     reason,
     message,
     ...(rejected.length > 0 ? { fields: [...new Set(rejected)] } : {})
-  })
-}
-
-type Bag = { readonly [key: PropertyKey]: unknown }
-
-const numberProp = (u: Bag, key: string): number | undefined => {
-  const value = u[key]
-  return Predicate.isNumber(value) ? value : undefined
-}
-
-const stringProp = (u: Bag, key: string): string | undefined => {
-  const value = u[key]
-  return Predicate.isString(value) ? value : undefined
-}
-
-/** Node's network errors hide their code (ECONNREFUSED, ECONNRESET, ...) in a chain of causes. */
-const networkCode = (u: unknown, depth = 0): string | undefined => {
-  if (!Predicate.isObject(u) || depth > 4) return undefined
-  const code = stringProp(u, "code")
-  if (code !== undefined) return code
-  const name = stringProp(u, "name")
-  if (name === "AbortError" || name === "TimeoutError") return name
-  return networkCode(u["cause"], depth + 1)
-}
-
-const errorMessage = (u: unknown): string => {
-  if (u instanceof Error) {
-    const inner = u.cause instanceof Error ? ` (${u.cause.message})` : ""
-    return `${u.message}${inner}`
-  }
-  return String(u)
-}
-
-/**
- * Maps whatever client-node threw or passed to a callback into a typed error:
- * `ApiException` (`code` + raw `body`), the watch's `Error` with `statusCode`, or a
- * network error without any response.
- */
-export const fromCause = (ctx: KubeCallContext, cause: unknown): KubeFailure => {
-  if (
-    cause instanceof KubeError || cause instanceof KubeConflict || cause instanceof KubeNotFound
-  ) return cause
-  if (Predicate.isObject(cause)) {
-    const code = numberProp(cause, "code") ?? numberProp(cause, "statusCode")
-    if (code !== undefined && code >= 300) {
-      return fromStatus(ctx, code, parseStatus(cause["body"]))
-    }
-  }
-  const reason = networkCode(cause) ?? "NetworkError"
-  return new KubeError({
-    ...fields(ctx),
-    reason,
-    message: `cannot ${ctx.verb} ${scope(ctx)}: ${errorMessage(cause)}`
   })
 }

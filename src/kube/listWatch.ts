@@ -1,6 +1,6 @@
 /**
  * The list-then-watch state machine behind every `Kube.watch*` stream, kept apart from
- * client-node so it can be driven by a test source under `TestClock`.
+ * HTTP so it can be driven by a test source under `TestClock`.
  *
  * - no resourceVersion: list, emit `Synced` with the complete set, remember the list's RV;
  * - with a resourceVersion: watch from it, emit `Upserted` / `Deleted`, follow every
@@ -35,7 +35,7 @@ export interface Listed<T> {
   readonly resourceVersion: string
 }
 
-/** The two calls the state machine needs; the real one adapts client-node (see `clientNodeSource.ts`). */
+/** The two calls the state machine needs; the real one speaks HTTP (see `httpSource.ts`). */
 export interface ListWatchSource<T> {
   /** Plural resource name, for logs and metrics: `services`, `nodes`, `endpointslices`. */
   readonly resource: string

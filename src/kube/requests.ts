@@ -2,9 +2,7 @@
  * The request bodies kube/ sends, as pure functions so their exact shape is tested
  * without an apiserver.
  */
-import type { EventsV1Event, V1Condition, V1LoadBalancerStatus } from "@kubernetes/client-node"
-import { V1MicroTime } from "@kubernetes/client-node"
-import { ObjectSerializer } from "@kubernetes/client-node/dist/serializer.js"
+import type { LoadBalancerStatus } from "./objects.ts"
 
 /** Field manager for every write, so `managedFields` show what this controller owns. */
 export const FIELD_MANAGER = "edge-cloud-controller-manager"
@@ -27,10 +25,20 @@ export interface ServiceMetadataChange {
   readonly annotations?: Readonly<Record<string, string | null>> | undefined
 }
 
+/** A `metav1.Condition`; `lastTransitionTime` is RFC 3339. */
+export interface Condition {
+  readonly type: string
+  readonly status: "True" | "False" | "Unknown"
+  readonly reason: string
+  readonly message: string
+  readonly lastTransitionTime: string
+  readonly observedGeneration?: number | undefined
+}
+
 export interface ServiceStatusChange {
-  readonly loadBalancer: V1LoadBalancerStatus
+  readonly loadBalancer: LoadBalancerStatus
   /** The conditions this controller owns; any it owned before and leaves out are removed. */
-  readonly conditions?: ReadonlyArray<V1Condition> | undefined
+  readonly conditions?: ReadonlyArray<Condition> | undefined
 }
 
 export interface EventSpec {
@@ -57,7 +65,8 @@ export const serviceMetadataPatch = (
   }
 })
 
-const toJson = (value: unknown, model: string): unknown => ObjectSerializer.serialize(value, model)
+/** A `metav1.MicroTime`: RFC 3339 with exactly six fractional digits, or the apiserver refuses it. */
+export const microTime = (millis: number): string => new Date(millis).toISOString().replace(/\.(\d{3})Z$/, ".$1000Z")
 
 /**
  * Server-side apply configuration for the status subresource. Only the fields present
@@ -74,8 +83,8 @@ export const serviceStatusApply = (ref: ObjectRef, status: ServiceStatusChange):
     ...(ref.uid !== undefined ? { uid: ref.uid } : {})
   },
   status: {
-    loadBalancer: toJson(status.loadBalancer, "V1LoadBalancerStatus"),
-    ...(status.conditions !== undefined ? { conditions: toJson([...status.conditions], "Array<V1Condition>") } : {})
+    loadBalancer: status.loadBalancer,
+    ...(status.conditions !== undefined ? { conditions: status.conditions } : {})
   }
 })
 
@@ -98,10 +107,32 @@ export const truncateUtf8 = (value: string, max: number): string => {
  * without them). Named `<regarding>.<hex nanoseconds>` as client-go does; `unique`
  * breaks ties between events recorded in the same millisecond.
  */
+/** The `events.k8s.io/v1` Event we send (every field the apiserver requires). */
+export interface EventBody {
+  readonly apiVersion: "events.k8s.io/v1"
+  readonly kind: "Event"
+  readonly metadata: { readonly name: string; readonly namespace: string }
+  readonly eventTime: string
+  readonly type: "Normal" | "Warning"
+  readonly reason: string
+  readonly action: string
+  readonly note: string
+  readonly reportingController: string
+  readonly reportingInstance: string
+  readonly regarding: {
+    readonly kind: string
+    readonly apiVersion: string
+    readonly name: string
+    readonly namespace?: string
+    readonly uid?: string
+    readonly resourceVersion?: string
+  }
+}
+
 export const eventBody = (
   event: EventSpec,
   options: { readonly instance: string; readonly now: number; readonly unique: number }
-): EventsV1Event => {
+): EventBody => {
   const namespace = event.regarding.namespace !== "" ? event.regarding.namespace : "default"
   const stamp = (BigInt(Math.floor(options.now)) * 1_000_000n + BigInt(Math.floor(options.unique) % 1_000_000))
     .toString(16)
@@ -109,7 +140,7 @@ export const eventBody = (
     apiVersion: "events.k8s.io/v1",
     kind: "Event",
     metadata: { name: `${event.regarding.name.slice(0, 200)}.${stamp}`, namespace },
-    eventTime: new V1MicroTime(options.now),
+    eventTime: microTime(options.now),
     type: event.type,
     reason: truncateUtf8(event.reason, 128),
     action: truncateUtf8(event.action, 128),

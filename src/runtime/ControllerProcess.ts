@@ -8,9 +8,11 @@ import { hostname } from "node:os"
 import { Context, Duration, Effect, Layer, type LogLevel, Option, Ref, SubscriptionRef } from "effect"
 import { Controller } from "../controller/Controller.ts"
 import { RecordKey } from "../controller/RecordKey.ts"
+import { ANNOTATION_PREFIX } from "../controller/ServiceSpec.ts"
 import { Gateways } from "../gateway/Gateways.ts"
 import { AccessReview } from "../kube/AccessReview.ts"
-import { Kube, loadKubeConfig } from "../kube/Kube.ts"
+import { Kube } from "../kube/Kube.ts"
+import { KubeHttp } from "../kube/KubeHttp.ts"
 import { controllerReport, waitingReport } from "./healthReport.ts"
 import { HealthCheck, healthServerLayer, loggingTransitions } from "./HealthServer.ts"
 import { LeaderElection, LeaseStore } from "./LeaderElection.ts"
@@ -58,11 +60,12 @@ const healthCheck = (settings: Pick<RunSettings, "gatewayProbeInterval" | "resyn
 /** Runs the controller process until interrupted (SIGTERM leaves every mapping in place). */
 export const runControllerProcess = (settings: RunSettings, logLevel: LogLevel.LogLevel = "Info") => {
   const identity = process.env["POD_NAME"] ?? settings.nodeName ?? hostname()
-  // One kubeconfig for the controller's calls and for the reviews of /metrics tokens.
-  const kube = Layer.unwrap(Effect.map(
-    loadKubeConfig(settings.kubeconfig),
-    (kc) => Layer.merge(Kube.layerFromKubeConfig(kc, { instance: identity }), AccessReview.layerFromKubeConfig(kc))
-  ))
+  // One apiserver connection for the controller's calls and for the reviews of /metrics tokens.
+  // Only our own annotations are kept of the Services watched.
+  const kube = Layer.merge(
+    Kube.layerHttp({ instance: identity, serviceAnnotationPrefixes: [ANNOTATION_PREFIX] }),
+    AccessReview.layerHttp
+  ).pipe(Layer.provide(KubeHttp.layer({ kubeconfig: settings.kubeconfig })))
   const controller = Controller.layer({
     clusterName: settings.clusterName,
     loadBalancerClass: settings.loadBalancerClass,

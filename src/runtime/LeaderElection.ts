@@ -11,8 +11,6 @@
  * - on graceful shutdown the leader releases the Lease (empty holder, 1 s duration), so
  *   another candidate takes over within one retry period.
  */
-import type { V1Lease } from "@kubernetes/client-node"
-import { V1MicroTime } from "@kubernetes/client-node"
 import {
   Clock,
   Context,
@@ -26,31 +24,32 @@ import {
   Schedule,
   SubscriptionRef
 } from "effect"
-import { Kube } from "../kube/Kube.ts"
+import { Kube, type Lease } from "../kube/Kube.ts"
+import { microTime } from "../kube/requests.ts"
 import { KubeConflict, KubeError, KubeNotFound } from "../kube/KubeError.ts"
 
 /** A Lease with the metadata every write needs. */
-export type NamedLease = V1Lease & { readonly metadata: { readonly namespace: string; readonly name: string } }
-export type VersionedLease = V1Lease & {
+export type NamedLease = Lease & { readonly metadata: { readonly namespace: string; readonly name: string } }
+export type VersionedLease = Lease & {
   readonly metadata: { readonly namespace: string; readonly name: string; readonly resourceVersion: string }
 }
 
 export interface LeaseStoreService {
-  readonly get: (namespace: string, name: string) => Effect.Effect<V1Lease | undefined, KubeError>
+  readonly get: (namespace: string, name: string) => Effect.Effect<Lease | undefined, KubeError>
   /** `KubeConflict` when it already exists. */
-  readonly create: (lease: NamedLease) => Effect.Effect<V1Lease, KubeConflict | KubeError>
+  readonly create: (lease: NamedLease) => Effect.Effect<Lease, KubeConflict | KubeError>
   /** `KubeConflict` when the resourceVersion is stale. */
-  readonly replace: (lease: VersionedLease) => Effect.Effect<V1Lease, KubeConflict | KubeNotFound | KubeError>
+  readonly replace: (lease: VersionedLease) => Effect.Effect<Lease, KubeConflict | KubeNotFound | KubeError>
 }
 
 /** The memory store's state, for tests: its Leases, and a switch that makes every call fail. */
 export class MemoryLeases extends Context.Service<MemoryLeases, {
-  readonly leases: Ref.Ref<ReadonlyMap<string, V1Lease>>
+  readonly leases: Ref.Ref<ReadonlyMap<string, Lease>>
   readonly unreachable: Ref.Ref<boolean>
 }>()("edge-ccm/runtime/MemoryLeases") {
   static readonly layer: Layer.Layer<MemoryLeases> = Layer.effect(
     MemoryLeases,
-    Effect.all({ leases: Ref.make<ReadonlyMap<string, V1Lease>>(new Map()), unreachable: Ref.make(false) })
+    Effect.all({ leases: Ref.make<ReadonlyMap<string, Lease>>(new Map()), unreachable: Ref.make(false) })
   )
 }
 
@@ -75,11 +74,11 @@ const makeMemoryStore = Effect.gen(function*() {
           })
         )
         : Effect.void)
-  const store = (lease: V1Lease, namespace: string, name: string) =>
+  const store = (lease: Lease, namespace: string, name: string) =>
     Effect.gen(function*() {
       const resourceVersion = String(yield* Ref.updateAndGet(version, (n) => n + 1))
       // Round-trip through JSON as the apiserver would: MicroTimes come back as strings.
-      const stored: V1Lease = JSON.parse(JSON.stringify({ ...lease, metadata: { ...lease.metadata, resourceVersion } }))
+      const stored: Lease = JSON.parse(JSON.stringify({ ...lease, metadata: { ...lease.metadata, resourceVersion } }))
       yield* Ref.update(leases, (m) => new Map(m).set(key(namespace, name), stored))
       return stored
     })
@@ -175,12 +174,11 @@ export interface LeaderElectionService {
 }
 
 interface Observed {
-  readonly lease: V1Lease | undefined
+  readonly lease: Lease | undefined
   /** Local time at which the record last changed, as seen by this candidate. */
   readonly at: number
 }
 
-const microTime = (millis: number) => new V1MicroTime(millis)
 
 /** Builds a candidate over `LeaseStore`. */
 export const make = Effect.fn("LeaderElection.make")(function*(options: LeaderElectionOptions) {
@@ -201,7 +199,7 @@ export const make = Effect.fn("LeaderElection.make")(function*(options: LeaderEl
   const setLeader = (leading: boolean) =>
     SubscriptionRef.set(isLeader, leading).pipe(Effect.andThen(Metric.update(gauge, leading ? 1 : 0)))
 
-  const remember = (lease: V1Lease | undefined, now: number) =>
+  const remember = (lease: Lease | undefined, now: number) =>
     Ref.update(observed, (previous) =>
       previous.lease?.metadata?.resourceVersion === lease?.metadata?.resourceVersion && previous.lease !== undefined
         ? previous
@@ -294,29 +292,24 @@ export const make = Effect.fn("LeaderElection.make")(function*(options: LeaderEl
     }
   })
 
-  /** Hands the Lease back so the next candidate need not wait for it to expire. */
+  /**
+   * Hands the Lease back so the next candidate need not wait for it to expire. A renewal
+   * interrupted by the shutdown may have landed unseen: a stale resourceVersion is read again
+   * once, and the Lease released if it still names us.
+   */
   const release = Effect.gen(function*() {
     const { lease } = yield* Ref.get(observed)
     if (lease?.spec?.holderIdentity !== options.identity || lease.metadata?.resourceVersion === undefined) return
-    const now = yield* Clock.currentTimeMillis
-    yield* store.replace({
-      ...lease,
-      metadata: {
-        ...lease.metadata,
-        namespace: options.namespace,
-        name: options.name,
-        resourceVersion: lease.metadata.resourceVersion
-      },
-      spec: {
-        ...lease.spec,
-        holderIdentity: "",
-        leaseDurationSeconds: 1,
-        acquireTime: microTime(now),
-        renewTime: microTime(now)
-      }
-    }).pipe(
-      Effect.tap((released) => remember(released, now)),
-      Effect.tap(() => Effect.logInfo("released the leader Lease")),
+    yield* releaseFrom(lease, lease.metadata.resourceVersion).pipe(
+      Effect.catchTag("KubeConflict", () =>
+        store.get(options.namespace, options.name).pipe(
+          Effect.flatMap((current) =>
+            current?.spec?.holderIdentity === options.identity && current.metadata?.resourceVersion !== undefined
+              ? releaseFrom(current, current.metadata.resourceVersion)
+              : Effect.void
+          )
+        )
+      ),
       Effect.catch((error) =>
         Effect.logWarning("could not release the leader Lease; it expires on its own").pipe(
           Effect.annotateLogs({ error: error.message })
@@ -324,6 +317,23 @@ export const make = Effect.fn("LeaderElection.make")(function*(options: LeaderEl
       ),
       Effect.timeoutOption(renewDeadline)
     )
+  })
+
+  const releaseFrom = Effect.fnUntraced(function*(lease: Lease, resourceVersion: string) {
+    const now = yield* Clock.currentTimeMillis
+    const released = yield* store.replace({
+      ...lease,
+      metadata: { ...lease.metadata, namespace: options.namespace, name: options.name, resourceVersion },
+      spec: {
+        ...lease.spec,
+        holderIdentity: "",
+        leaseDurationSeconds: 1,
+        acquireTime: microTime(now),
+        renewTime: microTime(now)
+      }
+    })
+    yield* remember(released, now)
+    yield* Effect.logInfo("released the leader Lease")
   })
 
   const run = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>

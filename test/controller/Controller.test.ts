@@ -3,7 +3,7 @@
  * in-memory apiserver and an in-memory router with miniupnpd's semantics. Time is TestClock's.
  */
 import { describe, expect, it } from "@effect/vitest"
-import type { V1Service } from "@kubernetes/client-node"
+import type { Service } from "../../src/kube/objects.ts"
 import { Context, Duration, Effect, Layer } from "effect"
 import { TestClock } from "effect/testing"
 import { Controller } from "../../src/controller/Controller.ts"
@@ -493,7 +493,7 @@ describe("Controller over NAT-PMP/PCP-like routers (no table to read)", () => {
     )
     return { kube, upnp, pcp, start }
   }
-  const pcpService = (overrides: Partial<V1Service["metadata"]> = {}) =>
+  const pcpService = (overrides: Partial<Service["metadata"]> = {}) =>
     seedService({ annotations: { "midokura.com/load-balancer-type": "pcp" }, ...overrides })
 
   it.effect("records the PCP nonce before mapping, and deletes with it", () =>

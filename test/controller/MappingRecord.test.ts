@@ -1,11 +1,11 @@
 import { describe, expect, it } from "@effect/vitest"
-import type { V1Service } from "@kubernetes/client-node"
+import type { Service } from "../../src/kube/objects.ts"
 import { recordAnnotations, type RecordedMapping, writeRecord } from "../../src/controller/MappingRecord.ts"
 import { RecordKey } from "../../src/controller/RecordKey.ts"
 import { MAPPINGS_ANNOTATION, MAPPINGS_SIGNATURE_ANNOTATION } from "../../src/controller/ServiceSpec.ts"
 import { recordOf, testRecordKeyService } from "../support/records.ts"
 
-const service = (annotations: Record<string, string>, overrides: Partial<V1Service["metadata"]> = {}): V1Service => ({
+const service = (annotations: Record<string, string>, overrides: Partial<Service["metadata"]> = {}): Service => ({
   metadata: { name: "web", namespace: "shop", uid: "uid-1", annotations, ...overrides },
   spec: {
     type: "LoadBalancer",
@@ -27,7 +27,7 @@ const upnp = (overrides: Partial<RecordedMapping> = {}): RecordedMapping => ({
   ...overrides
 })
 
-const signed = (mappings: ReadonlyArray<RecordedMapping>, owner: V1Service = service({})) =>
+const signed = (mappings: ReadonlyArray<RecordedMapping>, owner: Service = service({})) =>
   recordAnnotations(owner, mappings, testRecordKeyService)
 
 describe("readRecord", () => {

@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import type { V1Service } from "@kubernetes/client-node"
+import type { Service } from "../../src/kube/objects.ts"
 import { Duration } from "effect"
 import { defaultLeaseRange } from "../../src/controller/DurationString.ts"
 import { makePortIndex } from "../../src/controller/PortIndex.ts"
@@ -11,7 +11,7 @@ const options = {
   leaseRange: defaultLeaseRange
 }
 
-const service = (name: string, ports: ReadonlyArray<number>, extra: Partial<V1Service["metadata"]> = {}): V1Service => ({
+const service = (name: string, ports: ReadonlyArray<number>, extra: Partial<Service["metadata"]> = {}): Service => ({
   metadata: { name, namespace: "default", annotations: { "midokura.com/load-balancer-type": "upnp-igd" }, ...extra },
   spec: {
     type: "LoadBalancer",

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import type { V1Service } from "@kubernetes/client-node"
+import type { Service } from "../../src/kube/objects.ts"
 import { Duration } from "effect"
 import { defaultLeaseRange, parseDuration } from "../../src/controller/DurationString.ts"
 import {
@@ -13,9 +13,9 @@ const options = { loadBalancerClass: "midokura.com/edge" }
 const desiredOptions = { clusterName: "kubernetes", defaultLease: Duration.hours(1), leaseRange: defaultLeaseRange }
 
 const svc = (
-  spec: Partial<NonNullable<V1Service["spec"]>> = {},
+  spec: Partial<NonNullable<Service["spec"]>> = {},
   annotations: Record<string, string> | null = { "midokura.com/load-balancer-type": "upnp-igd" }
-): V1Service => ({
+): Service => ({
   metadata: {
     name: "http-nginx-service",
     namespace: "default",
@@ -25,7 +25,7 @@ const svc = (
   },
   spec: {
     type: "LoadBalancer",
-    ports: [{ name: "http", port: 8080, targetPort: 80, nodePort: 30000, protocol: "TCP" }],
+    ports: [{ name: "http", port: 8080, nodePort: 30000, protocol: "TCP" }],
     ...spec
   }
 })

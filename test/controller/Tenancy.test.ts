@@ -6,7 +6,7 @@
  * versions (unsigned) are migrated, and a namespace's quota of mappings.
  */
 import { describe, expect, it } from "@effect/vitest"
-import type { V1Service } from "@kubernetes/client-node"
+import type { Service } from "../../src/kube/objects.ts"
 import { Duration, Effect } from "effect"
 import { TestClock } from "effect/testing"
 import { ownerOf, recordAnnotations, type RecordedMapping, writeRecord } from "../../src/controller/MappingRecord.ts"
@@ -18,14 +18,14 @@ const PROD_KEY = "prod/web"
 const TENANT_KEY = "tenant/x"
 
 /** prod/web: TCP 443 → nodePort 30443, created first. */
-const prodWeb = (backend: "upnp-igd" | "nat-pmp" = "upnp-igd"): V1Service =>
+const prodWeb = (backend: "upnp-igd" | "nat-pmp" = "upnp-igd"): Service =>
   seedService(
     { name: "web", namespace: "prod", uid: "uid-prod-web", annotations: { "midokura.com/load-balancer-type": backend } },
     { ports: [{ name: "p", port: 443, nodePort: 30443, protocol: "TCP" }] }
   )
 
 /** tenant/x: TCP 8080 → nodePort 31080, created a day later. */
-const tenantX = (backend: "upnp-igd" | "nat-pmp" = "upnp-igd"): V1Service =>
+const tenantX = (backend: "upnp-igd" | "nat-pmp" = "upnp-igd"): Service =>
   seedService(
     {
       name: "x",
@@ -38,12 +38,12 @@ const tenantX = (backend: "upnp-igd" | "nat-pmp" = "upnp-igd"): V1Service =>
   )
 
 /** The tenant's edit: its own annotations replaced by these (everything else kept). */
-const withAnnotations = (annotations: Record<string, string>) => (service: V1Service): V1Service => ({
+const withAnnotations = (annotations: Record<string, string>) => (service: Service): Service => ({
   ...service,
   metadata: { ...service.metadata, annotations: { ...service.metadata?.annotations, ...annotations } }
 })
 
-const record = (service: V1Service | undefined) => service?.metadata?.annotations?.[MAPPINGS_ANNOTATION]
+const record = (service: Service | undefined) => service?.metadata?.annotations?.[MAPPINGS_ANNOTATION]
 
 describe("A tenant's edits to its own Service never reach another Service's mapping", () => {
   const both = (backend: "upnp-igd" | "nat-pmp" = "upnp-igd") =>

@@ -1,15 +1,15 @@
 import { assert, describe, it } from "@effect/vitest"
-import type { V1Service } from "@kubernetes/client-node"
+import type { Service } from "../../src/kube/objects.ts"
 import { perServiceObject } from "../../src/controller/perServiceObject.ts"
 
 describe("perServiceObject", () => {
   it("computes once per Service object and arguments", () => {
     let computed = 0
-    const nameOf = perServiceObject((service: V1Service, suffix: string) => {
+    const nameOf = perServiceObject((service: Service, suffix: string) => {
       computed++
       return `${service.metadata?.name}${suffix}`
     })
-    const web: V1Service = { metadata: { name: "web" } }
+    const web: Service = { metadata: { name: "web" } }
     assert.strictEqual(nameOf(web, "!"), "web!")
     assert.strictEqual(nameOf(web, "!"), "web!")
     assert.strictEqual(computed, 1)

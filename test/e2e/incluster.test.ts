@@ -1,6 +1,6 @@
 /**
  * In-cluster for real: the manifests applied to the real apiserver, and the controller run from
- * exactly what the image holds (compiled dist/, production node_modules; built by
+ * exactly what the image holds (the bundle dist/edge-ccm.mjs, no node_modules; built by
  * scripts/build-artifact.sh) as an unprivileged user, authenticated as the manifests'
  * ServiceAccount, with leader election on. Its permissions are the ClusterRole's, no more.
  */

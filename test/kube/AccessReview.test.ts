@@ -1,43 +1,37 @@
 import { assert, describe, expect, it } from "@effect/vitest"
-import type { V1SubjectAccessReview, V1TokenReview } from "@kubernetes/client-node"
-import { ApiException } from "@kubernetes/client-node"
 import { Effect } from "effect"
-import { AccessReview, type AccessReviewApis } from "../../src/kube/AccessReview.ts"
+import { AccessReview } from "../../src/kube/AccessReview.ts"
+import { type Answer, fakeApiserver, statusBody } from "../support/FakeApiserver.ts"
 
-interface Sent {
-  readonly tokenReviews: Array<V1TokenReview>
-  readonly accessReviews: Array<V1SubjectAccessReview>
-}
-
-/** Recording fakes: each answers what `reply` says, or throws it when it is an Error. */
+/** The apiserver answers each review kind as told; `sent` holds the review bodies as sent. */
 const fakeApis = (replies: {
-  readonly token?: (review: V1TokenReview) => unknown
-  readonly access?: (review: V1SubjectAccessReview) => unknown
+  readonly token?: (review: unknown) => Answer
+  readonly access?: (review: unknown) => Answer
 }) => {
-  const sent: Sent = { tokenReviews: [], accessReviews: [] }
-  const answer = async <A>(value: unknown): Promise<A> => {
-    if (value instanceof Error) throw value
-    return value as A
-  }
-  const apis: AccessReviewApis = {
-    authentication: {
-      createTokenReview: (param) => {
-        sent.tokenReviews.push(param.body)
-        return answer(replies.token?.(param.body))
-      }
+  const apiserver = fakeApiserver((request) =>
+    request.path === "/apis/authentication.k8s.io/v1/tokenreviews"
+      ? replies.token?.(request.body) ?? { status: 404 }
+      : request.path === "/apis/authorization.k8s.io/v1/subjectaccessreviews"
+      ? replies.access?.(request.body) ?? { status: 404 }
+      : { status: 404 }
+  )
+  const sent = {
+    get tokenReviews() {
+      return apiserver.requests.filter((r) => r.path.endsWith("/tokenreviews")).map((r) => r.body)
     },
-    authorization: {
-      createSubjectAccessReview: (param) => {
-        sent.accessReviews.push(param.body)
-        return answer(replies.access?.(param.body))
-      }
+    get accessReviews() {
+      return apiserver.requests.filter((r) => r.path.endsWith("/subjectaccessreviews")).map((r) => r.body)
     }
   }
-  return { apis, sent }
+  return { apis: apiserver.layer, sent }
 }
 
-const withReview = <A, E>(apis: AccessReviewApis, f: (review: AccessReview["Service"]) => Effect.Effect<A, E>) =>
-  Effect.flatMap(AccessReview, f).pipe(Effect.provide(AccessReview.layerFromApis(apis)))
+const ok = (body: unknown): Answer => ({ status: 201, body })
+
+const withReview = <A, E>(
+  apis: ReturnType<typeof fakeApis>["apis"],
+  f: (review: AccessReview["Service"]) => Effect.Effect<A, E>
+) => Effect.flatMap(AccessReview, f).pipe(Effect.provide(AccessReview.layerHttp), Effect.provide(apis))
 
 const prometheus = {
   username: "system:serviceaccount:monitoring:prometheus-k8s",
@@ -48,7 +42,7 @@ const prometheus = {
 
 describe("AccessReview.authenticate", () => {
   it.effect("sends the token in a TokenReview and returns the user the apiserver names", () => {
-    const { apis, sent } = fakeApis({ token: () => ({ status: { authenticated: true, user: prometheus } }) })
+    const { apis, sent } = fakeApis({ token: () => ok({ status: { authenticated: true, user: prometheus } }) })
     return withReview(apis, (review) =>
       Effect.gen(function*() {
         const user = yield* review.authenticate("eyJhbGciOi.token")
@@ -67,7 +61,7 @@ describe("AccessReview.authenticate", () => {
       { status: { authenticated: true, user: { username: "" } } },
       {}
     ]
-    const { apis } = fakeApis({ token: () => replies.shift() })
+    const { apis } = fakeApis({ token: () => ok(replies.shift()) })
     return withReview(apis, (review) =>
       Effect.gen(function*() {
         for (let i = 0; i < 5; i++) assert.isUndefined(yield* review.authenticate("forged"), `reply ${i}`)
@@ -75,8 +69,7 @@ describe("AccessReview.authenticate", () => {
   })
 
   it.effect("names the resource and the HTTP status when the review itself is refused", () => {
-    const body = JSON.stringify({ kind: "Status", code: 403, reason: "Forbidden", message: "tokenreviews is forbidden" })
-    const { apis } = fakeApis({ token: () => new ApiException(403, "Forbidden", body, {}) })
+    const { apis } = fakeApis({ token: () => ({ status: 403, body: statusBody(403, "Forbidden", "tokenreviews is forbidden") }) })
     return withReview(apis, (review) =>
       Effect.gen(function*() {
         const error = yield* Effect.flip(review.authenticate("t"))
@@ -87,7 +80,7 @@ describe("AccessReview.authenticate", () => {
   })
 
   it.effect("refuses a status that is not a TokenReview status", () => {
-    const { apis } = fakeApis({ token: () => ({ status: { authenticated: "yes" } }) })
+    const { apis } = fakeApis({ token: () => ok({ status: { authenticated: "yes" } }) })
     return withReview(apis, (review) =>
       Effect.map(Effect.flip(review.authenticate("t")), (error) => assert.strictEqual(error.reason, "InvalidResponse")))
   })
@@ -95,7 +88,7 @@ describe("AccessReview.authenticate", () => {
 
 describe("AccessReview.authorize", () => {
   it.effect("asks a SubjectAccessReview for the user, uid, groups and extra, on the non-resource path", () => {
-    const { apis, sent } = fakeApis({ access: () => ({ status: { allowed: true } }) })
+    const { apis, sent } = fakeApis({ access: () => ok({ status: { allowed: true } }) })
     return withReview(apis, (review) =>
       Effect.gen(function*() {
         assert.isTrue(yield* review.authorize(prometheus, { path: "/metrics", verb: "get" }))
@@ -114,7 +107,7 @@ describe("AccessReview.authorize", () => {
   })
 
   it.effect("is false when the apiserver does not allow it", () => {
-    const { apis } = fakeApis({ access: () => ({ status: { allowed: false, reason: "no RBAC policy matched" } }) })
+    const { apis } = fakeApis({ access: () => ok({ status: { allowed: false, reason: "no RBAC policy matched" } }) })
     return withReview(apis, (review) =>
       Effect.map(
         review.authorize({ username: "someone", groups: [] }, { path: "/metrics", verb: "get" }),
@@ -123,8 +116,7 @@ describe("AccessReview.authorize", () => {
   })
 
   it.effect("fails with a network error's code when the apiserver cannot be reached", () => {
-    const refused = Object.assign(new Error("fetch failed"), { cause: Object.assign(new Error("connect ECONNREFUSED"), { code: "ECONNREFUSED" }) })
-    const { apis } = fakeApis({ access: () => refused })
+    const { apis } = fakeApis({ access: () => ({ refused: "ECONNREFUSED" }) })
     return withReview(apis, (review) =>
       Effect.gen(function*() {
         const error = yield* Effect.flip(review.authorize({ username: "someone", groups: [] }, { path: "/metrics", verb: "get" }))

@@ -1,84 +1,46 @@
 import { assert, describe, it } from "@effect/vitest"
-import type { ConfigurationOptions, V1Lease, V1Service } from "@kubernetes/client-node"
-import { ApiException, HttpMethod, RequestContext } from "@kubernetes/client-node"
-import { Effect, Layer, Queue, Stream } from "effect"
-import * as fs from "node:fs"
-import * as os from "node:os"
-import * as path from "node:path"
+import { Effect, Fiber, Queue, Stream } from "effect"
 import { TestClock } from "effect/testing"
-import type { WatchClient } from "../../src/kube/clientNodeSource.ts"
-import type { KubeApis, WatchEvent } from "../../src/kube/Kube.ts"
-import { FIELD_MANAGER, Kube, loadKubeConfig, REPORTING_CONTROLLER } from "../../src/kube/Kube.ts"
+import type { Lease, Service, WatchEvent } from "../../src/kube/Kube.ts"
+import { FIELD_MANAGER, Kube, REPORTING_CONTROLLER } from "../../src/kube/Kube.ts"
+import {
+  type Answer,
+  fakeApiserver,
+  makeWatchConnection,
+  type RecordedRequest,
+  statusBody
+} from "../support/FakeApiserver.ts"
 
-interface Call {
-  readonly method: string
-  readonly param: Record<string, unknown>
-  readonly contentType: string | undefined
-  readonly hasSignal: boolean
-}
-
-/** What client-node would send: the middleware chain applied to a request. */
-const requestOf = async (options: ConfigurationOptions | undefined) => {
-  const request = new RequestContext("https://apiserver.invalid/", HttpMethod.PATCH)
-  for (const middleware of options?.middleware ?? []) await middleware.pre(request).toPromise()
-  return { contentType: request.getHeaders()["Content-Type"], hasSignal: request.getSignal() !== undefined }
-}
-
-type Reply = (method: string, param: Record<string, unknown>) => Promise<unknown>
-
-const statusBody = (code: number, reason: string, message: string) =>
-  JSON.stringify({ kind: "Status", apiVersion: "v1", status: "Failure", code, reason, message })
-
-const apiError = (code: number, reason: string, message: string) =>
-  new ApiException(code, "Unknown API Status Code!", statusBody(code, reason, message), {})
-
-const svc = (overrides: Partial<V1Service["metadata"]> = {}): V1Service => ({
+const svc = (overrides: Partial<NonNullable<Service["metadata"]>> = {}): Service & { apiVersion: string; kind: string } => ({
   apiVersion: "v1",
   kind: "Service",
   metadata: { name: "web", namespace: "default", uid: "u-1", resourceVersion: "42", ...overrides }
 })
 
-/** Recording fakes for the client-node APIs; `reply` decides each answer. */
-const fakeApis = (reply: Reply, watch: WatchClient = { watch: () => new Promise(() => {}) }) => {
-  const calls: Array<Call> = []
-  const handle = <A>(method: string) => async (param: object, options?: ConfigurationOptions): Promise<A> => {
-    const record = param as Record<string, unknown>
-    calls.push({ method, param: record, ...(await requestOf(options)) })
-    return (await reply(method, record)) as A
-  }
-  const apis: KubeApis = {
-    core: {
-      listServiceForAllNamespaces: handle("listServiceForAllNamespaces"),
-      listNode: handle("listNode"),
-      readNamespacedService: handle("readNamespacedService"),
-      patchNamespacedService: handle("patchNamespacedService"),
-      patchNamespacedServiceStatus: handle("patchNamespacedServiceStatus"),
-      readNamespacedSecret: handle("readNamespacedSecret"),
-      createNamespacedSecret: handle("createNamespacedSecret")
-    },
-    discovery: { listEndpointSliceForAllNamespaces: handle("listEndpointSliceForAllNamespaces") },
-    events: { createNamespacedEvent: handle("createNamespacedEvent") },
-    coordination: {
-      readNamespacedLease: handle("readNamespacedLease"),
-      createNamespacedLease: handle("createNamespacedLease"),
-      replaceNamespacedLease: handle("replaceNamespacedLease")
-    },
-    watch
-  }
-  return { apis, calls }
-}
+const ok = (body: unknown): Answer => ({ status: 200, body })
+const refuse = (code: number, reason: string, message: string, causes?: ReadonlyArray<{ field: string }>): Answer => ({
+  status: code,
+  body: statusBody(code, reason, message, causes)
+})
 
-const withKube = <A, E>(reply: Reply, f: (kube: Kube["Service"], calls: ReadonlyArray<Call>) => Effect.Effect<A, E>) => {
-  const { apis, calls } = fakeApis(reply)
+/** A Kube over the fake apiserver; `reply` answers each request, `requests` is what was sent. */
+const withKube = <A, E>(
+  reply: (request: RecordedRequest) => Answer,
+  f: (kube: Kube["Service"], requests: ReadonlyArray<RecordedRequest>) => Effect.Effect<A, E>
+) => {
+  const apiserver = fakeApiserver(reply)
   return Effect.gen(function*() {
     const kube = yield* Kube
-    return yield* f(kube, calls)
-  }).pipe(Effect.provide(Kube.layerFromApis(apis, { instance: "edge-ccm-7d9f-abcde" })))
+    return yield* f(kube, apiserver.requests)
+  }).pipe(
+    Effect.provide(Kube.layerHttp({ instance: "edge-ccm-7d9f-abcde" })),
+    Effect.provide(apiserver.layer)
+  )
 }
 
 describe("Kube.patchServiceMetadata", () => {
   it.effect("sends the whole finalizer list and the resourceVersion in one merge patch; null removes an annotation", () =>
-    withKube(() => Promise.resolve(svc({ resourceVersion: "43" })), (kube, calls) =>
+    withKube(() => ok(svc({ resourceVersion: "43" })), (kube, calls) =>
       Effect.gen(function*() {
         const updated = yield* kube.patchServiceMetadata(
           { namespace: "default", name: "web", resourceVersion: "42" },
@@ -90,14 +52,13 @@ describe("Kube.patchServiceMetadata", () => {
         assert.strictEqual(updated.metadata?.resourceVersion, "43")
         assert.strictEqual(calls.length, 1)
         const call = calls[0]!
-        assert.strictEqual(call.method, "patchNamespacedService")
+        assert.strictEqual(call.method, "PATCH")
+        assert.strictEqual(call.path, "/api/v1/namespaces/default/services/web")
         assert.strictEqual(call.contentType, "application/merge-patch+json")
-        assert.isTrue(call.hasSignal)
-        assert.strictEqual(call.param["namespace"], "default")
-        assert.strictEqual(call.param["name"], "web")
-        assert.strictEqual(call.param["fieldManager"], FIELD_MANAGER)
+        assert.strictEqual(call.authorization, "Bearer test-token")
+        assert.strictEqual(call.query["fieldManager"], FIELD_MANAGER)
         assert.strictEqual(
-          JSON.stringify(call.param["body"]),
+          JSON.stringify(call.body),
           JSON.stringify({
             metadata: {
               resourceVersion: "42",
@@ -109,22 +70,22 @@ describe("Kube.patchServiceMetadata", () => {
       })))
 
   it.effect("omits what is not being changed, and an empty list removes every finalizer", () =>
-    withKube(() => Promise.resolve(svc()), (kube, calls) =>
+    withKube(() => ok(svc()), (kube, calls) =>
       Effect.gen(function*() {
         yield* kube.patchServiceMetadata({ namespace: "default", name: "web", resourceVersion: "42" }, {
           finalizers: []
         })
-        assert.deepStrictEqual(calls[0]!.param["body"], { metadata: { resourceVersion: "42", finalizers: [] } })
+        assert.deepStrictEqual(calls[0]!.body, { metadata: { resourceVersion: "42", finalizers: [] } })
       })))
 
   it.effect("a stale resourceVersion is a KubeConflict", () =>
     withKube(
       () =>
-        Promise.reject(apiError(
+        refuse(
           409,
           "Conflict",
           "Operation cannot be fulfilled on services \"web\": the object has been modified; please apply your changes to the latest version and try again"
-        )),
+        ),
       (kube) =>
         Effect.gen(function*() {
           const error = yield* kube.patchServiceMetadata(
@@ -141,7 +102,7 @@ describe("Kube.patchServiceMetadata", () => {
     ))
 
   it.effect("a vanished Service is a KubeNotFound", () =>
-    withKube(() => Promise.reject(apiError(404, "NotFound", "services \"web\" not found")), (kube) =>
+    withKube(() => refuse(404, "NotFound", "services \"web\" not found"), (kube) =>
       Effect.gen(function*() {
         const error = yield* kube.patchServiceMetadata(
           { namespace: "default", name: "web", resourceVersion: "41" },
@@ -153,7 +114,7 @@ describe("Kube.patchServiceMetadata", () => {
 
 describe("Kube.applyServiceStatus", () => {
   it.effect("server-side applies status.loadBalancer and our conditions on the status subresource, forced", () =>
-    withKube(() => Promise.resolve(svc()), (kube, calls) =>
+    withKube(() => ok(svc()), (kube, calls) =>
       Effect.gen(function*() {
         yield* kube.applyServiceStatus({ namespace: "default", name: "web", uid: "u-1" }, {
           loadBalancer: {
@@ -168,15 +129,16 @@ describe("Kube.applyServiceStatus", () => {
             status: "True",
             reason: "Mapped",
             message: "all ports mapped",
-            lastTransitionTime: new Date("2025-01-02T03:04:05Z")
+            lastTransitionTime: "2025-01-02T03:04:05Z"
           }]
         })
         const call = calls[0]!
-        assert.strictEqual(call.method, "patchNamespacedServiceStatus")
+        assert.strictEqual(call.method, "PATCH")
+        assert.strictEqual(call.path, "/api/v1/namespaces/default/services/web/status")
         assert.strictEqual(call.contentType, "application/apply-patch+yaml")
-        assert.strictEqual(call.param["fieldManager"], "edge-cloud-controller-manager")
-        assert.strictEqual(call.param["force"], true)
-        assert.deepStrictEqual(JSON.parse(JSON.stringify(call.param["body"])), {
+        assert.strictEqual(call.query["fieldManager"], "edge-cloud-controller-manager")
+        assert.strictEqual(call.query["force"], "true")
+        assert.deepStrictEqual(call.body, {
           apiVersion: "v1",
           kind: "Service",
           metadata: { name: "web", namespace: "default", uid: "u-1" },
@@ -197,17 +159,17 @@ describe("Kube.applyServiceStatus", () => {
               status: "True",
               reason: "Mapped",
               message: "all ports mapped",
-              lastTransitionTime: "2025-01-02T03:04:05.000Z"
+              lastTransitionTime: "2025-01-02T03:04:05Z"
             }]
           }
         })
       })))
 
   it.effect("an empty ingress list clears the published address", () =>
-    withKube(() => Promise.resolve(svc()), (kube, calls) =>
+    withKube(() => ok(svc()), (kube, calls) =>
       Effect.gen(function*() {
         yield* kube.applyServiceStatus({ namespace: "default", name: "web" }, { loadBalancer: { ingress: [] } })
-        assert.deepStrictEqual(JSON.parse(JSON.stringify(calls[0]!.param["body"])), {
+        assert.deepStrictEqual(calls[0]!.body, {
           apiVersion: "v1",
           kind: "Service",
           metadata: { name: "web", namespace: "default" },
@@ -215,19 +177,13 @@ describe("Kube.applyServiceStatus", () => {
         })
       })))
 
-  const invalid = (message: string, field: string) =>
-    new ApiException(
-      422,
-      "Unknown API Status Code!",
-      JSON.stringify({ kind: "Status", code: 422, reason: "Invalid", message, details: { causes: [{ field }] } }),
-      {}
-    )
-  const notFound = apiError(404, "NotFound", "services \"web\" not found")
+  const invalid = (message: string, field: string) => refuse(422, "Invalid", message, [{ field }])
+  const notFound = refuse(404, "NotFound", "services \"web\" not found")
 
   /** The apply answers `applyReply`; the read that disambiguates it answers `readReply`. */
-  const applyCase = (applyReply: unknown, readReply: () => Promise<unknown>, uid: string | undefined = "u-1") =>
+  const applyCase = (applyReply: Answer, readReply: Answer, uid: string | undefined = "u-1") =>
     withKube(
-      (method) => method === "patchNamespacedServiceStatus" ? Promise.reject(applyReply) : readReply(),
+      (request) => request.method === "PATCH" ? applyReply : readReply,
       (kube, calls) =>
         kube.applyServiceStatus({ namespace: "default", name: "web", uid }, { loadBalancer: {} }).pipe(
           Effect.flip,
@@ -239,24 +195,24 @@ describe("Kube.applyServiceStatus", () => {
     Effect.gen(function*() {
       const { error, methods } = yield* applyCase(
         invalid("Service \"web\" is invalid: metadata.uid: Invalid value: \"u-1\": field is immutable", "metadata.uid"),
-        () => Promise.resolve(svc({ uid: "u-2" }))
+        ok(svc({ uid: "u-2" }))
       )
       assert.strictEqual(error._tag, "KubeNotFound")
       assert.strictEqual(error.reason, "UidMismatch")
       assert.strictEqual(error.resource, "services/status")
-      assert.deepStrictEqual(methods, ["patchNamespacedServiceStatus", "readNamespacedService"])
+      assert.deepStrictEqual(methods, ["PATCH", "GET"])
     }))
 
   it.effect("a missing Service is KubeNotFound however the apply fails (404, 409 uid mismatch, 422 on create)", () =>
     Effect.gen(function*() {
       const replies = [
         notFound,
-        apiError(409, "Conflict", "uid mismatch: the provided object specified uid u-1, and no existing object was found"),
+        refuse(409, "Conflict", "uid mismatch: the provided object specified uid u-1, and no existing object was found"),
         invalid("Service \"web\" is invalid: spec.ports: Required value", "spec.ports")
       ]
       for (const reply of replies) {
-        const { error } = yield* applyCase(reply, () => Promise.reject(notFound))
-        assert.strictEqual(error._tag, "KubeNotFound", `HTTP ${reply.code}`)
+        const { error } = yield* applyCase(reply, notFound)
+        assert.strictEqual(error._tag, "KubeNotFound", `HTTP ${"status" in reply ? reply.status : "?"}`)
       }
     }))
 
@@ -264,7 +220,7 @@ describe("Kube.applyServiceStatus", () => {
     Effect.gen(function*() {
       const { error } = yield* applyCase(
         invalid("Service \"web\" is invalid: status.loadBalancer.ingress[0].ip: Invalid value: \"x\"", "status.loadBalancer.ingress[0].ip"),
-        () => Promise.resolve(svc())
+        ok(svc())
       )
       assert.strictEqual(error._tag, "KubeError")
       if (error._tag === "KubeError") {
@@ -272,15 +228,15 @@ describe("Kube.applyServiceStatus", () => {
         assert.strictEqual(error.reason, "Invalid")
         assert.deepStrictEqual(error.fields, ["status.loadBalancer.ingress[0].ip"])
       }
-      const forbidden = yield* applyCase(apiError(403, "Forbidden", "no"), () => Promise.resolve(svc()))
+      const forbidden = yield* applyCase(refuse(403, "Forbidden", "no"), ok(svc()))
       assert.strictEqual(forbidden.error._tag, "KubeError")
-      assert.deepStrictEqual(forbidden.methods, ["patchNamespacedServiceStatus"], "no read for errors that are not ambiguous")
+      assert.deepStrictEqual(forbidden.methods, ["PATCH"], "no read for errors that are not ambiguous")
     }))
 })
 
 describe("Kube.recordEvent", () => {
   it.effect("creates an events.k8s.io/v1 Event with every field the apiserver requires", () =>
-    withKube(() => Promise.resolve({}), (kube, calls) =>
+    withKube(() => ok({}), (kube, calls) =>
       Effect.gen(function*() {
         yield* TestClock.setTime(Date.parse("2025-06-07T08:09:10.123Z"))
         yield* kube.recordEvent({
@@ -298,9 +254,9 @@ describe("Kube.recordEvent", () => {
           note: "external port 8080/TCP is held by 192.168.77.20"
         })
         const call = calls[0]!
-        assert.strictEqual(call.method, "createNamespacedEvent")
-        assert.strictEqual(call.param["namespace"], "shop")
-        const wire = JSON.parse(JSON.stringify(call.param["body"]))
+        assert.strictEqual(call.method, "POST")
+        assert.strictEqual(call.path, "/apis/events.k8s.io/v1/namespaces/shop/events")
+        const wire = call.body as Record<string, any>
         assert.strictEqual(wire.apiVersion, "events.k8s.io/v1")
         assert.strictEqual(wire.kind, "Event")
         assert.strictEqual(wire.metadata.namespace, "shop")
@@ -325,7 +281,7 @@ describe("Kube.recordEvent", () => {
       })))
 
   it.effect("two events in the same millisecond get distinct names", () =>
-    withKube(() => Promise.resolve({}), (kube, calls) =>
+    withKube(() => ok({}), (kube, calls) =>
       Effect.gen(function*() {
         const event = {
           regarding: { kind: "Service", apiVersion: "v1", namespace: "d", name: "s" },
@@ -336,12 +292,12 @@ describe("Kube.recordEvent", () => {
         } as const
         yield* kube.recordEvent(event)
         yield* kube.recordEvent(event)
-        const names = calls.map((c) => JSON.parse(JSON.stringify(c.param["body"])).metadata.name)
+        const names = calls.map((c) => (c.body as { metadata: { name: string } }).metadata.name)
         assert.notStrictEqual(names[0], names[1])
       })))
 
   it.effect("cuts an oversized note to the apiserver's 1 kB limit", () =>
-    withKube(() => Promise.resolve({}), (kube, calls) =>
+    withKube(() => ok({}), (kube, calls) =>
       Effect.gen(function*() {
         yield* kube.recordEvent({
           regarding: { kind: "Service", apiVersion: "v1", namespace: "d", name: "s" },
@@ -350,7 +306,7 @@ describe("Kube.recordEvent", () => {
           action: "A",
           note: "é".repeat(2000)
         })
-        const note: string = JSON.parse(JSON.stringify(calls[0]!.param["body"])).note
+        const note: string = (calls[0]!.body as { note: string }).note
         assert.isAtMost(Buffer.byteLength(note, "utf8"), 1024)
         assert.isTrue(note.endsWith("..."))
       })))
@@ -358,11 +314,11 @@ describe("Kube.recordEvent", () => {
   it.effect("a refused event is returned as a KubeError, never thrown", () =>
     withKube(
       () =>
-        Promise.reject(apiError(
+        refuse(
           403,
           "Forbidden",
           "events.events.k8s.io is forbidden: User \"system:serviceaccount:kube-system:edge-ccm\" cannot create resource \"events\" in API group \"events.k8s.io\" in the namespace \"shop\""
-        )),
+        ),
       (kube) =>
         Effect.gen(function*() {
           const error = yield* kube.recordEvent({
@@ -392,7 +348,7 @@ describe("error mapping", () => {
   ] as const
 
   it.effect.each(cases)("getService: HTTP $code → $tag with verb, resource, status and the apiserver's words", ({ code, reason, tag }) =>
-    withKube(() => Promise.reject(apiError(code, reason, `apiserver says ${code}`)), (kube) =>
+    withKube(() => refuse(code, reason, `apiserver says ${code}`), (kube) =>
       Effect.gen(function*() {
         const error = yield* kube.getService("default", "web").pipe(Effect.flip)
         assert.strictEqual(error._tag, tag)
@@ -408,7 +364,7 @@ describe("error mapping", () => {
       })))
 
   it.effect("getService: 404 means absent, not an error", () =>
-    withKube(() => Promise.reject(apiError(404, "NotFound", "services \"web\" not found")), (kube) =>
+    withKube(() => refuse(404, "NotFound", "services \"web\" not found"), (kube) =>
       Effect.gen(function*() {
         assert.isUndefined(yield* kube.getService("default", "web"))
       })))
@@ -416,11 +372,11 @@ describe("error mapping", () => {
   it.effect("a 403 names the verb and resource RBAC denied", () =>
     withKube(
       () =>
-        Promise.reject(apiError(
+        refuse(
           403,
           "Forbidden",
           "services \"web\" is forbidden: User \"system:serviceaccount:lan:nobody\" cannot patch resource \"services/status\" in API group \"\" in the namespace \"default\""
-        )),
+        ),
       (kube) =>
         Effect.gen(function*() {
           const error = yield* kube.applyServiceStatus({ namespace: "default", name: "web" }, { loadBalancer: {} })
@@ -439,7 +395,7 @@ describe("error mapping", () => {
   it.effect("401 without a body, and a refused connection, still say what failed", () =>
     Effect.gen(function*() {
       const unauthorized = yield* withKube(
-        () => Promise.reject(new ApiException(401, "Unauthorized", undefined, {})),
+        () => ({ status: 401 }),
         (kube) => kube.getService("default", "web").pipe(Effect.flip)
       )
       assert.strictEqual(unauthorized._tag, "KubeError")
@@ -447,21 +403,18 @@ describe("error mapping", () => {
       assert.strictEqual(unauthorized.reason, "Unauthorized")
 
       const refused = yield* withKube(
-        () =>
-          Promise.reject(
-            new TypeError("fetch failed", { cause: Object.assign(new Error("connect ECONNREFUSED"), { code: "ECONNREFUSED" }) })
-          ),
+        () => ({ refused: "ECONNREFUSED" }),
         (kube) => kube.getService("default", "web").pipe(Effect.flip)
       )
       assert.strictEqual(refused._tag, "KubeError")
       assert.isUndefined(refused.status)
       assert.strictEqual(refused.reason, "ECONNREFUSED")
-      assert.include(refused.message, "cannot get services default/web: fetch failed (connect ECONNREFUSED)")
+      assert.include(refused.message, "cannot get services default/web: connect ECONNREFUSED apiserver.test:6443")
     }))
 })
 
 describe("Kube leases", () => {
-  const lease: V1Lease & { metadata: { namespace: string; name: string; resourceVersion: string } } = {
+  const lease: Lease & { metadata: { namespace: string; name: string; resourceVersion: string } } = {
     metadata: { namespace: "kube-system", name: "edge-ccm", resourceVersion: "9" },
     spec: { holderIdentity: "a" }
   }
@@ -469,19 +422,19 @@ describe("Kube leases", () => {
   it.effect("get maps 404 to undefined; replace maps a stale resourceVersion to KubeConflict", () =>
     Effect.gen(function*() {
       const missing = yield* withKube(
-        () => Promise.reject(apiError(404, "NotFound", "leases.coordination.k8s.io \"edge-ccm\" not found")),
+        () => refuse(404, "NotFound", "leases.coordination.k8s.io \"edge-ccm\" not found"),
         (kube) => kube.getLease("kube-system", "edge-ccm")
       )
       assert.isUndefined(missing)
       const conflict = yield* withKube(
-        () => Promise.reject(apiError(409, "Conflict", "the object has been modified")),
+        () => refuse(409, "Conflict", "the object has been modified"),
         (kube) => kube.replaceLease(lease).pipe(Effect.flip)
       )
       assert.strictEqual(conflict._tag, "KubeConflict")
       assert.strictEqual(conflict.verb, "update")
       assert.strictEqual(conflict.resource, "leases.coordination.k8s.io")
       const exists = yield* withKube(
-        () => Promise.reject(apiError(409, "AlreadyExists", "leases \"edge-ccm\" already exists")),
+        () => refuse(409, "AlreadyExists", "leases \"edge-ccm\" already exists"),
         (kube) => kube.createLease(lease).pipe(Effect.flip)
       )
       assert.strictEqual(exists._tag, "KubeConflict")
@@ -490,109 +443,76 @@ describe("Kube leases", () => {
 })
 
 describe("Kube.watchServices", () => {
-  it.effect("lists through the typed API, then watches /api/v1/services from the list's resourceVersion", () =>
+  it.effect("lists page by page, then watches /api/v1/services from the list's resourceVersion, keeping only what is read", () =>
     Effect.gen(function*() {
-      const connections = yield* Queue.unbounded<{
-        readonly path: string
-        readonly resourceVersion: unknown
-        readonly emit: (phase: string, object: unknown) => void
-      }>()
-      const watch: WatchClient = {
-        watch: (path, params, callback) => {
-          Queue.offerUnsafe(connections, { path, resourceVersion: params["resourceVersion"], emit: callback })
-          return new Promise(() => {})
-        }
+      const connection = makeWatchConnection()
+      const fat = {
+        ...svc(),
+        metadata: {
+          ...svc().metadata,
+          managedFields: [{ manager: "kubectl", operation: "Apply", fieldsV1: { "f:spec": {} } }],
+          annotations: {
+            "kubectl.kubernetes.io/last-applied-configuration": "{...}",
+            "midokura.com/load-balancer-type": "upnp-igd"
+          }
+        },
+        spec: { type: "LoadBalancer", clusterIP: "10.96.0.9", selector: { app: "web" }, ports: [{ port: 80, nodePort: 30080 }] }
       }
-      const { apis, calls } = fakeApis(
-        (method) =>
-          Promise.resolve(
-            method === "listServiceForAllNamespaces"
-              ? { items: [svc()], metadata: { resourceVersion: "100" } }
-              : {}
-          ),
-        watch
+      const apiserver = fakeApiserver((request) =>
+        request.query["watch"] === "true"
+          ? { status: 200, watch: connection }
+          : request.query["continue"] === undefined
+          ? ok({ metadata: { resourceVersion: "100", continue: "page-2" }, items: [fat] })
+          : ok({ metadata: { resourceVersion: "100" }, items: [svc({ name: "second" })] })
       )
-      const kube = yield* Effect.provide(Kube, Kube.layerFromApis(apis, { instance: "i" }))
-      const out = yield* Queue.unbounded<WatchEvent<V1Service>>()
+      const kube = yield* Effect.provide(
+        Kube,
+        Kube.layerHttp({ instance: "i", serviceAnnotationPrefixes: ["midokura.com/"] })
+      ).pipe(Effect.provide(apiserver.layer))
+      const out = yield* Queue.unbounded<WatchEvent<Service>>()
       yield* kube.watchServices.pipe(Stream.runForEach((event) => Queue.offer(out, event)), Effect.forkScoped)
       const synced = yield* Queue.take(out)
       assert.strictEqual(synced._tag, "Synced")
-      assert.strictEqual(synced._tag === "Synced" ? synced.items[0]?.metadata?.name : undefined, "web")
-      assert.strictEqual(calls[0]!.method, "listServiceForAllNamespaces")
-      assert.strictEqual(calls[0]!.param["limit"], 500)
-      const connection = yield* Queue.take(connections)
-      assert.strictEqual(connection.path, "/api/v1/services")
-      assert.strictEqual(connection.resourceVersion, "100")
-      connection.emit("MODIFIED", {
-        apiVersion: "v1",
-        kind: "Service",
-        metadata: { name: "web", namespace: "default", resourceVersion: "101" }
+      const items = synced._tag === "Synced" ? synced.items : []
+      assert.deepStrictEqual(items.map((item) => item.metadata?.name), ["web", "second"])
+      // What the cache keeps of a Service: no managedFields, no foreign annotations, no selector.
+      assert.deepStrictEqual(items[0], {
+        metadata: {
+          name: "web",
+          namespace: "default",
+          uid: "u-1",
+          resourceVersion: "42",
+          annotations: { "midokura.com/load-balancer-type": "upnp-igd" }
+        },
+        spec: { type: "LoadBalancer", ports: [{ port: 80, nodePort: 30080 }] }
       })
+      while (apiserver.requests.length < 3) yield* Effect.yieldNow
+      const [first, second, watch] = apiserver.requests
+      assert.strictEqual(first!.path, "/api/v1/services")
+      assert.strictEqual(first!.query["limit"], "500")
+      assert.strictEqual(second!.query["continue"], "page-2")
+      assert.strictEqual(watch!.path, "/api/v1/services")
+      assert.strictEqual(watch!.query["resourceVersion"], "100")
+      assert.strictEqual(watch!.query["allowWatchBookmarks"], "true")
+      connection.send("MODIFIED", { apiVersion: "v1", kind: "Service", metadata: { name: "web", namespace: "default", resourceVersion: "101" } })
       const upserted = yield* Queue.take(out)
       assert.strictEqual(upserted._tag, "Upserted")
-    }).pipe(Effect.scoped))
-})
-
-describe("loading a kubeconfig", () => {
-  const tempKubeconfig = (text: string) =>
-    Effect.acquireRelease(
-      Effect.sync(() => {
-        const dir = fs.mkdtempSync(path.join(os.tmpdir(), "kube-test-"))
-        const file = path.join(dir, "config")
-        fs.writeFileSync(file, text)
-        return { dir, file }
-      }),
-      ({ dir }) => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))
-    )
-
-  it.effect("reads the given file", () =>
-    Effect.gen(function*() {
-      const { file } = yield* tempKubeconfig([
-        "apiVersion: v1",
-        "kind: Config",
-        "clusters:",
-        "- name: lab",
-        "  cluster:",
-        "    server: https://192.0.2.10:6443",
-        "users:",
-        "- name: admin",
-        "  user:",
-        "    token: abc",
-        "contexts:",
-        "- name: lab",
-        "  context:",
-        "    cluster: lab",
-        "    user: admin",
-        "current-context: lab",
-        ""
-      ].join("\n"))
-      const kc = yield* loadKubeConfig(file)
-      assert.strictEqual(kc.getCurrentCluster()?.server, "https://192.0.2.10:6443")
+      assert.strictEqual(upserted._tag === "Upserted" ? upserted.object.metadata?.resourceVersion : undefined, "101")
     }).pipe(Effect.scoped))
 
-  it.effect("a missing file is a KubeError that names it", () =>
+  it.effect("interrupting the watch lets go of the connection", () =>
     Effect.gen(function*() {
-      const error = yield* loadKubeConfig("/nonexistent/kubeconfig").pipe(Effect.flip)
-      assert.strictEqual(error._tag, "KubeError")
-      assert.strictEqual(error.verb, "load")
-      assert.strictEqual(error.resource, "kubeconfig")
-      assert.include(error.message, "/nonexistent/kubeconfig")
-    }))
-
-  it.effect("a file without a current cluster is a KubeError", () =>
-    Effect.gen(function*() {
-      const { file } = yield* tempKubeconfig("apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n")
-      const error = yield* loadKubeConfig(file).pipe(Effect.flip)
-      assert.include(error.message, "names no current cluster")
-    }).pipe(Effect.scoped))
-
-  it.effect("Kube.layer fails to build with that error", () =>
-    Effect.gen(function*() {
-      const error = yield* Layer.build(Kube.layer({ kubeconfig: "/nonexistent/kubeconfig", instance: "x" })).pipe(
-        Effect.scoped,
-        Effect.flip
+      const connection = makeWatchConnection()
+      const apiserver = fakeApiserver((request) =>
+        request.query["watch"] === "true"
+          ? { status: 200, watch: connection }
+          : ok({ metadata: { resourceVersion: "1" }, items: [] })
       )
-      assert.strictEqual(error._tag, "KubeError")
-      assert.strictEqual(error.resource, "kubeconfig")
+      const kube = yield* Effect.provide(Kube, Kube.layerHttp({ instance: "i" })).pipe(Effect.provide(apiserver.layer))
+      const fiber = yield* kube.watchServices.pipe(Stream.runDrain, Effect.forkChild)
+      while (apiserver.requests.length < 2) yield* Effect.yieldNow
+      yield* TestClock.adjust("1 second")
+      yield* Fiber.interrupt(fiber)
+      yield* Effect.promise(() => connection.cancelled)
     }))
 })

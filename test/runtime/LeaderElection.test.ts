@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import type { V1Lease } from "@kubernetes/client-node"
+import type { Lease } from "../../src/kube/objects.ts"
 import { Effect, Exit, Fiber, Metric, Ref, SubscriptionRef } from "effect"
 import { PrometheusMetrics } from "effect/observability"
 import { TestClock } from "effect/testing"
@@ -176,10 +176,11 @@ describe("LeaderElection", () => {
       const bTook = yield* advanceUntil(b.running, 30_000)
       assert.isFalse(yield* a.running, "a stopped before b started")
       assert.strictEqual(yield* Ref.get(shared.overlaps), 0, "never two leaders at once")
-      // b last saw the record change at a's last renewal; it waits the full 15 s from then
-      // (plus at most one jittered retry period of 2.4 s).
+      // b notices a's last renewal at its next poll (at most one jittered retry period, 2.4 s,
+      // after it), waits the full 15 s from then, and acquires at the poll after that (at most
+      // 2.4 s more). a's last renewal was at most 2 s before the partition.
       assert.isAtLeast(bTook, 13_000)
-      assert.isAtMost(bTook, 17_600)
+      assert.isAtMost(bTook, 19_800)
       const l = yield* lease
       assert.strictEqual(l?.spec?.holderIdentity, "pod-b")
       assert.strictEqual(l?.spec?.leaseTransitions, 1)
@@ -210,6 +211,23 @@ describe("LeaderElection", () => {
       yield* Fiber.interrupt(fb)
     }).pipe(Effect.provide(LeaseStore.layerMemory)))
 
+  it.effect("releases the Lease on shutdown even when a renewal it did not see has moved its resourceVersion", () =>
+    Effect.gen(function*() {
+      const shared = yield* world
+      const a = yield* candidate("pod-a", shared)
+      const fa = yield* Effect.forkChild(a.election.run(a.workload))
+      yield* advanceUntil(a.running, 5_000)
+      // A renewal that landed while the shutdown interrupted it: the Lease still names pod-a,
+      // under a resourceVersion pod-a never saw.
+      const { leases } = yield* MemoryLeases
+      yield* Ref.update(leases, (all) => {
+        const current = all.get(`${NAMESPACE}/${NAME}`)!
+        return new Map(all).set(`${NAMESPACE}/${NAME}`, { ...current, metadata: { ...current.metadata, resourceVersion: "9999" } })
+      })
+      yield* Fiber.interrupt(fa)
+      assert.strictEqual(yield* holder, "")
+    }).pipe(Effect.provide(LeaseStore.layerMemory)))
+
   it.effect("of two candidates racing for a free Lease exactly one wins", () =>
     Effect.gen(function*() {
       const shared = yield* world
@@ -231,7 +249,7 @@ describe("LeaderElection", () => {
   it.effect("takes over a Lease left by a crashed holder only after observing it unchanged for its duration", () =>
     Effect.gen(function*() {
       const { leases } = yield* MemoryLeases
-      const stale: V1Lease = {
+      const stale: Lease = {
         metadata: { namespace: NAMESPACE, name: NAME, resourceVersion: "7" },
         spec: { holderIdentity: "pod-dead", leaseDurationSeconds: 15, leaseTransitions: 3, renewTime: new Date(0) }
       }

@@ -1,8 +1,9 @@
 import { assert, describe, expect, it } from "@effect/vitest"
-import { Effect, Fiber, Ref } from "effect"
+import { Effect, Fiber, Layer, Ref } from "effect"
 import { TestClock } from "effect/testing"
 import { AccessReview, MemoryAccessReviews } from "../../src/kube/AccessReview.ts"
 import { bearerToken, defaultMetricsAccess, makeMetricsAccess } from "../../src/runtime/metricsAccess.ts"
+import { fakeApiserver } from "../support/FakeApiserver.ts"
 
 const PROMETHEUS = "prometheus-token"
 const INTRUDER = "intruder-token"
@@ -131,15 +132,13 @@ describe("makeMetricsAccess", () => {
 
   it.effect("answers 503 when a review takes longer than 5 s, and holds at most 4 reviews in flight", () => {
     let started = 0
-    const hanging = AccessReview.layerFromApis({
-      authentication: {
-        createTokenReview: () => {
-          started++
-          return new Promise(() => {})
-        }
-      },
-      authorization: { createSubjectAccessReview: () => new Promise(() => {}) }
-    })
+    // An apiserver that takes every review and never answers.
+    const hanging = AccessReview.layerHttp.pipe(
+      Layer.provide(fakeApiserver(() => {
+        started++
+        return new Promise<never>(() => {})
+      }).layer)
+    )
     return Effect.gen(function*() {
       const access = yield* makeMetricsAccess(defaultMetricsAccess)
       const fibers = yield* Effect.forEach(

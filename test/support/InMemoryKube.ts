@@ -3,44 +3,44 @@
  * resourceVersion preconditions (409), finalizers holding a deleted object, a status
  * subresource, and a watch that starts with the full list.
  */
-import type { V1EndpointSlice, V1Node, V1Secret, V1Service } from "@kubernetes/client-node"
+import type { EndpointSlice, Node, Secret, Service } from "../../src/kube/objects.ts"
 import { Effect, Layer, Queue, Stream } from "effect"
 import { type EventSpec, Kube, KubeConflict, KubeNotFound, type WatchEvent } from "../../src/kube/Kube.ts"
 
 export interface InMemoryKube {
   readonly layer: Layer.Layer<Kube>
-  readonly services: Map<string, V1Service>
+  readonly services: Map<string, Service>
   readonly events: Array<EventSpec>
   /** Every write, in order: `patch default/web`, `status default/web`, `event Reason`. */
   readonly calls: Array<string>
-  readonly secrets: Map<string, V1Secret>
-  readonly create: (service: V1Service) => void
-  readonly update: (key: string, change: (service: V1Service) => V1Service) => void
+  readonly secrets: Map<string, Secret>
+  readonly create: (service: Service) => void
+  readonly update: (key: string, change: (service: Service) => Service) => void
   /** kubectl delete: held by finalizers until they are gone. */
   readonly delete: (key: string) => void
-  readonly get: (key: string) => V1Service | undefined
+  readonly get: (key: string) => Service | undefined
 }
 
 export const makeInMemoryKube = (
-  nodes: ReadonlyArray<V1Node> = [],
+  nodes: ReadonlyArray<Node> = [],
   options: {
     /** A log shared with the router fake: every write appended as `kube patch default/web`. */
     readonly journal?: Array<string>
   } = {}
 ): InMemoryKube => {
-  const services = new Map<string, V1Service>()
-  const secrets = new Map<string, V1Secret>()
+  const services = new Map<string, Service>()
+  const secrets = new Map<string, Secret>()
   const events: Array<EventSpec> = []
   const calls: Array<string> = []
   const log = (call: string) => {
     calls.push(call)
     options.journal?.push(`kube ${call}`)
   }
-  const listeners = new Set<(event: WatchEvent<V1Service>) => void>()
+  const listeners = new Set<(event: WatchEvent<Service>) => void>()
   let resourceVersion = 1
 
-  const keyOf = (s: V1Service) => `${s.metadata?.namespace ?? "default"}/${s.metadata?.name}`
-  const store = (service: V1Service) => {
+  const keyOf = (s: Service) => `${s.metadata?.namespace ?? "default"}/${s.metadata?.name}`
+  const store = (service: Service) => {
     const next = structuredClone({
       ...service,
       metadata: { ...service.metadata, resourceVersion: String(++resourceVersion) }
@@ -61,7 +61,7 @@ export const makeInMemoryKube = (
       Effect.acquireRelease(
         Effect.sync(() => {
           Queue.offerUnsafe(queue, { _tag: "Synced", items: structuredClone(initial()) })
-          const listener = (event: WatchEvent<V1Service>) => Queue.offerUnsafe(queue, event as WatchEvent<T>)
+          const listener = (event: WatchEvent<Service>) => Queue.offerUnsafe(queue, event as WatchEvent<T>)
           if (subscribe) listeners.add(listener)
           return listener
         }),
@@ -74,11 +74,11 @@ export const makeInMemoryKube = (
 
   const kube = Kube.of({
     watchServices: watch(() => [...services.values()], true),
-    watchNodes: watch<V1Node>(() => nodes, false),
-    watchEndpointSlices: watch<V1EndpointSlice>(() => [], false),
+    watchNodes: watch<Node>(() => nodes, false),
+    watchEndpointSlices: watch<EndpointSlice>(() => [], false),
     getService: (namespace, name) => Effect.sync(() => structuredClone(services.get(`${namespace}/${name}`))),
     patchServiceMetadata: (ref, change) =>
-      Effect.suspend((): Effect.Effect<V1Service, KubeConflict | KubeNotFound> => {
+      Effect.suspend((): Effect.Effect<Service, KubeConflict | KubeNotFound> => {
         const key = `${ref.namespace}/${ref.name}`
         log(`patch ${key}`)
         const current = services.get(key)

@@ -2,7 +2,7 @@
  * The whole controller (watch → queue → planner → executor) against the in-memory apiserver
  * and router, for scenario tests, and the helpers that let its fibers run.
  */
-import type { V1Node, V1Service } from "@kubernetes/client-node"
+import type { Node, Service } from "../../src/kube/objects.ts"
 import { Duration, Effect, Layer } from "effect"
 import { Controller, type ControllerOptions } from "../../src/controller/Controller.ts"
 import { Gateways } from "../../src/gateway/Gateways.ts"
@@ -10,15 +10,15 @@ import { makeInMemoryGateway } from "./InMemoryGateway.ts"
 import { makeInMemoryKube } from "./InMemoryKube.ts"
 import { testRecordKey } from "./records.ts"
 
-export const node = (name: string, ip: string): V1Node => ({
+export const node = (name: string, ip: string): Node => ({
   metadata: { name },
   status: { addresses: [{ type: "InternalIP", address: ip }] }
 })
 
 /** The seed example's Service (namespace default unless overridden), created on 2026-01-01. */
 export const seedService = (
-  overrides: Partial<V1Service["metadata"]> = {},
-  spec: Partial<NonNullable<V1Service["spec"]>> = {}
+  overrides: Partial<Service["metadata"]> = {},
+  spec: Partial<NonNullable<Service["spec"]>> = {}
 ) =>
   ({
     metadata: {
@@ -29,11 +29,10 @@ export const seedService = (
     },
     spec: {
       type: "LoadBalancer",
-      selector: { app: "nginx" },
-      ports: [{ name: "http", port: 8080, targetPort: 80, nodePort: 30000, protocol: "TCP" }],
+      ports: [{ name: "http", port: 8080, nodePort: 30000, protocol: "TCP" }],
       ...spec
     }
-  }) satisfies V1Service
+  }) satisfies Service
 
 export const SEED_KEY = "default/http-nginx-service"
 export const SEED_DESCRIPTION = "kubernetes/default/http-nginx-service/http"

@@ -2,7 +2,7 @@
  * The record key of the unit tests, and reading a Service's record the way the controller
  * does: what it would trust, what it would refuse.
  */
-import type { V1Service } from "@kubernetes/client-node"
+import type { Service } from "../../src/kube/objects.ts"
 import { readRecord, type ReadRecord, type RecordCheck, type RecordedMapping } from "../../src/controller/MappingRecord.ts"
 import { RecordKey } from "../../src/controller/RecordKey.ts"
 
@@ -17,8 +17,8 @@ export const testRecordKeyService: RecordKey["Service"] = RecordKey.makeStatic(T
 export const testRecordCheck: RecordCheck = { key: testRecordKeyService, clusterName: "kubernetes" }
 
 /** The record as the controller reads it (cluster `kubernetes`, the test key). */
-export const recordOf = (service: V1Service | undefined): ReadRecord =>
+export const recordOf = (service: Service | undefined): ReadRecord =>
   service === undefined ? { trusted: [], refused: [], stale: false } : readRecord(service, testRecordCheck)
 
 /** Only the entries the controller would act on. */
-export const trustedRecord = (service: V1Service | undefined): ReadonlyArray<RecordedMapping> => recordOf(service).trusted
+export const trustedRecord = (service: Service | undefined): ReadonlyArray<RecordedMapping> => recordOf(service).trusted

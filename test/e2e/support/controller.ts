@@ -33,7 +33,7 @@ export interface ControllerProcessOptions {
   /** Extra flags, e.g. ["--resync-interval", "5s"]. */
   readonly flags?: ReadonlyArray<string>
   readonly kubeconfig?: string
-  /** Runs this entry point instead of the sources (e.g. the compiled dist/bin.js). */
+  /** Runs this entry point instead of the sources (e.g. the bundle, dist/edge-ccm.mjs). */
   readonly entry?: ReadonlyArray<string>
   readonly env?: Readonly<Record<string, string>>
 }
@@ -90,19 +90,19 @@ export const MANIFESTS_SERVICE_ACCOUNT = "edge-cloud-controller-manager"
 export const NOBODY = 65534
 
 /**
- * The controller as the image runs it: what scripts/build-artifact.sh put in .lab/artifact
- * (compiled dist/, production node_modules only) on the pinned Node 24, as `nobody`,
+ * The controller as the image runs it: the bundle scripts/build-artifact.sh put in .lab/artifact
+ * (no node_modules at all) on the pinned Node 24, as `nobody`,
  * authenticated as the manifests' ServiceAccount, with leader election in its namespace. Its
  * rights are RBAC's, no more: apply manifests/ first.
  */
 export async function startAsImage(options: { readonly flags?: ReadonlyArray<string> } = {}): Promise<ControllerUnderTest> {
   const artifact = path.join(root, ".lab/artifact")
-  if (!fs.existsSync(path.join(artifact, "dist/bin.js"))) throw new Error("run scripts/build-artifact.sh first (npm test does)")
-  if (fs.existsSync(path.join(artifact, "node_modules/vitest"))) throw new Error("the artifact holds devDependencies")
+  if (!fs.existsSync(path.join(artifact, "edge-ccm.mjs"))) throw new Error("run scripts/build-artifact.sh first (npm test does)")
+  if (fs.existsSync(path.join(artifact, "node_modules"))) throw new Error("the artifact holds node_modules: the bundle must run alone")
   return await startController({
     kubeconfig: await serviceAccountKubeconfig(MANIFESTS_NAMESPACE, MANIFESTS_SERVICE_ACCOUNT, NOBODY),
     entry: ["setpriv", `--reuid=${NOBODY}`, `--regid=${NOBODY}`, "--clear-groups", process.execPath,
-      path.join(artifact, "dist/bin.js")],
+      path.join(artifact, "edge-ccm.mjs")],
     flags: ["--leader-elect", "--leader-elect-namespace", MANIFESTS_NAMESPACE, ...(options.flags ?? [])]
   })
 }

@@ -1,0 +1,50 @@
+/**
+ * `npm run build`'s second half: the `edge-ccm` command as one tree-shaken ESM bundle,
+ * `dist/edge-ccm.mjs`, with the controller in a chunk of its own that only `edge-ccm run`
+ * loads, and source maps beside every file. The image and the package's `bin` run it; it needs
+ * no `node_modules`.
+ *
+ * Rolldown, not esbuild: on this code its output is 0.74 MB against esbuild's 1.9 MB (esbuild
+ * keeps the lazily imported undici and ws, and needs a `require` shim for them), and `--help`
+ * runs in 73 MiB of RSS against 81 MiB (docs/benchmarks.md, "Footprint"). Names are kept
+ * (minified but not mangled), so a stack trace names the functions even without source maps,
+ * which cost 38 MiB of RSS when Node loads them (`--enable-source-maps`).
+ */
+import { mkdirSync, readdirSync, rmSync, statSync } from "node:fs"
+import * as path from "node:path"
+import { build } from "rolldown"
+
+const root = path.resolve(import.meta.dirname, "..")
+const outDir = path.join(root, "dist")
+const started = Date.now()
+// Chunks are named by their content: the previous build's would otherwise stay beside the new ones.
+mkdirSync(outDir, { recursive: true })
+for (const file of readdirSync(outDir, { withFileTypes: true })) {
+  if (file.isFile() && /^edge-ccm.*\.mjs(\.map)?$/.test(file.name)) rmSync(path.join(outDir, file.name))
+}
+
+const result = await build({
+  input: path.join(root, "src/bin.ts"),
+  platform: "node",
+  // Nothing is left for node_modules: the bundle runs alone.
+  external: [/^node:/],
+  transform: { target: "node24" },
+  output: {
+    dir: outDir,
+    format: "esm",
+    entryFileNames: "edge-ccm.mjs",
+    chunkFileNames: "edge-ccm-[name]-[hash].mjs",
+    sourcemap: true,
+    minify: { compress: true, mangle: false, codegen: true }
+  },
+  logLevel: "warn"
+})
+
+let total = 0
+for (const output of result.output) {
+  if (output.type !== "chunk") continue
+  const size = statSync(path.join(outDir, output.fileName)).size
+  total += size
+  console.error(`[bundle] ${output.fileName.padEnd(40)} ${(size / 1024).toFixed(0).padStart(5)} KiB`)
+}
+console.error(`[bundle] ${(total / 1024).toFixed(0)} KiB in ${Date.now() - started} ms: ${path.relative(root, outDir)}/edge-ccm.mjs`)
