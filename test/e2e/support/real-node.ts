@@ -146,6 +146,17 @@ export function podMemory(pod: PodView): PodMemory {
 
 export const mib = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MiB`
 
+const QUANTITY_UNITS: Record<string, number> = { "": 1, k: 1e3, M: 1e6, G: 1e9, Ki: 1024, Mi: 1024 ** 2, Gi: 1024 ** 3 }
+
+/** The controller container's memory limit as manifests/daemonset.yaml sets it, in bytes (what kubelet writes to the cgroup). */
+export async function manifestsMemoryLimit(): Promise<number> {
+  const rendered = await kubectlOk(["kustomize", MANIFESTS])
+  const quantity = /^\s*limits:\s*\n\s*memory:\s*(\d+)([kMG]i?)?\s*$/m.exec(rendered)
+  const unit = QUANTITY_UNITS[quantity?.[2] ?? ""]
+  if (quantity === null || unit === undefined) throw new Error("manifests/daemonset.yaml sets no memory limit this test can read")
+  return Number(quantity[1]) * unit
+}
+
 /** helm (built beside the control plane) against the lab, its caches in the lab directory. */
 export function helm(args: ReadonlyArray<string>, options: { timeoutMs?: number } = {}): Promise<RunResult> {
   const lab = loadLab()
