@@ -296,7 +296,6 @@ class Builder {
     }
   }
 
-  /** Runs a build step with its output in a log; on failure, the log's tail is in the error. */
   /**
    * Runs a build step with its output written to a log as it comes (`tail -f` it to follow a
    * long build); on failure, the log's tail is in the error.
