@@ -29,25 +29,26 @@ done
 mapfile -t files < <(find "${selected[@]}" -name '*.test.ts' -type f | sort -u)
 [ "${#files[@]}" -gt 0 ] || { log "no test files in ${selected[*]}"; exit 1; }
 
-# The lab each file asks for ("" for the shared one), in order of first appearance.
+# The lab each file asks for, in order of first appearance (the shared one first). A group's key
+# is "lab:" and the file's flags: bash refuses an empty key, which the shared lab's flags are.
 declare -A group_files=()
 groups=()
 for file in "${files[@]}"; do
-  flags="$(sed -n '1,10s#^// e2e lab: *##p' "$file" | head -1)"
-  if [ -z "${group_files[$flags]+set}" ]; then
-    group_files[$flags]=""
-    if [ -z "$flags" ]; then groups=("" "${groups[@]}"); else groups+=("$flags"); fi
+  key="lab:$(sed -n '1,10s#^// e2e lab: *##p' "$file" | head -1)"
+  if [ -z "${group_files[$key]+set}" ]; then
+    group_files[$key]=""
+    if [ "$key" = "lab:" ]; then groups=("$key" "${groups[@]}"); else groups+=("$key"); fi
   fi
-  group_files[$flags]+="$file"$'\n'
+  group_files[$key]+="$file"$'\n'
 done
 
 deps=()
 build=()
-for flags in "${groups[@]}"; do
-  case " $flags " in *" --real-node "*) deps=(--real-node); build=(--real-node) ;; esac
+for key in "${groups[@]}"; do
+  case " ${key#lab:} " in *" --real-node "*) deps=(--real-node); build=(--real-node) ;; esac
 done
 bash scripts/lab/install-deps.sh "${deps[@]}"
-# What the container image holds (dist/ + production node_modules): the in-cluster tests run it.
+# What the container image holds (the bundle): the in-cluster tests run it.
 bash scripts/build-artifact.sh
 if [ "${EDGE_CCM_LAB_CONTROL_PLANE:-1}" != 0 ] || [ "${#build[@]}" -gt 0 ]; then
   bash scripts/lab/build-control-plane.sh "${build[@]}" >/dev/null
@@ -55,9 +56,10 @@ fi
 
 rc=0
 index=0
-for flags in "${groups[@]}"; do
+for key in "${groups[@]}"; do
   index=$((index + 1))
-  mapfile -t group < <(printf '%s' "${group_files[$flags]}")
+  flags="${key#lab:}"
+  mapfile -t group < <(printf '%s' "${group_files[$key]}")
   if [ -z "$flags" ]; then
     up_args=(--nodes "${EDGE_CCM_LAB_NODES:-2}")
     [ "${EDGE_CCM_LAB_CONTROL_PLANE:-1}" = 0 ] && up_args+=(--no-control-plane)
