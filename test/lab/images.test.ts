@@ -30,7 +30,8 @@ describe("planDockerfile", () => {
       expect(base.pinned).toMatch(/@sha256:[0-9a-f]{64}$/)
       expect(baseRecipe(base.local), base.local).toBeDefined()
     }
-    expect(plan.copySources).toContain("package.json")
+    // Every file the image is made of is in the controller's cache key.
+    expect(plan.copySources).toEqual(expect.arrayContaining(["package.json", "package-lock.json", "scripts/bundle.ts", "src", "scripts/warm-compile-cache.mjs"]))
   })
 
   it("reads ARG defaults, skips stage names and scratch, and takes COPY sources without --from", () => {
