@@ -364,7 +364,7 @@ const make = Effect.fnUntraced(function*(options: ControllerOptions) {
       let complete = true
       let owned = 0
       for (const backend of backends.values()) {
-        if (backend.mapper.canReadTable === false) continue
+        if (!backend.mapper.capabilities.readsTable) continue
         if (backend.error !== undefined) {
           // Not answering: its Services read their ports afresh (and fail fast) instead.
           yield* backend.table.invalidate

@@ -386,7 +386,7 @@ const mapPort = (
   Effect.gen(function*() {
     // A first add is confirmed by the next listing rather than read back at once (one router
     // call per port less); a port that listing lacked is read back after every add.
-    const readBack = handle.mapper.canReadTable !== false && (yield* handle.table.suspect(port))
+    const readBack = handle.mapper.capabilities.readsTable && (yield* handle.table.suspect(port))
     const granted = yield* handle.mapper.map({
       externalPort: port.externalPort,
       protocol: port.protocol,
@@ -399,7 +399,7 @@ const mapPort = (
       ...(nonce === undefined ? {} : { nonce })
     })
     yield* handle.table.set(port, entryOf(granted, granted.leaseSeconds), {
-      unconfirmed: handle.mapper.canReadTable !== false && !readBack
+      unconfirmed: handle.mapper.capabilities.readsTable && !readBack
     })
   }).pipe(
     Effect.as<PortOutcome>({ _tag: "Mapped", port }),
@@ -635,7 +635,7 @@ const observe = (
   Effect.result(
     Effect.gen(function*() {
       const unique = [...new Map(ports.map((p) => [portKey(p), p])).values()]
-      if (handle.mapper.canReadTable === false) {
+      if (!handle.mapper.capabilities.readsTable) {
         const recorded = new Map(record.map((m) => [portKey(m), m]))
         const entries = yield* Effect.forEach(unique, (p) =>
           Effect.map(handle.table.known(p), (known) => {

@@ -58,6 +58,7 @@ export const makeInMemoryGateway = (
   const nonces = new Map<string, string>()
   const calls: Array<string> = []
   const readBacks: Array<string> = []
+  let drawn = 0
   const restartListeners = new Set<(announcement: string) => void>()
   const router = readable ? ROUTER : "192.168.77.1:5351"
   const state = {
@@ -83,7 +84,12 @@ export const makeInMemoryGateway = (
     })
 
   const mapper = PortMapper.of({
-    canReadTable: readable,
+    capabilities: {
+      readsTable: readable,
+      deletesByInternalPort: protocol === "nat-pmp",
+      // PCP: nonces the controller records, drawn by the backend, as PcpGateway does.
+      drawNonce: protocol === "pcp" ? Effect.sync(() => `${(++drawn).toString(16).padStart(24, "0")}`) : undefined
+    },
     ...(readable
       ? {
         restarts: Stream.callback<string>((queue) =>
