@@ -10,13 +10,15 @@
  * (minified but not mangled), so a stack trace names the functions even without source maps,
  * which cost 38 MiB of RSS when Node loads them (`--enable-source-maps`).
  */
-import { readdirSync, rmSync, statSync } from "node:fs"
+import { mkdirSync, readdirSync, rmSync, statSync } from "node:fs"
 import * as path from "node:path"
 import { build } from "rolldown"
 
 const root = path.resolve(import.meta.dirname, "..")
 const outDir = path.join(root, "dist")
 const started = Date.now()
+// A fresh checkout has no dist/ yet.
+mkdirSync(outDir, { recursive: true })
 // Chunks are named by their content: the previous build's would otherwise stay beside the new ones.
 for (const file of readdirSync(outDir, { withFileTypes: true })) {
   if (file.isFile() && /^edge-ccm.*\.mjs(\.map)?$/.test(file.name)) rmSync(path.join(outDir, file.name))
