@@ -20,6 +20,7 @@ const started = Date.now()
 // A fresh checkout has no dist/ yet.
 mkdirSync(outDir, { recursive: true })
 // Chunks are named by their content: the previous build's would otherwise stay beside the new ones.
+mkdirSync(outDir, { recursive: true })
 for (const file of readdirSync(outDir, { withFileTypes: true })) {
   if (file.isFile() && /^edge-ccm.*\.mjs(\.map)?$/.test(file.name)) rmSync(path.join(outDir, file.name))
 }
