@@ -17,8 +17,6 @@ import { build } from "rolldown"
 const root = path.resolve(import.meta.dirname, "..")
 const outDir = path.join(root, "dist")
 const started = Date.now()
-// A fresh checkout has no dist/ yet.
-mkdirSync(outDir, { recursive: true })
 // Chunks are named by their content: the previous build's would otherwise stay beside the new ones.
 mkdirSync(outDir, { recursive: true })
 for (const file of readdirSync(outDir, { withFileTypes: true })) {
