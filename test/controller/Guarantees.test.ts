@@ -163,13 +163,18 @@ describe("Guarantees", () => {
       kube.create(tenantX("nat-pmp"))
       yield* until("both published", () => published(kube, PROD_KEY)() && published(kube, TENANT_KEY)())
       yield* settle
+      calls()
       // Once, tenant/x held TCP 9999 to nodePort 30443, prod/web's now; it replays the record
-      // the controller signed for it then, and deletes the Service.
+      // the controller signed for it then. A live pass lets the entry go from the record, unused.
       const tenant = kube.get(TENANT_KEY)!
       const old: RecordedMapping = { ...trustedRecord(tenant)[0]!, externalPort: 9999, internalPort: 30443 }
-      kube.update(TENANT_KEY, withAnnotations(recordAnnotations(tenant, [...trustedRecord(tenant), old], testRecordKeyService)))
+      const replayed = recordAnnotations(tenant, [...trustedRecord(tenant), old], testRecordKeyService)
+      kube.update(TENANT_KEY, withAnnotations(replayed))
+      yield* until("the entry dropped", () => trustedRecord(kube.get(TENANT_KEY)).length === 1)
       yield* settle
-      calls()
+      expect(calls()).toEqual([`kube patch ${TENANT_KEY}`])
+      // Replayed again, and the Service deleted at once: the cleanup leaves it alone too.
+      kube.update(TENANT_KEY, withAnnotations(replayed))
       kube.delete(TENANT_KEY)
       yield* until("tenant/x gone", () => kube.get(TENANT_KEY) === undefined)
       yield* untilEvents(kube, "DeletedLoadBalancer")
