@@ -12,9 +12,10 @@ import { TestClock } from "effect/testing"
 import { Controller } from "../../src/controller/Controller.ts"
 import { recordAnnotations, type RecordedMapping } from "../../src/controller/MappingRecord.ts"
 import { FINALIZER, MAPPINGS_ANNOTATION, MAPPINGS_SIGNATURE_ANNOTATION } from "../../src/controller/ServiceSpec.ts"
-import { SEED_KEY, seedService, settle, setup, until, untilEvents } from "../support/controllerHarness.ts"
 import { Gateways } from "../../src/gateway/Gateways.ts"
-import { testRecordKey, testRecordKeyService, trustedRecord } from "../support/records.ts"
+import { controllerOver, SEED_KEY, seedService, settle, setup, until, untilEvents } from "../support/controllerHarness.ts"
+import { testRecordKeyService, trustedRecord } from "../support/records.ts"
+import { PROD_KEY, prodWeb, TENANT_KEY, tenantX, withAnnotations } from "../support/tenants.ts"
 
 /** A controller over one router, whose calls and the apiserver's land in one log. */
 const world = (...args: Parameters<typeof setup>) => {
@@ -34,6 +35,19 @@ const world = (...args: Parameters<typeof setup>) => {
       yield* settle
       mark = journal.length
     }),
+    /**
+     * Creates a Service and waits until its status is published and its Events are out (the
+     * `ensured`-th EnsuredLoadBalancer of the run); the next look at the calls starts after.
+     */
+    publish: (service: Service, ensured = 1) =>
+      Effect.gen(function*() {
+        const key = `${service.metadata?.namespace ?? "default"}/${service.metadata?.name}`
+        fakes.kube.create(service)
+        yield* until(`${key} published`, published(fakes.kube, key))
+        yield* untilEvents(fakes.kube, "EnsuredLoadBalancer", ensured)
+        yield* settle
+        mark = journal.length
+      }),
     /** The calls since the last look, probes left out; the next look starts after them. */
     calls: () => {
       const since = journal.slice(mark).filter((call) => call !== "router status" && call !== "router externalAddress")
@@ -89,7 +103,7 @@ describe("Guarantees", () => {
       first.kube.delete(SEED_KEY)
       expect(first.kube.get(SEED_KEY)?.metadata?.finalizers).toEqual([FINALIZER])
       first.calls()
-      yield* restarted(first)
+      yield* controllerOver(first.kube, Gateways.layerSingle("upnp-igd").pipe(Layer.provide(first.gateway.layer)))
       yield* until("gone", () => first.kube.get(SEED_KEY) === undefined)
       yield* untilEvents(first.kube, "DeletedLoadBalancer")
       yield* settle
@@ -189,13 +203,9 @@ describe("Guarantees", () => {
 
   it.effect("a namespace cannot take the whole router: past its quota, QuotaExceeded until a Service goes", () =>
     Effect.gen(function*() {
-      const { calls, gateway, kube, started } = world({ workers: 1, maxMappingsPerNamespace: 1 })
+      const { calls, gateway, kube, publish, started } = world({ workers: 1, maxMappingsPerNamespace: 1 })
       yield* started
-      kube.create(seedService({ name: "first" }, { ports: [{ name: "p", port: 8001, nodePort: 30001, protocol: "TCP" }] }))
-      yield* until("first published", published(kube, "default/first"))
-      yield* untilEvents(kube, "EnsuredLoadBalancer")
-      yield* settle
-      calls()
+      yield* publish(seedService({ name: "first" }, { ports: [{ name: "p", port: 8001, nodePort: 30001, protocol: "TCP" }] }))
       kube.create(seedService(
         { name: "second", creationTimestamp: new Date("2026-01-02T00:00:00Z") },
         { ports: [{ name: "p", port: 8002, nodePort: 30002, protocol: "TCP" }] }
@@ -276,13 +286,9 @@ describe("Guarantees", () => {
 
   it.effect("drift is repaired: a reboot's announcement starts a full pass that maps everything again at once", () =>
     Effect.gen(function*() {
-      const { calls, gateway, kube, started } = world({ resyncInterval: Duration.minutes(30) })
+      const { calls, gateway, kube, publish, started } = world({ resyncInterval: Duration.minutes(30) })
       yield* started
-      kube.create(seedService())
-      yield* until("published", published(kube, SEED_KEY))
-      yield* untilEvents(kube, "EnsuredLoadBalancer")
-      yield* settle
-      calls()
+      yield* publish(seedService())
       gateway.reboot({ announce: true })
       yield* until("mapped again", () => gateway.table.size === 1)
       yield* untilEvents(kube, "MappingRepaired")
@@ -296,13 +302,9 @@ describe("Guarantees", () => {
 
   it.effect("drift is repaired: the resync maps what went missing and deletes this cluster's orphans", () =>
     Effect.gen(function*() {
-      const { calls, gateway, kube, started } = world({ resyncInterval: Duration.seconds(30) })
+      const { calls, gateway, kube, publish, started } = world({ resyncInterval: Duration.seconds(30) })
       yield* started
-      kube.create(seedService())
-      yield* until("published", published(kube, SEED_KEY))
-      yield* untilEvents(kube, "EnsuredLoadBalancer")
-      yield* settle
-      calls()
+      yield* publish(seedService())
       // Lost without a reboot, and a mapping of this cluster that no Service wants any more.
       gateway.table.delete("TCP/8080")
       gateway.addForeign({ externalPort: 7000, protocol: "TCP", internalClient: "192.168.77.10", description: "kubernetes/default/gone/http" })
@@ -320,14 +322,10 @@ describe("Guarantees", () => {
 
   it.effect("leases: a Service's own lease, renewed at half-life; one out of range gets the default and a Warning", () =>
     Effect.gen(function*() {
-      const { calls, gateway, kube, started } = world({ resyncInterval: Duration.minutes(30) })
+      const { calls, gateway, kube, publish, started } = world({ resyncInterval: Duration.minutes(30) })
       yield* started
-      kube.create(seedService({ annotations: { "midokura.com/load-balancer-type": "upnp-igd", "midokura.com/mapping-lease": "2m" } }))
-      yield* until("published", published(kube, SEED_KEY))
-      yield* untilEvents(kube, "EnsuredLoadBalancer")
-      yield* settle
+      yield* publish(seedService({ annotations: { "midokura.com/load-balancer-type": "upnp-igd", "midokura.com/mapping-lease": "2m" } }))
       expect(gateway.table.get("TCP/8080")?.leaseDuration).toBe(120)
-      calls()
       yield* TestClock.adjust(Duration.seconds(59))
       yield* settle
       expect(calls()).toEqual([])
@@ -379,41 +377,3 @@ describe("Guarantees", () => {
     }))
 })
 
-const PROD_KEY = "prod/web"
-const TENANT_KEY = "tenant/x"
-
-/** prod/web: TCP 443 → nodePort 30443, created first. */
-const prodWeb = (backend: "upnp-igd" | "nat-pmp"): Service =>
-  seedService(
-    { name: "web", namespace: "prod", uid: "uid-prod-web", annotations: { "midokura.com/load-balancer-type": backend } },
-    { ports: [{ name: "p", port: 443, nodePort: 30443, protocol: "TCP" }] }
-  )
-
-/** tenant/x: TCP 8080 → nodePort 31080, created a day later. */
-const tenantX = (backend: "upnp-igd" | "nat-pmp"): Service =>
-  seedService(
-    {
-      name: "x",
-      namespace: "tenant",
-      uid: "uid-tenant-x",
-      annotations: { "midokura.com/load-balancer-type": backend },
-      creationTimestamp: new Date("2026-01-02T00:00:00Z")
-    },
-    { ports: [{ name: "http", port: 8080, nodePort: 31080, protocol: "TCP" }] }
-  )
-
-/** The tenant's edit: these annotations set, everything else kept. */
-const withAnnotations = (annotations: Record<string, string>) => (service: Service): Service => ({
-  ...service,
-  metadata: { ...service.metadata, annotations: { ...service.metadata?.annotations, ...annotations } }
-})
-
-/** A new controller process over the same apiserver and router (the last one's scope closed). */
-const restarted = (previous: ReturnType<typeof world>) =>
-  Layer.build(
-    Controller.layer({ probeInterval: Duration.seconds(2) }).pipe(
-      Layer.provide(previous.kube.layer),
-      Layer.provide(Gateways.layerSingle("upnp-igd").pipe(Layer.provide(previous.gateway.layer))),
-      Layer.provide(testRecordKey)
-    )
-  )

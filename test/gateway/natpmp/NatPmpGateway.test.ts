@@ -8,7 +8,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Exit, Fiber, Layer } from "effect"
 import { TestClock } from "effect/testing"
-import type { MappingRequest } from "../../../src/gateway/Mapping.ts"
 import { NatPmpGateway, type NatPmpGatewayOptions } from "../../../src/gateway/natpmp/NatPmpGateway.ts"
 import { PortMapper } from "../../../src/gateway/PortMapper.ts"
 import * as FakeNatPmp from "../../support/FakeNatPmp.ts"
@@ -17,13 +16,7 @@ import { failureOf } from "../../support/outcomes.ts"
 
 const fast: Partial<NatPmpGatewayOptions> = { retransmission: { initial: "20 millis", deadline: "500 millis" } }
 
-const request: MappingRequest = {
-  externalPort: 8080,
-  protocol: "TCP",
-  internalPort: 30000,
-  description: "kubernetes/default/http-nginx-service/http",
-  leaseSeconds: 3600
-}
+const request = FakeNatPmp.seedRequest
 
 /** A fake gateway and a fresh client (its own layer) aimed at it. */
 const setup = (options?: Partial<NatPmpGatewayOptions>) =>

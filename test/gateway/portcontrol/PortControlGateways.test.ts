@@ -7,7 +7,6 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Layer } from "effect"
-import type { MappingRequest } from "../../../src/gateway/Mapping.ts"
 import { NatPmpGateway } from "../../../src/gateway/natpmp/NatPmpGateway.ts"
 import { PcpGateway } from "../../../src/gateway/pcp/PcpGateway.ts"
 import { PortMapper } from "../../../src/gateway/PortMapper.ts"
@@ -17,13 +16,7 @@ import { failureOf, u16 } from "../../support/outcomes.ts"
 
 const fast: Partial<Retransmission> = { initial: "20 millis", jitter: 0, deadline: "500 millis" }
 
-const request: MappingRequest = {
-  externalPort: 8080,
-  protocol: "TCP",
-  internalPort: 30000,
-  description: "kubernetes/default/http-nginx-service/http",
-  leaseSeconds: 3600
-}
+const request = FakeNatPmp.seedRequest
 
 interface Protocol {
   readonly name: "NAT-PMP" | "PCP"
