@@ -36,15 +36,15 @@ const world = (...args: Parameters<typeof setup>) => {
       mark = journal.length
     }),
     /**
-     * Creates a Service and waits until its status is published and its Events are out (the
-     * `ensured`-th EnsuredLoadBalancer of the run); the next look at the calls starts after.
+     * Creates the run's first Service and waits until its status is published and its Events
+     * are out; the next look at the calls starts after.
      */
-    publish: (service: Service, ensured = 1) =>
+    publish: (service: Service) =>
       Effect.gen(function*() {
         const key = `${service.metadata?.namespace ?? "default"}/${service.metadata?.name}`
         fakes.kube.create(service)
         yield* until(`${key} published`, published(fakes.kube, key))
-        yield* untilEvents(fakes.kube, "EnsuredLoadBalancer", ensured)
+        yield* untilEvents(fakes.kube, "EnsuredLoadBalancer")
         yield* settle
         mark = journal.length
       }),
