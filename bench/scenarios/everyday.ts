@@ -143,6 +143,7 @@ async function floor(ctx: Context): Promise<Floor> {
   return { applyMs, addsMs, patchesMs, deleteMs, deletesMs, finalizersMs, kubectlRequests }
 }
 
+/** The everyday case and its floors, once each (the module comment says how). */
 export async function everyday(ctx: Context): Promise<ScenarioResult> {
   const { tracker } = ctx
   ctx.log(`everyday: floor`)

@@ -5,7 +5,9 @@
 import type { Service } from "../../src/kube/objects.ts"
 import { seedService } from "./controllerHarness.ts"
 
+/** The key of the Service whose mapping a tenant must not reach. */
 export const PROD_KEY = "prod/web"
+/** The key of the tenant's own Service. */
 export const TENANT_KEY = "tenant/x"
 
 /** prod/web: TCP 443 → nodePort 30443, created first. */
