@@ -22,6 +22,7 @@ import { now, ratioOf, renderTable, type Row } from "./lib/stats.ts"
 import { renderProfile, summariseProfile } from "./profile-summary.ts"
 import { timeToAddress } from "./scenarios/address.ts"
 import { bulk } from "./scenarios/bulk.ts"
+import { everyday } from "./scenarios/everyday.ts"
 import { flood } from "./scenarios/flood.ts"
 import { footprint } from "./scenarios/footprint.ts"
 import { listing } from "./scenarios/listing.ts"
@@ -33,10 +34,14 @@ const SCENARIOS: ReadonlyArray<readonly [string, (ctx: Context) => Promise<Scena
   ["footprint", footprint],
   ["startup", startup],
   ["listing", listing],
-  ["flood", flood]
+  ["flood", flood],
+  ["everyday", everyday]
 ]
-/** Run only when named in --only: listing kills the lab's gateway on purpose, flood spoofs it. */
-const OPT_IN = new Set(["listing", "flood"])
+/**
+ * Run only when named in --only: listing kills the lab's gateway on purpose, flood spoofs it,
+ * everyday starts the controller with its default flags and holds it a minute.
+ */
+const OPT_IN = new Set(["listing", "flood", "everyday"])
 
 const { values } = parseArgs({
   options: {

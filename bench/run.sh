@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `npm run bench [-- --quick] [-- --profile] [-- --only address,bulk,footprint,startup,listing,flood]`:
+# `npm run bench [-- --quick] [-- --profile] [-- --only address,bulk,footprint,startup,listing,flood,everyday]`:
 # brings up a lab of its own (as scripts/lab/run-e2e.sh does), runs bench/main.ts inside the
 # lab's node namespace with EDGE_CCM_LAB_STATE set, and tears the lab down on every exit path.
 # Results: bench/results/<timestamp>.json and a table on stdout. See docs/benchmarks.md.

@@ -9,8 +9,7 @@ import { Command, Flag } from "effect/cli"
 import { NetAddress } from "effect/net"
 import { externalAddressOf } from "../gateway/classifyExternalIp.ts"
 import type { GatewayError } from "../gateway/GatewayError.ts"
-import type { Backend } from "../gateway/Gateways.ts"
-import type { MappingEntry } from "../gateway/Mapping.ts"
+import { Backend, MappablePort, type MappingEntry } from "../gateway/Mapping.ts"
 import { NatPmpGateway } from "../gateway/natpmp/NatPmpGateway.ts"
 import { PcpGateway } from "../gateway/pcp/PcpGateway.ts"
 import { PCP_PORT } from "../gateway/pcp/PcpPacket.ts"
@@ -54,10 +53,8 @@ const optionalIpv4 = (name: string, env: string, description: string) =>
     Flag.optional
   )
 
-const Port = Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 65535 }))
-
 const portFlag = (name: string, description: string) =>
-  Flag.Int(name).pipe(Flag.withDescription(description), Flag.withSchema(Port))
+  Flag.Int(name).pipe(Flag.withDescription(description), Flag.withSchema(MappablePort))
 
 /** Which router, and (UPnP IGD) where its description is and how to find it by SSDP. */
 const connectionFlags = {
@@ -89,7 +86,7 @@ const connectionFlags = {
   ssdpPort: Flag.Int("ssdp-port").pipe(
     Flag.withDescription("SSDP port (default 1900) (env EDGE_CCM_SSDP_PORT)"),
     Flag.withFallbackConfig(Config.Int("EDGE_CCM_SSDP_PORT")),
-    Flag.withSchema(Port),
+    Flag.withSchema(MappablePort),
     Flag.optional
   ),
   multicastInterface: optionalIpv4(
@@ -105,8 +102,8 @@ const connectionFlags = {
 }
 
 /** The protocols `--via` names: the values of the `midokura.com/load-balancer-type` annotation. */
-const VIA = ["upnp-igd", "nat-pmp", "pcp"] as const satisfies ReadonlyArray<Backend>
-type Via = typeof VIA[number]
+const VIA = Backend.literals
+type Via = Backend
 type PortControlVia = Exclude<Via, "upnp-igd">
 
 const PROTOCOL_NAMES: Record<Via, string> = { "upnp-igd": "UPnP IGD", "nat-pmp": "NAT-PMP", "pcp": "PCP" }
@@ -126,7 +123,7 @@ const portControlFlags = {
   gatewayPort: Flag.Int("gateway-port").pipe(
     Flag.withDescription(`NAT-PMP/PCP: the gateway's UDP port (default ${NATPMP_PCP_PORT}) (env EDGE_CCM_GATEWAY_PORT)`),
     Flag.withFallbackConfig(Config.Int("EDGE_CCM_GATEWAY_PORT")),
-    Flag.withSchema(Port),
+    Flag.withSchema(MappablePort),
     Flag.withDefault(NATPMP_PCP_PORT)
   )
 }

@@ -3,8 +3,9 @@
  * double NAT, an invalid annotation) is announced when it appears, and again only after it
  * has cleared and come back.
  */
-import { Effect } from "effect"
+import { Effect, HashMap, Option, Ref } from "effect"
 
+/** One Event's content, before it is addressed to a Service. */
 export interface Announcement {
   readonly type: "Normal" | "Warning"
   readonly reason: string
@@ -12,6 +13,7 @@ export interface Announcement {
   readonly note: string
 }
 
+/** Which conditions each Service has had announced. */
 export interface Announcer {
   /**
    * Emits the conditions that were not active for this key on the previous pass, and forgets
@@ -27,16 +29,16 @@ export interface Announcer {
 
 const identity = (announcement: Announcement): string => `${announcement.reason}\u0000${announcement.note}`
 
-export const makeAnnouncer = (): Announcer => {
-  const activeByKey = new Map<string, ReadonlySet<string>>()
-  return {
+/** An announcer that remembers nothing yet; its memory is one `Ref`. */
+export const makeAnnouncer: Effect.Effect<Announcer> = Effect.map(
+  Ref.make(HashMap.empty<string, ReadonlySet<string>>()),
+  (activeByKey): Announcer => ({
     conditions: (key, active, emit) =>
-      Effect.suspend(() => {
-        const previous = activeByKey.get(key) ?? new Set<string>()
+      Ref.modify(activeByKey, (known) => {
+        const previous = Option.getOrElse(HashMap.get(known, key), (): ReadonlySet<string> => new Set())
         const fresh = active.filter((announcement) => !previous.has(identity(announcement)))
-        activeByKey.set(key, new Set(active.map(identity)))
-        return Effect.forEach(fresh, emit, { discard: true })
-      }),
-    forget: (key) => Effect.sync(() => void activeByKey.delete(key))
-  }
-}
+        return [fresh, HashMap.set(known, key, new Set(active.map(identity)))] as const
+      }).pipe(Effect.flatMap((fresh) => Effect.forEach(fresh, emit, { discard: true }))),
+    forget: (key) => Ref.update(activeByKey, HashMap.remove(key))
+  })
+)

@@ -14,7 +14,7 @@
  */
 import type { Service } from "../kube/objects.ts"
 import { Result, Schema } from "effect"
-import { MappablePort, Protocol } from "../gateway/Mapping.ts"
+import { Backend, MappablePort, Protocol } from "../gateway/Mapping.ts"
 import { perServiceObject } from "./perServiceObject.ts"
 import type { RecordKey, RecordOwner } from "./RecordKey.ts"
 import { MAPPINGS_ANNOTATION, MAPPINGS_SIGNATURE_ANNOTATION, mappingDescription, portNameOf } from "./ServiceSpec.ts"
@@ -127,6 +127,10 @@ export const recordAnnotations = (
   const text = writeRecord(mappings)
   return { [MAPPINGS_ANNOTATION]: text, [MAPPINGS_SIGNATURE_ANNOTATION]: key.sign(ownerOf(service), text) }
 }
+
+/** The backend an entry was mapped through: a record of an older version (or by hand) may lack it, and was UPnP. */
+export const recordedBackend = (mapping: RecordedMapping): Backend =>
+  Schema.is(Backend)(mapping.backend) ? mapping.backend : "upnp-igd"
 
 /** `TCP/8080`: a router holds at most one mapping per external port and protocol. */
 export const portKey = (mapping: { readonly protocol: Protocol; readonly externalPort: number }): string =>

@@ -2,80 +2,92 @@
  * Which live Services ask for each external port, each internal port (nodePort), and which are
  * in each namespace, kept in step with the watch's store, so finding a Service's rivals, the
  * holder of a nodePort or a namespace's quota costs its own ports, not a scan of every Service
- * in the cluster.
+ * in the cluster. An immutable value: each change returns a new index (persistent maps, so a
+ * change costs the Service's own ports), and `ClusterState` keeps the current one in its `Ref`.
  */
 import type { Service } from "../kube/objects.ts"
+import { HashMap, HashSet, Option } from "effect"
 import { portKey } from "./MappingRecord.ts"
 import { type DesiredOptions, liveDesired, type SelectionOptions, serviceKey } from "./ServiceSpec.ts"
 
+/** Value (a port key, a namespace) → keys of the Services that ask for it. */
+type Multimap = HashMap.HashMap<string, HashSet.HashSet<string>>
+
+/** The three indexes, by external port, internal port and namespace. */
 export interface PortIndex {
-  /** After the store's entry for this Service changed (undefined: deleted). */
-  readonly update: (previous: Service | undefined, next: Service | undefined) => void
-  /** After a relist replaced the whole store. */
-  readonly rebuild: (services: Iterable<Service>) => void
-  /** Keys of the live Services that ask for this external port (`TCP/8080`). */
-  readonly claimants: (port: string) => ReadonlySet<string>
-  /** Keys of the live Services that forward to this internal port (`TCP/30080`). */
-  readonly internalClaimants: (port: string) => ReadonlySet<string>
-  /** Keys of the live Services of this namespace. */
-  readonly namespaceMembers: (namespace: string) => ReadonlySet<string>
+  readonly external: Multimap
+  readonly internal: Multimap
+  readonly namespaces: Multimap
 }
+
+/** What the index needs to read a Service's ports. */
+export type PortIndexOptions = SelectionOptions & DesiredOptions
+
+/** No Service at all. */
+export const emptyPortIndex: PortIndex = { external: HashMap.empty(), internal: HashMap.empty(), namespaces: HashMap.empty() }
+
+/** The port keys a Service asks for: ours and not being deleted, else none. */
+export const wantedPorts = (service: Service, options: PortIndexOptions): ReadonlyArray<string> =>
+  liveDesired(service, options)?.ports.map(portKey) ?? []
+
+const internalPorts = (service: Service, options: PortIndexOptions): ReadonlyArray<string> =>
+  liveDesired(service, options)?.ports.map((port) => `${port.protocol}/${port.internalPort}`) ?? []
+
+const add = (index: Multimap, value: string, key: string): Multimap =>
+  HashMap.set(index, value, HashSet.add(Option.getOrElse(HashMap.get(index, value), () => HashSet.empty<string>()), key))
+
+const remove = (index: Multimap, value: string, key: string): Multimap => {
+  const keys = HashMap.get(index, value)
+  if (Option.isNone(keys)) return index
+  const left = HashSet.remove(keys.value, key)
+  return HashSet.size(left) === 0 ? HashMap.remove(index, value) : HashMap.set(index, value, left)
+}
+
+const change = (
+  index: PortIndex,
+  service: Service,
+  options: PortIndexOptions,
+  apply: (multimap: Multimap, value: string, key: string) => Multimap
+): PortIndex => {
+  const key = serviceKey(service)
+  let { external, internal, namespaces } = index
+  for (const port of wantedPorts(service, options)) external = apply(external, port, key)
+  for (const port of internalPorts(service, options)) internal = apply(internal, port, key)
+  if (liveDesired(service, options) !== undefined) {
+    namespaces = apply(namespaces, service.metadata?.namespace ?? "default", key)
+  }
+  return { external, internal, namespaces }
+}
+
+/** The index after the store's entry for a Service changed (`next` undefined: deleted). */
+export const updatePortIndex = (
+  index: PortIndex,
+  previous: Service | undefined,
+  next: Service | undefined,
+  options: PortIndexOptions
+): PortIndex => {
+  const without = previous === undefined ? index : change(index, previous, options, remove)
+  return next === undefined ? without : change(without, next, options, add)
+}
+
+/** The index of a whole store (after a relist). */
+export const buildPortIndex = (services: Iterable<Service>, options: PortIndexOptions): PortIndex => {
+  let index = emptyPortIndex
+  for (const service of services) index = change(index, service, options, add)
+  return index
+}
+
+const keysOf = (multimap: Multimap, value: string): ReadonlySet<string> =>
+  Option.match(HashMap.get(multimap, value), { onNone: () => none, onSome: (keys) => new Set(keys) })
 
 const none: ReadonlySet<string> = new Set()
 
-/** The port keys a Service asks for: ours and not being deleted, else none. */
-export const wantedPorts = (service: Service, options: SelectionOptions & DesiredOptions): ReadonlyArray<string> =>
-  liveDesired(service, options)?.ports.map(portKey) ?? []
+/** Keys of the live Services that ask for this external port (`TCP/8080`). */
+export const claimants = (index: PortIndex, port: string): ReadonlySet<string> => keysOf(index.external, port)
 
-const internalPorts = (service: Service, options: SelectionOptions & DesiredOptions): ReadonlyArray<string> =>
-  liveDesired(service, options)?.ports.map((port) => `${port.protocol}/${port.internalPort}`) ?? []
+/** Keys of the live Services that forward to this internal port (`TCP/30080`). */
+export const internalClaimants = (index: PortIndex, port: string): ReadonlySet<string> => keysOf(index.internal, port)
 
-/** A multimap of string → Service keys that drops empty entries. */
-const makeIndex = () => {
-  const byValue = new Map<string, Set<string>>()
-  return {
-    add: (value: string, key: string) => {
-      const keys = byValue.get(value) ?? new Set<string>()
-      keys.add(key)
-      byValue.set(value, keys)
-    },
-    remove: (value: string, key: string) => {
-      const keys = byValue.get(value)
-      keys?.delete(key)
-      if (keys?.size === 0) byValue.delete(value)
-    },
-    get: (value: string): ReadonlySet<string> => byValue.get(value) ?? none,
-    clear: () => byValue.clear()
-  }
-}
-
-export const makePortIndex = (options: SelectionOptions & DesiredOptions): PortIndex => {
-  const external = makeIndex()
-  const internal = makeIndex()
-  const namespaces = makeIndex()
-
-  const change = (service: Service, apply: (index: ReturnType<typeof makeIndex>, value: string, key: string) => void) => {
-    const key = serviceKey(service)
-    for (const port of wantedPorts(service, options)) apply(external, port, key)
-    for (const port of internalPorts(service, options)) apply(internal, port, key)
-    if (liveDesired(service, options) !== undefined) apply(namespaces, service.metadata?.namespace ?? "default", key)
-  }
-  const add = (service: Service) => change(service, (index, value, key) => index.add(value, key))
-  const remove = (service: Service) => change(service, (index, value, key) => index.remove(value, key))
-
-  return {
-    update: (previous, next) => {
-      if (previous !== undefined) remove(previous)
-      if (next !== undefined) add(next)
-    },
-    rebuild: (services) => {
-      external.clear()
-      internal.clear()
-      namespaces.clear()
-      for (const service of services) add(service)
-    },
-    claimants: external.get,
-    internalClaimants: internal.get,
-    namespaceMembers: namespaces.get
-  }
-}
+/** Keys of the live Services of this namespace. */
+export const namespaceMembers = (index: PortIndex, namespace: string): ReadonlySet<string> =>
+  keysOf(index.namespaces, namespace)

@@ -5,7 +5,9 @@
 import type { Service } from "../kube/objects.ts"
 import { createHash } from "node:crypto"
 import { Duration, Result, Schema } from "effect"
-import type { Protocol } from "../gateway/Mapping.ts"
+import { LoadBalancerType } from "../gateway/Gateways.ts"
+import { MAX_DESCRIPTION_BYTES, type Protocol } from "../gateway/Mapping.ts"
+import type { ObjectRef } from "../kube/Kube.ts"
 import {
   describeLeaseRange,
   DURATION_FORMS,
@@ -26,9 +28,7 @@ export const MAPPINGS_SIGNATURE_ANNOTATION = "midokura.com/mappings-signature"
 export const ABANDON_MAPPINGS_ANNOTATION = "midokura.com/abandon-mappings"
 export const FINALIZER = "midokura.com/load-balancer-cleanup"
 
-/** The values `midokura.com/load-balancer-type` accepts (`auto`: UPnP, else PCP, else NAT-PMP). */
-export const LoadBalancerType = Schema.Literals(["upnp-igd", "nat-pmp", "pcp", "auto"])
-export type LoadBalancerType = typeof LoadBalancerType.Type
+export { LoadBalancerType } from "../gateway/Gateways.ts"
 
 export interface SelectionOptions {
   readonly loadBalancerClass: string
@@ -41,8 +41,17 @@ export type Selection =
   /** Opted in, but an annotation cannot be used: a Warning event names it and what is accepted. */
   | { readonly _tag: "Invalid"; readonly annotation: string; readonly reason: string }
 
+/** `namespace/name`: the work queue's key, and how Events and logs name a Service. */
 export const serviceKey = (service: Service): string =>
   `${service.metadata?.namespace ?? "default"}/${service.metadata?.name ?? ""}`
+
+/** The reference every write about this Service carries (its uid guards against a namesake). */
+export const refOf = (service: Service): ObjectRef => ({
+  namespace: service.metadata?.namespace ?? "default",
+  name: service.metadata?.name ?? "",
+  uid: service.metadata?.uid,
+  resourceVersion: service.metadata?.resourceVersion
+})
 
 export const selectService = perServiceObject((service: Service, options: SelectionOptions): Selection => {
   if (service.spec?.type !== "LoadBalancer") return { _tag: "NotOurs" }
@@ -213,8 +222,7 @@ export const portNameOf = (port: { readonly name?: string | undefined; readonly 
 const toMillis = (timestamp: Date | string | undefined): number =>
   timestamp === undefined ? 0 : new Date(timestamp).getTime()
 
-/** miniupnpd garbles descriptions of 64 bytes or more, so ours stay within 63. */
-export const MAX_DESCRIPTION_BYTES = 63
+export { MAX_DESCRIPTION_BYTES } from "../gateway/Mapping.ts"
 
 /**
  * `<cluster>/<namespace>/<service>/<port>`, as the seed documents. A longer one keeps its

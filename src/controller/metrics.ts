@@ -6,6 +6,12 @@ export const reconcileTotal = Metric.counter("edge_ccm_reconcile_total", {
   incremental: true
 })
 
+export const reconcileErrors = Metric.counter("edge_ccm_reconcile_errors_total", {
+  description: "Failed Service reconciliations, by error (its type: GatewayUnreachable, KubeConflict, PortsNotMapped, ...) " +
+    "and whether it is retryable without a change on the router or the Service",
+  incremental: true
+})
+
 export const reconcileDuration = Metric.histogram("edge_ccm_reconcile_duration_seconds", {
   description: "Time to reconcile one Service, router and apiserver calls included",
   boundaries: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]

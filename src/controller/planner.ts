@@ -4,8 +4,8 @@
  * decision about ownership, conflicts, renewal and cleanup is made here and tested with data.
  */
 import type { ExternalAddress, MappingEntry } from "../gateway/Mapping.ts"
-import { compareText, portKey, type RecordedMapping } from "./MappingRecord.ts"
-import { type DesiredPort, type DesiredService, isClusterDescription, type UnmappablePort } from "./ServiceSpec.ts"
+import { portKey, type RecordedMapping } from "./MappingRecord.ts"
+import { type DesiredPort, type DesiredService, isClusterDescription } from "./ServiceSpec.ts"
 
 /** What the router's table says about one port: an entry, or verified absent (null). */
 export type ObservedTable = ReadonlyMap<string, MappingEntry | null>
@@ -163,9 +163,10 @@ export interface ServicePlanInput {
   /** The namespace's quota, for the over-quota ports' message. */
   readonly quota?: number | undefined
   /**
-   * Another Service that asks for this internal port (`TCP/30080`), if any. NAT-PMP deletes by
-   * internal port: a recorded mapping whose nodePort now belongs to another Service is that
-   * Service's to keep, never ours to delete.
+   * Where the router deletes by internal port (NAT-PMP): another Service that asks for this
+   * internal port (`TCP/30080`), if any. A recorded mapping whose nodePort now belongs to another
+   * Service is that Service's to keep, never ours to delete. Absent where deletes name the
+   * external port.
    */
   readonly internalPortHolder?: ((internalPortKey: string) => string | undefined) | undefined
 }
@@ -256,7 +257,8 @@ export const planService = (input: ServicePlanInput): ServicePlan => {
 /**
  * The delete rule, for live Services and cleanup alike: a recorded mapping is deleted only
  * while the router still holds it as ours under the recorded description, and, where the
- * protocol deletes by internal port (NAT-PMP), no other Service asks for that port.
+ * router deletes by internal port (NAT-PMP: the caller then passes `internalPortHolder`), no
+ * other Service asks for that port.
  */
 const stillOurs = (
   mapping: RecordedMapping,
@@ -266,7 +268,7 @@ const stillOurs = (
 ): boolean => {
   const entry = observed.get(portKey(mapping)) ?? null
   if (entry === null || !isOwned(entry, ownership) || entry.description !== mapping.description) return false
-  return mapping.backend !== "nat-pmp" || internalPortHolder?.(`${mapping.protocol}/${mapping.internalPort}`) === undefined
+  return internalPortHolder?.(`${mapping.protocol}/${mapping.internalPort}`) === undefined
 }
 
 /** A finite lease is renewed once half of it has passed; an unknown remaining lease is renewed. */
@@ -358,63 +360,10 @@ export const planOrphans = (
     .filter((entry) => isOwned(entry, ownership) && !liveDescriptions.has(entry.description))
     .map((entry) => ({ _tag: "Orphan", entry }))
 
-// ---------------------------------------------------------------------------------------------
-// Status: what the Service shows in `kubectl get svc`, computed from per-port outcomes.
-
-export type PortErrorReason =
-  | "PortConflict"
-  | "QuotaExceeded"
-  | "DoubleNAT"
-  | "GatewayUnreachable"
-  | "MappingFailed"
-  | "UnsupportedProtocol"
-  | "NoNodePort"
-
-export type PortOutcome =
-  | { readonly _tag: "Mapped"; readonly port: DesiredPort }
-  | {
-    readonly _tag: "Failed"
-    readonly port: DesiredPort
-    readonly reason: PortErrorReason
-    readonly message: string
-    /** When the failure has a known end (an old mapping's lease), retry then rather than by backoff. */
-    readonly retryAfterSeconds?: number
-  }
-
-export interface LoadBalancerStatus {
-  readonly ingress: ReadonlyArray<{
-    readonly ip: string
-    readonly ipMode?: "VIP" | "Proxy"
-    readonly ports: ReadonlyArray<{ readonly port: number; readonly protocol: string; readonly error?: string }>
-  }>
-}
-
-/** The API's provider-specific error format: `midokura.com/CamelCase`. */
-export const portErrorValue = (reason: PortErrorReason): string => `midokura.com/${reason}`
-
-/**
- * The address is published only when the router's address is public (never behind a double
- * NAT); every port is listed, with its error when it failed, so a conflict shows in the status.
- */
-export const serviceStatus = (
-  outcomes: ReadonlyArray<PortOutcome>,
-  unmappable: ReadonlyArray<UnmappablePort>,
-  externalAddress: ExternalAddress,
-  ipMode: "VIP" | "Proxy" | undefined
-): LoadBalancerStatus => {
-  if (externalAddress.class !== "public" || externalAddress.ip === undefined) return { ingress: [] }
-  // The router itself said it cannot forward (double NAT), whatever its last reported address.
-  if (outcomes.some((outcome) => outcome._tag === "Failed" && outcome.reason === "DoubleNAT")) return { ingress: [] }
-  if (outcomes.length === 0 && unmappable.length === 0) return { ingress: [] }
-  const ports = [
-    ...outcomes.map((outcome) =>
-      outcome._tag === "Mapped"
-        ? { port: outcome.port.externalPort, protocol: outcome.port.protocol }
-        : { port: outcome.port.externalPort, protocol: outcome.port.protocol, error: portErrorValue(outcome.reason) }
-    ),
-    ...unmappable.map((port) => ({ port: port.port, protocol: port.protocol, error: portErrorValue(port.reason) }))
-  ].sort((a, b) => a.port - b.port || compareText(a.protocol, b.protocol))
-  return {
-    ingress: [{ ip: externalAddress.ip, ...(ipMode === undefined ? {} : { ipMode }), ports }]
-  }
-}
+export {
+  type LoadBalancerStatus,
+  type PortErrorReason,
+  portErrorValue,
+  type PortOutcome,
+  serviceStatus
+} from "./status.ts"

@@ -2,7 +2,7 @@
  * How announced router restarts are turned into full passes: at once, but at most once per
  * window per router, the rest coalesced into one pass at the window's end.
  */
-import { Clock, Duration, Effect, type Scope } from "effect"
+import { Clock, Duration, Effect, Ref, type Scope } from "effect"
 
 /**
  * Reboot announcements of one router start at most one full pass per this window; more within
@@ -22,35 +22,30 @@ export const atMostOncePer = <A>(
 ): Effect.Effect<(item: A) => Effect.Effect<void>, never, Scope.Scope> =>
   Effect.gen(function*() {
     const scope = yield* Effect.scope
-    const state: { startedAt: number | undefined; waiting: { item: A } | undefined } = {
+    // When the last run started, and the latest item waiting for the window's end.
+    const state = yield* Ref.make<{ readonly startedAt: number | undefined; readonly waiting: { readonly item: A } | undefined }>({
       startedAt: undefined,
       waiting: undefined
-    }
+    })
     const windowMillis = Duration.toMillis(window)
-    const start = (item: A, now: number) => {
-      state.startedAt = now
-      return Effect.asVoid(Effect.forkIn(run(item), scope))
-    }
+    const start = (item: A) => Effect.asVoid(Effect.forkIn(run(item), scope))
+    const atWindowEnd = (delay: Duration.Duration) =>
+      Effect.sleep(delay).pipe(
+        Effect.andThen(Clock.currentTimeMillis),
+        Effect.flatMap((at) =>
+          Ref.modify(state, (now) => [now.waiting, { startedAt: now.waiting === undefined ? now.startedAt : at, waiting: undefined }] as const)
+        ),
+        Effect.flatMap((latest) => latest === undefined ? Effect.void : start(latest.item))
+      )
     return (item: A) =>
-      Effect.flatMap(Clock.currentTimeMillis, (now) => {
-        if (state.waiting !== undefined) {
-          state.waiting = { item }
-          return Effect.void
-        }
-        if (state.startedAt === undefined || now - state.startedAt >= windowMillis) return start(item, now)
-        state.waiting = { item }
-        const delay = Duration.millis(state.startedAt + windowMillis - now)
-        return Effect.asVoid(Effect.forkIn(
-          Effect.sleep(delay).pipe(
-            Effect.andThen(Clock.currentTimeMillis),
-            Effect.flatMap((at) => {
-              const latest = state.waiting
-              state.waiting = undefined
-              return latest === undefined ? Effect.void : start(latest.item, at)
-            })
-          ),
-          scope
-        ))
-      })
+      Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        Ref.modify(state, (current) => {
+          // Already one waiting for the window's end: this one replaces it.
+          if (current.waiting !== undefined) return [Effect.void, { ...current, waiting: { item } }] as const
+          if (current.startedAt === undefined || now - current.startedAt >= windowMillis) {
+            return [start(item), { startedAt: now, waiting: undefined }] as const
+          }
+          const delay = Duration.millis(current.startedAt + windowMillis - now)
+          return [Effect.asVoid(Effect.forkIn(atWindowEnd(delay), scope)), { ...current, waiting: { item } }] as const
+        }).pipe(Effect.flatten))
   })
-

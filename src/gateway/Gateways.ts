@@ -7,20 +7,28 @@
  * made again only after the chosen backend fails in a way another one might not (unreachable,
  * not found, protocol not spoken).
  */
-import { Context, Duration, Effect, Layer, Option, Ref, Result, Semaphore } from "effect"
+import { Context, Duration, Effect, Layer, Option, Ref, Result, Schema, Semaphore } from "effect"
 import { type GatewayError, GatewayNotFound } from "./GatewayError.ts"
-import type { GatewayStatus } from "./Mapping.ts"
+import { Backend, type GatewayStatus } from "./Mapping.ts"
 import { NatPmpGateway, type NatPmpGatewayOptions } from "./natpmp/NatPmpGateway.ts"
 import { PcpGateway, type PcpGatewayOptions } from "./pcp/PcpGateway.ts"
 import { PortMapper } from "./PortMapper.ts"
 import { UpnpGateway, type UpnpGatewayOptions } from "./upnp/UpnpGateway.ts"
 
-export type Backend = "upnp-igd" | "nat-pmp" | "pcp"
-/** The values of the `midokura.com/load-balancer-type` annotation this controller serves. */
-export type LoadBalancerType = Backend | "auto"
+export { Backend } from "./Mapping.ts"
 
+/**
+ * The values of the `midokura.com/load-balancer-type` annotation: a backend, or `auto` (UPnP
+ * when a valid IGD answers, else PCP, else NAT-PMP; the order is `AutoOptions.preference`).
+ */
+export const LoadBalancerType = Schema.Literals([...Backend.literals, "auto"])
+/** A backend or `auto`. */
+export type LoadBalancerType = typeof LoadBalancerType.Type
+
+/** The order `auto` tries the backends in by default. */
 export const BACKENDS: ReadonlyArray<Backend> = ["upnp-igd", "pcp", "nat-pmp"]
 
+/** The backend a load-balancer type resolves to, and its mapper. */
 export interface GatewayChoice {
   readonly backend: Backend
   readonly mapper: PortMapper["Service"]
@@ -28,6 +36,7 @@ export interface GatewayChoice {
   readonly reason?: string | undefined
 }
 
+/** How `auto` chooses. */
 export interface AutoOptions {
   /**
    * The controller-wide default for `auto`: the backends it may use, in the order it tries
@@ -38,11 +47,13 @@ export interface AutoOptions {
   readonly probeTimeout: Duration.Input
 }
 
+/** `auto`'s defaults: every backend, UPnP first; 10 s per probe. */
 export const defaultAutoOptions: AutoOptions = {
   preference: BACKENDS,
   probeTimeout: "10 seconds"
 }
 
+/** Each backend's options, and `auto`'s. */
 export interface GatewaysOptions {
   readonly upnp: Partial<UpnpGatewayOptions>
   readonly natpmp: Partial<NatPmpGatewayOptions>
@@ -79,9 +90,15 @@ const describeStatus = (status: GatewayStatus): string => {
 const describeProbe = (probe: Probe): string =>
   `${probe.backend}: ${Result.isSuccess(probe.status) ? describeStatus(probe.status.success) : probe.status.failure.message}`
 
+/** The router for each load-balancer type, each backend built on first use. */
 export class Gateways extends Context.Service<Gateways, {
   /** The mapper for a load-balancer type; `auto` probes once and keeps its choice. */
   readonly forType: (type: LoadBalancerType) => Effect.Effect<GatewayChoice, GatewayError>
+  /**
+   * The backend whose table can be listed (UPnP IGD), where orphaned mappings are found: looked
+   * for at startup even when no Service asks for it. Fails where none is configured.
+   */
+  readonly tableReader: Effect.Effect<GatewayChoice, GatewayError>
   /** What `auto` uses now, without probing; undefined before the first choice or after a failure. */
   readonly autoChoice: Effect.Effect<GatewayChoice | undefined>
 }>()("edge-ccm/gateway/Gateways") {
@@ -117,7 +134,7 @@ export class Gateways extends Context.Service<Gateways, {
       const watch = <A, R>(effect: Effect.Effect<A, GatewayError, R>) =>
         Effect.tapError(effect, (error) => unusable(error) ? forget(backend, error) : Effect.void)
       return PortMapper.of({
-        canReadTable: mapper.canReadTable,
+        capabilities: mapper.capabilities,
         restarts: mapper.restarts,
         selection: mapper.selection,
         externalAddress: watch(mapper.externalAddress),
@@ -194,7 +211,11 @@ export class Gateways extends Context.Service<Gateways, {
       return { backend: type, mapper } satisfies GatewayChoice
     })
 
-    return Gateways.of({ forType, autoChoice: Effect.map(Ref.get(chosen), Option.getOrUndefined) })
+    return Gateways.of({
+      forType,
+      tableReader: forType("upnp-igd"),
+      autoChoice: Effect.map(Ref.get(chosen), Option.getOrUndefined)
+    })
   })
 
   /** The service over the given backend layers (tests give in-memory ones). */
@@ -214,13 +235,11 @@ export class Gateways extends Context.Service<Gateways, {
       Gateways,
       Effect.gen(function*() {
         const choice: GatewayChoice = { backend, mapper: yield* PortMapper }
+        const notConfigured = (what: string) =>
+          Effect.fail(new GatewayNotFound({ reason: `${what} is not configured: this controller speaks ${backend} only`, candidates: [] }))
         return Gateways.of({
-          forType: (type) =>
-            type === backend || type === "auto"
-              ? Effect.succeed(choice)
-              : Effect.fail(
-                new GatewayNotFound({ reason: `${type} is not configured: this controller speaks ${backend} only`, candidates: [] })
-              ),
+          forType: (type) => type === backend || type === "auto" ? Effect.succeed(choice) : notConfigured(type),
+          tableReader: choice.mapper.capabilities.readsTable ? Effect.succeed(choice) : notConfigured("a router that lists its table"),
           autoChoice: Effect.succeed(choice)
         })
       })

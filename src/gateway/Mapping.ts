@@ -4,11 +4,24 @@
  */
 import { Schema } from "effect"
 
+/** The transport protocols a router port mapping can forward. */
 export const Protocol = Schema.Literals(["TCP", "UDP"])
+/** `TCP` or `UDP`. */
 export type Protocol = typeof Protocol.Type
+
+/** The router protocols spoken: UPnP IGD, NAT-PMP (RFC 6886), PCP (RFC 6887). The one list of them. */
+export const Backend = Schema.Literals(["upnp-igd", "nat-pmp", "pcp"])
+/** `upnp-igd`, `nat-pmp` or `pcp`. */
+export type Backend = typeof Backend.Type
 
 /** A port a router can forward: 1-65535 (0 is the wildcard that routers refuse, code 716). */
 export const MappablePort = Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 65535 }))
+
+/** Whether a number is a port a router can forward (`MappablePort`): every port check uses this. */
+export const isMappablePort: (port: number) => boolean = Schema.is(MappablePort)
+
+/** The longest description miniupnpd returns intact: it appends garbage from byte 64 on. */
+export const MAX_DESCRIPTION_BYTES = 63
 
 /** What the caller asks a router to forward. */
 export interface MappingRequest {
@@ -17,7 +30,7 @@ export interface MappingRequest {
   readonly internalPort: number
   /** Defaults to the local address of our connection to the router. */
   readonly internalClient?: string | undefined
-  /** Kept under 64 bytes: miniupnpd returns longer descriptions with garbage appended. */
+  /** At most `MAX_DESCRIPTION_BYTES`: miniupnpd returns longer descriptions with garbage appended. */
   readonly description: string
   /** Seconds; 0 asks for a permanent mapping. */
   readonly leaseSeconds: number
@@ -78,7 +91,7 @@ export interface ExternalAddress {
 export interface GatewayStatus {
   /** The router's identity for logs and errors: its control URL, or address:port. */
   readonly router: string
-  readonly protocol: "upnp-igd" | "nat-pmp" | "pcp"
+  readonly protocol: Backend
   readonly connected: boolean
   /** UPnP: GetStatusInfo uptime. NAT-PMP/PCP: the epoch. A decrease means the router lost its table. */
   readonly uptimeSeconds: number | undefined

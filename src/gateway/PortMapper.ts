@@ -6,12 +6,33 @@ import { Context, type Effect, type Stream } from "effect"
 import type { GatewayError } from "./GatewayError.ts"
 import type { ExternalAddress, GatewayStatus, GrantedMapping, MappingEntry, MappingRequest, Protocol } from "./Mapping.ts"
 
-export class PortMapper extends Context.Service<PortMapper, {
+/**
+ * What differs between the protocols, as the caller needs to know it: the controller asks these,
+ * never which protocol it speaks to.
+ */
+export interface PortMapperCapabilities {
   /**
-   * Whether `get` and `list` can read the router's table (UPnP). NAT-PMP and PCP cannot: the
+   * Whether `get` and `list` read the router's table (UPnP). NAT-PMP and PCP cannot: the
    * controller then relies on its own record, and on `map` reporting a conflict.
    */
-  readonly canReadTable?: boolean | undefined
+  readonly readsTable: boolean
+  /**
+   * Whether a delete acts on the internal port, whatever external port it has (NAT-PMP): such a
+   * delete must never be sent while another Service forwards to that internal port.
+   */
+  readonly deletesByInternalPort: boolean
+  /**
+   * Where a mapping is owned by a nonce (PCP): draws the nonce for a new mapping, so the caller
+   * can record it before the router sees it and renew or delete the mapping after a restart.
+   * Undefined where mappings have no nonce.
+   */
+  readonly drawNonce: Effect.Effect<string> | undefined
+}
+
+/** The one interface the controller programs a router through. */
+export class PortMapper extends Context.Service<PortMapper, {
+  /** What this protocol can and cannot do. */
+  readonly capabilities: PortMapperCapabilities
   /**
    * Announcements that the router restarted and lost its table (UPnP: an SSDP NOTIFY with a
    * new BOOTID.UPNP.ORG), faster than any polling. Absent where the protocol has none.

@@ -6,12 +6,13 @@
 import * as Dgram from "node:dgram"
 import { Effect } from "effect"
 import { GatewayUnreachable } from "./GatewayError.ts"
+import { isMappablePort } from "./Mapping.ts"
 
 /** The local IPv4 address the kernel would use to reach `routerIp:routerPort`. */
 export const localAddressToward = Effect.fn("localAddressToward")(
   function*(routerIp: string, routerPort: number) {
     const router = `${routerIp}:${routerPort}`
-    if (!Number.isInteger(routerPort) || routerPort < 1 || routerPort > 65535) {
+    if (!isMappablePort(routerPort)) {
       return yield* new GatewayUnreachable({ router, action: "local address", reason: "invalid router port" })
     }
     return yield* Effect.callback<string, GatewayUnreachable>((resume) => {

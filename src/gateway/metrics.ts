@@ -1,5 +1,5 @@
 /** Router call metrics, by action and outcome (served on /metrics by the runtime). */
-import { Effect, Exit, Metric } from "effect"
+import { Clock, Effect, Exit, Metric } from "effect"
 import type { GatewayError } from "./GatewayError.ts"
 
 export const gatewayRequests = Metric.counter("edge_ccm_gateway_requests_total", {
@@ -40,10 +40,11 @@ const errorCode = (error: GatewayError): string => {
 /** Counts and times one router call. */
 export const measured = <A, E extends GatewayError, R>(action: string, effect: Effect.Effect<A, E, R>) =>
   Effect.gen(function*() {
-    const started = Date.now()
+    const started = yield* Clock.currentTimeMillis
     const exit = yield* Effect.exit(effect)
+    const ended = yield* Clock.currentTimeMillis
     yield* Metric.update(Metric.withAttributes(gatewayRequests, { action }), 1)
-    yield* Metric.update(Metric.withAttributes(gatewayRequestDuration, { action }), (Date.now() - started) / 1000)
+    yield* Metric.update(Metric.withAttributes(gatewayRequestDuration, { action }), (ended - started) / 1000)
     if (Exit.isFailure(exit)) {
       const failure = exit.cause.reasons.find((reason) => reason._tag === "Fail")
       const code = failure?._tag === "Fail" ? errorCode(failure.error) : "defect"

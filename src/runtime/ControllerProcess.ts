@@ -5,7 +5,7 @@
  * too, or compose the pieces itself (see src/index.ts).
  */
 import { hostname } from "node:os"
-import { Context, Duration, Effect, Layer, type LogLevel, Option, Ref, SubscriptionRef } from "effect"
+import { Clock, Context, Duration, Effect, Layer, type LogLevel, Option, Ref, SubscriptionRef } from "effect"
 import { Controller } from "../controller/Controller.ts"
 import { RecordKey } from "../controller/RecordKey.ts"
 import { ANNOTATION_PREFIX } from "../controller/ServiceSpec.ts"
@@ -51,7 +51,7 @@ const healthCheck = (settings: Pick<RunSettings, "gatewayProbeInterval" | "resyn
             const holder = Option.isSome(election) ? yield* election.value.observedHolder : undefined
             return waitingReport({ leading, holder })
           }
-          return controllerReport(yield* controller.value.health, { now: Date.now(), stuckAfter })
+          return controllerReport(yield* controller.value.health, { now: yield* Clock.currentTimeMillis, stuckAfter })
         })
       })
     })

@@ -14,6 +14,7 @@ import { PortMapper } from "../../src/gateway/PortMapper.ts"
 import { makeInMemoryGateway } from "../support/InMemoryGateway.ts"
 import { makeInMemoryKube } from "../support/InMemoryKube.ts"
 import {
+  controllerOver,
   node,
   reasons,
   SEED_DESCRIPTION,
@@ -24,7 +25,7 @@ import {
   until,
   untilEvents
 } from "../support/controllerHarness.ts"
-import { testRecordKey, trustedRecord } from "../support/records.ts"
+import { trustedRecord } from "../support/records.ts"
 
 const RESTART_PASS_WINDOW_MS = Duration.toMillis(RESTART_PASS_WINDOW)
 
@@ -267,13 +268,7 @@ describe("Controller", () => {
       expect(kube.get(SEED_KEY)?.metadata?.deletionTimestamp).toBeDefined()
       expect(first.gateway.table.size).toBe(1)
       // A new process over the same apiserver and router knows what to undo from the record.
-      yield* Layer.build(
-        Controller.layer({ probeInterval: Duration.seconds(2) }).pipe(
-          Layer.provide(kube.layer),
-          Layer.provide(Gateways.layerSingle("upnp-igd").pipe(Layer.provide(first.gateway.layer))),
-          Layer.provide(testRecordKey)
-        )
-      )
+      yield* controllerOver(kube, Gateways.layerSingle("upnp-igd").pipe(Layer.provide(first.gateway.layer)))
       yield* until("service gone", () => kube.get(SEED_KEY) === undefined)
       expect(first.gateway.table.size).toBe(0)
     }))
@@ -484,13 +479,7 @@ describe("Controller over NAT-PMP/PCP-like routers (no table to read)", () => {
       { "upnp-igd": upnp.layer, "pcp": pcp.layer, "nat-pmp": unavailable },
       { preference: autoPreference }
     )
-    const start = Layer.build(
-      Controller.layer({ probeInterval: Duration.seconds(2) }).pipe(
-        Layer.provide(kube.layer),
-        Layer.provide(gateways),
-        Layer.provide(testRecordKey)
-      )
-    )
+    const start = controllerOver(kube, gateways)
     return { kube, upnp, pcp, start }
   }
   const pcpService = (overrides: Partial<Service["metadata"]> = {}) =>
@@ -526,13 +515,7 @@ describe("Controller over NAT-PMP/PCP-like routers (no table to read)", () => {
         "pcp": first.pcp.layer,
         "nat-pmp": Layer.effect(PortMapper, Effect.die(new Error("unused")))
       })
-      yield* Layer.build(
-        Controller.layer({ probeInterval: Duration.seconds(2) }).pipe(
-          Layer.provide(first.kube.layer),
-          Layer.provide(gateways),
-          Layer.provide(testRecordKey)
-        )
-      )
+      yield* controllerOver(first.kube, gateways)
       yield* until("Service gone", () => first.kube.get(SEED_KEY) === undefined)
       expect(first.pcp.table.size).toBe(0)
     }))

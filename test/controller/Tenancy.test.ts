@@ -13,35 +13,7 @@ import { ownerOf, recordAnnotations, type RecordedMapping, writeRecord } from ".
 import { MAPPINGS_ANNOTATION, MAPPINGS_SIGNATURE_ANNOTATION } from "../../src/controller/ServiceSpec.ts"
 import { reasons, seedService, settle, setup, until, untilEvents } from "../support/controllerHarness.ts"
 import { recordOf, testRecordKeyService, trustedRecord } from "../support/records.ts"
-
-const PROD_KEY = "prod/web"
-const TENANT_KEY = "tenant/x"
-
-/** prod/web: TCP 443 → nodePort 30443, created first. */
-const prodWeb = (backend: "upnp-igd" | "nat-pmp" = "upnp-igd"): Service =>
-  seedService(
-    { name: "web", namespace: "prod", uid: "uid-prod-web", annotations: { "midokura.com/load-balancer-type": backend } },
-    { ports: [{ name: "p", port: 443, nodePort: 30443, protocol: "TCP" }] }
-  )
-
-/** tenant/x: TCP 8080 → nodePort 31080, created a day later. */
-const tenantX = (backend: "upnp-igd" | "nat-pmp" = "upnp-igd"): Service =>
-  seedService(
-    {
-      name: "x",
-      namespace: "tenant",
-      uid: "uid-tenant-x",
-      annotations: { "midokura.com/load-balancer-type": backend },
-      creationTimestamp: new Date("2026-01-02T00:00:00Z")
-    },
-    { ports: [{ name: "http", port: 8080, nodePort: 31080, protocol: "TCP" }] }
-  )
-
-/** The tenant's edit: its own annotations replaced by these (everything else kept). */
-const withAnnotations = (annotations: Record<string, string>) => (service: Service): Service => ({
-  ...service,
-  metadata: { ...service.metadata, annotations: { ...service.metadata?.annotations, ...annotations } }
-})
+import { PROD_KEY, prodWeb, TENANT_KEY, tenantX, withAnnotations } from "../support/tenants.ts"
 
 const record = (service: Service | undefined) => service?.metadata?.annotations?.[MAPPINGS_ANNOTATION]
 

@@ -45,7 +45,7 @@ const makeBackends = (initial: Partial<Record<Backend, FakeBackend["status"]>>) 
       const state = backends[backend]
       state.builds += 1
       return Layer.mock(PortMapper, {
-        canReadTable: backend === "upnp-igd",
+        capabilities: { readsTable: backend === "upnp-igd", deletesByInternalPort: backend === "nat-pmp", drawNonce: undefined },
         ...(backend === "upnp-igd" ? { restarts: Stream.make(`${backend} restarted`) } : {}),
         status: Effect.suspend(() => {
           state.statusCalls += 1
@@ -98,7 +98,7 @@ describe("Gateways auto", () => {
       assert.strictEqual(choice.backend, "upnp-igd")
       assert.include(choice.reason ?? "", "first connected: upnp-igd: connected, public external address 122.112.219.229")
       assert.strictEqual(backends.pcp.builds, 0)
-      assert.isTrue(choice.mapper.canReadTable)
+      assert.isTrue(choice.mapper.capabilities.readsTable)
       // Its restart announcements reach the controller through auto too.
       assert.deepStrictEqual(yield* Stream.runCollect(choice.mapper.restarts ?? Stream.empty), ["upnp-igd restarted"])
     }).pipe(Effect.scoped))

@@ -1,6 +1,6 @@
 /**
- * The Helm chart's defaults for what the benchmarks size (memory request and limit, NODE_OPTIONS)
- * are manifests/daemonset.yaml's: a re-sizing of the manifests that forgets the chart fails here,
+ * The Helm chart's defaults for what the benchmarks size (memory request and limit, NODE_OPTIONS,
+ * MALLOC_ARENA_MAX) are manifests/daemonset.yaml's: a re-sizing of the manifests that forgets the chart fails here,
  * without the lab (test/e2e/real-node/helm.test.ts compares every rendered object on the lab).
  */
 import * as fs from "node:fs"
@@ -26,13 +26,15 @@ function manifestsController(): Container {
 }
 
 describe("the chart's defaults", () => {
-  it("request, limit and NODE_OPTIONS as manifests/daemonset.yaml sets them", () => {
+  it("request, limit, NODE_OPTIONS and MALLOC_ARENA_MAX as manifests/daemonset.yaml sets them", () => {
     const values = yaml("charts/edge-cloud-controller-manager/values.yaml")
     const controller = manifestsController()
+    const env = (name: string) => controller.env?.find((e) => e.name === name)?.value
     expect(controller.resources).toBeDefined()
     expect(values["resources"]).toEqual(controller.resources)
-    const nodeOptions = controller.env?.find((e) => e.name === "NODE_OPTIONS")?.value
-    expect(nodeOptions).toMatch(/--max-old-space-size=\d+/)
-    expect(values["nodeOptions"]).toBe(nodeOptions)
+    expect(env("NODE_OPTIONS")).toMatch(/--max-old-space-size=\d+/)
+    expect(values["nodeOptions"]).toBe(env("NODE_OPTIONS"))
+    // The chart renders it quoted, as the manifests write it; empty in both means glibc's default.
+    expect(String(values["mallocArenaMax"] ?? "")).toBe(env("MALLOC_ARENA_MAX") ?? "")
   })
 })

@@ -5,7 +5,8 @@ import { PrometheusMetrics } from "effect/observability"
 import { TestClock } from "effect/testing"
 import { KubeError } from "../../src/kube/KubeError.ts"
 import type { LeaseStoreService } from "../../src/runtime/LeaderElection.ts"
-import { leaderGauge, LeaseStore, make, MemoryLeases } from "../../src/runtime/LeaderElection.ts"
+import { leaderGauge, LeaseStore, make } from "../../src/runtime/LeaderElection.ts"
+import { memoryLeaseStore, MemoryLeases } from "../support/MemoryLeases.ts"
 
 const NAMESPACE = "kube-system"
 const NAME = "edge-cloud-controller-manager"
@@ -99,7 +100,7 @@ describe("LeaderElection", () => {
       const gauge = yield* Metric.value(Metric.withAttributes(leaderGauge, { lease: `${NAMESPACE}/${NAME}` }))
       assert.strictEqual(gauge.value, 1)
       yield* Fiber.interrupt(fiber)
-    }).pipe(Effect.provide(LeaseStore.layerMemory)))
+    }).pipe(Effect.provide(memoryLeaseStore)))
 
   it.effect("says 0 on /metrics from the start, so a standby is told from a process that says nothing", () =>
     Effect.gen(function*() {
@@ -108,7 +109,7 @@ describe("LeaderElection", () => {
       const text = yield* PrometheusMetrics.format()
       assert.include(text.split("\n"), `edge_ccm_leader{lease="${NAMESPACE}/${NAME}"} 0`)
     }).pipe(
-      Effect.provide(LeaseStore.layerMemory),
+      Effect.provide(memoryLeaseStore),
       // A registry of its own: what earlier tests recorded must not answer for this one.
       Effect.provideService(Metric.MetricRegistry, new Map())
     ))
@@ -134,7 +135,7 @@ describe("LeaderElection", () => {
       assert.strictEqual(yield* b.election.observedHolder, "pod-a")
       yield* Fiber.interrupt(fb)
       yield* Fiber.interrupt(fa)
-    }).pipe(Effect.provide(LeaseStore.layerMemory)))
+    }).pipe(Effect.provide(memoryLeaseStore)))
 
   it.effect("interrupts the effect once renewal has failed for the renew deadline, not before", () =>
     Effect.gen(function*() {
@@ -159,7 +160,7 @@ describe("LeaderElection", () => {
       yield* advanceUntil(a.running, 5_000)
       assert.strictEqual(yield* Ref.get(a.starts), 2)
       yield* Fiber.interrupt(fiber)
-    }).pipe(Effect.provide(LeaseStore.layerMemory)))
+    }).pipe(Effect.provide(memoryLeaseStore)))
 
   it.effect("fails over: the cut-off leader stops before the other takes over after the lease duration", () =>
     Effect.gen(function*() {
@@ -187,7 +188,7 @@ describe("LeaderElection", () => {
       assert.notStrictEqual(String(l?.spec?.renewTime), lastRenewal)
       yield* Fiber.interrupt(fa)
       yield* Fiber.interrupt(fb)
-    }).pipe(Effect.provide(LeaseStore.layerMemory)))
+    }).pipe(Effect.provide(memoryLeaseStore)))
 
   it.effect("a graceful shutdown releases the Lease, so the other candidate takes over within a retry period", () =>
     Effect.gen(function*() {
@@ -209,7 +210,7 @@ describe("LeaderElection", () => {
       assert.strictEqual(yield* holder, "pod-b")
       assert.strictEqual(yield* Ref.get(shared.overlaps), 0)
       yield* Fiber.interrupt(fb)
-    }).pipe(Effect.provide(LeaseStore.layerMemory)))
+    }).pipe(Effect.provide(memoryLeaseStore)))
 
   it.effect("releases the Lease on shutdown even when a renewal it did not see has moved its resourceVersion", () =>
     Effect.gen(function*() {
@@ -226,7 +227,7 @@ describe("LeaderElection", () => {
       })
       yield* Fiber.interrupt(fa)
       assert.strictEqual(yield* holder, "")
-    }).pipe(Effect.provide(LeaseStore.layerMemory)))
+    }).pipe(Effect.provide(memoryLeaseStore)))
 
   it.effect("of two candidates racing for a free Lease exactly one wins", () =>
     Effect.gen(function*() {
@@ -244,7 +245,7 @@ describe("LeaderElection", () => {
       assert.strictEqual(yield* Ref.get(shared.overlaps), 0)
       yield* Fiber.interrupt(fa)
       yield* Fiber.interrupt(fb)
-    }).pipe(Effect.provide(LeaseStore.layerMemory)))
+    }).pipe(Effect.provide(memoryLeaseStore)))
 
   it.effect("takes over a Lease left by a crashed holder only after observing it unchanged for its duration", () =>
     Effect.gen(function*() {
@@ -263,7 +264,7 @@ describe("LeaderElection", () => {
       assert.isAtMost(took, 17_500)
       assert.strictEqual((yield* lease)?.spec?.leaseTransitions, 4)
       yield* Fiber.interrupt(fb)
-    }).pipe(Effect.provide(LeaseStore.layerMemory)))
+    }).pipe(Effect.provide(memoryLeaseStore)))
 
   it.effect("an effect that fails while leading releases the Lease and fails run", () =>
     Effect.gen(function*() {
@@ -272,14 +273,14 @@ describe("LeaderElection", () => {
       const exit = yield* a.election.run(Effect.fail("boom" as const)).pipe(Effect.exit)
       assert.deepStrictEqual(exit, Exit.fail("boom"))
       assert.strictEqual(yield* holder, "")
-    }).pipe(Effect.provide(LeaseStore.layerMemory)))
+    }).pipe(Effect.provide(memoryLeaseStore)))
 
   it.effect("an effect that completes while leading returns its value", () =>
     Effect.gen(function*() {
       const shared = yield* world
       const a = yield* candidate("pod-a", shared)
       assert.strictEqual(yield* a.election.run(Effect.succeed(42)), 42)
-    }).pipe(Effect.provide(LeaseStore.layerMemory)))
+    }).pipe(Effect.provide(memoryLeaseStore)))
 
   it.effect("rejects a renew deadline that is not shorter than the lease duration", () =>
     Effect.gen(function*() {
@@ -291,7 +292,7 @@ describe("LeaderElection", () => {
         renewDeadline: "10 seconds"
       }).pipe(Effect.exit)
       assert.isTrue(Exit.hasDies(exit))
-    }).pipe(Effect.provide(LeaseStore.layerMemory)))
+    }).pipe(Effect.provide(memoryLeaseStore)))
 
   it.effect("the memory store enforces resourceVersion preconditions like the apiserver", () =>
     Effect.gen(function*() {
@@ -304,5 +305,5 @@ describe("LeaderElection", () => {
       const stale = yield* store.replace({ metadata: { namespace: NAMESPACE, name: NAME, resourceVersion: version } })
         .pipe(Effect.flip)
       assert.strictEqual(stale._tag, "KubeConflict")
-    }).pipe(Effect.provide(LeaseStore.layerMemory)))
+    }).pipe(Effect.provide(memoryLeaseStore)))
 })

@@ -14,7 +14,17 @@
 import * as NodeDatagramSocket from "@effect/platform-node/NodeDatagramSocket"
 import { Effect, type Scope, SubscriptionRef } from "effect"
 import { NetAddress } from "effect/net"
+import type { MappingRequest } from "../../src/gateway/Mapping.ts"
 import { awaitAtLeast } from "./outcomes.ts"
+
+/** The seed Service's port as a mapping request: what the NAT-PMP and PCP tests ask for. */
+export const seedRequest: MappingRequest = {
+  externalPort: 8080,
+  protocol: "TCP",
+  internalPort: 30000,
+  description: "kubernetes/default/http-nginx-service/http",
+  leaseSeconds: 3600
+}
 
 export const LOOPBACK = "127.0.0.1"
 /** Another loopback address, for answers that must come from somewhere other than the gateway. */

@@ -5,9 +5,10 @@
  * reboot that loses everything and restarts the uptime. Spoken to as PCP, it cannot be read
  * (no get, no list), deletes only with the mapping's nonce, and counts lost state. It can also
  * be a router that reports success and creates nothing (`dropsAdds`), which only a read-back
- * after the add, or a later listing, can tell.
+ * after the add, or a later listing, can tell. Like a real router, it reports what is left of a
+ * lease it granted (by the Clock, so TestClock runs it down).
  */
-import { Effect, Layer, Queue, Stream } from "effect"
+import { Clock, Effect, Layer, Queue, Stream } from "effect"
 import { DoubleNat, GatewayProtocolError, GatewayUnreachable, PortConflict, UpnpError } from "../../src/gateway/GatewayError.ts"
 import type { GatewayError } from "../../src/gateway/GatewayError.ts"
 import type { ExternalIpClass, GrantedMapping, MappingEntry } from "../../src/gateway/Mapping.ts"
@@ -56,8 +57,11 @@ export const makeInMemoryGateway = (
   const readable = protocol === "upnp-igd"
   const table = new Map<string, MappingEntry>()
   const nonces = new Map<string, string>()
+  // When each finite lease the router granted runs out (Clock ms), by `TCP/8080`.
+  const expiries = new Map<string, number>()
   const calls: Array<string> = []
   const readBacks: Array<string> = []
+  let drawn = 0
   const restartListeners = new Set<(announcement: string) => void>()
   const router = readable ? ROUTER : "192.168.77.1:5351"
   const state = {
@@ -72,6 +76,11 @@ export const makeInMemoryGateway = (
     selection: undefined as string | undefined
   }
   const key = (port: number, protocol: string) => `${protocol}/${port}`
+  /** The entry as the router reports it: a granted finite lease shows the seconds left of it. */
+  const reported = (entry: MappingEntry, now: number): MappingEntry => {
+    const expiry = expiries.get(key(entry.externalPort, entry.protocol))
+    return expiry === undefined ? entry : { ...entry, leaseDuration: Math.max(1, Math.ceil((expiry - now) / 1000)) }
+  }
   const call = <A, E>(name: string, effect: () => Effect.Effect<A, E>) =>
     Effect.suspend((): Effect.Effect<A, E | GatewayUnreachable> => {
       calls.push(name)
@@ -83,7 +92,12 @@ export const makeInMemoryGateway = (
     })
 
   const mapper = PortMapper.of({
-    canReadTable: readable,
+    capabilities: {
+      readsTable: readable,
+      deletesByInternalPort: protocol === "nat-pmp",
+      // PCP: nonces the controller records, drawn by the backend, as PcpGateway does.
+      drawNonce: protocol === "pcp" ? Effect.sync(() => `${(++drawn).toString(16).padStart(24, "0")}`) : undefined
+    },
     ...(readable
       ? {
         restarts: Stream.callback<string>((queue) =>
@@ -113,7 +127,7 @@ export const makeInMemoryGateway = (
         selection: state.selection
       })),
     map: (request) =>
-      call(`map ${key(request.externalPort, request.protocol)}`, (): Effect.Effect<GrantedMapping, GatewayError> => {
+      call(`map ${key(request.externalPort, request.protocol)}`, () => Effect.flatMap(Clock.currentTimeMillis, (now): Effect.Effect<GrantedMapping, GatewayError> => {
         if (state.externalClass !== "public") {
           return Effect.fail(new DoubleNat({ router: ROUTER, reason: "forwarding disabled: private WAN address" }))
         }
@@ -154,11 +168,13 @@ export const makeInMemoryGateway = (
             : Effect.succeed({ ...entry, leaseSeconds: request.leaseSeconds })
         }
         table.set(key(request.externalPort, request.protocol), entry)
+        if (request.leaseSeconds > 0) expiries.set(key(request.externalPort, request.protocol), now + request.leaseSeconds * 1000)
+        else expiries.delete(key(request.externalPort, request.protocol))
         if (protocol !== "pcp") return Effect.succeed({ ...entry, leaseSeconds: request.leaseSeconds })
         const nonce = request.nonce ?? `drawn-by-router-${request.externalPort}`
         nonces.set(key(request.externalPort, request.protocol), nonce)
         return Effect.succeed({ ...entry, leaseSeconds: request.leaseSeconds, nonce })
-      }),
+      })),
     unmap: (mapping) =>
       call(`unmap ${key(mapping.externalPort, mapping.protocol)}`, (): Effect.Effect<void, GatewayError> => {
         if (protocol === "nat-pmp") {
@@ -166,7 +182,10 @@ export const makeInMemoryGateway = (
           // whatever external port it has.
           for (const [at, entry] of table) {
             if (entry.protocol === mapping.protocol && entry.internalPort === mapping.internalPort &&
-                entry.internalClient === state.localAddress) table.delete(at)
+                entry.internalClient === state.localAddress) {
+              table.delete(at)
+              expiries.delete(at)
+            }
           }
           return Effect.void
         }
@@ -188,12 +207,17 @@ export const makeInMemoryGateway = (
           )
         }
         table.delete(key(mapping.externalPort, mapping.protocol))
+        expiries.delete(key(mapping.externalPort, mapping.protocol))
         return Effect.void
       }),
     get: (externalPort, mapped) =>
       call(`get ${key(externalPort, mapped)}`, () =>
-        Effect.succeed(readable ? table.get(key(externalPort, mapped)) : undefined)),
-    list: call("list", () => Effect.succeed(readable ? [...table.values()] : undefined))
+        Effect.map(Clock.currentTimeMillis, (now) => {
+          const entry = readable ? table.get(key(externalPort, mapped)) : undefined
+          return entry === undefined ? undefined : reported(entry, now)
+        })),
+    list: call("list", () =>
+      Effect.map(Clock.currentTimeMillis, (now) => readable ? [...table.values()].map((entry) => reported(entry, now)) : undefined))
   })
 
   return {
@@ -208,13 +232,15 @@ export const makeInMemoryGateway = (
     },
     reboot: (options) => {
       table.clear()
+      expiries.clear()
       nonces.clear()
       state.uptime = 1
       state.stateLosses += 1
       if (options?.announce === true) for (const listener of restartListeners) listener(`${ROUTER} announced a new BOOTID.UPNP.ORG`)
     },
-    addForeign: (entry) =>
-      void table.set(key(entry.externalPort, entry.protocol), {
+    addForeign: (entry) => {
+      expiries.delete(key(entry.externalPort, entry.protocol))
+      table.set(key(entry.externalPort, entry.protocol), {
         internalClient: "192.168.77.50",
         internalPort: entry.externalPort,
         description: "someone else's game",
@@ -223,5 +249,6 @@ export const makeInMemoryGateway = (
         remoteHost: "",
         ...entry
       })
+    }
   }
 }

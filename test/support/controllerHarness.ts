@@ -7,7 +7,7 @@ import { Duration, Effect, Layer } from "effect"
 import { Controller, type ControllerOptions } from "../../src/controller/Controller.ts"
 import { Gateways } from "../../src/gateway/Gateways.ts"
 import { makeInMemoryGateway } from "./InMemoryGateway.ts"
-import { makeInMemoryKube } from "./InMemoryKube.ts"
+import { type InMemoryKube, makeInMemoryKube } from "./InMemoryKube.ts"
 import { testRecordKey } from "./records.ts"
 
 export const node = (name: string, ip: string): Node => ({
@@ -49,15 +49,26 @@ export const setup = (
   const journalOption = fakes.journal === undefined ? {} : { journal: fakes.journal }
   const kube = makeInMemoryKube([node("node-1", "192.168.77.10"), node("node-2", "192.168.77.11")], journalOption)
   const gateway = makeInMemoryGateway("192.168.77.10", protocol, journalOption)
-  const start = Layer.build(
+  const start = controllerOver(kube, Gateways.layerSingle(protocol).pipe(Layer.provide(gateway.layer)), options)
+  return { kube, gateway, start }
+}
+
+/**
+ * Builds a controller (a process, as far as the fakes can tell) over this apiserver and these
+ * routers: a second one over the same fakes is a restart.
+ */
+export const controllerOver = (
+  kube: InMemoryKube,
+  gateways: Layer.Layer<Gateways>,
+  options: Partial<ControllerOptions> = {}
+) =>
+  Layer.build(
     Controller.layer({ probeInterval: Duration.seconds(2), ...options }).pipe(
       Layer.provide(kube.layer),
-      Layer.provide(Gateways.layerSingle(protocol).pipe(Layer.provide(gateway.layer))),
+      Layer.provide(gateways),
       Layer.provide(testRecordKey)
     )
   )
-  return { kube, gateway, start }
-}
 
 /** Lets the controller's fibers run until the condition holds (bounded: fails with the description). */
 export const until = (description: string, condition: () => boolean) =>

@@ -13,10 +13,17 @@ import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import { Config, Context, Effect, Layer, Result } from "effect"
 import { externalAddressOf } from "../classifyExternalIp.ts"
 import { DoubleNat, type GatewayError, InvalidMapping, PortConflict, PortControlError } from "../GatewayError.ts"
-import type { ExternalAddress, GatewayStatus, GrantedMapping, MappingRequest, Protocol } from "../Mapping.ts"
+import {
+  type ExternalAddress,
+  type GatewayStatus,
+  type GrantedMapping,
+  isMappablePort,
+  type MappingRequest,
+  type Protocol
+} from "../Mapping.ts"
 import { PortMapper } from "../PortMapper.ts"
-import type { EpochReport } from "./Epoch.ts"
-import { type Endpoint, nodeSocket, type OpenSocket, type Retransmission, type Verdict } from "./Exchange.ts"
+import type { EpochReport } from "../portcontrol/Epoch.ts"
+import { type Endpoint, nodeSocket, type OpenSocket, type Retransmission, type Verdict } from "../portcontrol/Exchange.ts"
 import {
   decodeResponse,
   encodeExternalAddressRequest,
@@ -26,8 +33,8 @@ import {
   type NatPmpResponse,
   OPCODE_EXTERNAL_ADDRESS
 } from "./NatPmpPacket.ts"
-import { makePortControl, type PortControl } from "./PortControl.ts"
-import type { WireProblem } from "./Wire.ts"
+import { makePortControl, type PortControl } from "../portcontrol/PortControl.ts"
+import type { WireProblem } from "../portcontrol/Wire.ts"
 
 export interface NatPmpGatewayOptions {
   /** The gateway's IPv4 address (`--gateway-address`). Default: the default route's gateway (/proc/net/route). */
@@ -203,8 +210,8 @@ const makePortMapper = (control: PortControl, settings: NatPmpGatewayOptions) =>
   const map = Effect.fn("NatPmpGateway.map")(function*(request: MappingRequest) {
     const endpoint = yield* control.endpoint
     const action = `map ${request.protocol} ${request.externalPort}`
-    if (!isPort(request.externalPort)) return yield* invalid(endpoint, action, "externalPort", "must be 1-65535")
-    if (!isPort(request.internalPort)) return yield* invalid(endpoint, action, "internalPort", "must be 1-65535")
+    if (!isMappablePort(request.externalPort)) return yield* invalid(endpoint, action, "externalPort", "must be 1-65535")
+    if (!isMappablePort(request.internalPort)) return yield* invalid(endpoint, action, "internalPort", "must be 1-65535")
     if (!Number.isInteger(request.leaseSeconds) || request.leaseSeconds < 0 || request.leaseSeconds > 0xffff_ffff) {
       return yield* invalid(endpoint, action, "leaseSeconds", "must be a whole number of seconds")
     }
@@ -273,7 +280,7 @@ const makePortMapper = (control: PortControl, settings: NatPmpGatewayOptions) =>
         "NAT-PMP deletes by internal port: pass it from the mapping's record"
       )
     }
-    if (!isPort(internalPort)) return yield* invalid(endpoint, action, "internalPort", "must be 1-65535")
+    if (!isMappablePort(internalPort)) return yield* invalid(endpoint, action, "internalPort", "must be 1-65535")
     // Success whether or not the mapping still existed: the gateway answers alike.
     yield* release(endpoint, mapping.protocol, internalPort, action)
     yield* control.forget(mapping.protocol, mapping.externalPort)
@@ -302,7 +309,7 @@ const makePortMapper = (control: PortControl, settings: NatPmpGatewayOptions) =>
   }).pipe(Effect.withSpan("NatPmpGateway.status"))
 
   return PortMapper.of({
-    canReadTable: false,
+    capabilities: { readsTable: false, deletesByInternalPort: true, drawNonce: undefined },
     selection: control.selection,
     externalAddress,
     status,
@@ -313,4 +320,3 @@ const makePortMapper = (control: PortControl, settings: NatPmpGatewayOptions) =>
   })
 }
 
-const isPort = (port: number) => Number.isInteger(port) && port >= 1 && port <= 65535

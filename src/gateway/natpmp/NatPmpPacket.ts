@@ -7,7 +7,7 @@
  */
 import { Result, Schema } from "effect"
 import type { Protocol } from "../Mapping.ts"
-import { fixedLayout, Ipv4Bytes, Uint16, Uint32, Uint8, wireProblem, type WireProblem } from "./Wire.ts"
+import { fixedLayout, Ipv4Bytes, Uint16, Uint32, Uint8, wireProblem, type WireProblem } from "../portcontrol/Wire.ts"
 
 export const NATPMP_PORT = 5351
 export const NATPMP_VERSION = 0

@@ -19,10 +19,17 @@ import { randomBytes } from "node:crypto"
 import { Config, Context, Effect, Layer, Ref, Result } from "effect"
 import { externalAddressOf } from "../classifyExternalIp.ts"
 import { DoubleNat, type GatewayError, InvalidMapping, PortConflict, PortControlError } from "../GatewayError.ts"
-import type { ExternalAddress, GatewayStatus, GrantedMapping, MappingRequest, Protocol } from "../Mapping.ts"
-import type { EpochReport } from "../natpmp/Epoch.ts"
-import { type Endpoint, nodeSocket, type OpenSocket, type Retransmission, type Verdict } from "../natpmp/Exchange.ts"
-import { makePortControl, type PortControl } from "../natpmp/PortControl.ts"
+import {
+  type ExternalAddress,
+  type GatewayStatus,
+  type GrantedMapping,
+  isMappablePort,
+  type MappingRequest,
+  type Protocol
+} from "../Mapping.ts"
+import type { EpochReport } from "../portcontrol/Epoch.ts"
+import { type Endpoint, nodeSocket, type OpenSocket, type Retransmission, type Verdict } from "../portcontrol/Exchange.ts"
+import { makePortControl, type PortControl } from "../portcontrol/PortControl.ts"
 import { PortMapper } from "../PortMapper.ts"
 import {
   decodeResponse,
@@ -148,7 +155,6 @@ const matchMap = (nonce: string, protocol: Protocol, internalPort: number) => (p
   }
 }
 
-const isPort = (port: number) => Number.isInteger(port) && port >= 1 && port <= 65535
 const isUnspecified = (address: string) => address === IPV4_UNSPECIFIED || address === "::"
 
 const makePortMapper = (control: PortControl, settings: PcpGatewayOptions) =>
@@ -248,8 +254,8 @@ const makePortMapper = (control: PortControl, settings: PcpGatewayOptions) =>
     const map = Effect.fn("PcpGateway.map")(function*(request: MappingRequest) {
       const endpoint = yield* control.endpoint
       const action = `MAP ${request.protocol} ${request.externalPort}`
-      if (!isPort(request.externalPort)) return yield* invalid(endpoint, action, "externalPort", "must be 1-65535")
-      if (!isPort(request.internalPort)) return yield* invalid(endpoint, action, "internalPort", "must be 1-65535")
+      if (!isMappablePort(request.externalPort)) return yield* invalid(endpoint, action, "externalPort", "must be 1-65535")
+      if (!isMappablePort(request.internalPort)) return yield* invalid(endpoint, action, "internalPort", "must be 1-65535")
       if (!Number.isInteger(request.leaseSeconds) || request.leaseSeconds < 0 || request.leaseSeconds > 0xffff_ffff) {
         return yield* invalid(endpoint, action, "leaseSeconds", "must be a whole number of seconds")
       }
@@ -338,7 +344,7 @@ const makePortMapper = (control: PortControl, settings: PcpGatewayOptions) =>
       if (internalPort === undefined) {
         return yield* invalid(endpoint, action, "internalPort", "PCP deletes by internal port: pass it from the record")
       }
-      if (!isPort(internalPort)) return yield* invalid(endpoint, action, "internalPort", "must be 1-65535")
+      if (!isMappablePort(internalPort)) return yield* invalid(endpoint, action, "internalPort", "must be 1-65535")
       yield* release(endpoint, action, mapping.protocol, mapping.externalPort, internalPort, nonce)
       yield* control.forget(mapping.protocol, mapping.externalPort)
     })
@@ -391,7 +397,7 @@ const makePortMapper = (control: PortControl, settings: PcpGatewayOptions) =>
     }).pipe(Effect.withSpan("PcpGateway.externalAddress"))
 
     return PortMapper.of({
-      canReadTable: false,
+      capabilities: { readsTable: false, deletesByInternalPort: false, drawNonce: Effect.sync(randomNonce) },
       selection: control.selection,
       externalAddress,
       status,

@@ -8,7 +8,7 @@
  */
 import { Result, Schema, SchemaTransformation } from "effect"
 import type { Protocol } from "../Mapping.ts"
-import { fixedLayout, hexBytes, Ipv6Bytes, Uint16, Uint32, Uint8, wireProblem, type WireProblem } from "../natpmp/Wire.ts"
+import { fixedLayout, hexBytes, Ipv6Bytes, Uint16, Uint32, Uint8, wireProblem, type WireProblem } from "../portcontrol/Wire.ts"
 
 export const PCP_PORT = 5351
 export const PCP_VERSION = 2

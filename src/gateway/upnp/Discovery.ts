@@ -15,6 +15,7 @@ import { Clock, Context, Duration, Effect, Equal, FileSystem, Layer, Option, Res
 import { NetAddress } from "effect/net"
 import type { DatagramSocket } from "effect/socket"
 import { BoundedMap } from "../BoundedMap.ts"
+import { isMappablePort } from "../Mapping.ts"
 import { describeTrustedRouter, resolveTrustedRouter, type TrustedRouter } from "../TrustedRouter.ts"
 import { localSubnets, repairLocation } from "./LanGuard.ts"
 import {
@@ -179,7 +180,7 @@ const ipv4Option = (name: string, value: string): Effect.Effect<NetAddress.Ipv4A
 const validate = Effect.fnUntraced(function*(input: Partial<DiscoveryOptions> | undefined) {
   const options: DiscoveryOptions = { ...defaultDiscoveryOptions, ...input }
   const invalid = (target: string, reason: string) => new DiscoveryError({ operation: "configuration", target, reason })
-  if (!Number.isInteger(options.ssdpPort) || options.ssdpPort < 1 || options.ssdpPort > 65535) {
+  if (!isMappablePort(options.ssdpPort)) {
     return yield* invalid("ssdpPort", `${options.ssdpPort} is not a port number`)
   }
   if (!Number.isInteger(options.resends) || options.resends < 1) {

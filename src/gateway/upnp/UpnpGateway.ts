@@ -562,6 +562,7 @@ export class UpnpGateway extends Context.Service<UpnpGateway, {
     )
 
     const portMapper = PortMapper.of({
+      capabilities: { readsTable: true, deletesByInternalPort: false, drawNonce: undefined },
       externalAddress,
       status,
       map,

@@ -1,28 +1,22 @@
 /**
  * The NAT-PMP `PortMapper` against the fake gateway on 127.0.0.1 (real UDP, fast retransmission
- * bounds), with its faults: every result code, another port granted, a private WAN, forged and
- * garbage replies, silence, dropped requests, and a reboot seen in the epoch. The last test
- * runs under TestClock against a gateway in memory, for an epoch that stalls.
+ * bounds), in what only NAT-PMP does: its requests as sent, deletes by internal port, every
+ * result code, a private WAN found before anything is mapped, garbage replies. What it shares
+ * with PCP is in portcontrol/PortControlGateways.test.ts. The last tests run under TestClock
+ * against a gateway in memory: the concurrency bound, and an epoch that stalls.
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Exit, Fiber, Layer } from "effect"
 import { TestClock } from "effect/testing"
-import type { MappingRequest } from "../../../src/gateway/Mapping.ts"
 import { NatPmpGateway, type NatPmpGatewayOptions } from "../../../src/gateway/natpmp/NatPmpGateway.ts"
 import { PortMapper } from "../../../src/gateway/PortMapper.ts"
 import * as FakeNatPmp from "../../support/FakeNatPmp.ts"
-import { makeMemoryGateway } from "./MemorySocket.ts"
-import { failureOf, u16 } from "../../support/outcomes.ts"
+import { makeMemoryGateway } from "../portcontrol/MemorySocket.ts"
+import { failureOf } from "../../support/outcomes.ts"
 
 const fast: Partial<NatPmpGatewayOptions> = { retransmission: { initial: "20 millis", deadline: "500 millis" } }
 
-const request: MappingRequest = {
-  externalPort: 8080,
-  protocol: "TCP",
-  internalPort: 30000,
-  description: "kubernetes/default/http-nginx-service/http",
-  leaseSeconds: 3600
-}
+const request = FakeNatPmp.seedRequest
 
 /** A fake gateway and a fresh client (its own layer) aimed at it. */
 const setup = (options?: Partial<NatPmpGatewayOptions>) =>
@@ -56,7 +50,9 @@ describe("NatPmpGateway over UDP", () => {
         stateLosses: 0
       })
       assert.strictEqual(yield* mapper.selection ?? Effect.succeed(undefined), "127.0.0.1, set by --gateway-address")
-      assert.isFalse(mapper.canReadTable)
+      assert.isFalse(mapper.capabilities.readsTable)
+      assert.isTrue(mapper.capabilities.deletesByInternalPort)
+      assert.isUndefined(mapper.capabilities.drawNonce)
       assert.isUndefined(yield* mapper.get(8080, "TCP"))
       assert.isUndefined(yield* mapper.list)
       assert.deepStrictEqual(yield* mapper.externalAddress, { ip: "122.112.219.229", class: "public" })
@@ -117,28 +113,6 @@ describe("NatPmpGateway over UDP", () => {
       assert.strictEqual((yield* fake.requests).length, 0)
     }).pipe(Effect.scoped))
 
-  it.live("a mapping for another host is refused before anything is sent", () =>
-    Effect.gen(function*() {
-      const { fake, mapper } = yield* setup()
-      const error = yield* failureOf(mapper.map({ ...request, internalClient: "192.168.77.50" }))
-      assert.strictEqual(error._tag, "InvalidMapping")
-      assert.strictEqual((yield* fake.requests).length, 0)
-    }).pipe(Effect.scoped))
-
-  it.live("another port granted (the asked one is taken): released at once, PortConflict", () =>
-    Effect.gen(function*() {
-      const { fake, mapper } = yield* setup()
-      fake.addForeign({ kind: "nat-pmp", protocol: "TCP", externalPort: 8080, internalPort: 80, lifetime: 3600, nonce: undefined })
-      const error = yield* failureOf(mapper.map(request))
-      assert.strictEqual(error._tag, "PortConflict")
-      assert.include(error.message, "granted port 8081 instead; released it")
-      const release = (yield* fake.requests).at(-1)!
-      assert.strictEqual(release.lifetime, 0)
-      assert.strictEqual(u16(release.bytes, 4), 30000)
-      assert.deepStrictEqual(Array.from(fake.table.keys()), ["TCP/8080"])
-      assert.strictEqual(fake.table.get("TCP/8080")!.internalClient, "192.168.77.50")
-    }).pipe(Effect.scoped))
-
   it.live("a private or missing WAN: DoubleNat before anything is mapped; status says not connected", () =>
     Effect.gen(function*() {
       const { fake, mapper } = yield* setup()
@@ -185,57 +159,12 @@ describe("NatPmpGateway over UDP", () => {
       assert.strictEqual(error._tag === "PortControlError" ? error.code : 0, code)
     }).pipe(Effect.scoped))
 
-  it.live.each(["wrong-port", "wrong-address"] as const)("a forged answer (%s) is ignored", (forge) =>
-    Effect.gen(function*() {
-      const { fake, mapper } = yield* setup()
-      fake.faults.forge = forge
-      const granted = yield* mapper.map(request)
-      assert.strictEqual(granted.externalPort, 8080)
-      assert.strictEqual((yield* mapper.status).uptimeSeconds, 0)
-    }).pipe(Effect.scoped))
 
   it.live("garbage before the answer is skipped", () =>
     Effect.gen(function*() {
       const { fake, mapper } = yield* setup()
       fake.faults.garbage = [Uint8Array.from([1, 2, 3]), new TextEncoder().encode("HTTP/1.1 200 OK\r\n\r\n"), new Uint8Array(16)]
       assert.strictEqual((yield* mapper.map(request)).externalPort, 8080)
-    }).pipe(Effect.scoped))
-
-  it.live("lost requests are sent again until answered", () =>
-    Effect.gen(function*() {
-      const { fake, mapper } = yield* setup()
-      fake.faults.drop = 2
-      yield* mapper.externalAddress
-      const sent = yield* fake.requests
-      assert.strictEqual(sent.length, 3)
-      assert.isTrue(sent.every((r) => r.opcode === 0 && r.fromPort === sent[0]!.fromPort))
-    }).pipe(Effect.scoped))
-
-  it.live("a silent gateway: GatewayUnreachable within the deadline", () =>
-    Effect.gen(function*() {
-      const { fake, mapper } = yield* setup()
-      fake.faults.silent = true
-      const started = Date.now()
-      const error = yield* failureOf(mapper.map(request))
-      assert.strictEqual(error._tag, "GatewayUnreachable")
-      assert.include(error.message, `127.0.0.1:${fake.port}`)
-      assert.include(error.message, "no answer after 5 tries")
-      assert.isBelow(Date.now() - started, 2000)
-    }).pipe(Effect.scoped))
-
-  it.live("a reboot (the epoch went backwards) shows as lost state, once", () =>
-    Effect.gen(function*() {
-      const { fake, mapper } = yield* setup()
-      fake.faults.epoch = 5000
-      yield* mapper.map(request)
-      fake.reboot()
-      const after = yield* mapper.status
-      assert.isTrue(after.lostState)
-      assert.strictEqual(after.stateLosses, 1)
-      assert.strictEqual(after.uptimeSeconds, 0)
-      const next = yield* mapper.status
-      assert.isFalse(next.lostState)
-      assert.strictEqual(next.stateLosses, 1)
     }).pipe(Effect.scoped))
 })
 

@@ -6,7 +6,7 @@
 import { Clock, Effect, Queue, Ref } from "effect"
 import { NetAddress } from "effect/net"
 import { DatagramSocket } from "effect/socket"
-import type { OpenSocket } from "../../../src/gateway/natpmp/Exchange.ts"
+import type { OpenSocket } from "../../../src/gateway/portcontrol/Exchange.ts"
 
 export interface Sent {
   readonly payload: Uint8Array

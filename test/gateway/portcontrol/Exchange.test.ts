@@ -6,7 +6,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Arbitrary, Effect, Exit, Fiber, Random, Schema } from "effect"
 import { TestClock } from "effect/testing"
-import { type Endpoint, exchange, type Retransmission, retransmissionWaits, type Verdict } from "../../../src/gateway/natpmp/Exchange.ts"
+import { type Endpoint, exchange, type Retransmission, retransmissionWaits, type Verdict } from "../../../src/gateway/portcontrol/Exchange.ts"
 import { defaultNatPmpRetransmission } from "../../../src/gateway/natpmp/NatPmpGateway.ts"
 import { defaultPcpRetransmission } from "../../../src/gateway/pcp/PcpGateway.ts"
 import { makeMemoryGateway } from "./MemorySocket.ts"

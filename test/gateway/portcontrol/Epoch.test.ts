@@ -5,7 +5,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { TestClock } from "effect/testing"
-import { isStateLost, makeEpochTracker } from "../../../src/gateway/natpmp/Epoch.ts"
+import { isStateLost, makeEpochTracker } from "../../../src/gateway/portcontrol/Epoch.ts"
 
 const at = (epoch: number, seconds: number) => ({ epoch, atMillis: seconds * 1000 })
 

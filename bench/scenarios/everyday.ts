@@ -1,0 +1,254 @@
+/**
+ * The everyday case, the way a user meets it: a controller just started with its default flags
+ * (ready, not warmed up), 100 Services × 2 ports (TCP and UDP) applied with one `kubectl apply`,
+ * left alone for 60 s (the default 30 s resync runs twice over the 200 mappings), then deleted
+ * with one `kubectl delete -l`.
+ *
+ * Floors, in the same run, with the controller stopped and no concurrency limit of ours: the
+ * same kubectl calls on Services the controller would not touch, then the router work as bare
+ * serial AddPortMapping / DeletePortMapping calls (miniupnpd answers one at a time), then the
+ * apiserver work as bare PATCHes sent all at once (the record and finalizer, the status; the
+ * finalizer's removal). Each floor is those three stages in sequence.
+ */
+import { kubectl } from "../../test/e2e/support/lab.ts"
+import type { Context, ScenarioResult } from "../lib/context.ts"
+import { waitIdle } from "../lib/controller.ts"
+import { waitTable } from "../lib/gateway.ts"
+import { apiserverRequests, FLOOR_FINALIZER, mergePatch, NAMESPACE, OPT_IN, requestDelta } from "../lib/kube.ts"
+import { cpuWindow, memoryMiB } from "../lib/machine.ts"
+import { now, type Row, sleep, summarize } from "../lib/stats.ts"
+
+const SERVICES = 100
+const BASE_PORT = 21000
+const LABEL = "bench.edge-ccm.test/everyday"
+const IDLE_WINDOW_MS = 60_000
+/** What the apiserver counts that no client of ours asked for, or that only the watches ask. */
+const BOOKKEEPING = (key: string) =>
+  key.startsWith("WATCH") || key.startsWith("LIST") || key === "POST ipaddresses" || key === "PUT leases"
+
+const names = (prefix: string) => Array.from({ length: SERVICES }, (_, i) => `${prefix}-${String(i).padStart(3, "0")}`)
+
+/** One kubectl-appliable List of the Services (JSON is YAML). */
+const manifest = (list: ReadonlyArray<string>, ours: boolean): string =>
+  JSON.stringify({
+    apiVersion: "v1",
+    kind: "List",
+    items: list.map((name, i) => ({
+      apiVersion: "v1",
+      kind: "Service",
+      metadata: { name, namespace: NAMESPACE, labels: { [LABEL]: ours ? "ours" : "floor" }, ...(ours ? { annotations: { ...OPT_IN } } : {}) },
+      spec: {
+        type: "LoadBalancer",
+        selector: { app: name },
+        ports: [
+          { name: "tcp", port: BASE_PORT + i, targetPort: 80, protocol: "TCP" },
+          { name: "udp", port: BASE_PORT + i, targetPort: 80, protocol: "UDP" }
+        ]
+      }
+    }))
+  })
+
+const run = async (args: ReadonlyArray<string>, input?: string): Promise<number> => {
+  const t0 = now()
+  const result = await kubectl(args, input === undefined ? { timeoutMs: 120_000 } : { input, timeoutMs: 120_000 })
+  if (result.code !== 0) throw new Error(`kubectl ${args.join(" ")} failed: ${result.stderr.trim()}`)
+  return now() - t0
+}
+
+interface Floor {
+  readonly applyMs: number
+  readonly addsMs: number
+  readonly patchesMs: number
+  readonly deleteMs: number
+  readonly deletesMs: number
+  readonly finalizersMs: number
+  /** The apiserver requests of `kubectl apply` itself, by verb and resource. */
+  readonly kubectlRequests: Record<string, number>
+}
+
+async function floor(ctx: Context): Promise<Floor> {
+  const { c, soap, tracker } = ctx
+  const list = names("floor-day")
+  tracker.forget(list)
+  const before = await apiserverRequests()
+  const t0 = now()
+  await run(["apply", "-f", "-"], manifest(list, false))
+  await tracker.until(() => tracker.count(list, () => true) === SERVICES, { timeoutMs: 60_000, description: "floor Services seen" })
+  const applyMs = tracker.latest(list, (s) => s.seenAt) - t0
+  const kubectlRequests = Object.fromEntries(Object.entries(requestDelta(before, await apiserverRequests())).filter(([k]) => !BOOKKEEPING(k)))
+
+  const ip = await soap.getExternalIPAddress()
+  const nodeIp = "192.168.77.10"
+  const ports = list.flatMap((name, i) =>
+    (["TCP", "UDP"] as const).map((protocol) => ({
+      name,
+      protocol,
+      port: BASE_PORT + i,
+      nodePort: tracker.records.get(name)?.nodePorts[protocol === "TCP" ? 0 : 1] ?? 0
+    }))
+  )
+  let s = now()
+  for (const p of ports) {
+    await soap.addPortMapping({
+      externalPort: p.port,
+      protocol: p.protocol,
+      internalPort: p.nodePort,
+      internalClient: nodeIp,
+      description: `kubernetes/${NAMESPACE}/${p.name}/${p.protocol.toLowerCase()}`,
+      leaseSeconds: 3600
+    })
+  }
+  const addsMs = now() - s
+  s = now()
+  await Promise.all(list.map((name, i) =>
+    c.core.patchNamespacedService({
+      namespace: NAMESPACE,
+      name,
+      body: { metadata: { finalizers: [FLOOR_FINALIZER], annotations: { "bench.edge-ccm.test/mappings": String(BASE_PORT + i) } } }
+    }, mergePatch).then(() =>
+      c.core.patchNamespacedServiceStatus({
+        namespace: NAMESPACE,
+        name,
+        body: {
+          status: {
+            loadBalancer: { ingress: [{ ip, ports: [{ port: BASE_PORT + i, protocol: "TCP" }, { port: BASE_PORT + i, protocol: "UDP" }] }] }
+          }
+        }
+      }, mergePatch)
+    )
+  ))
+  await tracker.until(() => tracker.count(list, (r) => r.statusAt !== undefined) === SERVICES, { timeoutMs: 60_000, description: "floor statuses" })
+  const patchesMs = tracker.latest(list, (r) => r.statusAt) - s
+  ctx.log(`  floor create: kubectl ${(applyMs / 1000).toFixed(2)} s, adds ${(addsMs / 1000).toFixed(2)} s, patches ${(patchesMs / 1000).toFixed(2)} s`)
+
+  s = now()
+  await run(["delete", "services", "-n", NAMESPACE, "-l", `${LABEL}=floor`, "--wait=false"])
+  await tracker.until(() => tracker.count(list, (r) => r.deletingAt !== undefined) === SERVICES, { timeoutMs: 60_000, description: "floor deleting" })
+  const deleteMs = tracker.latest(list, (r) => r.deletingAt) - s
+  s = now()
+  for (const p of ports) await soap.deletePortMapping(p.port, p.protocol)
+  const deletesMs = now() - s
+  s = now()
+  await Promise.all(list.map((name) =>
+    c.core.patchNamespacedService({
+      namespace: NAMESPACE,
+      name,
+      body: { metadata: { finalizers: [], annotations: { "bench.edge-ccm.test/mappings": null } } }
+    }, mergePatch)
+  ))
+  await tracker.until(() => tracker.count(list, (r) => r.goneAt !== undefined) === SERVICES, { timeoutMs: 60_000, description: "floor gone" })
+  const finalizersMs = tracker.latest(list, (r) => r.goneAt) - s
+  await waitTable((count) => count === 0, { intervalMs: 250, timeoutMs: 30_000, description: "floor mappings gone" })
+  ctx.log(`  floor delete: kubectl ${(deleteMs / 1000).toFixed(2)} s, deletes ${(deletesMs / 1000).toFixed(2)} s, patches ${(finalizersMs / 1000).toFixed(2)} s`)
+  return { applyMs, addsMs, patchesMs, deleteMs, deletesMs, finalizersMs, kubectlRequests }
+}
+
+/** The everyday case and its floors, once each (the module comment says how). */
+export async function everyday(ctx: Context): Promise<ScenarioResult> {
+  const { tracker } = ctx
+  ctx.log(`everyday: floor`)
+  const f = await floor(ctx)
+  ctx.log(`everyday: controller, default flags`)
+  const { controller, readyMs } = await ctx.startController("everyday", [])
+  const list = names("day")
+  tracker.forget(list)
+  try {
+    // Apply.
+    let requests0 = await apiserverRequests()
+    let cpu = cpuWindow(() => ctx.pids(controller))
+    const t0 = now()
+    const applyCallMs = await run(["apply", "-f", "-"], manifest(list, true))
+    await tracker.until(() => tracker.count(list, (r) => r.statusAt !== undefined) === SERVICES, {
+      timeoutMs: 300_000,
+      description: `${SERVICES} statuses`
+    })
+    const createMs = tracker.latest(list, (r) => r.statusAt) - t0
+    const createCpu = cpu.end()
+    // The Events follow the work; the requests are counted once they are out too.
+    await waitIdle(controller, { quietMs: 1000, timeoutMs: 120_000 })
+    const created = requestDelta(requests0, await apiserverRequests())
+    const controllerRequests = Object.fromEntries(Object.entries(created).flatMap(([key, count]) => {
+      if (BOOKKEEPING(key)) return []
+      const left = count - (f.kubectlRequests[key] ?? 0)
+      return left > 0 ? [[key, left]] : []
+    }))
+    const perService = Object.values(controllerRequests).reduce((a, b) => a + b, 0) / SERVICES
+    await waitTable((count) => count >= 2 * SERVICES, { intervalMs: 250, timeoutMs: 30_000, description: "200 mappings" })
+    ctx.log(`  applied: all statuses ${(createMs / 1000).toFixed(2)} s after kubectl started; ${perService.toFixed(2)} apiserver requests per Service`)
+
+    // Idle, with the defaults: the resync lists the table twice in the window.
+    const idleWindow = cpuWindow(() => ({ controller: controller.pid }))
+    await sleep(IDLE_WINDOW_MS)
+    const idle = idleWindow.end()
+    const idlePercent = (100 * (idle.processes["controller"] ?? 0)) / idle.wallMs
+    const rss = memoryMiB(controller.pid)
+
+    // Delete.
+    requests0 = await apiserverRequests()
+    cpu = cpuWindow(() => ctx.pids(controller))
+    const d0 = now()
+    const deleteCallMs = await run(["delete", "services", "-n", NAMESPACE, "-l", `${LABEL}=ours`, "--wait=false"])
+    await tracker.until(() => tracker.count(list, (r) => r.goneAt !== undefined) === SERVICES, {
+      timeoutMs: 300_000,
+      description: `${SERVICES} Services gone`
+    })
+    const deleteMs = tracker.latest(list, (r) => r.goneAt) - d0
+    const deleteCpu = cpu.end()
+    await waitIdle(controller, { quietMs: 500, timeoutMs: 60_000 })
+    const deleted = requestDelta(requests0, await apiserverRequests())
+    await waitTable((count) => count === 0, { intervalMs: 250, timeoutMs: 30_000, description: "an empty table" })
+    ctx.log(`  deleted: all gone ${(deleteMs / 1000).toFixed(2)} s after kubectl started`)
+
+    const createFloor = f.applyMs + f.addsMs + f.patchesMs
+    const deleteFloor = f.deleteMs + f.deletesMs + f.finalizersMs
+    const section = `everyday: ${SERVICES} Services × 2 ports, one kubectl apply, one kubectl delete -l (default flags)`
+    const one = (v: number) => summarize([v])
+    const rows: Array<Row> = [
+      { section, figure: "controller start → ready (not warmed up)", unit: "s", value: one(readyMs) },
+      { section, figure: "kubectl apply started → all statuses set", unit: "s", value: one(createMs), floor: one(createFloor), goal: "≤ 1.25×" },
+      {
+        section,
+        figure: "  floor: kubectl apply, 200 serial AddPortMapping, 200 PATCHes at once",
+        unit: "s",
+        value: one(createFloor),
+        note: `kubectl ${(f.applyMs / 1000).toFixed(2)} s + adds ${(f.addsMs / 1000).toFixed(2)} s + patches ${(f.patchesMs / 1000).toFixed(2)} s`
+      },
+      { section, figure: "  the kubectl apply call itself", unit: "s", value: one(applyCallMs) },
+      {
+        section,
+        figure: "apiserver requests per Service, the controller's (kubectl's own subtracted)",
+        unit: "calls",
+        value: one(perService),
+        goal: "≤ 3",
+        goalBound: 3,
+        note: Object.entries(controllerRequests).map(([k, v]) => `${k} ${v / SERVICES}`).join(", ")
+      },
+      {
+        section,
+        figure: `controller CPU, idle, ${2 * SERVICES} mappings, ${IDLE_WINDOW_MS / 1000} s, default 30 s resync`,
+        unit: "%",
+        value: one(idlePercent),
+        goal: "< 1 %",
+        goalBound: 1,
+        note: "of one core"
+      },
+      { section, figure: "controller RSS after the idle window", unit: "MiB", value: one(rss?.rss ?? Number.NaN) },
+      { section, figure: "kubectl delete -l started → all Services gone", unit: "s", value: one(deleteMs), floor: one(deleteFloor), goal: "≤ 1.25×" },
+      {
+        section,
+        figure: "  floor: kubectl delete -l, 200 serial DeletePortMapping, 100 PATCHes at once",
+        unit: "s",
+        value: one(deleteFloor),
+        note: `kubectl ${(f.deleteMs / 1000).toFixed(2)} s + deletes ${(f.deletesMs / 1000).toFixed(2)} s + patches ${(f.finalizersMs / 1000).toFixed(2)} s`
+      },
+      { section, figure: "  the kubectl delete call itself", unit: "s", value: one(deleteCallMs) }
+    ]
+    return {
+      rows,
+      raw: { services: SERVICES, readyMs, floor: f, createMs, applyCallMs, createCpu, controllerRequests, created, idle, idlePercent, deleteMs, deleteCallMs, deleteCpu, deleted }
+    }
+  } finally {
+    await ctx.stopController(controller)
+  }
+}
+
