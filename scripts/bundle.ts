@@ -6,7 +6,7 @@
  *
  * Rolldown, not esbuild: on this code its output is 0.74 MB against esbuild's 1.9 MB (esbuild
  * keeps the lazily imported undici and ws, and needs a `require` shim for them), and `--help`
- * runs in 73 MiB of RSS against 81 MiB (docs/benchmarks.md, "Footprint"). Names are kept
+ * runs in 73 MiB of RSS against 81 MiB (docs/benchmarks.md, "Footprint and startup"). Names are kept
  * (minified but not mangled), so a stack trace names the functions even without source maps,
  * which cost 38 MiB of RSS when Node loads them (`--enable-source-maps`).
  */
@@ -27,8 +27,9 @@ for (const file of readdirSync(outDir, { withFileTypes: true })) {
 /**
  * `import … from "node:http"` as `require("node:http")`. An ES import of a built-in module reads
  * every export once, and three of node:http's (WebSocket, CloseEvent, MessageEvent) are getters
- * that load Node's own undici, http2 and worker_threads: 13 MiB of RSS for a module the
- * controller uses only for its health server. `require` leaves the getters alone.
+ * that load Node's own undici, http2 and worker_threads, none of which the controller uses:
+ * 13 MiB of RSS in a process that loads nothing else, 3 MiB in the controller's. `require`
+ * leaves the getters alone.
  */
 const nodeHttpByRequire: Plugin = {
   name: "node-http-by-require",
