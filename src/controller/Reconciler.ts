@@ -3,44 +3,19 @@
  * applied (ours and alive) or cleaned up (deleted, or no longer ours, with our finalizer still
  * on), and do that. Fails with a typed `ReconcileError`; the workers hand it to the error policy.
  */
-import { Context, Duration, Effect, Layer } from "effect"
+import { Context, Effect, Layer } from "effect"
 import type { Service } from "../kube/objects.ts"
 import { apply } from "./apply.ts"
 import { cleanup } from "./cleanup.ts"
 import { ClusterState } from "./ClusterState.ts"
 import type { ReconcileError } from "./errorPolicy.ts"
 import { withFinalizer } from "./finalizer.ts"
-import type { RecordCheck } from "./MappingRecord.ts"
-import type { NeighbourOptions } from "./neighbours.ts"
+import type { PassContext, Reconciled, ReconcilerOptions } from "./passContext.ts"
 import { RecordKey } from "./RecordKey.ts"
 import { Routers } from "./Routers.ts"
 import { ServiceEvents } from "./ServiceEvents.ts"
 import { desiredService, selectService } from "./ServiceSpec.ts"
 import { ServiceWrites } from "./ServiceWrites.ts"
-
-/** How Services are read and mapped. */
-export interface ReconcilerOptions extends NeighbourOptions {
-  readonly clusterName: string
-  readonly ipMode: "VIP" | "Proxy" | undefined
-  readonly resyncInterval: Duration.Duration
-  /** The Node this controller runs on (for local endpoints). */
-  readonly nodeName: string | undefined
-}
-
-/** A pass that went through: maybe with a renewal due before the next resync. */
-export interface Reconciled {
-  readonly renewAfter: Duration.Duration | undefined
-}
-
-/** What a pass reaches: the services it reads and writes through, and its options. */
-export interface PassContext {
-  readonly options: ReconcilerOptions
-  readonly recordCheck: RecordCheck
-  readonly cluster: ClusterState["Service"]
-  readonly routers: Routers["Service"]
-  readonly events: ServiceEvents["Service"]
-  readonly writes: ServiceWrites["Service"]
-}
 
 /** Reconciles Services, one key per call. */
 export class Reconciler extends Context.Service<Reconciler, {

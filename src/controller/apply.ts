@@ -14,7 +14,7 @@ import { portKey, readRecord, type RecordedMapping } from "./MappingRecord.ts"
 import { holdingOf, internalPortHolder, quotaDenied, rivalsOf } from "./neighbours.ts"
 import { conclude, planEnsure, recordAfter, withRecord } from "./passPlan.ts"
 import { resolveClaims, withQuota } from "./planner.ts"
-import type { PassContext, Reconciled } from "./Reconciler.ts"
+import type { PassContext, Reconciled } from "./passContext.ts"
 import type { DesiredService } from "./ServiceSpec.ts"
 
 /** Makes the router hold what the Service asks for, and the Service show it. */

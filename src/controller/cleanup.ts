@@ -13,7 +13,7 @@ import { removeRecorded } from "./executor.ts"
 import { isOwned } from "./planner.ts"
 import { portKey, readRecord, type RecordedMapping } from "./MappingRecord.ts"
 import { internalPortHolder } from "./neighbours.ts"
-import type { PassContext } from "./Reconciler.ts"
+import type { PassContext } from "./passContext.ts"
 import { ABANDON_MAPPINGS_ANNOTATION, mappingDescription, portNameOf, serviceKey } from "./ServiceSpec.ts"
 
 /** Undoes what the Service holds on the routers; returns the Event to send once it is released. */
