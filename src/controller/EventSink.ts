@@ -34,6 +34,11 @@ interface Queued {
 
 /** How the sink paces itself. */
 export interface EventSinkOptions {
+  /**
+   * Events that may wait (default 4096; still a bound): a burst of 500 new Services
+   * raises 1,500 (GatewaySelected, EnsuringLoadBalancer, EnsuredLoadBalancer), and 1,000 lost
+   * a third of them.
+   */
   readonly capacity?: number
   readonly shutdownGrace?: Duration.Input
   /** Completes when no reconcile is under way; by default at once. */
@@ -62,7 +67,7 @@ export const makeEventSink = (
   options: EventSinkOptions = {}
 ): Effect.Effect<EventSink, never, Scope.Scope> =>
   Effect.gen(function*() {
-    const capacity = options.capacity ?? 1000
+    const capacity = options.capacity ?? 4096
     const queue = yield* Queue.dropping<Queued>(capacity)
     const state = yield* Ref.make<SinkState>({
       nextId: 0,
