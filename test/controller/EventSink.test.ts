@@ -101,4 +101,20 @@ describe("EventSink", () => {
       yield* Scope.close(scope, undefined as never)
       assert.includeMembers(kube.events.map((e) => e.reason), ["B"])
     }))
+
+  it.effect("keeps every Event of a 500-Service burst with its default capacity", () =>
+    Effect.gen(function*() {
+      const { idle, kube, sink } = yield* busySink("1 minute")
+      // Each new Service raises three (GatewaySelected, EnsuringLoadBalancer, EnsuredLoadBalancer)
+      // while the burst is under way, with distinct reasons so none supersedes another.
+      for (let i = 0; i < 500; i++) {
+        for (const reason of ["GatewaySelected", "EnsuringLoadBalancer", "EnsuredLoadBalancer"]) {
+          yield* sink.record(event(reason), `default/web-${i}`)
+        }
+      }
+      yield* idle.open
+      while (kube.events.length < 1500 && (yield* sink.queued) > 0) yield* Effect.yieldNow
+      for (let round = 0; round < 20; round++) yield* Effect.yieldNow
+      assert.strictEqual(kube.events.length, 1500)
+    }).pipe(Effect.scoped))
 })
