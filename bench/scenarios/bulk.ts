@@ -11,7 +11,7 @@
 import type * as k8s from "@kubernetes/client-node"
 import { rebootGateway } from "../../test/e2e/support/lab.ts"
 import type { Controller } from "../lib/controller.ts"
-import { countDelta, gatewayCalls, waitIdle } from "../lib/controller.ts"
+import { countDelta, gatewayCalls, readiness, waitIdle } from "../lib/controller.ts"
 import type { Context, ScenarioResult } from "../lib/context.ts"
 import { gatewayAlive, waitTable, whileGatewayAlive } from "../lib/gateway.ts"
 import { apiserverRequests, FLOOR_FINALIZER, loadBalancer, mergePatch, NAMESPACE, pool, requestDelta, retrying } from "../lib/kube.ts"
@@ -281,11 +281,13 @@ async function controllerRound(ctx: Context, controller: Controller, n: number, 
   const statusesAt = tracker.latest(list, (s) => s.statusAt)
   const createCpu = cpu.end()
   const createCalls = countDelta(calls0, await gatewayCalls(controller))
-  // Events yield to the work and follow the burst: EnsuringLoadBalancer and EnsuredLoadBalancer each.
+  // Events yield to the work and follow the burst: an EnsuredLoadBalancer each at least (an
+  // EnsuringLoadBalancer too for a Service that took more than a second), none left waiting.
   const eventsDone = await pollUntil(async () => {
+    const waiting = (await readiness(controller).catch(() => undefined))?.eventsQueued
     const sent = requestDelta(requests0, await apiserverRequests())
-    return (sent["POST events"] ?? 0) >= 2 * n ? sent : undefined
-  }, { intervalMs: 250, timeoutMs: 120_000, description: `${2 * n} Events` })
+    return waiting === 0 && (sent["POST events"] ?? 0) >= n ? sent : undefined
+  }, { intervalMs: 250, timeoutMs: 120_000, description: `${n} Events and none waiting` })
   const createRequests = eventsDone.value
   const mapped = await waitTable((count) => count >= 2 * n, { intervalMs: 250, timeoutMs: 60_000, description: `${2 * n} mappings` })
   const create = {

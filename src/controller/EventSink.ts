@@ -4,9 +4,10 @@
  * yield to the work: while Services are being reconciled (`idle` has not completed), one Event
  * goes out per `busyInterval` at most and the rest follow once the burst is over, so a burst of
  * Services does not share the apiserver's (and the controller's) CPU with its own Events. An
- * Event held back behind others when a later one about the same Service says it all
- * (`supersedes`: the EnsuredLoadBalancer of a Service whose EnsuringLoadBalancer still waits
- * behind a burst's Events) is dropped; one next in line is sent as it is.
+ * Event not yet sent when a later one about the same Service says it all (`supersedes`: the
+ * EnsuredLoadBalancer of a Service whose EnsuringLoadBalancer is still unsent) is dropped, and a
+ * progress Event may wait a moment for that (`unlessSupersededWithin`): a Service ensured within
+ * a second costs the apiserver one Event, not two.
  * As with client-go's recorder, a flood past `capacity` is dropped (and logged) rather than
  * slowing the controller down; what is still queued at shutdown gets a short grace to be sent.
  */
@@ -21,9 +22,17 @@ export interface EventSink {
    * apiserver. With `supersedes`, an Event of that reason about the same Service that still
    * waits behind others is not sent: this one says all it said.
    */
-  readonly record: (event: EventSpec, serviceKey: string, options?: { readonly supersedes?: string }) => Effect.Effect<void>
+  readonly record: (event: EventSpec, serviceKey: string, options?: RecordOptions) => Effect.Effect<void>
   /** Events waiting to be sent. */
   readonly queued: Effect.Effect<number>
+}
+
+/** How one Event relates to the others about its Service. */
+export interface RecordOptions {
+  /** An unsent Event of this reason about the same Service is dropped: this one says all it said. */
+  readonly supersedes?: string
+  /** Sent only once this long has passed without a later Event superseding it (a progress Event). */
+  readonly unlessSupersededWithin?: Duration.Input
 }
 
 interface Queued {
@@ -49,14 +58,14 @@ export interface EventSinkOptions {
 
 interface SinkState {
   readonly nextId: number
-  /** The id of the Event the sender took last: the one after it is next in line. */
-  readonly lastTaken: number
-  /** Taken from the queue and waiting for the work to be done: sent at shutdown with the rest. */
+  /** Taken from the queue and not sent yet (waiting for the work, or for its moment). */
   readonly heldBack: Queued | undefined
   /** The Events in the queue (not yet taken), by Service key and reason. */
   readonly waiting: HashMap.HashMap<string, number>
-  /** Ids of queued Events a later one superseded. */
+  /** Ids of unsent Events a later one superseded. */
   readonly superseded: HashSet.HashSet<number>
+  /** Progress Events still waiting their moment before they join the queue, by slot. */
+  readonly pending: HashMap.HashMap<string, number>
 }
 
 const slot = (serviceKey: string, reason: string) => `${serviceKey}\u0000${reason}`
@@ -71,11 +80,12 @@ export const makeEventSink = (
     const queue = yield* Queue.dropping<Queued>(capacity)
     const state = yield* Ref.make<SinkState>({
       nextId: 0,
-      lastTaken: -1,
       heldBack: undefined,
       waiting: HashMap.empty(),
-      superseded: HashSet.empty()
+      superseded: HashSet.empty(),
+      pending: HashMap.empty()
     })
+    const scope = yield* Effect.scope
 
     const send = ({ event, serviceKey }: Queued) =>
       kube.recordEvent(event).pipe(
@@ -84,8 +94,8 @@ export const makeEventSink = (
         Effect.annotateLogs({ service: serviceKey })
       )
 
-    /** Takes an Event out of the waiting set; false when it was superseded meanwhile. */
-    const claim = (item: Queued, hold: boolean) =>
+    /** Takes an Event out of the waiting set (and holds it, with `hold`); false when it was superseded. */
+    const take = (item: Queued, hold: boolean) =>
       Ref.modify(state, (now): readonly [boolean, SinkState] => {
         const key = slot(item.serviceKey, item.event.reason)
         const waiting = Option.getOrUndefined(HashMap.get(now.waiting, key)) === item.id
@@ -96,27 +106,34 @@ export const makeEventSink = (
           ...now,
           waiting,
           superseded: HashSet.remove(now.superseded, item.id),
-          heldBack: hold && live ? item : now.heldBack,
-          lastTaken: hold ? item.id : now.lastTaken
+          heldBack: hold && live ? item : now.heldBack
         }]
       })
+
+    /** Lets go of the held Event; false when it was superseded while held. */
+    const release = (item: Queued) =>
+      Ref.modify(state, (now): readonly [boolean, SinkState] => [
+        !HashSet.has(now.superseded, item.id),
+        { ...now, heldBack: undefined, superseded: HashSet.remove(now.superseded, item.id) }
+      ])
 
     yield* Effect.addFinalizer(() =>
       Effect.gen(function*() {
         const left = yield* Queue.clear(queue)
         const held = (yield* Ref.get(state)).heldBack
-        const live = yield* Effect.filter(left, (item) => claim(item, false))
-        yield* Effect.forEach(held === undefined ? live : [held, ...live], send, { discard: true })
+        const heldLive = held === undefined ? [] : (yield* release(held)) ? [held] : []
+        const live = yield* Effect.filter(left, (item) => take(item, false))
+        yield* Effect.forEach([...heldLive, ...live], send, { discard: true })
       }).pipe(Effect.timeout(options.shutdownGrace ?? Duration.seconds(2)), Effect.ignore)
     )
     const untilIdle = (options.idle ?? Effect.void).pipe(Effect.timeoutOption(options.busyInterval ?? Duration.seconds(1)))
     yield* Queue.take(queue).pipe(
       Effect.flatMap((item) =>
-        Effect.flatMap(claim(item, true), (live) =>
+        Effect.flatMap(take(item, true), (live) =>
           live
             ? untilIdle.pipe(
-              Effect.andThen(Ref.update(state, (now) => ({ ...now, heldBack: undefined }))),
-              Effect.andThen(send(item))
+              Effect.andThen(release(item)),
+              Effect.flatMap((stillLive) => stillLive ? send(item) : Effect.void)
             )
             : Effect.void)
       ),
@@ -124,31 +141,53 @@ export const makeEventSink = (
       Effect.forkScoped
     )
 
+    const enqueue = (item: Queued) =>
+      Effect.gen(function*() {
+        if (yield* Queue.offer(queue, item)) return
+        yield* take(item, false)
+        yield* Effect.logWarning(`event ${item.event.reason} dropped: more than ${capacity} are waiting`).pipe(
+          Effect.annotateLogs({ service: item.serviceKey })
+        )
+      })
+
     const record = Effect.fn("EventSink.record")(
-      function*(event: EventSpec, serviceKey: string, recordOptions?: { readonly supersedes?: string }) {
+      function*(event: EventSpec, serviceKey: string, recordOptions?: RecordOptions) {
+        const key = slot(serviceKey, event.reason)
+        const wait = recordOptions?.unlessSupersededWithin
         const item = yield* Ref.modify(state, (now): readonly [Queued, SinkState] => {
           const item: Queued = { id: now.nextId, event, serviceKey }
-          const earlier = recordOptions?.supersedes === undefined
-            ? Option.none<number>()
-            : Option.filter(
-              HashMap.get(now.waiting, slot(serviceKey, recordOptions.supersedes)),
-              // Next in line (nothing held back, nothing before it): it goes out as it is.
-              (id) => now.heldBack !== undefined || id !== now.lastTaken + 1
-            )
+          const supersedes = recordOptions?.supersedes === undefined ? undefined : slot(serviceKey, recordOptions.supersedes)
+          const held = now.heldBack !== undefined && slot(now.heldBack.serviceKey, now.heldBack.event.reason) === supersedes
+            ? now.heldBack.id
+            : undefined
+          const earlier = supersedes === undefined ? undefined : Option.getOrUndefined(HashMap.get(now.waiting, supersedes)) ?? held
           return [item, {
             ...now,
             nextId: now.nextId + 1,
-            waiting: HashMap.set(now.waiting, slot(serviceKey, event.reason), item.id),
-            superseded: Option.isSome(earlier) ? HashSet.add(now.superseded, earlier.value) : now.superseded
+            waiting: wait === undefined ? HashMap.set(now.waiting, key, item.id) : now.waiting,
+            pending: wait === undefined
+              ? supersedes === undefined ? now.pending : HashMap.remove(now.pending, supersedes)
+              : HashMap.set(now.pending, key, item.id),
+            superseded: earlier === undefined ? now.superseded : HashSet.add(now.superseded, earlier)
           }]
         })
-        if (yield* Queue.offer(queue, item)) return
-        yield* claim(item, false)
-        yield* Effect.logWarning(`event ${event.reason} dropped: more than ${capacity} are waiting`).pipe(
-          Effect.annotateLogs({ service: serviceKey })
+        if (wait === undefined) return yield* enqueue(item)
+        // Joins the queue after its moment, unless a later Event superseded it meanwhile.
+        const due = Ref.modify(state, (now): readonly [boolean, SinkState] => {
+          const mine = Option.getOrUndefined(HashMap.get(now.pending, key)) === item.id
+          return [mine, mine ? { ...now, pending: HashMap.remove(now.pending, key), waiting: HashMap.set(now.waiting, key, item.id) } : now]
+        })
+        yield* Effect.sleep(wait).pipe(
+          Effect.andThen(due),
+          Effect.flatMap((mine) => mine ? enqueue(item) : Effect.void),
+          Effect.forkIn(scope)
         )
       }
     )
 
-    return { queued: Queue.size(queue), record }
+    const queued = Effect.map(
+      Effect.all([Queue.size(queue), Ref.get(state)]),
+      ([size, now]) => size + (now.heldBack === undefined ? 0 : 1) + HashMap.size(now.pending)
+    )
+    return { queued, record }
   })

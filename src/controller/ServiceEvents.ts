@@ -8,7 +8,7 @@ import { Context, Effect, Layer } from "effect"
 import { Kube } from "../kube/Kube.ts"
 import type { Service } from "../kube/objects.ts"
 import { type Announcement, makeAnnouncer } from "./Announcer.ts"
-import { makeEventSink } from "./EventSink.ts"
+import { makeEventSink, type RecordOptions } from "./EventSink.ts"
 import * as metrics from "./metrics.ts"
 import { refOf, serviceKey } from "./ServiceSpec.ts"
 import { WorkQueue } from "./WorkQueue.ts"
@@ -20,10 +20,10 @@ export class ServiceEvents extends Context.Service<ServiceEvents, {
   /** Announces the conditions that were not active on this Service's last pass; forgets the cleared ones. */
   readonly conditions: (service: Service, active: ReadonlyArray<Announcement>) => Effect.Effect<void>
   /**
-   * Queues a one-off Event about the Service. With `supersedes`, a still unsent Event of that
-   * reason about the same Service is dropped (this one says all it said).
+   * Queues a one-off Event about the Service; `options` relate it to the others about the
+   * Service (see EventSink's RecordOptions).
    */
-  readonly send: (service: Service, announcement: Announcement, options?: { readonly supersedes?: string }) => Effect.Effect<void>
+  readonly send: (service: Service, announcement: Announcement, options?: RecordOptions) => Effect.Effect<void>
   /** Forgets a Service gone or released: its conditions are announced afresh if it comes back. */
   readonly forget: (key: string) => Effect.Effect<void>
   /** Events waiting to be sent. */
@@ -39,7 +39,7 @@ export class ServiceEvents extends Context.Service<ServiceEvents, {
       const announcer = yield* makeAnnouncer
 
       const send = Effect.fn("ServiceEvents.send")(
-        function*(service: Service, announcement: Announcement, options?: { readonly supersedes?: string }) {
+        function*(service: Service, announcement: Announcement, options?: RecordOptions) {
           if (announcement.reason === "PortConflict") yield* metrics.count(metrics.portConflicts)
           yield* sink.record({ regarding: { ...refOf(service), kind: "Service", apiVersion: "v1" }, ...announcement }, serviceKey(service), options)
         }

@@ -71,7 +71,8 @@ export const apply = Effect.fnUntraced(function*(
   let current = service
   if (plan.metadata !== undefined) {
     current = yield* writes.metadata(current, { record: plan.metadata.record, finalize: true })
-    if (plan.metadata.announce !== undefined) yield* events.send(service, plan.metadata.announce)
+    // Progress only: a Service ensured within a second shows its EnsuredLoadBalancer alone.
+    if (plan.metadata.announce !== undefined) yield* events.send(service, plan.metadata.announce, { unlessSupersededWithin: "1 second" })
   }
   const nonces = new Map(plan.record.flatMap((m) => m.nonce === undefined ? [] : [[portKey(m), m.nonce] as const]))
   const steps = yield* runSteps(routers, router, gateway, desired, plan.steps, nonces)

@@ -56,7 +56,7 @@ describe("Controller", () => {
       expect(service.metadata?.finalizers).toEqual([FINALIZER])
       expect(trustedRecord(service).map((m) => m.description)).toEqual([SEED_DESCRIPTION])
       yield* untilEvents(kube, "EnsuredLoadBalancer")
-      expect(reasons(kube)).toEqual(["EnsuringLoadBalancer", "EnsuredLoadBalancer"])
+      expect(reasons(kube)).toEqual(["EnsuredLoadBalancer"])
       // The pass, call by call: the port is read, then the record and the finalizer are written,
       // and only then is the router changed; the status follows, and the Events.
       expect(journal.slice(created).filter((call) => call !== "router status")).toEqual([
@@ -64,7 +64,6 @@ describe("Controller", () => {
         `kube patch ${SEED_KEY}`,
         "router map TCP/8080",
         `kube status ${SEED_KEY}`,
-        "kube event EnsuringLoadBalancer",
         "kube event EnsuredLoadBalancer"
       ])
       // Our own writes come back through the watch; they are not a reason to ask the router again.

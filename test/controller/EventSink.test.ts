@@ -5,8 +5,8 @@ import { makeEventSink } from "../../src/controller/EventSink.ts"
 import { type EventSpec, Kube } from "../../src/kube/Kube.ts"
 import { makeInMemoryKube } from "../support/InMemoryKube.ts"
 
-const event = (reason: string): EventSpec => ({
-  regarding: { namespace: "default", name: "web", kind: "Service", apiVersion: "v1" },
+const event = (reason: string, name = "web"): EventSpec => ({
+  regarding: { namespace: "default", name, kind: "Service", apiVersion: "v1" },
   type: "Normal",
   reason,
   action: "Ensure",
@@ -101,6 +101,51 @@ describe("EventSink", () => {
       yield* Scope.close(scope, undefined as never)
       assert.includeMembers(kube.events.map((e) => e.reason), ["B"])
     }))
+
+  it.effect("drops a progress Event that a later one supersedes within its moment", () =>
+    Effect.gen(function*() {
+      const kube = makeInMemoryKube()
+      const sink = yield* makeEventSink(yield* serviceOf(kube))
+      yield* sink.record(event("EnsuringLoadBalancer"), "default/web", { unlessSupersededWithin: "1 second" })
+      yield* TestClock.adjust("500 millis")
+      assert.deepStrictEqual(kube.events, [], "a progress Event waits its moment")
+      assert.strictEqual(yield* sink.queued, 1, "and is counted as queued meanwhile")
+      yield* sink.record(event("EnsuredLoadBalancer"), "default/web", { supersedes: "EnsuringLoadBalancer" })
+      yield* TestClock.adjust("600 millis")
+      while ((yield* sink.queued) > 0) yield* Effect.yieldNow
+      for (let round = 0; round < 20; round++) yield* Effect.yieldNow
+      assert.deepStrictEqual(kube.events.map((e) => e.reason), ["EnsuredLoadBalancer"])
+    }).pipe(Effect.scoped))
+
+  it.effect("sends a progress Event nothing superseded within its moment, then the later one", () =>
+    Effect.gen(function*() {
+      const kube = makeInMemoryKube()
+      const sink = yield* makeEventSink(yield* serviceOf(kube))
+      yield* sink.record(event("EnsuringLoadBalancer"), "default/web", { unlessSupersededWithin: "1 second" })
+      yield* sink.record(event("EnsuringLoadBalancer", "other"), "default/other", { unlessSupersededWithin: "1 second" })
+      yield* TestClock.adjust("1100 millis")
+      while (kube.events.length < 2) yield* Effect.yieldNow
+      yield* sink.record(event("EnsuredLoadBalancer"), "default/web", { supersedes: "EnsuringLoadBalancer" })
+      while (kube.events.length < 3) yield* Effect.yieldNow
+      assert.deepStrictEqual(kube.events.map((e) => `${e.regarding.name} ${e.reason}`), [
+        "web EnsuringLoadBalancer",
+        "other EnsuringLoadBalancer",
+        "web EnsuredLoadBalancer"
+      ])
+    }).pipe(Effect.scoped))
+
+  it.effect("drops an Event superseded while it was held back for the work", () =>
+    Effect.gen(function*() {
+      const { idle, kube, sink } = yield* busySink("1 minute")
+      yield* sink.record(event("EnsuringLoadBalancer"), "default/web")
+      // Taken and held back: the work is not done.
+      for (let round = 0; round < 20; round++) yield* Effect.yieldNow
+      yield* sink.record(event("EnsuredLoadBalancer"), "default/web", { supersedes: "EnsuringLoadBalancer" })
+      yield* idle.open
+      while ((yield* sink.queued) > 0) yield* Effect.yieldNow
+      for (let round = 0; round < 20; round++) yield* Effect.yieldNow
+      assert.deepStrictEqual(kube.events.map((e) => e.reason), ["EnsuredLoadBalancer"])
+    }).pipe(Effect.scoped))
 
   it.effect("keeps every Event of a 500-Service burst with its default capacity", () =>
     Effect.gen(function*() {
