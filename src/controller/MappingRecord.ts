@@ -57,8 +57,16 @@ export interface RecordCheck {
 
 const empty: ReadRecord = { trusted: [], refused: [], stale: false }
 
-/** Reads and checks a Service's record. Pure, and memoized per Service object. */
-export const readRecord = perServiceObject((service: Service, check: RecordCheck): ReadRecord => {
+/**
+ * Reads and checks a Service's record. Pure, and memoized per Service object and per key and
+ * cluster name (not per `check` object: the loops each hold their own, and a memo that missed
+ * whenever another loop looked would decode and verify every record again on every pass).
+ */
+export const readRecord = (service: Service, check: RecordCheck): ReadRecord =>
+  readRecordMemo(service, check.key, check.clusterName)
+
+const readRecordMemo = perServiceObject((service: Service, key: RecordKey["Service"], clusterName: string): ReadRecord => {
+  const check: RecordCheck = { key, clusterName }
   const annotations = service.metadata?.annotations ?? {}
   const text = annotations[MAPPINGS_ANNOTATION]
   const signature = annotations[MAPPINGS_SIGNATURE_ANNOTATION]

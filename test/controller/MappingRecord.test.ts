@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import type { Service } from "../../src/kube/objects.ts"
-import { recordAnnotations, type RecordedMapping, writeRecord } from "../../src/controller/MappingRecord.ts"
+import { readRecord, recordAnnotations, type RecordedMapping, writeRecord } from "../../src/controller/MappingRecord.ts"
 import { RecordKey } from "../../src/controller/RecordKey.ts"
 import { MAPPINGS_ANNOTATION, MAPPINGS_SIGNATURE_ANNOTATION } from "../../src/controller/ServiceSpec.ts"
 import { recordOf, testRecordKeyService } from "../support/records.ts"
@@ -80,6 +80,24 @@ describe("readRecord", () => {
       expect(read.refused).toHaveLength(1)
       expect(read.stale).toBe(true)
     }
+  })
+
+  it("checks a Service object's record once, whichever loop asks with its own check", () => {
+    let verified = 0
+    const counting: RecordKey["Service"] = {
+      ...testRecordKeyService,
+      verify: (owner, text, signature) => {
+        verified++
+        return testRecordKeyService.verify(owner, text, signature)
+      }
+    }
+    const object = service(signed([upnp()]))
+    // The full pass, the reconciler and the orphan sweep each build their own check.
+    for (let look = 0; look < 3; look++) readRecord(object, { key: counting, clusterName: "kubernetes" })
+    expect(verified).toBe(1)
+    // A new version of the Service (the watch replaces the object) is checked afresh.
+    readRecord({ ...object }, { key: counting, clusterName: "kubernetes" })
+    expect(verified).toBe(2)
   })
 
   it("has nothing to say of a Service without a record; a stray signature is stale", () => {
