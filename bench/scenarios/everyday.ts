@@ -12,7 +12,7 @@
  */
 import { kubectl } from "../../test/e2e/support/lab.ts"
 import type { Context, ScenarioResult } from "../lib/context.ts"
-import { waitIdle } from "../lib/controller.ts"
+import { countDelta, gatewayCalls, waitIdle } from "../lib/controller.ts"
 import { waitTable } from "../lib/gateway.ts"
 import { apiserverRequests, FLOOR_FINALIZER, mergePatch, NAMESPACE, OPT_IN, requestDelta } from "../lib/kube.ts"
 import { cpuWindow, memoryMiB } from "../lib/machine.ts"
@@ -178,8 +178,14 @@ export async function everyday(ctx: Context): Promise<ScenarioResult> {
 
     // Idle, with the defaults: the resync lists the table twice in the window.
     const idleWindow = cpuWindow(() => ({ controller: controller.pid }))
+    const idleCalls0 = await gatewayCalls(controller)
+    const idleRequests0 = await apiserverRequests()
     await sleep(IDLE_WINDOW_MS)
     const idle = idleWindow.end()
+    const idleCalls = countDelta(idleCalls0, await gatewayCalls(controller))
+    const idleRequests = Object.fromEntries(
+      Object.entries(requestDelta(idleRequests0, await apiserverRequests())).filter(([key]) => !BOOKKEEPING(key))
+    )
     const idlePercent = (100 * (idle.processes["controller"] ?? 0)) / idle.wallMs
     const rss = memoryMiB(controller.pid)
 
@@ -232,6 +238,20 @@ export async function everyday(ctx: Context): Promise<ScenarioResult> {
         goalBound: 1,
         note: "of one core"
       },
+      {
+        section,
+        figure: `  router calls in that window`,
+        unit: "calls",
+        value: one(Object.values(idleCalls).reduce((a, b) => a + b, 0)),
+        note: Object.entries(idleCalls).map(([k, v]) => `${k} ${v}`).join(", ")
+      },
+      {
+        section,
+        figure: `  apiserver requests in that window`,
+        unit: "calls",
+        value: one(Object.values(idleRequests).reduce((a, b) => a + b, 0)),
+        note: Object.entries(idleRequests).map(([k, v]) => `${k} ${v}`).join(", ")
+      },
       { section, figure: "controller RSS after the idle window", unit: "MiB", value: one(rss?.rss ?? Number.NaN) },
       { section, figure: "kubectl delete -l started → all Services gone", unit: "s", value: one(deleteMs), floor: one(deleteFloor), goal: "≤ 1.25×" },
       {
@@ -245,7 +265,7 @@ export async function everyday(ctx: Context): Promise<ScenarioResult> {
     ]
     return {
       rows,
-      raw: { services: SERVICES, readyMs, floor: f, createMs, applyCallMs, createCpu, controllerRequests, created, idle, idlePercent, deleteMs, deleteCallMs, deleteCpu, deleted }
+      raw: { services: SERVICES, readyMs, floor: f, createMs, applyCallMs, createCpu, controllerRequests, created, idle, idlePercent, idleCalls, idleRequests, deleteMs, deleteCallMs, deleteCpu, deleted }
     }
   } finally {
     await ctx.stopController(controller)

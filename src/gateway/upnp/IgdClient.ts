@@ -171,6 +171,7 @@ export const make = Effect.fnUntraced(function*(
 
   const add = Effect.fn("IgdClient.add")(function*(args: PortMappingArgs) {
     const { leaseSeconds } = yield* withReactions(args, (sent) => provide(addPortMapping(endpoint, sent)))
+    yield* table.noteMapped(args.protocol, args.externalPort)
     return { leaseSeconds }
   })
 
@@ -179,6 +180,7 @@ export const make = Effect.fnUntraced(function*(
     if (!endpoint.igdV2) return yield* viaAdd
     return yield* withReactions(args, (sent) => provide(addAnyPortMapping(endpoint, sent))).pipe(
       Effect.map(({ result, leaseSeconds }) => ({ externalPort: result, leaseSeconds })),
+      Effect.tap(({ externalPort }) => table.noteMapped(args.protocol, externalPort)),
       Effect.catchIf((error) => isUpnp(error, 401), () => viaAdd)
     )
   })

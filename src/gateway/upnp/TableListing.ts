@@ -70,6 +70,12 @@ export interface TableListing {
   readonly rangeOf: (port: number) => number
   /** One protocol's mappings in the `rangeCapacity`-port range that holds this port. */
   readonly listRangeHolding: (protocol: Protocol, port: number) => Effect.Effect<Listing, SoapError>
+  /**
+   * A mapping was just made at this port: the next listing asks its range directly. Without it,
+   * a table that grew from empty since the last listing is listed entry by entry (a call per
+   * mapping) where a few range requests would do.
+   */
+  readonly noteMapped: (protocol: Protocol, port: number) => Effect.Effect<void>
 }
 
 /** The listing of one router's table; `provide` gives each call the SOAP transport. */
@@ -311,9 +317,19 @@ export const makeTableListing = Effect.fnUntraced(function*(
     )
     : listGeneric
 
+  const noteMapped = (protocol: Protocol, port: number) =>
+    Ref.update(previous, (last) => {
+      const first = rangeOf(port)
+      if (last.ranges?.get(protocol)?.has(first) === true) return last
+      const ranges = new Map(last.ranges ?? [])
+      ranges.set(protocol, new Set([...(ranges.get(protocol) ?? []), first]))
+      return { ...last, ranges }
+    })
+
   return {
     listAll,
     rangeOf,
-    listRangeHolding: (protocol, port) => listRange(protocol, rangeOf(port), rangeEnd(rangeOf(port)))
+    listRangeHolding: (protocol, port) => listRange(protocol, rangeOf(port), rangeEnd(rangeOf(port))),
+    noteMapped
   } satisfies TableListing
 })

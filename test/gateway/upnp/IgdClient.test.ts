@@ -445,6 +445,26 @@ describe("IgdClient listing", () => {
       assert.strictEqual(again.length, 3 + 4 + 5)
     }).pipe(Effect.scoped, Effect.provide(soapLayer)))
 
+  it.live("a table that grew from empty by its own adds is listed by their ranges, not entry by entry", () =>
+    Effect.gen(function*() {
+      const fake = yield* FakeIgd.make({ rangeCapacity: 128 })
+      const client = yield* clientFor(fake)
+      // Listed while empty (the controller's first full pass), then 100 Services x 2 ports added.
+      assert.strictEqual((yield* client.listPortMappings).entries.length, 0)
+      for (let index = 0; index < 100; index++) {
+        for (const protocol of ["TCP", "UDP"] as const) {
+          yield* client.addPortMapping(mapping({ externalPort: 20001 + index, internalPort: 30001 + index, protocol }))
+        }
+      }
+      const before = fake.requests.length
+      const listing = yield* client.listPortMappings
+      assert.strictEqual(listing.entries.length, 200)
+      assert.deepStrictEqual(fake.violations, [])
+      const calls = fake.requests.slice(before)
+      // The count (about 2 log2 200 calls), the two ranges per protocol the adds fell in, the gaps.
+      assert.isBelow(calls.length, 30, `${calls.length} calls: ${calls.filter((call) => call.action === "GetGenericPortMappingEntry").length} GetGenericPortMappingEntry`)
+    }).pipe(Effect.scoped, Effect.provide(soapLayer)))
+
   it.live("a large table is listed over ranges no wider than the router can hold", () =>
     Effect.gen(function*() {
       // Scaled down: ranges of 4,096 ports (16 per protocol) instead of 128, so 42 mappings
