@@ -17,8 +17,16 @@ export type { Announcement } from "./Announcer.ts"
 
 /** Events about Services. */
 export class ServiceEvents extends Context.Service<ServiceEvents, {
-  /** Announces the conditions that were not active on this Service's last pass; forgets the cleared ones. */
-  readonly conditions: (service: Service, active: ReadonlyArray<Announcement>) => Effect.Effect<void>
+  /**
+   * Announces the conditions that were not active on this Service's last pass; forgets the
+   * cleared ones. One that `fold` takes is counted as announced but not sent: the caller tells
+   * it inside another Event.
+   */
+  readonly conditions: (
+    service: Service,
+    active: ReadonlyArray<Announcement>,
+    options?: { readonly fold?: (announcement: Announcement) => boolean }
+  ) => Effect.Effect<void>
   /**
    * Queues a one-off Event about the Service; `options` relate it to the others about the
    * Service (see EventSink's RecordOptions).
@@ -46,9 +54,15 @@ export class ServiceEvents extends Context.Service<ServiceEvents, {
       )
 
       return ServiceEvents.of({
-        conditions: Effect.fn("ServiceEvents.conditions")(function*(service: Service, active: ReadonlyArray<Announcement>) {
-          yield* announcer.conditions(serviceKey(service), active, (announcement) => send(service, announcement))
-        }),
+        conditions: Effect.fn("ServiceEvents.conditions")(
+          function*(service: Service, active: ReadonlyArray<Announcement>, options?: { readonly fold?: (announcement: Announcement) => boolean }) {
+            yield* announcer.conditions(
+              serviceKey(service),
+              active,
+              (announcement) => options?.fold?.(announcement) === true ? Effect.void : send(service, announcement)
+            )
+          }
+        ),
         send,
         forget: Effect.fn("ServiceEvents.forget")(function*(key: string) {
           yield* announcer.forget(key)

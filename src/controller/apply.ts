@@ -102,10 +102,17 @@ export const apply = Effect.fnUntraced(function*(
       })
     )
   }
-  yield* events.conditions(service, conclusion.conditions)
+  // A router choice made in a pass that ensures the Service rides on its EnsuredLoadBalancer:
+  // one Event, not two. Otherwise (the pass failed, or nothing else to say) GatewaySelected goes alone.
+  const ensured = conclusion.events.find((event) => event.reason === "EnsuredLoadBalancer")
+  const folded: Array<string> = []
+  yield* events.conditions(service, conclusion.conditions, {
+    fold: (announcement) => ensured !== undefined && announcement.reason === "GatewaySelected" && folded.push(announcement.note) > 0
+  })
   for (const event of conclusion.events) {
+    const told = event === ensured && folded.length > 0 ? { ...event, note: `${event.note} (${folded.join("; ")})` } : event
     // Once the Service is ensured, a still unsent "ensuring" says nothing more.
-    yield* events.send(service, event, event.reason === "EnsuredLoadBalancer" ? { supersedes: "EnsuringLoadBalancer" } : undefined)
+    yield* events.send(service, told, event === ensured ? { supersedes: "EnsuringLoadBalancer" } : undefined)
   }
   if (conclusion.failure !== undefined) return yield* conclusion.failure
   return { renewAfter: conclusion.renewAfter } satisfies Reconciled

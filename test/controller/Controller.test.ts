@@ -196,20 +196,22 @@ describe("Controller", () => {
       yield* start
       kube.create(seedService())
       yield* untilEvents(kube, "EnsuredLoadBalancer")
-      yield* untilEvents(kube, "GatewaySelected")
-      expect(kube.events.filter((e) => e.reason === "GatewaySelected").map((e) => e.note)).toEqual([
-        "upnp-igd router 192.168.77.1, the node's default gateway"
-      ])
+      // The first choice rides on the EnsuredLoadBalancer of the pass that made it: one Event.
+      expect(kube.events.find((e) => e.reason === "EnsuredLoadBalancer")?.note).toMatch(
+        /mapped on .* \(upnp-igd router 192\.168\.77\.1, the node's default gateway\)$/
+      )
       // Later passes say nothing new.
       yield* TestClock.adjust(Duration.seconds(30))
       yield* settle
-      expect(reasons(kube).filter((r) => r === "GatewaySelected")).toHaveLength(1)
+      expect(reasons(kube).filter((r) => r === "GatewaySelected")).toHaveLength(0)
+      expect(reasons(kube).filter((r) => r === "EnsuredLoadBalancer")).toHaveLength(1)
+      // A change that leaves the Service's status as it was has an Event of its own.
       gateway.state.selection = "192.168.77.50, set by --gateway-address"
       yield* TestClock.adjust(Duration.seconds(30))
-      yield* untilEvents(kube, "GatewaySelected", 2)
-      expect(kube.events.filter((e) => e.reason === "GatewaySelected").at(-1)?.note).toBe(
+      yield* untilEvents(kube, "GatewaySelected", 1)
+      expect(kube.events.filter((e) => e.reason === "GatewaySelected").map((e) => e.note)).toEqual([
         "upnp-igd router 192.168.77.50, set by --gateway-address"
-      )
+      ])
     }))
 
   it.effect("repairs a mapping lost without a reboot at the next resync", () =>
@@ -299,11 +301,15 @@ describe("Controller", () => {
       const { gateway, kube, start } = setup()
       gateway.state.externalIp = "10.0.0.2"
       gateway.state.externalClass = "private"
+      gateway.state.selection = "192.168.77.1, the node's default gateway"
       yield* start
       kube.create(seedService())
       yield* until("DoubleNAT event", () => reasons(kube).includes("DoubleNAT"))
       expect(kube.get(SEED_KEY)?.status?.loadBalancer?.ingress ?? []).toEqual([])
       expect(gateway.table.size).toBe(0)
+      // Nothing was ensured for the router choice to ride on: it has its own Event.
+      yield* untilEvents(kube, "GatewaySelected")
+      expect(reasons(kube)).not.toContain("EnsuredLoadBalancer")
     }))
 
   it.effect("withholds the address when the router refuses as double NAT before a probe noticed", () =>
@@ -538,11 +544,12 @@ describe("Controller over NAT-PMP/PCP-like routers (no table to read)", () => {
       yield* start
       kube.create(seedService({ annotations: { "midokura.com/load-balancer-type": "auto" } }))
       yield* until("mapped through PCP", () => pcp.table.has("TCP/8080"))
-      yield* until("announced", () => reasons(kube).includes("GatewaySelected"))
+      yield* until("announced", () => reasons(kube).includes("EnsuredLoadBalancer"))
       yield* TestClock.adjust(Duration.seconds(30))
       yield* settle
-      expect(reasons(kube).filter((r) => r === "GatewaySelected")).toHaveLength(1)
-      expect(kube.events.find((e) => e.reason === "GatewaySelected")?.note).toContain("auto uses pcp")
+      expect(reasons(kube).filter((r) => r === "EnsuredLoadBalancer")).toHaveLength(1)
+      expect(reasons(kube).filter((r) => r === "GatewaySelected")).toHaveLength(0)
+      expect(kube.events.find((e) => e.reason === "EnsuredLoadBalancer")?.note).toContain("auto uses pcp")
     }))
 
   it.effect("moves a Service from UPnP to PCP: the UPnP mapping is removed through UPnP", () =>

@@ -90,9 +90,13 @@ describe("NAT-PMP and PCP", () => {
     }
     // With UPnP off, auto falls back to port control, and says which and why.
     // Events follow the work (one a second while Services are being reconciled).
+    // The choice rides on the EnsuredLoadBalancer of the pass that made it.
     const selected = await waitFor(
-      async () => (await eventsFor("via-auto")).find((e) => e.reason === "GatewaySelected"),
-      { description: "a GatewaySelected event on via-auto" }
+      async () =>
+        (await eventsFor("via-auto")).find((e) =>
+          (e.reason === "GatewaySelected" || e.reason === "EnsuredLoadBalancer") && /auto uses/.test(e.note)
+        ),
+      { description: "an Event on via-auto naming the protocol auto chose" }
     )
     expect(selected.note).toMatch(/auto uses (pcp|nat-pmp)/)
     const pcpRecord = JSON.parse((await getService("via-pcp"))!.metadata.annotations!["midokura.com/mappings"]!)

@@ -41,8 +41,15 @@ const create = async (manifest: string) => {
   expect(result.code, result.stderr).toBe(0)
 }
 
+/** Which router the Service uses, as its Events say: on its EnsuredLoadBalancer, or in a GatewaySelected of its own. */
 const selectedEvents = async (name: string) =>
-  (await eventsFor(name)).filter((event) => event.reason === "GatewaySelected").map((event) => event.note)
+  (await eventsFor(name)).flatMap((event) =>
+    event.reason === "GatewaySelected"
+      ? [event.note]
+      : event.reason === "EnsuredLoadBalancer"
+      ? [...event.note.matchAll(/ \(([^()]*)\)$/g)].map((match) => match[1]!)
+      : []
+  )
 
 beforeAll(async () => {
   const lab = loadLab()
@@ -109,7 +116,7 @@ describe("a fake IGDv2 on another LAN host", () => {
     const notes = await waitFor(async () => {
       const found = await selectedEvents("trust-default")
       return found.length > 0 ? found : undefined
-    }, { description: "a GatewaySelected Event", timeoutMs: 15_000 })
+    }, { description: "an Event naming the router", timeoutMs: 15_000 })
     expect(notes).toEqual([`upnp-igd router ${lab.gatewayLanIp}, the node's default gateway`])
     expect(controller.output()).toContain(`UPnP gateway: ${lab.gatewayLanIp}, the node's default gateway`)
     // Not one SOAP call reached the fake, though it answered every search.
@@ -142,7 +149,7 @@ describe("a fake IGDv2 on another LAN host", () => {
     const notes = await waitFor(async () => {
       const found = await selectedEvents("trust-peer")
       return found.length > 0 ? found : undefined
-    }, { description: "a GatewaySelected Event", timeoutMs: 15_000 })
+    }, { description: "an Event naming the router", timeoutMs: 15_000 })
     expect(notes).toEqual([`upnp-igd router ${lab.peerIp}, set by --gateway-address`])
     expect(controller.output()).toContain(`UPnP gateway: ${lab.peerIp}, set by --gateway-address`)
   })
