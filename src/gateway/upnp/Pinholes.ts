@@ -261,22 +261,29 @@ export const deletePinhole = Effect.fn("Pinholes.deletePinhole")(function*(endpo
   yield* invoke(endpoint, "DeletePinhole", [["UniqueID", String(uniqueId)]], { uniqueId }, false)
 })
 
+/** One read-only action on one pinhole, its reply decoded by `schema`. */
+const askAboutPinhole = <T>(
+  endpoint: FirewallEndpoint,
+  action: string,
+  uniqueId: number,
+  schema: Schema.ConstraintDecoder<T>
+) =>
+  Effect.gen(function*() {
+    yield* checkUniqueId(endpoint, action, uniqueId)
+    const values = yield* invoke(endpoint, action, [["UniqueID", String(uniqueId)]], { uniqueId }, true)
+    return yield* decoded(endpoint, action, schema)(values)
+  })
+
 /** Whether the router has seen traffic through the pinhole (709 NoPacketSent when not). */
 export const checkPinholeWorking = Effect.fn("Pinholes.checkPinholeWorking")(
   function*(endpoint: FirewallEndpoint, uniqueId: number) {
-    yield* checkUniqueId(endpoint, "CheckPinholeWorking", uniqueId)
-    const values = yield* invoke(endpoint, "CheckPinholeWorking", [["UniqueID", String(uniqueId)]], { uniqueId }, true)
-    const response = yield* decoded(endpoint, "CheckPinholeWorking", CheckPinholeWorkingResponse)(values)
-    return response.IsWorking
+    return (yield* askAboutPinhole(endpoint, "CheckPinholeWorking", uniqueId, CheckPinholeWorkingResponse)).IsWorking
   }
 )
 
 /** How many packets the router counted through the pinhole. */
 export const getPinholePackets = Effect.fn("Pinholes.getPinholePackets")(
   function*(endpoint: FirewallEndpoint, uniqueId: number) {
-    yield* checkUniqueId(endpoint, "GetPinholePackets", uniqueId)
-    const values = yield* invoke(endpoint, "GetPinholePackets", [["UniqueID", String(uniqueId)]], { uniqueId }, true)
-    const response = yield* decoded(endpoint, "GetPinholePackets", PinholePacketsResponse)(values)
-    return response.PinholePackets
+    return (yield* askAboutPinhole(endpoint, "GetPinholePackets", uniqueId, PinholePacketsResponse)).PinholePackets
   }
 )
