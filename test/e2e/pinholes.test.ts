@@ -4,7 +4,8 @@
  * description read over IPv6, the node's address from the kernel's route, a pinhole that lets
  * an IPv6 curl from the Internet side reach the node's own address (no NAT), a port without a
  * pinhole dropped by the gateway's forward chain, a renewal by UpdatePinhole seen in the
- * rule's expiry, a deletion that removes the rule, and port 80 refused with the typed 606.
+ * rule's expiry, a deletion that removes the rule, and port 80 refused with the typed 606;
+ * then the same through `edge-ccm gateway pinhole`.
  */
 import { NodeHttpClient } from "@effect/platform-node"
 import { Effect, Layer, Result } from "effect"
@@ -14,10 +15,12 @@ import { Description } from "../../src/gateway/upnp/Description.ts"
 import type { PinholeError } from "../../src/gateway/upnp/PinholeError.ts"
 import * as Pinholes from "../../src/gateway/upnp/Pinholes.ts"
 import { SoapTransport } from "../../src/gateway/upnp/SoapTransport.ts"
+import { edgeCcm } from "./support/controller.ts"
 import * as lab from "./support/lab.ts"
 
 const PINHOLE_PORT = 18460
 const CLOSED_PORT = 18461
+const CLI_PORT = 18462
 
 const layer = Layer.mergeAll(SoapTransport.layer(), Description.layer()).pipe(Layer.provide(NodeHttpClient.layerNodeHttp))
 
@@ -49,7 +52,7 @@ beforeAll(async () => {
   }))
   endpoint = Result.getOrThrow(Pinholes.firewallEndpointFrom(description))
   nodeAddress = await run(localIpv6AddressToward(endpoint.routerIp, endpoint.routerPort))
-  for (const port of [PINHOLE_PORT, CLOSED_PORT]) {
+  for (const port of [PINHOLE_PORT, CLOSED_PORT, CLI_PORT]) {
     servers.push(await lab.serveNodePort(port, { ip: state.nodeIp6 }))
   }
 })
@@ -131,5 +134,67 @@ describe("IPv6 pinholes on the lab's miniupnpd", () => {
     expect(error.action).toBe("AddPinhole")
     expect(error.meaning).toMatch(/below 1024 over UPnP \(port 80\)/)
     expect(await pinholesOn(80)).toEqual([])
+  })
+})
+
+describe("edge-ccm gateway pinhole", () => {
+  const pinhole = (...args: ReadonlyArray<string>) =>
+    edgeCcm(["gateway", "pinhole", ...args, "--gateway-url", state.rootDescUrl6])
+
+  it("status, add, check, list, update and delete against the lab's router", async () => {
+    const status = await pinhole("status", "--json")
+    expect(status.code, status.stderr).toBe(0)
+    expect(JSON.parse(status.stdout)).toMatchObject({
+      controlUrl: state.firewallControlUrl,
+      firewallEnabled: true,
+      inboundPinholeAllowed: true,
+      nodeAddress: state.nodeIp6
+    })
+
+    const added = await pinhole("add", "--port", String(CLI_PORT), "--protocol", "TCP", "--lease", "10m", "--json")
+    expect(added.code, added.stderr).toBe(0)
+    const { uniqueId } = JSON.parse(added.stdout) as { uniqueId: number }
+    opened.push(uniqueId)
+    expect((await pinholesOn(CLI_PORT)).map((p) => p.uniqueId)).toEqual([uniqueId])
+    const reached = await lab.waitFor(async () => {
+      const r = await curlNode(CLI_PORT, 2000)
+      return r.ok ? r : undefined
+    }, { description: `an IPv6 curl from wan to [${state.nodeIp6}]:${CLI_PORT}` })
+    expect(reached.body).toBe(servers[2]!.body)
+
+    // What the router can tell: 0 packets and 709 on this build; 402 for an ID it does not have.
+    const listed = await pinhole("list", "--id", String(uniqueId), "--id", "999", "--json")
+    expect(listed.code, listed.stderr).toBe(0)
+    const rows = JSON.parse(listed.stdout) as Array<{ uniqueId: number; packets: unknown; working: { code?: number } }>
+    expect(rows.map((row) => [row.uniqueId, row.packets, row.working.code])).toEqual([
+      [uniqueId, 0, 709],
+      [999, { error: expect.stringMatching(/no pinhole 999/), code: 402 }, 402]
+    ])
+
+    const start = lab.kernelUptime()
+    const updated = await pinhole("update", "--id", String(uniqueId), "--lease", "5m")
+    expect(updated.code, updated.stderr).toBe(0)
+    expect(updated.stdout).toContain(`pinhole ${uniqueId} renewed for 300 s`)
+    const [renewed] = await pinholesOn(CLI_PORT)
+    expect(renewed!.expiresAt).toBeGreaterThanOrEqual(Math.floor(start) + 300)
+    expect(renewed!.expiresAt).toBeLessThanOrEqual(Math.ceil(lab.kernelUptime()) + 300)
+
+    const deleted = await pinhole("delete", "--id", String(uniqueId))
+    expect(deleted.code, deleted.stderr).toBe(0)
+    opened.splice(opened.indexOf(uniqueId), 1)
+    expect(await pinholesOn(CLI_PORT)).toEqual([])
+
+    const again = await pinhole("delete", "--id", String(uniqueId))
+    expect(again.code).toBe(1)
+    expect(again.stderr).toMatch(/UPnP error 402 .*add it again/)
+  })
+
+  it("port 80 fails with the router's 606 and its meaning; no router named is a usage error", async () => {
+    const low = await pinhole("add", "--port", "80", "--protocol", "TCP")
+    expect(low.code).toBe(1)
+    expect(low.stderr).toMatch(/UPnP error 606 .*below 1024 over UPnP \(port 80\); use PCP/)
+    const unaimed = await edgeCcm(["gateway", "pinhole", "status"])
+    expect(unaimed.code).toBe(2)
+    expect(unaimed.stderr).toMatch(/give --firewall-url or --gateway-url/)
   })
 })
