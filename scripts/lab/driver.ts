@@ -6,9 +6,13 @@
  * Topology (see scripts/lab/README.md):
  *
  *   wan  eth0 122.112.219.1/24 ── wan0 122.112.219.229/24  gw  br0 192.168.77.1/24
- *                                                            ├─ lan0 ── eth0 192.168.77.10/24  lan   (node-1)
- *                                                            ├─ lan1 ── eth0 192.168.77.11/24  lan2  (node-2, optional)
- *                                                            └─ peer0 ─ eth0 192.168.77.50/24  peer  (another LAN host)
+ *        2001:db8:1::2/64          2001:db8:1::1/64            2001:db8:2::1/64
+ *                                                            ├─ lan0 ── eth0 192.168.77.10/24  lan   (node-1)   2001:db8:2::10/64
+ *                                                            ├─ lan1 ── eth0 192.168.77.11/24  lan2  (node-2)   2001:db8:2::11/64
+ *                                                            └─ peer0 ─ eth0 192.168.77.50/24  peer  (another)  2001:db8:2::50/64
+ *
+ * IPv6 is routed, never translated: the gateway forwards between its two /64s, and its
+ * `forward` chain (policy drop) lets the Internet in only through miniupnpd's pinholes.
  *
  * Everything runs inside namespaces created here; nothing is sent from the machine's own
  * namespace. Every process is recorded (PID + start time) in the state file and stopped by
@@ -58,6 +62,13 @@ export const LAB = {
   nodeIps: ["192.168.77.10", "192.168.77.11"],
   peerIp: "192.168.77.50",
   lanPrefix: 24,
+  /** IPv6, documentation prefixes (RFC 3849): the WAN /64 and the LAN /64, no NAT66. */
+  wanClientCidr6: "2001:db8:1::2/64",
+  gatewayWanCidr6: "2001:db8:1::1/64",
+  gatewayLanCidr6: "2001:db8:2::1/64",
+  nodeIps6: ["2001:db8:2::10", "2001:db8:2::11"],
+  peerIp6: "2001:db8:2::50",
+  lanPrefix6: 64,
   upnpPort: 49536,
   apiserverPort: 6443,
   etcdClientPort: 2379,
@@ -95,6 +106,8 @@ export interface LabNode {
   readonly name: string
   readonly namespace: string
   readonly ip: string
+  /** Its global IPv6 address, where kube-proxy would serve a Service over IPv6. */
+  readonly ip6: string
   /** The gateway bridge port this node's veth is plugged into. */
   readonly bridgePort: string
 }
@@ -164,9 +177,18 @@ export interface LabStateFile {
   readonly gatewayLanCidr: string
   readonly nodeIp: string
   readonly peerIp: string
+  readonly wanClientIp6: string
+  readonly gatewayWanIp6: string
+  readonly gatewayLanIp6: string
+  readonly nodeIp6: string
+  readonly peerIp6: string
   readonly nodes: ReadonlyArray<LabNode>
   readonly rootDescUrl: string
   readonly controlUrl: string
+  /** The root description over IPv6, `http://[2001:db8:2::1]:49536/rootDesc.xml`. */
+  readonly rootDescUrl6: string
+  /** miniupnpd's WANIPv6FirewallControl:1 control URL, over IPv6. */
+  readonly firewallControlUrl: string
   readonly gateway: GatewayState
   controlPlane: ControlPlaneState | null
   /** containerd, kubelet, kube-proxy, kube-scheduler, kube-controller-manager (`--real-node`). */
@@ -307,9 +329,16 @@ export function controlPlaneBinariesPresent(binDir: string, realNode = false): b
 export function miniupnpdConf(state: LabStateFile): string {
   const s = state.gateway.settings
   const yes = (b: boolean) => (b ? "yes" : "no")
+  // IPv6 pinholes: ext_ifname6 is the WAN side of the pinhole rules. No ipv6_listening_ip: set
+  // to the LAN address it closes the IPv4 listener and SSDP (docs/ipv6-field-notes.md);
+  // without it miniupnpd serves both families on the bridge. force_igd_desc_v1=no keeps the
+  // IGD:2 description, the one that lists WANIPv6FirewallControl:1. The allow/deny rules stay
+  // IPv4 only: miniupnpd 2.3.1 refuses an IPv6 rule as a parse error.
   return [
     `ext_ifname=${IFACES.gatewayWan}`,
+    `ext_ifname6=${IFACES.gatewayWan}`,
     `listening_ip=${IFACES.gatewayLan}`,
+    "force_igd_desc_v1=no",
     `port=${LAB.upnpPort}`,
     `enable_upnp=${yes(s.enableUpnp)}`,
     `enable_natpmp=${yes(s.enableNatpmp)}`,
@@ -326,6 +355,11 @@ export function miniupnpdConf(state: LabStateFile): string {
   ].join("\n")
 }
 
+/**
+ * The gateway's firewall. The `inet` tables cover both families: the forward chain's policy
+ * drops what the Internet sends to a LAN host (IPv4 that no DNAT rule took, IPv6 to any node
+ * address) unless a rule in miniupnpd's chain (a mapping's accept, a pinhole) lets it in.
+ */
 function nftRuleset(): string {
   return `
 table inet filter {
@@ -356,25 +390,37 @@ table inet nat {
 `
 }
 
-/** One SOAP action against the gateway, sent with curl from `fromNs` (default: the node namespace). */
+/** The IGD:2 services the lab's SOAP helpers speak to. */
+export const SERVICES = {
+  connection: "urn:schemas-upnp-org:service:WANIPConnection:2",
+  firewall: "urn:schemas-upnp-org:service:WANIPv6FirewallControl:1"
+} as const
+
+/**
+ * One SOAP action against the gateway, sent with curl from `fromNs` (default: the node
+ * namespace): WANIPConnection:2 over IPv4, or with `service: "firewall"`
+ * WANIPv6FirewallControl:1 over IPv6 (miniupnpd opens pinholes only for the sender's IPv6
+ * address).
+ */
 export async function gatewaySoap(
   state: LabStateFile,
   action: string,
   args: Readonly<Record<string, string>> = {},
-  options: { fromNs?: string; timeoutMs?: number } = {}
+  options: { fromNs?: string; timeoutMs?: number; service?: keyof typeof SERVICES } = {}
 ): Promise<{ status: number; body: string; error: string }> {
-  const service = "urn:schemas-upnp-org:service:WANIPConnection:2"
+  const service = SERVICES[options.service ?? "connection"]
+  const url = options.service === "firewall" ? state.firewallControlUrl : state.controlUrl
   const body = `<?xml version="1.0"?>\r\n<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" s:encodingStyle="http://schemas.xmlsoap.org/soap/encoding/"><s:Body><u:${action} xmlns:u="${service}">${
     Object.entries(args).map(([k, v]) => `<${k}>${v}</${k}>`).join("")
   }</u:${action}></s:Body></s:Envelope>\r\n`
   const seconds = String(Math.max(1, Math.ceil((options.timeoutMs ?? 3000) / 1000)))
   const r = await run([
     "ip", "netns", "exec", options.fromNs ?? state.namespaces.lan,
-    "curl", "-sS", "-m", seconds, "-o", "-", "-w", "\n%{http_code}",
+    "curl", "-sS", "-g", "-m", seconds, "-o", "-", "-w", "\n%{http_code}",
     "-H", "Content-Type: text/xml; charset=\"utf-8\"",
     "-H", `SOAPAction: "${service}#${action}"`,
     "--data-binary", "@-",
-    state.controlUrl
+    url
   ], { input: body })
   const cut = r.stdout.lastIndexOf("\n")
   const status = Number(r.stdout.slice(cut + 1)) || 0
@@ -386,6 +432,8 @@ async function gatewayAnswers(state: LabStateFile): Promise<string | true> {
   if (s.enableUpnp) {
     const r = await gatewaySoap(state, "GetStatusInfo", {}, { timeoutMs: 2000 })
     if (r.status !== 200) return `SOAP GetStatusInfo: ${r.error || `HTTP ${r.status}`}`
+    const firewall = await gatewaySoap(state, "GetFirewallStatus", {}, { timeoutMs: 2000, service: "firewall" })
+    if (firewall.status !== 200) return `SOAP GetFirewallStatus over IPv6: ${firewall.error || `HTTP ${firewall.status}`}`
   }
   if (s.enableNatpmp) {
     const r = await run(["ip", "netns", "exec", state.namespaces.gw, "ss", "-Hlun", `sport = :5351`])
@@ -524,7 +572,8 @@ export async function setGatewayWanAddress(state: LabStateFile, cidr: string): P
   const gw = state.namespaces.gw
   const wan = state.namespaces.wan
   const clientIp = state.wanClientIp
-  await runOk(["ip", "-n", gw, "addr", "flush", "dev", IFACES.gatewayWan])
+  // IPv4 only: the WAN's IPv6 address and the pinholes that use it stay as they are.
+  await runOk(["ip", "-n", gw, "-4", "addr", "flush", "dev", IFACES.gatewayWan])
   await runOk(["ip", "-n", gw, "addr", "add", cidr, "dev", IFACES.gatewayWan])
   await runOk(["ip", "-n", gw, "route", "replace", `${clientIp}/32`, "dev", IFACES.gatewayWan])
   await runOk(["ip", "-n", gw, "route", "replace", "default", "via", clientIp, "dev", IFACES.gatewayWan, "onlink"])
@@ -918,9 +967,12 @@ function initialState(name: string, labDir: string, options: UpOptions, miniupnp
     peer: `${prefix}peer`,
     lan2: nodeCount >= 2 ? `${prefix}lan2` : null
   }
-  const nodes: Array<LabNode> = [{ name: "node-1", namespace: namespaces.lan, ip: LAB.nodeIps[0], bridgePort: "lan0" }]
-  if (namespaces.lan2 !== null) nodes.push({ name: "node-2", namespace: namespaces.lan2, ip: LAB.nodeIps[1], bridgePort: "lan1" })
+  const nodes: Array<LabNode> = [{ name: "node-1", namespace: namespaces.lan, ip: LAB.nodeIps[0], ip6: LAB.nodeIps6[0], bridgePort: "lan0" }]
+  if (namespaces.lan2 !== null) {
+    nodes.push({ name: "node-2", namespace: namespaces.lan2, ip: LAB.nodeIps[1], ip6: LAB.nodeIps6[1], bridgePort: "lan1" })
+  }
   const gatewayLanIp = LAB.gatewayLanCidr.split("/")[0] ?? ""
+  const gatewayLanIp6 = LAB.gatewayLanCidr6.split("/")[0] ?? ""
   const logDir = path.join(labDir, "logs")
   return {
     version: 1,
@@ -941,9 +993,16 @@ function initialState(name: string, labDir: string, options: UpOptions, miniupnp
     gatewayLanCidr: LAB.gatewayLanCidr,
     nodeIp: LAB.nodeIps[0],
     peerIp: LAB.peerIp,
+    wanClientIp6: LAB.wanClientCidr6.split("/")[0] ?? "",
+    gatewayWanIp6: LAB.gatewayWanCidr6.split("/")[0] ?? "",
+    gatewayLanIp6,
+    nodeIp6: LAB.nodeIps6[0],
+    peerIp6: LAB.peerIp6,
     nodes,
     rootDescUrl: `http://${gatewayLanIp}:${LAB.upnpPort}/rootDesc.xml`,
     controlUrl: `http://${gatewayLanIp}:${LAB.upnpPort}/ctl/IPConn`,
+    rootDescUrl6: `http://[${gatewayLanIp6}]:${LAB.upnpPort}/rootDesc.xml`,
+    firewallControlUrl: `http://[${gatewayLanIp6}]:${LAB.upnpPort}/ctl/IP6FCtl`,
     gateway: {
       binary: miniupnpd,
       confPath: path.join(labDir, "miniupnpd.conf"),
@@ -975,31 +1034,41 @@ async function createTopology(state: LabStateFile): Promise<void> {
     await runOk(["ip", "-n", name, "link", "set", "lo", "up"])
   }
   const ipn = (name: string, ...args: Array<string>) => runOk(["ip", "-n", name, ...args])
+  // IPv6 addresses are added with `nodad`: usable at once, no duplicate detection to wait for.
+  const addIpv6 = (name: string, cidr: string, dev: string) => ipn(name, "addr", "add", cidr, "dev", dev, "nodad")
   // WAN side.
   await ipn(ns.gw, "link", "add", IFACES.gatewayWan, "type", "veth", "peer", "name", IFACES.wanClient, "netns", ns.wan)
   await ipn(ns.wan, "addr", "add", state.wanClientCidr, "dev", IFACES.wanClient)
+  await addIpv6(ns.wan, LAB.wanClientCidr6, IFACES.wanClient)
   await ipn(ns.wan, "link", "set", IFACES.wanClient, "up")
   await ipn(ns.gw, "addr", "add", state.gatewayWanCidr, "dev", IFACES.gatewayWan)
+  await addIpv6(ns.gw, LAB.gatewayWanCidr6, IFACES.gatewayWan)
   await ipn(ns.gw, "link", "set", IFACES.gatewayWan, "up")
   await ipn(ns.gw, "route", "add", "default", "via", state.wanClientIp, "dev", IFACES.gatewayWan)
-  // LAN side: a bridge with the gateway's LAN address; every LAN host is a port of it.
+  // The Internet host reaches the LAN /64 through the gateway (its ISP's route, in effect).
+  await ipn(ns.wan, "-6", "route", "add", "default", "via", state.gatewayWanIp6, "dev", IFACES.wanClient)
+  // LAN side: a bridge with the gateway's LAN addresses; every LAN host is a port of it.
   await ipn(ns.gw, "link", "add", IFACES.gatewayLan, "type", "bridge", "mcast_snooping", "0")
   await ipn(ns.gw, "addr", "add", state.gatewayLanCidr, "dev", IFACES.gatewayLan)
+  await addIpv6(ns.gw, LAB.gatewayLanCidr6, IFACES.gatewayLan)
   await ipn(ns.gw, "link", "set", IFACES.gatewayLan, "up")
   const hosts = [
-    ...state.nodes.map((n) => ({ namespace: n.namespace, ip: n.ip, port: n.bridgePort })),
-    { namespace: ns.peer, ip: state.peerIp, port: "peer0" }
+    ...state.nodes.map((n) => ({ namespace: n.namespace, ip: n.ip, ip6: n.ip6, port: n.bridgePort })),
+    { namespace: ns.peer, ip: state.peerIp, ip6: state.peerIp6, port: "peer0" }
   ]
   for (const host of hosts) {
     await ipn(ns.gw, "link", "add", host.port, "type", "veth", "peer", "name", IFACES.node, "netns", host.namespace)
     await ipn(ns.gw, "link", "set", host.port, "master", IFACES.gatewayLan)
     await ipn(ns.gw, "link", "set", host.port, "up")
     await ipn(host.namespace, "addr", "add", `${host.ip}/${LAB.lanPrefix}`, "dev", IFACES.node)
+    await addIpv6(host.namespace, `${host.ip6}/${LAB.lanPrefix6}`, IFACES.node)
     await ipn(host.namespace, "link", "set", IFACES.node, "up")
     await ipn(host.namespace, "route", "add", "default", "via", state.gatewayLanIp)
+    await ipn(host.namespace, "-6", "route", "add", "default", "via", state.gatewayLanIp6, "dev", IFACES.node)
     await ipn(host.namespace, "route", "add", "239.0.0.0/8", "dev", IFACES.node)
   }
   await runOk(["ip", "netns", "exec", ns.gw, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])
+  await runOk(["ip", "netns", "exec", ns.gw, "sysctl", "-q", "-w", "net.ipv6.conf.all.forwarding=1"])
 }
 
 async function timed<T>(state: LabStateFile, key: string, fn: () => Promise<T>): Promise<T> {

@@ -18,6 +18,7 @@ import type { DiscoveryError, DiscoveryOptions } from "../gateway/upnp/Discovery
 import { type GatewayCandidate, UpnpGateway } from "../gateway/upnp/UpnpGateway.ts"
 import { DURATION_FORMS, parseDuration } from "../controller/DurationString.ts"
 import { CommandFailed, renderTable } from "./output.ts"
+import { gatewayPinholeCommand } from "./PinholeCommand.ts"
 
 // ---------------------------------------------------------------------------------------------
 // Flags
@@ -631,5 +632,5 @@ export const gatewayCommand = Command.make("gateway").pipe(
   Command.withDescription(
     "Talk to the LAN's Internet gateway over UPnP IGD, NAT-PMP or PCP (--via): discover, status, list, map, unmap"
   ),
-  Command.withSubcommands([discover, status, list, map, unmap])
+  Command.withSubcommands([discover, status, list, map, unmap, gatewayPinholeCommand])
 )

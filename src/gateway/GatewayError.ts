@@ -167,6 +167,24 @@ const PCP_RESULT_CODES: Record<number, string> = {
   13: "EXCESSIVE_REMOTE_PEERS"
 }
 
+/**
+ * The node has no IPv6 address the Internet can reach toward this router: none at all, or
+ * only a link-local or unique-local one (which only a flag allows). IPv4 is unaffected.
+ */
+export class NoGlobalIpv6Address extends Schema.TaggedError<NoGlobalIpv6Address>()("NoGlobalIpv6Address", {
+  router: Schema.String,
+  /** The address the kernel chose, when it chose one. */
+  address: Schema.String,
+  reason: Schema.String
+}) {
+  get retryable(): boolean {
+    return true
+  }
+  override get message(): string {
+    return `no global IPv6 address toward ${this.router}: ${this.reason}${this.address ? ` (${this.address})` : ""}`
+  }
+}
+
 export type GatewayError =
   | UpnpError
   | InvalidMapping

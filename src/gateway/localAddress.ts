@@ -1,22 +1,81 @@
 /**
- * Our own address toward the router: the InternalClient a secure-mode router accepts.
+ * Our own address toward the router: the InternalClient a secure-mode router accepts (IPv4),
+ * and the only one miniupnpd opens an IPv6 pinhole for.
  * Connecting a UDP socket only asks the kernel to pick a route and source address;
  * nothing is sent.
  */
 import * as Dgram from "node:dgram"
-import { Effect } from "effect"
-import { GatewayUnreachable } from "./GatewayError.ts"
+import { Effect, Result } from "effect"
+import { GatewayUnreachable, NoGlobalIpv6Address } from "./GatewayError.ts"
+import { canonicalIpv6, ipv6Scope } from "./Ipv6Address.ts"
 import { isMappablePort } from "./Mapping.ts"
 
 /** The local IPv4 address the kernel would use to reach `routerIp:routerPort`. */
 export const localAddressToward = Effect.fn("localAddressToward")(
   function*(routerIp: string, routerPort: number) {
-    const router = `${routerIp}:${routerPort}`
+    return yield* kernelSourceAddress("udp4", routerIp, routerPort, `${routerIp}:${routerPort}`)
+  }
+)
+
+/** Which non-global source addresses `localIpv6AddressToward` may return. */
+export interface Ipv6SourceOptions {
+  /** fe80::/10: reachable only on the link, never from the Internet. */
+  readonly allowLinkLocal?: boolean | undefined
+  /** fc00::/7 (ULA): routed only inside a site, never from the Internet. */
+  readonly allowUniqueLocal?: boolean | undefined
+}
+
+/**
+ * The node's IPv6 source address toward the router, in canonical form: the address the
+ * kernel picks (its routes and source-address rules, RFC 6724), which is also the address
+ * the router sees a SOAP request come from, so the only InternalClient miniupnpd accepts.
+ * A link-local or unique-local choice is refused unless allowed: the Internet could not
+ * reach a pinhole opened for it.
+ */
+export const localIpv6AddressToward = Effect.fn("localIpv6AddressToward")(
+  function*(routerIp: string, routerPort: number, options: Ipv6SourceOptions = {}) {
+    const router = `[${routerIp}]:${routerPort}`
+    const address = yield* kernelSourceAddress("udp6", routerIp, routerPort, router)
+    return yield* Effect.fromResult(acceptIpv6Source(router, address, options))
+  }
+)
+
+/**
+ * The kernel's choice of IPv6 source address, canonical, if the Internet can reach it (or the
+ * options allow its scope); otherwise why not.
+ */
+export const acceptIpv6Source = (
+  router: string,
+  address: string,
+  options: Ipv6SourceOptions = {}
+): Result.Result<string, NoGlobalIpv6Address> => {
+  const canonical = canonicalIpv6(address)
+  const scope = ipv6Scope(address)
+  if (Result.isFailure(canonical) || scope === undefined) {
+    return Result.fail(new NoGlobalIpv6Address({ router, address, reason: "the kernel chose no IPv6 source address" }))
+  }
+  const allowed = scope === "global" ||
+    (scope === "link-local" && options.allowLinkLocal === true) ||
+    (scope === "unique-local" && options.allowUniqueLocal === true)
+  if (!allowed) {
+    return Result.fail(
+      new NoGlobalIpv6Address({
+        router,
+        address: canonical.success,
+        reason: `the node's source address toward the router is ${scope}, which the Internet cannot reach`
+      })
+    )
+  }
+  return Result.succeed(canonical.success)
+}
+
+const kernelSourceAddress = Effect.fnUntraced(
+  function*(family: "udp4" | "udp6", routerIp: string, routerPort: number, router: string) {
     if (!isMappablePort(routerPort)) {
       return yield* new GatewayUnreachable({ router, action: "local address", reason: "invalid router port" })
     }
     return yield* Effect.callback<string, GatewayUnreachable>((resume) => {
-      const socket = Dgram.createSocket("udp4")
+      const socket = Dgram.createSocket(family)
       let open = true
       const close = () => {
         if (open) {

@@ -53,6 +53,11 @@ export interface RootDescription {
   /** Usable WAN connection services, best first. */
   readonly wanServices: ReadonlyArray<WanService>
   readonly refused: ReadonlyArray<RefusedService>
+  /**
+   * IGD:2's `WANIPv6FirewallControl:1` services (IPv6 pinholes), control URLs made absolute
+   * but not yet vetted: Pinholes.ts decides where they may be called.
+   */
+  readonly firewallServices: ReadonlyArray<{ readonly serviceType: string; readonly controlUrl: string }>
 }
 
 export interface DescriptionOptions {
@@ -70,6 +75,8 @@ export const defaultDescriptionOptions: DescriptionOptions = {
   maxResponseBytes: 64 * 1024,
   isAllowedHost: isOnDirectlyConnectedLan
 }
+
+const FIREWALL_SERVICE = /^urn:schemas-upnp-org:service:WANIPv6FirewallControl:1$/i
 
 const WAN_SERVICE = /^urn:(schemas-upnp-org|dslforum-org):service:(WANIPConnection|WANPPPConnection):(\d+)$/i
 
@@ -173,7 +180,13 @@ export const parseDescription = Effect.fnUntraced(function*(
   const services = collectServices(root, [])
   const wanServices: Array<WanService> = []
   const refused: Array<RefusedService> = []
+  const firewallServices: Array<{ serviceType: string; controlUrl: string }> = []
   for (const service of services) {
+    if (FIREWALL_SERVICE.test(service.serviceType)) {
+      const controlUrl = resolveControlUrl(service.controlUrl ?? "", location, urlBase)
+      if (controlUrl !== undefined && service.controlUrl) firewallServices.push({ serviceType: service.serviceType, controlUrl })
+      continue
+    }
     const classified = classifyService(service.serviceType)
     if (classified === undefined) continue
     const rawControlUrl = service.controlUrl ?? ""
@@ -208,7 +221,8 @@ export const parseDescription = Effect.fnUntraced(function*(
     serviceTypes: services.map((service) => service.serviceType),
     // A stable sort keeps document order among equals (MikroTik's two WANDevices).
     wanServices: wanServices.sort((a, b) => a.preference - b.preference),
-    refused
+    refused,
+    firewallServices
   } satisfies RootDescription
 })
 

@@ -129,6 +129,10 @@ export const readReply = (body: Uint8Array, action: string): Effect.Effect<SoapR
     Effect.catch((problem) => Effect.succeed(unusable(problem.reason)))
   )
 
+const isNumericHost = (hostname: string): boolean =>
+  Result.isSuccess(NetAddress.ipv4FromString(hostname)) ||
+  (hostname.startsWith("[") && hostname.endsWith("]") && Result.isSuccess(NetAddress.ipv6FromString(hostname.slice(1, -1))))
+
 /** Makes SOAP action calls to routers. */
 export class SoapTransport extends Context.Service<SoapTransport, {
   readonly call: (call: SoapCall) => Effect.Effect<SoapResponse, SoapError>
@@ -204,11 +208,12 @@ export class SoapTransport extends Context.Service<SoapTransport, {
           return yield* new GatewayProtocolError({ ...context, field: "controlURL", reason: "not an http URL" })
         }
         // The Host header must be numeric: miniupnpd refuses host names (a DNS-rebinding guard).
-        if (Result.isFailure(NetAddress.ipv4FromString(url.hostname))) {
+        // IPv6 literals (`[2001:db8::1]`) are numeric too: pinholes are asked for over IPv6.
+        if (!isNumericHost(url.hostname)) {
           return yield* new GatewayProtocolError({
             ...context,
             field: "controlURL",
-            reason: `host ${url.hostname} is not a numeric IPv4 address`
+            reason: `host ${url.hostname} is not a numeric IP address`
           })
         }
         const semaphore = semaphoreFor(url.host)

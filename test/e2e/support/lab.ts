@@ -49,6 +49,20 @@ export interface LabState {
   readonly rootDescUrl: string
   /** miniupnpd's WANIPConnection control URL. */
   readonly controlUrl: string
+  /** IPv6 (documentation prefixes, routed, no NAT66): the Internet client, `2001:db8:1::2`. */
+  readonly wanClientIp6: string
+  /** The gateway's WAN IPv6 address, `2001:db8:1::1`. */
+  readonly gatewayWanIp6: string
+  /** The gateway's LAN IPv6 address, `2001:db8:2::1`. */
+  readonly gatewayLanIp6: string
+  /** The node's global IPv6 address, `2001:db8:2::10`, where kube-proxy would serve over IPv6. */
+  readonly nodeIp6: string
+  /** The other LAN host's IPv6 address, `2001:db8:2::50`. */
+  readonly peerIp6: string
+  /** The root description over IPv6, `http://[2001:db8:2::1]:49536/rootDesc.xml`. */
+  readonly rootDescUrl6: string
+  /** miniupnpd's WANIPv6FirewallControl:1 control URL, `http://[2001:db8:2::1]:49536/ctl/IP6FCtl`. */
+  readonly firewallControlUrl: string
   readonly gateway: { readonly pid: number | null; readonly settings: driver.GatewaySettings; readonly starts: number; readonly confPath: string }
   /** False when the lab was started with --no-control-plane: the fields below then throw. */
   readonly hasControlPlane: boolean
@@ -107,6 +121,13 @@ export function loadLab(): LabState {
     nodes: s.nodes.map((n) => ({ name: n.name, namespace: n.namespace, ip: n.ip })),
     rootDescUrl: s.rootDescUrl,
     controlUrl: s.controlUrl,
+    wanClientIp6: s.wanClientIp6,
+    gatewayWanIp6: s.gatewayWanIp6,
+    gatewayLanIp6: s.gatewayLanIp6,
+    nodeIp6: s.nodeIp6,
+    peerIp6: s.peerIp6,
+    rootDescUrl6: s.rootDescUrl6,
+    firewallControlUrl: s.firewallControlUrl,
     gateway: { pid: s.gateway.process?.pid ?? null, settings: s.gateway.settings, starts: s.gateway.starts, confPath: s.gateway.confPath },
     hasControlPlane: cp !== null,
     raw: s
@@ -263,7 +284,7 @@ export interface CurlResult {
 export async function curlFromWan(url: string, options: { timeoutMs?: number; method?: string; from?: driver.NamespaceKey } = {}): Promise<CurlResult> {
   const seconds = Math.max(0.2, (options.timeoutMs ?? 5000) / 1000).toFixed(1)
   const r = await inNamespace(options.from ?? "wan", [
-    "curl", "-sS", "-m", seconds, "--connect-timeout", seconds, "-X", options.method ?? "GET", "-o", "-", "-w", "\n%{http_code}", url
+    "curl", "-sS", "-g", "-m", seconds, "--connect-timeout", seconds, "-X", options.method ?? "GET", "-o", "-", "-w", "\n%{http_code}", url
   ], { timeoutMs: (options.timeoutMs ?? 5000) + 5000 })
   const cut = r.stdout.lastIndexOf("\n")
   const status = cut < 0 ? 0 : Number(r.stdout.slice(cut + 1)) || 0
@@ -441,6 +462,64 @@ export async function nftMappings(): Promise<Array<NftMapping>> {
 /** The gateway's DNAT rule for one external port (of either protocol unless given), or undefined. */
 export async function nftMappingOn(externalPort: number, protocol?: "TCP" | "UDP"): Promise<NftMapping | undefined> {
   return (await nftMappings()).find((m) => m.externalPort === externalPort && (protocol === undefined || m.protocol === protocol))
+}
+
+/** One IPv6 pinhole in miniupnpd's forward chain (`inet filter miniupnpd`), as nftables holds it. */
+export interface NftPinhole {
+  /** miniupnpd's UniqueID, from the rule's userdata `pinhole-<id>`. */
+  readonly uniqueId: number
+  /** When miniupnpd removes it, in seconds of the kernel's uptime (`ts-<n>`; /proc/uptime is the clock). */
+  readonly expiresAt: number
+  /** The description after `ts-<n>:` (`IGD2 pinhole`, empty after an UpdatePinhole, `PCP MAP …`). */
+  readonly description: string
+  readonly protocol: "TCP" | "UDP"
+  readonly port: number
+  /** The destination (the node's address), canonical. */
+  readonly internalClient: string
+  /** The nft handle: a new one means miniupnpd re-created the rule. */
+  readonly handle: number
+}
+
+/**
+ * Parses `nft --debug=netlink -a list chain inet filter miniupnpd`: the netlink blocks (whose
+ * userdata carries `pinhole-<id> ts-<expiry>: <description>`) come first, then the rules, in
+ * the same order.
+ */
+export function parseNftPinholes(text: string): Array<NftPinhole> {
+  const blocks = text.split(/^inet filter miniupnpd /m).slice(1).map((block) => /userdata = \{ (.*) \}/.exec(block)?.[1] ?? "")
+  // Every rule of the chain (a mapping's accept rule as well as a pinhole) has its block.
+  const rules = text.split("\n").filter((line) => /^\t\t[^}\s]/.test(line))
+  const out: Array<NftPinhole> = []
+  rules.forEach((rule, index) => {
+    const data = /^pinhole-(\d+) ts-(\d+):\s?(.*)$/.exec((blocks[index] ?? "").trim())
+    const match = /th dport (\d+) @nh,192,128 0x([0-9a-f]{32}) @nh,48,8 (0x6|0x11) accept # handle (\d+)/.exec(rule)
+    if (data === null || match === null) return
+    const hex = match[2] ?? ""
+    const groups = (hex.match(/..../g) ?? []).map((group) => group.replace(/^0+(?=.)/, "")).join(":")
+    const canonical = new URL(`http://[${groups}]/`).hostname.slice(1, -1)
+    out.push({
+      uniqueId: Number(data[1]),
+      expiresAt: Number(data[2]),
+      description: (data[3] ?? "").trim(),
+      protocol: match[3] === "0x6" ? "TCP" : "UDP",
+      port: Number(match[1]),
+      internalClient: canonical,
+      handle: Number(match[4])
+    })
+  })
+  return out
+}
+
+/** The pinholes in the gateway's nftables, read in gw. */
+export async function nftPinholes(): Promise<Array<NftPinhole>> {
+  const r = await inNamespace("gw", ["nft", "--debug=netlink", "-a", "list", "chain", "inet", "filter", "miniupnpd"])
+  if (r.code !== 0) throw new Error(`nft list chain inet filter miniupnpd failed: ${r.stderr.trim()}`)
+  return parseNftPinholes(r.stdout)
+}
+
+/** The kernel's uptime in seconds: the clock of a pinhole's `expiresAt` (all namespaces share it). */
+export function kernelUptime(): number {
+  return Number(fs.readFileSync("/proc/uptime", "utf8").split(" ")[0])
 }
 
 /** Waits for a curl from `wan` to the gateway's external port to reach the stand-in on `internalPort`. */
