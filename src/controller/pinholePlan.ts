@@ -1,0 +1,181 @@
+/**
+ * The IPv6 half of a pass, as plain data (docs/architecture.md, "IPv6 pinholes"): which ports a
+ * Service wants opened, and what to do about each given its record and the firewall's view.
+ * Pure: `pinholes.ts` carries the plan out.
+ *
+ * The one rule that matters: a recorded UniqueID is updated or deleted only while it is provably
+ * the one the router gave us, i.e. the same router, the same node address, and no reboot since
+ * (miniupnpd numbers pinholes from 1 again after one). Otherwise it is forgotten without a call.
+ */
+import { LOWEST_UPNP_PINHOLE_PORT } from "../gateway/upnp/PinholeError.ts"
+import type { FirewallView } from "../gateway/upnp/Firewall.ts"
+import type { Protocol } from "../gateway/Mapping.ts"
+import type { Service } from "../kube/objects.ts"
+import { pinholeKey, type RecordedPinhole } from "./PinholeRecord.ts"
+import { portNameOf } from "./ServiceSpec.ts"
+
+/** How far apart two readings of one boot's time may be: whole-second uptime plus the calls' own time. */
+export const PINHOLE_BOOT_TOLERANCE_MS = 3_000
+
+/** One port a Service wants opened over IPv6. */
+export interface PinholePort {
+  readonly portName: string
+  readonly protocol: Protocol
+  /** The Service port: the pinhole's InternalPort. */
+  readonly port: number
+}
+
+/** Whether the Service has an IPv6 family (dual-stack or IPv6-only). */
+export const wantsIpv6 = (service: Service): boolean => (service.spec?.ipFamilies ?? []).includes("IPv6")
+
+/** The TCP and UDP ports of a Service with an IPv6 family; none otherwise. */
+export const pinholePorts = (service: Service): ReadonlyArray<PinholePort> =>
+  wantsIpv6(service)
+    ? (service.spec?.ports ?? []).flatMap((port): Array<PinholePort> => {
+      const protocol = port.protocol ?? "TCP"
+      return protocol === "TCP" || protocol === "UDP" ? [{ portName: portNameOf(port), protocol, port: port.port }] : []
+    })
+    : []
+
+/** A router step for one pinhole. */
+export type PinholeStep =
+  /** AddPinhole; `settle`: an earlier pass may have added it already, so UpdatePinhole follows at once. */
+  | { readonly _tag: "Add"; readonly port: PinholePort; readonly settle: boolean }
+  /** UpdatePinhole of a provably ours UniqueID. */
+  | { readonly _tag: "Renew"; readonly port: PinholePort; readonly entry: RecordedPinhole; readonly uniqueId: number }
+  /** DeletePinhole of a provably ours UniqueID no longer wanted. */
+  | { readonly _tag: "Delete"; readonly entry: RecordedPinhole; readonly uniqueId: number }
+
+/** What became of one wanted port. */
+export type PinholeOutcome =
+  | { readonly _tag: "Open"; readonly port: PinholePort }
+  | {
+    readonly _tag: "Failed"
+    readonly port: PinholePort
+    readonly reason: "LowPort" | "PinholeFailed"
+    readonly message: string
+    readonly retryable: boolean
+  }
+
+/** What the IPv6 half will do, before it does it. */
+export interface PinholePlan {
+  /** The record to write before any router call. */
+  readonly recordBefore: ReadonlyArray<RecordedPinhole>
+  readonly steps: ReadonlyArray<PinholeStep>
+  /** Ports open and not due for renewal: no call. */
+  readonly open: ReadonlyArray<PinholePort>
+  /** Ports the router cannot open (below 1024 over UPnP): no call. */
+  readonly refused: ReadonlyArray<PinholeOutcome>
+  /** Recorded entries dropped without a call: their UniqueID may now name another pinhole. */
+  readonly forgotten: ReadonlyArray<RecordedPinhole>
+}
+
+/** What the plan is made from. */
+export interface PinholeInputs {
+  readonly ports: ReadonlyArray<PinholePort>
+  readonly record: ReadonlyArray<RecordedPinhole>
+  readonly view: FirewallView
+  /** Clock ms. */
+  readonly now: number
+  readonly leaseSeconds: number
+  /** When this process last added or updated each recorded UniqueID (Clock ms), if it did. */
+  readonly renewedAt: ReadonlyMap<number, number>
+}
+
+/** Whether a recorded UniqueID is, beyond doubt, the one this router gave for this node in its current boot. */
+export const provablyOurs = (entry: RecordedPinhole, view: FirewallView): entry is RecordedPinhole & { readonly uniqueId: number } =>
+  entry.uniqueId !== undefined && entry.router === view.router && entry.internalClient === view.nodeAddress &&
+  entry.bootedAt !== undefined && view.bootedAt !== undefined &&
+  Math.abs(entry.bootedAt - view.bootedAt) <= PINHOLE_BOOT_TOLERANCE_MS
+
+/**
+ * Whether a recorded UniqueID may stand until its renewal on a router that gives no boot time:
+ * never updated or deleted (no proof), but not re-added on every pass either.
+ */
+const standsUnproven = (entry: RecordedPinhole, view: FirewallView): boolean =>
+  view.bootedAt === undefined && entry.uniqueId !== undefined && entry.router === view.router &&
+  entry.internalClient === view.nodeAddress
+
+/** A pending entry: recorded before its AddPinhole. */
+export const pendingEntry = (port: PinholePort, view: FirewallView): RecordedPinhole => ({
+  protocol: port.protocol,
+  port: port.port,
+  internalClient: view.nodeAddress,
+  router: view.router
+})
+
+/** Plans the IPv6 half of a pass over a live Service. */
+export const planPinholes = (inputs: PinholeInputs): PinholePlan => {
+  const { view } = inputs
+  const recorded = new Map(inputs.record.map((entry) => [pinholeKey(entry), entry]))
+  const wanted = new Set<string>()
+  const recordBefore: Array<RecordedPinhole> = []
+  const steps: Array<PinholeStep> = []
+  const open: Array<PinholePort> = []
+  const refused: Array<PinholeOutcome> = []
+  const forgotten: Array<RecordedPinhole> = []
+  const due = (uniqueId: number) => {
+    const last = inputs.renewedAt.get(uniqueId)
+    return last === undefined || inputs.now >= last + (inputs.leaseSeconds * 1000) / 2
+  }
+
+  for (const port of inputs.ports) {
+    const key = pinholeKey(port)
+    if (wanted.has(key)) continue
+    if (port.port < LOWEST_UPNP_PINHOLE_PORT) {
+      refused.push({
+        _tag: "Failed",
+        port,
+        reason: "LowPort",
+        message: `the router opens no IPv6 pinhole to a port below ${LOWEST_UPNP_PINHOLE_PORT} over UPnP (miniupnpd refuses it)`,
+        retryable: false
+      })
+      continue
+    }
+    wanted.add(key)
+    const entry = recorded.get(key)
+    if (entry !== undefined && provablyOurs(entry, view)) {
+      recordBefore.push(entry)
+      if (due(entry.uniqueId)) steps.push({ _tag: "Renew", port, entry, uniqueId: entry.uniqueId })
+      else open.push(port)
+      continue
+    }
+    if (entry !== undefined && standsUnproven(entry, view) && entry.uniqueId !== undefined && !due(entry.uniqueId)) {
+      recordBefore.push(entry)
+      open.push(port)
+      continue
+    }
+    if (entry !== undefined && entry.uniqueId !== undefined) forgotten.push(entry)
+    recordBefore.push(pendingEntry(port, view))
+    steps.push({ _tag: "Add", port, settle: entry !== undefined })
+  }
+
+  for (const entry of inputs.record) {
+    if (wanted.has(pinholeKey(entry))) continue
+    if (provablyOurs(entry, view)) {
+      recordBefore.push(entry)
+      steps.push({ _tag: "Delete", entry, uniqueId: entry.uniqueId })
+    } else {
+      forgotten.push(entry)
+    }
+  }
+  return { recordBefore, steps, open, refused, forgotten }
+}
+
+/** The cleanup of a Service that goes: the deletes its record allows, the rest forgotten. */
+export const planPinholeRemoval = (
+  record: ReadonlyArray<RecordedPinhole>,
+  view: FirewallView | undefined
+): { readonly deletes: ReadonlyArray<PinholeStep & { readonly _tag: "Delete" }>; readonly forgotten: ReadonlyArray<RecordedPinhole> } => {
+  const deletes: Array<PinholeStep & { readonly _tag: "Delete" }> = []
+  const forgotten: Array<RecordedPinhole> = []
+  for (const entry of record) {
+    if (view !== undefined && provablyOurs(entry, view)) deletes.push({ _tag: "Delete", entry, uniqueId: entry.uniqueId })
+    else forgotten.push(entry)
+  }
+  return { deletes, forgotten }
+}
+
+/** `TCP 8080 (IPv6)`: how Events and logs name a pinhole's port. */
+export const describePinhole = (port: { readonly protocol: string; readonly port: number }): string =>
+  `${port.protocol} ${port.port} (IPv6)`
