@@ -3,7 +3,8 @@
  * applied (ours and alive) or cleaned up (deleted, or no longer ours, with our finalizer still
  * on), and do that. Fails with a typed `ReconcileError`; the workers hand it to the error policy.
  */
-import { Context, Effect, Layer } from "effect"
+import { Context, Effect, Layer, Option } from "effect"
+import { Firewall, firewallOff } from "../gateway/upnp/Firewall.ts"
 import type { Service } from "../kube/objects.ts"
 import { apply } from "./apply.ts"
 import { cleanup } from "./cleanup.ts"
@@ -34,6 +35,11 @@ export class Reconciler extends Context.Service<Reconciler, {
           recordCheck: { key: yield* RecordKey, clusterName: options.clusterName },
           cluster: yield* ClusterState,
           routers: yield* Routers,
+          // Optional: a controller built without one publishes no IPv6, and says so per Service.
+          firewall: Option.getOrElse(
+            yield* Effect.serviceOption(Firewall),
+            () => firewallOff("IPv6 pinholes are not configured in this controller")
+          ),
           events: yield* ServiceEvents,
           writes: yield* ServiceWrites
         }

@@ -9,6 +9,7 @@ import { Kube, type KubeConflict, type KubeError, type KubeNotFound } from "../k
 import type { Service } from "../kube/objects.ts"
 import { ClusterState } from "./ClusterState.ts"
 import { recordAnnotations, type RecordedMapping } from "./MappingRecord.ts"
+import { pinholeAnnotations, PINHOLES_ANNOTATION, PINHOLES_SIGNATURE_ANNOTATION, type RecordedPinhole } from "./PinholeRecord.ts"
 import { RecordKey } from "./RecordKey.ts"
 import { FINALIZER, MAPPINGS_ANNOTATION, MAPPINGS_SIGNATURE_ANNOTATION, refOf } from "./ServiceSpec.ts"
 import { type LoadBalancerStatus, toV1Status } from "./status.ts"
@@ -25,6 +26,11 @@ export interface MetadataChange {
 export class ServiceWrites extends Context.Service<ServiceWrites, {
   /** Writes the record (and the finalizer); fails with `KubeConflict` when the Service changed since it was read. */
   readonly metadata: (service: Service, change: MetadataChange) => Effect.Effect<Service, KubeConflict | KubeNotFound | KubeError>
+  /** Writes the record of the Service's IPv6 pinholes, signed (removed when empty). */
+  readonly pinholes: (
+    service: Service,
+    record: ReadonlyArray<RecordedPinhole>
+  ) => Effect.Effect<Service, KubeConflict | KubeNotFound | KubeError>
   /** Writes `status.loadBalancer`. */
   readonly status: (service: Service, status: LoadBalancerStatus) => Effect.Effect<Service, KubeNotFound | KubeError>
   /** Clears `status.loadBalancer` (a Service no longer ours). */
@@ -53,6 +59,9 @@ export class ServiceWrites extends Context.Service<ServiceWrites, {
             annotations: recordAnnotations(service, change.record, key)
           })
         }),
+        pinholes: Effect.fn("ServiceWrites.pinholes")(function*(service: Service, record: ReadonlyArray<RecordedPinhole>) {
+          return yield* patch(service, { annotations: pinholeAnnotations(service, record, key) })
+        }),
         status: Effect.fn("ServiceWrites.status")(function*(service: Service, status: LoadBalancerStatus) {
           const written = yield* kube.applyServiceStatus(refOf(service), { loadBalancer: toV1Status(status) })
           // An apply has no resourceVersion precondition: its answer may carry someone else's
@@ -66,7 +75,12 @@ export class ServiceWrites extends Context.Service<ServiceWrites, {
         release: Effect.fn("ServiceWrites.release")(function*(service: Service) {
           return yield* patch(service, {
             finalizers: (service.metadata?.finalizers ?? []).filter((f) => f !== FINALIZER),
-            annotations: { [MAPPINGS_ANNOTATION]: null, [MAPPINGS_SIGNATURE_ANNOTATION]: null }
+            annotations: {
+              [MAPPINGS_ANNOTATION]: null,
+              [MAPPINGS_SIGNATURE_ANNOTATION]: null,
+              [PINHOLES_ANNOTATION]: null,
+              [PINHOLES_SIGNATURE_ANNOTATION]: null
+            }
           })
         })
       })

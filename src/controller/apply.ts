@@ -13,6 +13,9 @@ import { observe, removeRecorded, runSteps } from "./executor.ts"
 import { portKey, readRecord, type RecordedMapping } from "./MappingRecord.ts"
 import { holdingOf, internalPortHolder, quotaDenied, rivalsOf } from "./neighbours.ts"
 import { conclude, planEnsure, recordAfter, withRecord } from "./passPlan.ts"
+import { pinholePorts } from "./pinholePlan.ts"
+import { readPinholes } from "./PinholeRecord.ts"
+import { ensurePinholes } from "./pinholes.ts"
 import { resolveClaims, withQuota } from "./planner.ts"
 import type { PassContext, Reconciled } from "./passContext.ts"
 import type { DesiredService } from "./ServiceSpec.ts"
@@ -84,12 +87,22 @@ export const apply = Effect.fnUntraced(function*(
     const written = yield* Effect.result(writes.metadata(current, { record: after, finalize: false }))
     if (written._tag === "Success") current = written.success
   }
+  // The IPv6 half, after the IPv4 one: whatever befalls it, the IPv4 mappings are in place.
+  const ipv6 = yield* ensurePinholes(
+    {
+      firewall: context.firewall,
+      writeRecord: (record) => Effect.map(writes.pinholes(current, record), (written) => void (current = written))
+    },
+    pinholePorts(service),
+    readPinholes(service, context.recordCheck)
+  )
   const conclusion = conclude(
     plan,
     results,
     { status: current.status?.loadBalancer, localTrafficWarning: localTrafficWarning(yield* cluster.snapshot, current, options.nodeName) },
     options,
-    noticed
+    noticed,
+    ipv6
   )
   if (conclusion.status !== undefined) {
     yield* writes.status(current, conclusion.status).pipe(

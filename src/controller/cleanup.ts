@@ -13,6 +13,9 @@ import { removeRecorded } from "./executor.ts"
 import { isOwned } from "./planner.ts"
 import { portKey, readRecord, type RecordedMapping } from "./MappingRecord.ts"
 import { internalPortHolder } from "./neighbours.ts"
+import { describePinhole } from "./pinholePlan.ts"
+import { readPinholes } from "./PinholeRecord.ts"
+import { removePinholes } from "./pinholes.ts"
 import type { PassContext } from "./passContext.ts"
 import { ABANDON_MAPPINGS_ANNOTATION, mappingDescription, portNameOf, serviceKey } from "./ServiceSpec.ts"
 
@@ -47,6 +50,10 @@ export const cleanup = (context: PassContext, service: Service) =>
     }
     const removal = yield* removeRecorded(routers, record, ownership, internalPortHolder(snapshot, serviceKey(service)))
     if (removal.failures.length > 0) return yield* blocked(removal.failures.join("; "))
+    // The IPv6 pinholes the record proves ours in the router's current boot; the rest expire.
+    const pinholes = yield* removePinholes(context.firewall, readPinholes(service, context.recordCheck).trusted)
+    if (pinholes.failures.length > 0) return yield* blocked(pinholes.failures.join("; "))
+    const removed = [...removal.deleted.map(describePort), ...pinholes.deleted.map(describePinhole)]
 
     if (service.metadata?.deletionTimestamp === undefined && (service.status?.loadBalancer?.ingress?.length ?? 0) > 0) {
       yield* writes.clearStatus(service)
@@ -55,9 +62,7 @@ export const cleanup = (context: PassContext, service: Service) =>
       type: "Normal",
       reason: "DeletedLoadBalancer",
       action: "Delete",
-      note: removal.deleted.length === 0
-        ? "no router mappings were left to remove"
-        : `removed ${removal.deleted.map(describePort).join(", ")}`
+      note: removed.length === 0 ? "no router mappings were left to remove" : `removed ${removed.join(", ")}`
     } satisfies Announcement
   }).pipe(Effect.withSpan("Reconciler.cleanup"))
 

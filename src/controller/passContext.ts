@@ -4,6 +4,7 @@
  * cleanup, without their importing each other.
  */
 import type { Duration } from "effect"
+import type { Firewall } from "../gateway/upnp/Firewall.ts"
 import type { ClusterState } from "./ClusterState.ts"
 import type { RecordCheck } from "./MappingRecord.ts"
 import type { NeighbourOptions } from "./neighbours.ts"
@@ -31,6 +32,8 @@ export interface PassContext {
   readonly recordCheck: RecordCheck
   readonly cluster: ClusterState["Service"]
   readonly routers: Routers["Service"]
+  /** The router's IPv6 firewall (pinholes); one that opens nothing when IPv6 is not configured. */
+  readonly firewall: Firewall["Service"]
   readonly events: ServiceEvents["Service"]
   readonly writes: ServiceWrites["Service"]
 }

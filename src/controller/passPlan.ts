@@ -22,6 +22,7 @@ import {
   type Step
 } from "./planner.ts"
 import type { DesiredService } from "./ServiceSpec.ts"
+import type { PinholeResult } from "./pinholes.ts"
 import { type LoadBalancerStatus, type PortOutcome, sameStatus, serviceStatus } from "./status.ts"
 import type { LoadBalancerStatus as KubeLoadBalancerStatus } from "../kube/objects.ts"
 
@@ -129,7 +130,8 @@ export const conclude = (
   results: StepResults,
   current: { readonly status: KubeLoadBalancerStatus | undefined; readonly localTrafficWarning: string | undefined },
   options: { readonly ipMode: "VIP" | "Proxy" | undefined; readonly resyncInterval: Duration.Duration },
-  noticed: ReadonlyArray<Announcement>
+  noticed: ReadonlyArray<Announcement>,
+  ipv6?: PinholeResult | undefined
 ): Conclusion => {
   const { desired, gateway } = plan.inputs
   const outcomes: ReadonlyArray<PortOutcome> = [
@@ -137,11 +139,11 @@ export const conclude = (
     ...results.outcomes,
     ...plan.service.blocked.map((port): PortOutcome => ({ _tag: "Failed", port, reason: "DoubleNAT", message: doubleNatNote(gateway) }))
   ]
-  const conditions: Array<Announcement> = [...noticed, ...portConditions(outcomes, desired)]
+  const conditions: Array<Announcement> = [...noticed, ...portConditions(outcomes, desired), ...(ipv6?.conditions ?? [])]
   if (current.localTrafficWarning !== undefined) {
     conditions.push({ type: "Warning", reason: "NoLocalEndpoints", action: "Ensure", note: current.localTrafficWarning })
   }
-  const repaired: Array<Announcement> = results.repaired.length === 0 ? [] : [{
+  const repaired: Array<Announcement> = results.repaired.length === 0 ? [...(ipv6?.events ?? [])] : [...(ipv6?.events ?? []), {
     type: "Normal",
     reason: "MappingRepaired",
     action: "Map",
@@ -160,11 +162,15 @@ export const conclude = (
     }
   }
 
-  const status = serviceStatus(outcomes, desired.unmappable, gateway.externalAddress, options.ipMode)
+  const ipv4Status = serviceStatus(outcomes, desired.unmappable, gateway.externalAddress, options.ipMode)
+  // The node's IPv6 address after the router's IPv4 one: kube-proxy serves the Service on both.
+  const status = ipv6?.ingress === undefined ? ipv4Status : {
+    ingress: [...ipv4Status.ingress, { ip: ipv6.ingress.ip, ...(options.ipMode === undefined ? {} : { ipMode: options.ipMode }), ports: ipv6.ingress.ports }]
+  }
   const changed = !sameStatus(current.status, status)
   const events = [...repaired]
-  const ip = status.ingress[0]?.ip
-  const previousIp = current.status?.ingress?.[0]?.ip
+  const ip = ipv4Status.ingress[0]?.ip
+  const previousIp = current.status?.ingress?.find((ingress) => !(ingress.ip ?? "").includes(":"))?.ip
   if (changed && ip !== undefined && previousIp !== undefined && ip !== previousIp) {
     events.push({
       type: "Normal",
@@ -173,12 +179,22 @@ export const conclude = (
       note: `the router's external address changed from ${previousIp} to ${ip}`
     })
   }
-  if (changed && ip !== undefined && !outcomes.some((o) => o._tag === "Failed") && desired.unmappable.length === 0) {
+  const ipv6Open = ipv6?.ingress !== undefined && ipv6.ingress.ports.every((port) => port.error === undefined)
+  const published = ip ?? (ipv6Open ? ipv6?.ingress?.ip : undefined)
+  if (
+    changed && published !== undefined && !outcomes.some((o) => o._tag === "Failed") && desired.unmappable.length === 0 &&
+    (ipv6?.ingress === undefined || ipv6Open)
+  ) {
+    const opened = ipv6?.ingress === undefined ? "" : `; ${ipv6.ingress.ip}: ${
+      ipv6.ingress.ports.map((port) => `${port.protocol} ${port.port} (IPv6)`).join(", ")
+    } opened in its firewall`
     events.push({
       type: "Normal",
       reason: "EnsuredLoadBalancer",
       action: "Ensure",
-      note: `${ip}: ${describePorts(outcomes.map((o) => o.port))} mapped on ${gateway.router}`
+      note: `${ip === undefined ? "" : `${ip}: ${describePorts(outcomes.map((o) => o.port))} mapped on ${gateway.router}`}${
+        ip === undefined ? opened.slice(2) : opened
+      }`
     })
   }
 
@@ -195,9 +211,21 @@ export const conclude = (
         retryable: failed.retryable ?? true,
         ...(failed.retryAfterSeconds === undefined ? {} : { retryAfterSeconds: failed.retryAfterSeconds })
       })
+      : ipv6?.failure !== undefined
+      ? new PortsNotMapped({ reason: ipv6.failure, retryable: true })
       : undefined,
-    renewAfter: renewal(desired, options.resyncInterval)
+    renewAfter: sooner(renewal(desired, options.resyncInterval), ipv6?.renewAfter, options.resyncInterval)
   }
+}
+
+/** The sooner of two renewals, if sooner than the next resync. */
+const sooner = (
+  a: Duration.Duration | undefined,
+  b: Duration.Duration | undefined,
+  resync: Duration.Duration
+): Duration.Duration | undefined => {
+  const earliest = a === undefined ? b : b === undefined ? a : Duration.min(a, b)
+  return earliest !== undefined && Duration.isLessThan(earliest, resync) ? earliest : undefined
 }
 
 /** Renews at half the lease when that is sooner than the next resync. */

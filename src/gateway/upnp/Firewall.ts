@@ -75,24 +75,26 @@ export class Firewall extends Context.Service<Firewall, {
 }>()("edge-ccm/gateway/upnp/Firewall") {
   /** A firewall that opens nothing, and says why (IPv6 not configured). */
   static layerOff(reason: string): Layer.Layer<Firewall> {
-    const off = Effect.fail(new FirewallUnavailable({ reason }))
-    return Layer.succeed(
-      Firewall,
-      Firewall.of({
-        leaseSeconds: DEFAULT_PINHOLE_LEASE_SECONDS,
-        view: off,
-        add: () => off,
-        update: () => off,
-        remove: () => off,
-        renewedAt: () => Effect.succeed(undefined)
-      })
-    )
+    return Layer.succeed(Firewall, firewallOff(reason))
   }
 
   /** The firewall found from the options, over the SOAP transport. */
   static layer(options: FirewallOptions): Layer.Layer<Firewall, never, SoapTransport | Description> {
     return Layer.effect(Firewall, makeFirewall(options))
   }
+}
+
+/** A firewall that opens nothing, and says why. */
+export const firewallOff = (reason: string): Firewall["Service"] => {
+  const off = Effect.fail(new FirewallUnavailable({ reason }))
+  return Firewall.of({
+    leaseSeconds: DEFAULT_PINHOLE_LEASE_SECONDS,
+    view: off,
+    add: () => off,
+    update: () => off,
+    remove: () => off,
+    renewedAt: () => Effect.succeed(undefined)
+  })
 }
 
 /** Where the firewall is, and which node addresses may be published. */
