@@ -5,11 +5,15 @@
  * too, or compose the pieces itself (see src/index.ts).
  */
 import { hostname } from "node:os"
+import { NodeHttpClient } from "@effect/platform-node"
 import { Clock, Context, Duration, Effect, Layer, type LogLevel, Option, Ref, SubscriptionRef } from "effect"
 import { Controller } from "../controller/Controller.ts"
 import { RecordKey } from "../controller/RecordKey.ts"
 import { ANNOTATION_PREFIX } from "../controller/ServiceSpec.ts"
 import { Gateways } from "../gateway/Gateways.ts"
+import { Description } from "../gateway/upnp/Description.ts"
+import { Firewall } from "../gateway/upnp/Firewall.ts"
+import { SoapTransport } from "../gateway/upnp/SoapTransport.ts"
 import { AccessReview } from "../kube/AccessReview.ts"
 import { Kube } from "../kube/Kube.ts"
 import { KubeHttp } from "../kube/KubeHttp.ts"
@@ -86,6 +90,15 @@ export const runControllerProcess = (settings: RunSettings, logLevel: LogLevel.L
     pcp: { gateway: settings.gatewayAddress, concurrency: settings.gatewayConcurrency },
     auto: { preference: settings.autoPreference }
   })
+  // IPv6 pinholes go to the firewall the flags name, over their own SOAP transport.
+  const firewall = Firewall.layer({
+    firewallUrl: settings.ipv6.firewallUrl,
+    descriptionUrl: settings.gatewayUrl,
+    routerIpv6: settings.ipv6.routerAddress,
+    leaseSeconds: Duration.toSeconds(settings.ipv6.pinholeLease),
+    allowLinkLocal: settings.ipv6.allowLinkLocal,
+    allowUniqueLocal: settings.ipv6.allowUniqueLocal
+  }).pipe(Layer.provide(Layer.mergeAll(SoapTransport.layer(), Description.layer())), Layer.provide(NodeHttpClient.layerNodeHttp))
   const election = settings.leaderElection === undefined
     ? Layer.empty
     : LeaderElection.layer({
@@ -96,7 +109,7 @@ export const runControllerProcess = (settings: RunSettings, logLevel: LogLevel.L
       renewDeadline: settings.leaderElection.renewDeadline,
       retryPeriod: settings.leaderElection.retryPeriod
     }).pipe(Layer.provide(LeaseStore.layerKube))
-  const base = Layer.mergeAll(election, gateways, Layer.effect(ActiveController, Ref.make(Option.none()))).pipe(
+  const base = Layer.mergeAll(election, gateways, firewall, Layer.effect(ActiveController, Ref.make(Option.none()))).pipe(
     Layer.provideMerge(kube)
   )
   const servers = Layer.mergeAll(

@@ -89,6 +89,39 @@ export const runFlags = {
     ))),
     Flag.optional
   ),
+  firewallUrl: optionalText(
+    "firewall-url",
+    "the router's WANIPv6FirewallControl:1 control URL on its IPv6 address, e.g. http://[2001:db8:2::1]:49536/ctl/IP6FCtl; " +
+      "default: the firewall service of the --gateway-url description"
+  ),
+  gatewayAddress6: text(
+    "gateway-address6",
+    "the router's IPv6 address, when --gateway-url is an IPv4 URL: pinholes are asked for over IPv6"
+  ).pipe(
+    Flag.withSchema(Schema.String.check(Schema.makeFilter((address: string) =>
+      Result.isSuccess(NetAddress.ipv6FromString(address)) ? undefined : "an IPv6 address, e.g. 2001:db8:2::1"
+    ))),
+    Flag.optional
+  ),
+  pinholeLease: duration("pinhole-lease", "lease of each IPv6 pinhole, 1s to 1d, renewed at half", "10m"),
+  ipv6AllowLinkLocal: Flag.Boolean("ipv6-allow-link-local").pipe(
+    Flag.withDescription(
+      `publish a link-local node address when it is the only one toward the router (default false) [env ${
+        environmentName("ipv6-allow-link-local")
+      }]`
+    ),
+    Flag.withFallbackConfig(Config.Boolean(environmentName("ipv6-allow-link-local"))),
+    Flag.withDefault(false)
+  ),
+  ipv6AllowUniqueLocal: Flag.Boolean("ipv6-allow-unique-local").pipe(
+    Flag.withDescription(
+      `publish a unique-local (fc00::/7) node address when it is the only one toward the router (default false) [env ${
+        environmentName("ipv6-allow-unique-local")
+      }]`
+    ),
+    Flag.withFallbackConfig(Config.Boolean(environmentName("ipv6-allow-unique-local"))),
+    Flag.withDefault(false)
+  ),
   mappingLease: duration("mapping-lease", "lease of each router mapping; 0 asks for a permanent one", "1h"),
   minMappingLease: duration(
     "min-mapping-lease",
@@ -171,6 +204,14 @@ export interface RunSettings {
   /** The only router used (`--gateway-address`); undefined: the node's default gateway. */
   readonly gatewayAddress: string | undefined
   readonly mappingLease: Duration.Duration
+  /** IPv6 pinholes: where the firewall is, their lease, which node addresses may be published. */
+  readonly ipv6: {
+    readonly firewallUrl: string | undefined
+    readonly routerAddress: string | undefined
+    readonly pinholeLease: Duration.Duration
+    readonly allowLinkLocal: boolean
+    readonly allowUniqueLocal: boolean
+  }
   /** The leases an annotation may ask for (besides 0). */
   readonly leaseRange: LeaseRange
   readonly maxMappingsPerNamespace: number
@@ -208,6 +249,13 @@ export const toRunSettings = (flags: ParsedFlags): RunSettings => ({
   gatewayUrl: Option.getOrUndefined(flags.gatewayUrl),
   gatewayAddress: Option.getOrUndefined(flags.gatewayAddress),
   mappingLease: flags.mappingLease,
+  ipv6: {
+    firewallUrl: Option.getOrUndefined(flags.firewallUrl),
+    routerAddress: Option.getOrUndefined(flags.gatewayAddress6),
+    pinholeLease: flags.pinholeLease,
+    allowLinkLocal: flags.ipv6AllowLinkLocal,
+    allowUniqueLocal: flags.ipv6AllowUniqueLocal
+  },
   leaseRange: { min: flags.minMappingLease, max: flags.maxMappingLease },
   maxMappingsPerNamespace: flags.maxMappingsPerNamespace,
   controllerNamespace: flags.leaderElectNamespace,
@@ -239,6 +287,10 @@ export const settingsProblem = (settings: RunSettings): string | undefined => {
     return `--min-mapping-lease ${formatDuration(leaseRange.min)} is longer than --max-mapping-lease ${
       formatDuration(leaseRange.max)
     }`
+  }
+  const pinholeSeconds = Duration.toSeconds(settings.ipv6.pinholeLease)
+  if (!Number.isInteger(pinholeSeconds) || pinholeSeconds < 1 || pinholeSeconds > 86_400) {
+    return `--pinhole-lease ${formatDuration(settings.ipv6.pinholeLease)} is not 1s to 1d in whole seconds (the router's bounds)`
   }
   const outOfRange = leaseOutOfRange(mappingLease, leaseRange)
   return outOfRange === undefined

@@ -107,6 +107,10 @@ export interface FirewallOptions extends Ipv6SourceOptions {
   readonly routerIpv6?: string | undefined
   /** Seconds, 1-86400 (default `DEFAULT_PINHOLE_LEASE_SECONDS`). */
   readonly leaseSeconds?: number | undefined
+  /** How the node's address toward the router is found (default: the kernel's choice, `localIpv6AddressToward`). */
+  readonly sourceAddress?:
+    | ((routerIp: string, routerPort: number) => Effect.Effect<string, NoGlobalIpv6Address | GatewayUnreachable>)
+    | undefined
 }
 
 /**
@@ -129,6 +133,8 @@ const makeFirewall = Effect.fnUntraced(function*(options: FirewallOptions) {
   const located = yield* Ref.make<Located | undefined>(undefined)
   const renewals = yield* Ref.make<ReadonlyMap<string, number>>(new Map())
   const leaseSeconds = options.leaseSeconds ?? DEFAULT_PINHOLE_LEASE_SECONDS
+  const sourceAddress = options.sourceAddress ??
+    ((routerIp: string, routerPort: number) => localIpv6AddressToward(routerIp, routerPort, options))
 
   const locate: Effect.Effect<Located, FirewallError> = Effect.gen(function*() {
     const known = yield* Ref.get(located)
@@ -139,9 +145,10 @@ const makeFirewall = Effect.fnUntraced(function*(options: FirewallOptions) {
     } else if (options.descriptionUrl !== undefined) {
       const description = yield* descriptions.fetch(options.descriptionUrl)
       const endpoint = Pinholes.firewallEndpointFrom(description, { routerIpv6: options.routerIpv6 })
+      // No service, or one we must not call as described: asking again will not change that.
       if (Result.isFailure(endpoint)) {
         const failure = endpoint.failure
-        return yield* failure._tag === "GatewayNotFound" ? new FirewallUnavailable({ reason: failure.reason }) : failure
+        return yield* new FirewallUnavailable({ reason: failure._tag === "GatewayNotFound" ? failure.reason : failure.message })
       }
       const wan = description.wanServices[0]
       found = {
@@ -173,7 +180,7 @@ const makeFirewall = Effect.fnUntraced(function*(options: FirewallOptions) {
 
   const view = Effect.gen(function*() {
     const { endpoint, uptimeFrom } = yield* locate
-    const nodeAddress = yield* localIpv6AddressToward(endpoint.routerIp, endpoint.routerPort, options).pipe(
+    const nodeAddress = yield* sourceAddress(endpoint.routerIp, endpoint.routerPort).pipe(
       Effect.catchTag("NoGlobalIpv6Address", (error: NoGlobalIpv6Address) => Effect.fail(new FirewallUnavailable({ reason: error.message })))
     )
     let bootedAt: number | undefined
