@@ -73,7 +73,9 @@ export const LAB = {
   apiserverPort: 6443,
   etcdClientPort: 2379,
   etcdPeerPort: 2380,
-  serviceCidr: "10.96.0.0/16",
+  // Dual-stack: IPv4 first (Services stay IPv4-only unless they ask), and an IPv6 range so the
+  // apiserver accepts PreferDualStack, RequireDualStack and IPv6-only Services.
+  serviceCidr: "10.96.0.0/16,fd00:10:96::/112",
   nodePortRange: "30000-32767",
   serviceAccountIssuer: "https://kubernetes.default.svc.cluster.local",
   /** Whose requests the audit log records: the controller's ServiceAccounts (manifests/). */
