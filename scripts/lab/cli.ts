@@ -7,7 +7,7 @@
  *   down    [--name dev | --all] [--keep-logs]
  *   status  [--name dev] [--json]
  *   reboot-gateway       [--name dev]
- *   reconfigure-gateway  [--name dev] [--secure-mode yes|no] [--enable-upnp yes|no] [--enable-natpmp yes|no]
+ *   reconfigure-gateway  [--name dev] [--secure-mode yes|no] [--enable-upnp yes|no] [--enable-natpmp yes|no] [--enable-ipv6 yes|no]
  *   set-wan-address CIDR [--name dev]
  *   shell   [--name dev] [--ns lan]       a shell in a lab namespace, KUBECONFIG and kubectl set up
  *   exec    [--name dev] [--ns lan] -- CMD...
@@ -47,7 +47,7 @@ const usage = `usage: npm run lab -- <command> [options]
   down    [--name dev | --all] [--keep-logs]
   status  [--name NAME] [--json]
   reboot-gateway       [--name dev]   stop miniupnpd, flush its chains, start it
-  reconfigure-gateway  [--name dev] [--secure-mode yes|no] [--enable-upnp yes|no] [--enable-natpmp yes|no]
+  reconfigure-gateway  [--name dev] [--secure-mode yes|no] [--enable-upnp yes|no] [--enable-natpmp yes|no] [--enable-ipv6 yes|no]
   set-wan-address CIDR [--name dev]   e.g. 10.0.0.2/24 (double NAT) or 122.112.219.230/24
   shell   [--name dev] [--ns lan|wan|gw|lan2|peer]
   exec    [--name dev] [--ns lan] -- COMMAND [ARGS...]
@@ -67,6 +67,7 @@ const { values, positionals } = parseArgs({
     "secure-mode": { type: "string" },
     "enable-upnp": { type: "string" },
     "enable-natpmp": { type: "string" },
+    "enable-ipv6": { type: "string" },
     "keep-logs": { type: "boolean", default: process.env["EDGE_CCM_LAB_KEEP_LOGS"] === "1" },
     json: { type: "boolean", default: false },
     quiet: { type: "boolean", default: false },
@@ -86,7 +87,9 @@ function yesNo(flag: string, value: string | undefined): boolean | undefined {
 }
 
 function gatewaySettings(): Partial<GatewaySettings> {
-  const out: { secureMode?: boolean; enableUpnp?: boolean; enableNatpmp?: boolean } = {}
+  const out: { secureMode?: boolean; enableUpnp?: boolean; enableNatpmp?: boolean; enableIpv6?: boolean } = {}
+  const enableIpv6 = yesNo("enable-ipv6", values["enable-ipv6"])
+  if (enableIpv6 !== undefined) out.enableIpv6 = enableIpv6
   const secureMode = yesNo("secure-mode", values["secure-mode"])
   const enableUpnp = yesNo("enable-upnp", values["enable-upnp"])
   const enableNatpmp = yesNo("enable-natpmp", values["enable-natpmp"])

@@ -101,6 +101,8 @@ export interface GatewaySettings {
   readonly secureMode: boolean
   readonly enableUpnp: boolean
   readonly enableNatpmp: boolean
+  /** IPv6 on the router (pinholes, the firewall service); absent: on. Off: `ipv6_disable=yes`, no `ext_ifname6`. */
+  readonly enableIpv6?: boolean | undefined
 }
 
 export interface LabNode {
@@ -336,9 +338,10 @@ export function miniupnpdConf(state: LabStateFile): string {
   // without it miniupnpd serves both families on the bridge. force_igd_desc_v1=no keeps the
   // IGD:2 description, the one that lists WANIPv6FirewallControl:1. The allow/deny rules stay
   // IPv4 only: miniupnpd 2.3.1 refuses an IPv6 rule as a parse error.
+  const ipv6 = s.enableIpv6 !== false
   return [
     `ext_ifname=${IFACES.gatewayWan}`,
-    `ext_ifname6=${IFACES.gatewayWan}`,
+    ...(ipv6 ? [`ext_ifname6=${IFACES.gatewayWan}`] : ["ipv6_disable=yes"]),
     `listening_ip=${IFACES.gatewayLan}`,
     "force_igd_desc_v1=no",
     `port=${LAB.upnpPort}`,
@@ -434,7 +437,9 @@ async function gatewayAnswers(state: LabStateFile): Promise<string | true> {
   if (s.enableUpnp) {
     const r = await gatewaySoap(state, "GetStatusInfo", {}, { timeoutMs: 2000 })
     if (r.status !== 200) return `SOAP GetStatusInfo: ${r.error || `HTTP ${r.status}`}`
-    const firewall = await gatewaySoap(state, "GetFirewallStatus", {}, { timeoutMs: 2000, service: "firewall" })
+    const firewall = s.enableIpv6 === false
+      ? { status: 200, error: "" }
+      : await gatewaySoap(state, "GetFirewallStatus", {}, { timeoutMs: 2000, service: "firewall" })
     if (firewall.status !== 200) return `SOAP GetFirewallStatus over IPv6: ${firewall.error || `HTTP ${firewall.status}`}`
   }
   if (s.enableNatpmp) {
@@ -538,7 +543,8 @@ export async function rebootGateway(
 }
 
 function definedOnly(settings: Partial<GatewaySettings>): Partial<GatewaySettings> {
-  const out: { secureMode?: boolean; enableUpnp?: boolean; enableNatpmp?: boolean } = {}
+  const out: { secureMode?: boolean; enableUpnp?: boolean; enableNatpmp?: boolean; enableIpv6?: boolean } = {}
+  if (settings.enableIpv6 !== undefined) out.enableIpv6 = settings.enableIpv6
   if (settings.secureMode !== undefined) out.secureMode = settings.secureMode
   if (settings.enableUpnp !== undefined) out.enableUpnp = settings.enableUpnp
   if (settings.enableNatpmp !== undefined) out.enableNatpmp = settings.enableNatpmp

@@ -160,7 +160,16 @@ const makeFirewall = Effect.fnUntraced(function*(options: FirewallOptions) {
         reason: "no IPv6 firewall configured: give --firewall-url, or --gateway-url with the router's IGD:2 description"
       })
     }
-    const status = yield* provide(Pinholes.getFirewallStatus(found.endpoint))
+    // A router that describes the service but does not answer on its IPv6 address has IPv6 off
+    // (miniupnpd with ipv6_disable=yes still lists the service): nothing to retry until it changes.
+    const status = yield* provide(Pinholes.getFirewallStatus(found.endpoint)).pipe(
+      Effect.catchTag("GatewayUnreachable", (error: GatewayUnreachable) =>
+        Effect.fail(
+          new FirewallUnavailable({
+            reason: `the router's firewall service does not answer over IPv6 at ${found.endpoint.controlUrl} (${error.reason}): is IPv6 off on the router?`
+          })
+        ))
+    )
     if (!status.inboundPinholeAllowed) {
       return yield* new FirewallUnavailable({ reason: `the router's firewall does not allow inbound pinholes (${found.endpoint.controlUrl})` })
     }

@@ -24,7 +24,7 @@ export type { RunResult }
 export type { GatewaySettings, LabStateFile, NamespaceKey } from "../../../scripts/lab/driver.ts"
 
 /** The gateway's settings after `up` (and what `restoreGateway` returns to). */
-export const DEFAULT_GATEWAY: driver.GatewaySettings = { secureMode: false, enableUpnp: true, enableNatpmp: true }
+export const DEFAULT_GATEWAY: driver.GatewaySettings = { secureMode: false, enableUpnp: true, enableNatpmp: true, enableIpv6: true }
 /** The gateway's WAN address after `up`. */
 export const DEFAULT_WAN_CIDR: string = driver.LAB.gatewayWanCidr
 
@@ -599,7 +599,7 @@ export async function restoreGateway(): Promise<void> {
   if (s.gatewayWanCidr !== DEFAULT_WAN_CIDR) await driver.setGatewayWanAddress(s, DEFAULT_WAN_CIDR)
   const now = s.gateway.settings
   const same = now.secureMode === DEFAULT_GATEWAY.secureMode && now.enableUpnp === DEFAULT_GATEWAY.enableUpnp &&
-    now.enableNatpmp === DEFAULT_GATEWAY.enableNatpmp
+    now.enableNatpmp === DEFAULT_GATEWAY.enableNatpmp && now.enableIpv6 !== false
   if (!same || s.gateway.process === null) await driver.rebootGateway(s, DEFAULT_GATEWAY)
 }
 
