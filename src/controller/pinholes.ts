@@ -154,6 +154,13 @@ export const ensurePinholes = Effect.fnUntraced(function*<E>(
     leaseSeconds: firewall.leaseSeconds,
     renewedAt: yield* renewals(firewall, read.trusted)
   })
+  if (plan.forgotten.length > 0) {
+    // Their IDs may name other pinholes now (a reboot, another router or node address): never touched again.
+    yield* Effect.logInfo(
+      `${plan.forgotten.map(describePinhole).join(", ")}: recorded pinhole IDs not provably this router's ` +
+        `since its last boot (${view.router}); opening again where still wanted`
+    )
+  }
   // The entries first: whatever happens next, cleanup knows what the router may hold.
   if (!samePinholes(plan.recordBefore, read.trusted) || read.refused !== undefined) yield* deps.writeRecord(plan.recordBefore)
   const run = yield* runPinholeSteps(firewall, plan, view)

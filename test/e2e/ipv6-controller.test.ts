@@ -6,17 +6,26 @@
  */
 import * as path from "node:path"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
-import { deleteTestServices, eventsFor, getService, type ServiceView, startController } from "./support/controller.ts"
+import {
+  type ControllerUnderTest,
+  deleteTestServices,
+  eventsFor,
+  fullPasses,
+  getService,
+  loadBalancerService,
+  type ServiceView,
+  startController
+} from "./support/controller.ts"
 import {
   curlFromWan,
   kernelUptime,
   kubectl,
-  type LabProcess,
   type LabState,
   loadLab,
   nftPinholes,
   type NodePortServer,
   rebootGateway,
+  reconfigureGateway,
   restoreGateway,
   serveNodePort,
   upnpcList,
@@ -31,7 +40,7 @@ const CLOSED_PORT = 8089
 const LEASE_SECONDS = 20
 
 let state: LabState
-let controller: LabProcess
+let controller: ControllerUnderTest
 const servers: Array<NodePortServer> = []
 
 const ingressIps = (service: ServiceView | undefined) => (service?.status?.loadBalancer?.ingress ?? []).map((i) => i.ip)
@@ -43,7 +52,8 @@ beforeAll(async () => {
     flags: [
       "--gateway-url", state.rootDescUrl,
       "--gateway-address6", state.gatewayLanIp6,
-      "--pinhole-lease", `${LEASE_SECONDS}s`
+      "--pinhole-lease", `${LEASE_SECONDS}s`,
+      "--resync-interval", "5s"
     ]
   })
   servers.push(await serveNodePort(PORT, { ip: state.nodeIp6, body: "dual-stack over IPv6\n" }))
@@ -147,5 +157,39 @@ describe("a dual-stack Service", () => {
     expect((await upnpcList()).find((m) => m.externalPort === PORT)).toBeUndefined()
     const over6 = await curlFromWan(`http://[${state.nodeIp6}]:${PORT}/`, { timeoutMs: 3000 })
     expect(over6.curlExitCode).toBe(28)
+  })
+})
+
+describe("a router with IPv6 off", () => {
+  it("maps IPv4 as ever, says once why IPv6 is not published, and logs no error per pass", async () => {
+    await reconfigureGateway({ enableIpv6: false })
+    const name = "dual-stack-v4-only-router"
+    const manifest = JSON.parse(loadBalancerService(name, { ports: [{ name: "http", port: 8181 }] })) as {
+      spec: Record<string, unknown>
+    }
+    manifest.spec["ipFamilyPolicy"] = "PreferDualStack"
+    manifest.spec["ipFamilies"] = ["IPv4", "IPv6"]
+    const created = await kubectl(["create", "-f", "-"], { input: JSON.stringify(manifest) })
+    expect(created.code, created.stderr).toBe(0)
+    // The router's address alone: the node's IPv6 address is not published where no pinhole opens.
+    await waitFor(async () => {
+      const s = await getService(name)
+      return ingressIps(s).join(",") === PUBLIC_IP ? s : undefined
+    }, { description: "the IPv4 address published, alone", timeoutMs: 10_000 })
+    const logStart = controller.output().length
+    // Three full passes (a resync every 5 s) later: still one Event, and no error logged.
+    const complete = async () => (await fullPasses(controller)).complete ?? 0
+    const before = await complete()
+    await waitFor(async () => (await complete()) >= before + 3, { description: "three more full passes", timeoutMs: 25_000 })
+    const events = (await eventsFor(name)).filter((e) => e.reason === "IPv6NotPublished")
+    console.log(events.map((e) => `${e.type} ${e.reason}: ${e.note}`).join("\n"))
+    expect(events).toHaveLength(1)
+    expect(events[0]?.note).toContain("TCP 8181 (IPv6) not opened")
+    const log = controller.output().slice(logStart).split("\n").filter((line) => /"level":"(ERROR|WARN)/i.test(line))
+    console.log(`log lines at warn or error level during three full passes: ${log.length}`)
+    expect(log).toEqual([])
+    expect(await pinholesOn(8181)).toEqual([])
+    const answer = await curlFromWan(`http://${PUBLIC_IP}:8181/`, { timeoutMs: 2000 })
+    expect(answer.curlExitCode).not.toBe(28) // mapped: refused by the stand-in-less node, not dropped
   })
 })

@@ -5,7 +5,7 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Layer, Ref, Result } from "effect"
-import { HttpClient, HttpClientResponse } from "effect/http"
+import { HttpClient, HttpClientError, HttpClientResponse } from "effect/http"
 import { TestClock } from "effect/testing"
 import { acceptIpv6Source } from "../../../src/gateway/localAddress.ts"
 import { Description } from "../../../src/gateway/upnp/Description.ts"
@@ -17,13 +17,28 @@ const LOCATION = "http://192.168.77.1:49536/rootDesc.xml"
 const FIREWALL_STATUS_CLOSED = `<?xml version="1.0"?><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><u:GetFirewallStatusResponse xmlns:u="urn:schemas-upnp-org:service:WANIPv6FirewallControl:1"><FirewallEnabled>1</FirewallEnabled><InboundPinholeAllowed>0</InboundPinholeAllowed></u:GetFirewallStatusResponse></s:Body></s:Envelope>`
 
 /** A router serving a description and SOAP answers by action; what was asked lands in `sent`. */
-const router = (options: { readonly description?: (text: string) => string; readonly firewallStatus?: string } = {}) =>
+const router = (
+  options: {
+    readonly description?: (text: string) => string
+    readonly firewallStatus?: string
+    /** Nothing listens on the router's IPv6 address (miniupnpd with ipv6_disable=yes). */
+    readonly refuseIpv6?: boolean
+  } = {}
+) =>
   Effect.gen(function*() {
     const sent = yield* Ref.make<ReadonlyArray<string>>([])
     const client = HttpClient.make((request) =>
       Effect.gen(function*() {
         const action = (request.headers["soapaction"] ?? "").replace(/^"|"$/g, "").split("#")[1] ?? "GET"
         yield* Ref.update(sent, (all) => [...all, `${action} ${request.url}`])
+        if (options.refuseIpv6 === true && request.url.startsWith("http://[")) {
+          return yield* new HttpClientError.HttpClientError({
+            reason: new HttpClientError.TransportError({
+              request,
+              cause: Object.assign(new Error("connect ECONNREFUSED 2001:db8:2::1:49536"), { code: "ECONNREFUSED" })
+            })
+          })
+        }
         const body = action === "GET"
           ? new TextEncoder().encode((options.description ?? ((text) => text))(fixtureText("descriptions/miniupnpd-2.3.1-igd2.xml")))
           : action === "GetFirewallStatus" && options.firewallStatus !== undefined
@@ -37,7 +52,8 @@ const router = (options: { readonly description?: (text: string) => string; read
     const http = Layer.succeed(HttpClient.HttpClient, client)
     const firewall = (settings: FirewallOptions) =>
       Firewall.layer({ sourceAddress: () => Effect.succeed("2001:db8:2::10"), ...settings }).pipe(
-        Layer.provide(Layer.mergeAll(SoapTransport.layer(), Description.layer())),
+        // No retries: a refused connection is answered at once (the test clock never sleeps).
+        Layer.provide(Layer.mergeAll(SoapTransport.layer({ retry: { times: 0, base: "1 millis", cap: "1 millis" } }), Description.layer())),
         Layer.provide(http)
       )
     return { sent, firewall }
@@ -104,6 +120,9 @@ describe("Firewall", () => {
 
   it.effect("inbound pinholes not allowed: unavailable", () =>
     unavailable({ firewallUrl: "http://[2001:db8:2::1]:49536/ctl/IP6FCtl" }, { firewallStatus: FIREWALL_STATUS_CLOSED }, /does not allow inbound pinholes/))
+
+  it.effect("a described firewall that does not answer over IPv6 (IPv6 off): unavailable, not an error to retry", () =>
+    unavailable({ descriptionUrl: LOCATION, routerIpv6: "2001:db8:2::1" }, { refuseIpv6: true }, /does not answer over IPv6.*is IPv6 off/))
 
   it.effect("nothing configured: unavailable, naming the flags", () => unavailable({}, {}, /--firewall-url/))
 
