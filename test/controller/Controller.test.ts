@@ -4,9 +4,10 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import type { Service } from "../../src/kube/objects.ts"
-import { Context, Duration, Effect, Layer } from "effect"
+import { Context, Duration, Effect, Layer, Metric } from "effect"
 import { TestClock } from "effect/testing"
 import { Controller } from "../../src/controller/Controller.ts"
+import * as metrics from "../../src/controller/metrics.ts"
 import { RESTART_PASS_WINDOW } from "../../src/controller/restartWindow.ts"
 import { FINALIZER, MAPPINGS_ANNOTATION } from "../../src/controller/ServiceSpec.ts"
 import { Gateways } from "../../src/gateway/Gateways.ts"
@@ -28,6 +29,12 @@ import {
 import { trustedRecord } from "../support/records.ts"
 
 const RESTART_PASS_WINDOW_MS = Duration.toMillis(RESTART_PASS_WINDOW)
+
+/** Successful passes so far (the counter is the process's: compare before and after). */
+const passes = Effect.map(
+  Metric.value(Metric.withAttributes(metrics.reconcileTotal, { result: "success" })),
+  (state) => state.count
+)
 
 describe("Controller", () => {
   it.effect("maps the seed's Service, records it first, and publishes the router's address", () =>
@@ -205,8 +212,10 @@ describe("Controller", () => {
       yield* settle
       expect(reasons(kube).filter((r) => r === "GatewaySelected")).toHaveLength(0)
       expect(reasons(kube).filter((r) => r === "EnsuredLoadBalancer")).toHaveLength(1)
-      // A change that leaves the Service's status as it was has an Event of its own.
+      // Another router (one that holds none of our mappings): the pass that maps there leaves
+      // the status as it was, so the choice has an Event of its own.
       gateway.state.selection = "192.168.77.50, set by --gateway-address"
+      gateway.table.clear()
       yield* TestClock.adjust(Duration.seconds(30))
       yield* untilEvents(kube, "GatewaySelected", 1)
       expect(kube.events.filter((e) => e.reason === "GatewaySelected").map((e) => e.note)).toEqual([
@@ -224,6 +233,33 @@ describe("Controller", () => {
       yield* TestClock.adjust(Duration.seconds(30))
       yield* until("restored", () => gateway.table.size === 1)
       yield* untilEvents(kube, "MappingRepaired")
+    }))
+
+  it.effect("a resync lists the table and passes over a Service it shows settled; one it does not gets a pass", () =>
+    Effect.gen(function*() {
+      const { gateway, kube, start } = setup({ resyncInterval: Duration.seconds(30) })
+      yield* start
+      kube.create(seedService())
+      kube.create(seedService({ name: "second" }, { ports: [{ name: "x", port: 9090, nodePort: 30090 }] }))
+      yield* until("both published", () =>
+        [SEED_KEY, "default/second"].every((key) => kube.get(key)?.status?.loadBalancer?.ingress?.[0]?.ip !== undefined))
+      yield* settle
+      // Lost behind our back (no watch event says so): only the next listing shows it.
+      gateway.table.delete("TCP/9090")
+      const routerBefore = gateway.calls.length
+      const kubeBefore = kube.calls.length
+      const passesBefore = yield* passes
+      yield* TestClock.adjust(Duration.seconds(30))
+      yield* until("the second's mapping restored", () => gateway.table.has("TCP/9090"))
+      yield* untilEvents(kube, "MappingRepaired")
+      yield* settle
+      const routerCalls = gateway.calls.slice(routerBefore).filter((call) => call !== "status" && call !== "externalAddress")
+      expect(routerCalls[0]).toBe("list")
+      expect(routerCalls.some((call) => call.includes("9090"))).toBe(true)
+      // The seed's mapping is where its record says: no read, no map, no write for it.
+      expect(routerCalls.filter((call) => call.includes("8080"))).toEqual([])
+      expect(kube.calls.slice(kubeBefore).filter((call) => call.includes("http-nginx-service"))).toEqual([])
+      expect((yield* passes) - passesBefore, "one pass: the second's").toBe(1)
     }))
 
   it.effect("reads back no first add; a router that reports success and creates nothing is caught by the next listing", () =>
