@@ -2,14 +2,14 @@
  * Which Services a resync may leave alone. A resync lists the router's table to repair what
  * changed behind the controller's back; a Service whose mappings the fresh listing shows exactly
  * as its record says, pointing at this node, with its status already showing the router's address
- * and no port error, has nothing to repair, and a pass over it would only cost CPU (100 such
- * Services every 30 s were most of an idle controller's work). Anything else, or anything this
- * cannot tell, is queued as before. Lease renewals have timers of their own. Pure.
+ * and no port error, and no lease to renew yet, has nothing to do, and a pass over it would only
+ * cost CPU (100 such Services every 30 s were most of an idle controller's work). Anything else,
+ * or anything this cannot tell, is queued as before. Pure.
  */
 import type { MappingEntry } from "../gateway/Mapping.ts"
 import type { Service } from "../kube/objects.ts"
 import { portKey, readRecord, type RecordCheck } from "./MappingRecord.ts"
-import type { GatewayView } from "./planner.ts"
+import { type GatewayView, needsRenewal } from "./planner.ts"
 import { type DesiredOptions, FINALIZER, liveDesired, type SelectionOptions } from "./ServiceSpec.ts"
 
 /** What a fresh listing of one router shows, by protocol/external port, and how we reach it. */
@@ -40,7 +40,9 @@ export const settledByListing = (
       mapping.backend === table.backend &&
       mapping.internalClient === table.view.localAddress && entry.internalClient === table.view.localAddress &&
       mapping.internalPort === port.internalPort && entry.internalPort === port.internalPort &&
-      mapping.description === port.description && entry.description === port.description
+      mapping.description === port.description && entry.description === port.description &&
+      // Renewals longer than the resync are made by the resync's pass: not settled once due.
+      !needsRenewal(entry, desired.leaseSeconds)
   })
   if (!held) return false
   const { ip, class: ipClass } = table.view.externalAddress

@@ -262,6 +262,20 @@ describe("Controller", () => {
       expect((yield* passes) - passesBefore, "one pass: the second's").toBe(1)
     }))
 
+  it.effect("a lease longer than two resyncs is renewed by the first resync past its half-life", () =>
+    Effect.gen(function*() {
+      const { gateway, kube, start } = setup({ resyncInterval: Duration.seconds(30) })
+      yield* start
+      kube.create(seedService())
+      yield* until("mapped", () => gateway.table.size === 1)
+      const maps = () => gateway.calls.filter((call) => call === "map TCP/8080").length
+      yield* TestClock.adjust(Duration.minutes(29))
+      yield* settle
+      expect(maps(), "settled until half the hour is gone").toBe(1)
+      yield* TestClock.adjust(Duration.minutes(1))
+      yield* until("renewed", () => maps() === 2)
+    }))
+
   it.effect("reads back no first add; a router that reports success and creates nothing is caught by the next listing", () =>
     Effect.gen(function*() {
       const { gateway, kube, start } = setup({ resyncInterval: Duration.seconds(30) })

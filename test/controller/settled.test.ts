@@ -85,5 +85,7 @@ describe("settledByListing", () => {
       "a record to re-sign"
     ).toBe(false)
     expect(settled(settledSeed(), { ...table(), backend: "pcp" }), "another router's table").toBe(false)
+    expect(settled(settledSeed(), table([{ ...entry, leaseDuration: 1800 }])), "half the hour's lease gone: renew").toBe(false)
+    expect(settled(settledSeed(), table([{ ...entry, leaseDuration: undefined }])), "a lease the router does not tell").toBe(false)
   })
 })
