@@ -88,8 +88,13 @@ export class Controller extends Context.Service<Controller, {
 }>()("edge-ccm/controller/Controller") {
   /** The whole controller over a Kubernetes API, the routers, and the record key. */
   static layer(options: Partial<ControllerOptions> = {}): Layer.Layer<Controller, never, Kube | Gateways | RecordKey> {
+    return Controller.layerOver(options).pipe(Layer.provide(Routers.layer))
+  }
+
+  /** The controller over the `Routers` given (`Routers.layerTest` in tests). */
+  static layerOver(options: Partial<ControllerOptions> = {}): Layer.Layer<Controller, never, Kube | Routers | RecordKey> {
     const settings = { ...defaultControllerOptions, ...options }
-    const state = Layer.mergeAll(ClusterState.layer(settings), Routers.layer, WorkQueue.layer)
+    const state = Layer.mergeAll(ClusterState.layer(settings), WorkQueue.layer)
     const services = Layer.mergeAll(ServiceEvents.layer, ServiceWrites.layer, FullPass.layer(settings)).pipe(
       Layer.provideMerge(state)
     )

@@ -247,6 +247,14 @@ export class Routers extends Context.Service<Routers, {
       })
     })
   )
+
+  /**
+   * One router, spoken to in `backend` through the given mapper (an in-memory one in tests):
+   * it answers for its own type and for `auto`, with no discovery (`Gateways.layerSingle`).
+   */
+  static layerTest(backend: Backend, mapper: Layer.Layer<PortMapper>): Layer.Layer<Routers> {
+    return Routers.layer.pipe(Layer.provide(Gateways.layerSingle(backend)), Layer.provide(mapper))
+  }
 }
 
 /** What the planner needs to know of a router's answer. */

@@ -8,6 +8,7 @@ import { Context, Duration, Effect, Layer } from "effect"
 import { TestClock } from "effect/testing"
 import { Controller } from "../../src/controller/Controller.ts"
 import { RESTART_PASS_WINDOW } from "../../src/controller/restartWindow.ts"
+import { Routers } from "../../src/controller/Routers.ts"
 import { FINALIZER, MAPPINGS_ANNOTATION } from "../../src/controller/ServiceSpec.ts"
 import { Gateways } from "../../src/gateway/Gateways.ts"
 import { PortMapper } from "../../src/gateway/PortMapper.ts"
@@ -268,7 +269,7 @@ describe("Controller", () => {
       expect(kube.get(SEED_KEY)?.metadata?.deletionTimestamp).toBeDefined()
       expect(first.gateway.table.size).toBe(1)
       // A new process over the same apiserver and router knows what to undo from the record.
-      yield* controllerOver(kube, Gateways.layerSingle("upnp-igd").pipe(Layer.provide(first.gateway.layer)))
+      yield* controllerOver(kube, Routers.layerTest("upnp-igd", first.gateway.layer))
       yield* until("service gone", () => kube.get(SEED_KEY) === undefined)
       expect(first.gateway.table.size).toBe(0)
     }))
@@ -479,7 +480,7 @@ describe("Controller over NAT-PMP/PCP-like routers (no table to read)", () => {
       { "upnp-igd": upnp.layer, "pcp": pcp.layer, "nat-pmp": unavailable },
       { preference: autoPreference }
     )
-    const start = controllerOver(kube, gateways)
+    const start = controllerOver(kube, Routers.layer.pipe(Layer.provide(gateways)))
     return { kube, upnp, pcp, start }
   }
   const pcpService = (overrides: Partial<Service["metadata"]> = {}) =>
@@ -515,7 +516,7 @@ describe("Controller over NAT-PMP/PCP-like routers (no table to read)", () => {
         "pcp": first.pcp.layer,
         "nat-pmp": Layer.effect(PortMapper, Effect.die(new Error("unused")))
       })
-      yield* controllerOver(first.kube, gateways)
+      yield* controllerOver(first.kube, Routers.layer.pipe(Layer.provide(gateways)))
       yield* until("Service gone", () => first.kube.get(SEED_KEY) === undefined)
       expect(first.pcp.table.size).toBe(0)
     }))

@@ -7,12 +7,12 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import type { Service } from "../../src/kube/objects.ts"
-import { Context, Duration, Effect, Layer } from "effect"
+import { Context, Duration, Effect } from "effect"
 import { TestClock } from "effect/testing"
 import { Controller } from "../../src/controller/Controller.ts"
 import { recordAnnotations, type RecordedMapping } from "../../src/controller/MappingRecord.ts"
+import { Routers } from "../../src/controller/Routers.ts"
 import { FINALIZER, MAPPINGS_ANNOTATION, MAPPINGS_SIGNATURE_ANNOTATION } from "../../src/controller/ServiceSpec.ts"
-import { Gateways } from "../../src/gateway/Gateways.ts"
 import { controllerOver, SEED_KEY, seedService, settle, setup, until, untilEvents } from "../support/controllerHarness.ts"
 import { testRecordKeyService, trustedRecord } from "../support/records.ts"
 import { PROD_KEY, prodWeb, TENANT_KEY, tenantX, withAnnotations } from "../support/tenants.ts"
@@ -108,7 +108,7 @@ describe("Guarantees", () => {
       first.kube.delete(SEED_KEY)
       expect(first.kube.get(SEED_KEY)?.metadata?.finalizers).toEqual([FINALIZER])
       first.calls()
-      yield* controllerOver(first.kube, Gateways.layerSingle("upnp-igd").pipe(Layer.provide(first.gateway.layer)))
+      yield* controllerOver(first.kube, Routers.layerTest("upnp-igd", first.gateway.layer))
       expect(yield* first.callsOnce("gone", () => first.kube.get(SEED_KEY) === undefined && sent(first.kube, "DeletedLoadBalancer"))).toEqual([
         "router list",
         "router get TCP/8080",

@@ -5,7 +5,7 @@
 import type { Node, Service } from "../../src/kube/objects.ts"
 import { Duration, Effect, Layer } from "effect"
 import { Controller, type ControllerOptions } from "../../src/controller/Controller.ts"
-import { Gateways } from "../../src/gateway/Gateways.ts"
+import { Routers } from "../../src/controller/Routers.ts"
 import { makeInMemoryGateway } from "./InMemoryGateway.ts"
 import { type InMemoryKube, makeInMemoryKube } from "./InMemoryKube.ts"
 import { testRecordKey } from "./records.ts"
@@ -49,23 +49,24 @@ export const setup = (
   const journalOption = fakes.journal === undefined ? {} : { journal: fakes.journal }
   const kube = makeInMemoryKube([node("node-1", "192.168.77.10"), node("node-2", "192.168.77.11")], journalOption)
   const gateway = makeInMemoryGateway("192.168.77.10", protocol, journalOption)
-  const start = controllerOver(kube, Gateways.layerSingle(protocol).pipe(Layer.provide(gateway.layer)), options)
+  const start = controllerOver(kube, Routers.layerTest(protocol, gateway.layer), options)
   return { kube, gateway, start }
 }
 
 /**
  * Builds a controller (a process, as far as the fakes can tell) over this apiserver and these
- * routers: a second one over the same fakes is a restart.
+ * routers (`Routers.layerTest` over an in-memory router): a second one over the same fakes is a
+ * restart.
  */
 export const controllerOver = (
   kube: InMemoryKube,
-  gateways: Layer.Layer<Gateways>,
+  routers: Layer.Layer<Routers>,
   options: Partial<ControllerOptions> = {}
 ) =>
   Layer.build(
-    Controller.layer({ probeInterval: Duration.seconds(2), ...options }).pipe(
+    Controller.layerOver({ probeInterval: Duration.seconds(2), ...options }).pipe(
       Layer.provide(kube.layer),
-      Layer.provide(gateways),
+      Layer.provide(routers),
       Layer.provide(testRecordKey)
     )
   )
