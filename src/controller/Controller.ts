@@ -85,6 +85,8 @@ export class Controller extends Context.Service<Controller, {
   readonly health: Effect.Effect<ControllerHealth>
   /** Lists the router's table and reconciles every Service now, as after a reboot. */
   readonly fullPass: Effect.Effect<void>
+  /** Waits until no Service is queued or being reconciled. */
+  readonly idle: Effect.Effect<void>
 }>()("edge-ccm/controller/Controller") {
   /** The whole controller over a Kubernetes API, the routers, and the record key. */
   static layer(options: Partial<ControllerOptions> = {}): Layer.Layer<Controller, never, Kube | Gateways | RecordKey> {
@@ -135,6 +137,7 @@ const make = (options: ControllerOptions) =>
           lastResyncAt: progress.lastResyncAt
         } satisfies ControllerHealth
       }).pipe(Effect.withSpan("Controller.health")),
-      fullPass: fullPass.run
+      fullPass: fullPass.run,
+      idle: queue.idle
     })
   })

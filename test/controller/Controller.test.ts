@@ -36,10 +36,8 @@ describe("Controller", () => {
       const journal: Array<string> = []
       const { gateway, kube, start } = setup({}, { journal })
       const controller = Context.get(yield* start, Controller)
-      for (let round = 0; !(yield* controller.health).initialPassDone; round++) {
-        if (round > 2_000) return yield* Effect.die(new Error("the initial pass never finished"))
-        yield* Effect.yieldNow
-      }
+      yield* settle
+      expect((yield* controller.health).initialPassDone).toBe(true)
       const created = journal.length
       kube.create(seedService())
       yield* until("status published", () => kube.get(SEED_KEY)?.status?.loadBalancer?.ingress?.[0]?.ip !== undefined)
