@@ -167,6 +167,7 @@ const PCP_RESULT_CODES: Record<number, string> = {
   13: "EXCESSIVE_REMOTE_PEERS"
 }
 
+/** Every way a router call can fail. */
 export type GatewayError =
   | UpnpError
   | InvalidMapping

@@ -36,6 +36,7 @@ import {
 import { makePortControl, type PortControl } from "../portcontrol/PortControl.ts"
 import type { WireProblem } from "../portcontrol/Wire.ts"
 
+/** Where the NAT-PMP gateway is, and how patiently it is asked. */
 export interface NatPmpGatewayOptions {
   /** The gateway's IPv4 address (`--gateway-address`). Default: the default route's gateway (/proc/net/route). */
   readonly gateway: string | undefined
@@ -56,6 +57,7 @@ export interface NatPmpGatewayOptions {
   readonly openSocket: OpenSocket
 }
 
+/** RFC 6886 §3.1's retransmission: 250 ms doubling, nine sends, within 15 s per call. */
 export const defaultNatPmpRetransmission: Retransmission = {
   initial: "250 millis",
   maxInterval: "64 seconds",
@@ -64,6 +66,7 @@ export const defaultNatPmpRetransmission: Retransmission = {
   deadline: "15 seconds"
 }
 
+/** The defaults of `edge-ccm run`. */
 export const defaultNatPmpGatewayOptions: NatPmpGatewayOptions = {
   gateway: undefined,
   port: NATPMP_PORT,
@@ -74,6 +77,7 @@ export const defaultNatPmpGatewayOptions: NatPmpGatewayOptions = {
   openSocket: nodeSocket
 }
 
+/** The NAT-PMP gateway in use and its epoch, beside its `PortMapper`. */
 export class NatPmpGateway extends Context.Service<NatPmpGateway, {
   /** The gateway in use and our address toward it. */
   readonly endpoint: Effect.Effect<Endpoint, GatewayError>

@@ -61,16 +61,20 @@ export const ProtocolFromString = Schema.String.pipe(
   Schema.decodeTo(Protocol)
 )
 
+/** GetExternalIPAddress's answer. */
 export const ExternalIpResponse = Schema.Struct({ NewExternalIPAddress: ExternalIpFromString })
 
+/** GetStatusInfo's answer. */
 export const StatusInfoResponse = Schema.Struct({
   NewConnectionStatus: Schema.String,
   NewLastConnectionError: Schema.optionalKey(Schema.String),
   NewUptime: Schema.optionalKey(SecondsFromString)
 })
 
+/** AddAnyPortMapping's answer. */
 export const ReservedPortResponse = Schema.Struct({ NewReservedPort: PortFromString })
 
+/** GetSpecificPortMappingEntry's answer. */
 export const SpecificEntryResponse = Schema.Struct({
   NewInternalPort: PortFromString,
   NewInternalClient: Ipv4FromString,
@@ -79,6 +83,7 @@ export const SpecificEntryResponse = Schema.Struct({
   NewLeaseDuration: Schema.optionalKey(SecondsFromString)
 })
 
+/** GetGenericPortMappingEntry's answer. */
 export const GenericEntryResponse = Schema.Struct({
   NewRemoteHost: Schema.optionalKey(Schema.String),
   NewExternalPort: PortFromString,
@@ -90,6 +95,7 @@ export const GenericEntryResponse = Schema.Struct({
   NewLeaseDuration: Schema.optionalKey(SecondsFromString)
 })
 
+/** GetListOfPortMappings' answer: an XML document in a string. */
 export const PortListingResponse = Schema.Struct({ NewPortListing: Schema.String })
 
 /** One `PortMappingEntry` of a GetListOfPortMappings document (IGDv2 names two fields differently). */
@@ -126,6 +132,7 @@ export const decodeResponse = <T>(
 // Raw actions: one SOAP call each, decoded, no reactions.
 // ---------------------------------------------------------------------------------------------
 
+/** The WAN connection's state, as GetStatusInfo reports it. */
 export interface StatusInfo {
   readonly connectionStatus: string
   /** Connected or Up: the WAN link carries traffic. */
@@ -158,12 +165,14 @@ const invoke = Effect.fnUntraced(function*(
 const decoded = <T>(endpoint: IgdEndpoint, action: string, schema: Schema.ConstraintDecoder<T>) =>
   decodeResponse(schema, { router: endpoint.controlUrl, action })
 
+/** GetExternalIPAddress. */
 export const getExternalIPAddress = Effect.fn("IgdActions.getExternalIPAddress")(function*(endpoint: IgdEndpoint) {
   const values = yield* invoke(endpoint, "GetExternalIPAddress", [])
   const response = yield* decoded(endpoint, "GetExternalIPAddress", ExternalIpResponse)(values)
   return response.NewExternalIPAddress
 })
 
+/** GetStatusInfo. */
 export const getStatusInfo = Effect.fn("IgdActions.getStatusInfo")(function*(endpoint: IgdEndpoint) {
   const values = yield* invoke(endpoint, "GetStatusInfo", [])
   const response = yield* decoded(endpoint, "GetStatusInfo", StatusInfoResponse)(values)
@@ -215,6 +224,7 @@ const mappingArgs = (args: PortMappingArgs): ReadonlyArray<readonly [string, str
   ["NewLeaseDuration", String(args.leaseSeconds)]
 ]
 
+/** AddPortMapping. */
 export const addPortMapping = Effect.fn("IgdActions.addPortMapping")(function*(endpoint: IgdEndpoint, args: PortMappingArgs) {
   yield* validatePortMappingArgs(endpoint.controlUrl, "AddPortMapping", args)
   yield* invoke(endpoint, "AddPortMapping", mappingArgs(args))
@@ -228,6 +238,7 @@ export const addAnyPortMapping = Effect.fn("IgdActions.addAnyPortMapping")(funct
   return response.NewReservedPort
 })
 
+/** DeletePortMapping of one external port and protocol. */
 export const deletePortMapping = Effect.fn("IgdActions.deletePortMapping")(
   function*(endpoint: IgdEndpoint, externalPort: number, protocol: Protocol) {
     if (!isMappablePort(externalPort)) {
@@ -269,6 +280,7 @@ export const getSpecificPortMappingEntry = Effect.fn("IgdActions.getSpecificPort
   }
 )
 
+/** GetGenericPortMappingEntry: the table's entry at an index. */
 export const getGenericPortMappingEntry = Effect.fn("IgdActions.getGenericPortMappingEntry")(
   function*(endpoint: IgdEndpoint, index: number) {
     const values = yield* invoke(endpoint, "GetGenericPortMappingEntry", [["NewPortMappingIndex", String(index)]])
