@@ -319,7 +319,10 @@ const makePortMapper = (control: PortControl, settings: NatPmpGatewayOptions) =>
     status,
     map,
     unmap,
-    get: () => Effect.succeed(undefined),
+    // NAT-PMP has no request that reads a mapping.
+    get: Effect.fn("NatPmpGateway.get")(function*() {
+      return undefined
+    }),
     list: Effect.succeed(undefined)
   })
 }

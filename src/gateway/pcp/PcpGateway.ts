@@ -263,7 +263,10 @@ const makePortMapper = (control: PortControl, settings: PcpGatewayOptions) =>
       status,
       map,
       unmap,
-      get: () => Effect.succeed(undefined),
+      // PCP has no request that reads a mapping.
+      get: Effect.fn("PcpGateway.get")(function*() {
+        return undefined
+      }),
       list: Effect.succeed(undefined)
     })
   })
