@@ -83,14 +83,19 @@ export const SpecificEntryResponse = Schema.Struct({
   NewLeaseDuration: Schema.optionalKey(SecondsFromString)
 })
 
-/** GetGenericPortMappingEntry's answer. */
-export const GenericEntryResponse = Schema.Struct({
+/** The fields of a table entry that GetGenericPortMappingEntry and GetListOfPortMappings share. */
+const TableEntry = Schema.Struct({
   NewRemoteHost: Schema.optionalKey(Schema.String),
   NewExternalPort: PortFromString,
   NewProtocol: ProtocolFromString,
   NewInternalPort: PortFromString,
   NewInternalClient: Ipv4FromString,
-  NewEnabled: Schema.optionalKey(BooleanFromString),
+  NewEnabled: Schema.optionalKey(BooleanFromString)
+})
+
+/** GetGenericPortMappingEntry's answer. */
+export const GenericEntryResponse = Schema.Struct({
+  ...TableEntry.fields,
   NewPortMappingDescription: Schema.optionalKey(Schema.String),
   NewLeaseDuration: Schema.optionalKey(SecondsFromString)
 })
@@ -100,14 +105,25 @@ export const PortListingResponse = Schema.Struct({ NewPortListing: Schema.String
 
 /** One `PortMappingEntry` of a GetListOfPortMappings document (IGDv2 names two fields differently). */
 export const PortListingEntry = Schema.Struct({
-  NewRemoteHost: Schema.optionalKey(Schema.String),
-  NewExternalPort: PortFromString,
-  NewProtocol: ProtocolFromString,
-  NewInternalPort: PortFromString,
-  NewInternalClient: Ipv4FromString,
-  NewEnabled: Schema.optionalKey(BooleanFromString),
+  ...TableEntry.fields,
   NewDescription: Schema.optionalKey(Schema.String),
   NewLeaseTime: Schema.optionalKey(SecondsFromString)
+})
+
+/** A table entry from the shared fields and the two each action names its own way. */
+const toMappingEntry = (
+  entry: typeof TableEntry.Type,
+  description: string | undefined,
+  leaseDuration: number | undefined
+): MappingEntry => ({
+  externalPort: entry.NewExternalPort,
+  protocol: entry.NewProtocol,
+  internalClient: entry.NewInternalClient,
+  internalPort: entry.NewInternalPort,
+  description: description ?? "",
+  leaseDuration,
+  enabled: entry.NewEnabled ?? true,
+  remoteHost: entry.NewRemoteHost ?? ""
 })
 
 /** Decodes a response with its schema; a failure is a `GatewayProtocolError` naming the field. */
@@ -285,16 +301,7 @@ export const getGenericPortMappingEntry = Effect.fn("IgdActions.getGenericPortMa
   function*(endpoint: IgdEndpoint, index: number) {
     const values = yield* invoke(endpoint, "GetGenericPortMappingEntry", [["NewPortMappingIndex", String(index)]])
     const entry = yield* decoded(endpoint, "GetGenericPortMappingEntry", GenericEntryResponse)(values)
-    return {
-      externalPort: entry.NewExternalPort,
-      protocol: entry.NewProtocol,
-      internalClient: entry.NewInternalClient,
-      internalPort: entry.NewInternalPort,
-      description: entry.NewPortMappingDescription ?? "",
-      leaseDuration: entry.NewLeaseDuration,
-      enabled: entry.NewEnabled ?? true,
-      remoteHost: entry.NewRemoteHost ?? ""
-    } satisfies MappingEntry
+    return toMappingEntry(entry, entry.NewPortMappingDescription, entry.NewLeaseDuration)
   }
 )
 
@@ -327,16 +334,7 @@ export const parsePortListing = (
         continue
       }
       const entry = decodedEntry.success
-      entries.push({
-        externalPort: entry.NewExternalPort,
-        protocol: entry.NewProtocol,
-        internalClient: entry.NewInternalClient,
-        internalPort: entry.NewInternalPort,
-        description: entry.NewDescription ?? "",
-        leaseDuration: entry.NewLeaseTime,
-        enabled: entry.NewEnabled ?? true,
-        remoteHost: entry.NewRemoteHost ?? ""
-      })
+      entries.push(toMappingEntry(entry, entry.NewDescription, entry.NewLeaseTime))
     }
     return { entries, unreadable }
   })
