@@ -16,8 +16,10 @@ import { makeInMemoryGateway } from "../support/InMemoryGateway.ts"
 import { makeInMemoryKube } from "../support/InMemoryKube.ts"
 import {
   controllerOver,
+  firstPassCalls,
   node,
   reasons,
+  runUntilRecorded,
   SEED_DESCRIPTION,
   SEED_KEY,
   seedService,
@@ -56,16 +58,7 @@ describe("Controller", () => {
       expect(trustedRecord(service).map((m) => m.description)).toEqual([SEED_DESCRIPTION])
       yield* untilEvents(kube, "EnsuredLoadBalancer")
       expect(reasons(kube)).toEqual(["EnsuringLoadBalancer", "EnsuredLoadBalancer"])
-      // The pass, call by call: the port is read, then the record and the finalizer are written,
-      // and only then is the router changed; the status follows, and the Events.
-      expect(journal.slice(created).filter((call) => call !== "router status")).toEqual([
-        "router get TCP/8080",
-        `kube patch ${SEED_KEY}`,
-        "router map TCP/8080",
-        `kube status ${SEED_KEY}`,
-        "kube event EnsuringLoadBalancer",
-        "kube event EnsuredLoadBalancer"
-      ])
+      expect(journal.slice(created).filter((call) => call !== "router status")).toEqual(firstPassCalls(SEED_KEY))
       // Our own writes come back through the watch; they are not a reason to ask the router again.
       yield* settle
       expect(gateway.calls.filter((call) => call === "get TCP/8080")).toHaveLength(1)
@@ -255,12 +248,7 @@ describe("Controller", () => {
   it.effect("after a restart, cleans up a Service deleted while it was down, from the record alone", () =>
     Effect.gen(function*() {
       const first = setup()
-      // The first process runs, maps, and stops (its scope closes: every fiber is gone).
-      yield* Effect.scoped(Effect.gen(function*() {
-        yield* first.start
-        first.kube.create(seedService())
-        yield* until("mapped", () => first.gateway.table.size === 1 && trustedRecord(first.kube.get(SEED_KEY)).length === 1)
-      }))
+      yield* runUntilRecorded(first.start, first.kube, first.gateway, seedService())
       const kube = first.kube
       kube.delete(SEED_KEY)
       yield* settle
@@ -503,11 +491,8 @@ describe("Controller over NAT-PMP/PCP-like routers (no table to read)", () => {
   it.effect("after a restart, a new process deletes the PCP mapping with the recorded nonce", () =>
     Effect.gen(function*() {
       const first = setupTwo()
-      yield* Effect.scoped(Effect.gen(function*() {
-        yield* first.start
-        first.kube.create(pcpService())
-        yield* until("mapped", () => first.pcp.table.has("TCP/8080") && trustedRecord(first.kube.get(SEED_KEY)).length === 1)
-      }))
+      yield* runUntilRecorded(first.start, first.kube, first.pcp, pcpService())
+      expect(first.pcp.table.has("TCP/8080")).toBe(true)
       first.kube.delete(SEED_KEY)
       const gateways = Gateways.layerFrom({
         "upnp-igd": first.upnp.layer,

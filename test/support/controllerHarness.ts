@@ -3,14 +3,14 @@
  * and router, for scenario tests, and the waits on it (quiescence.ts: signalled, never polled).
  */
 import type { Node, Service } from "../../src/kube/objects.ts"
-import { Context, Duration, Effect, Fiber, Layer } from "effect"
+import { Context, Duration, Effect, Fiber, Layer, type Scope } from "effect"
 import { TestClock } from "effect/testing"
 import { Controller, type ControllerOptions } from "../../src/controller/Controller.ts"
 import { Routers } from "../../src/controller/Routers.ts"
 import { makeInMemoryGateway } from "./InMemoryGateway.ts"
 import { type InMemoryKube, makeInMemoryKube } from "./InMemoryKube.ts"
 import { running, until } from "./quiescence.ts"
-import { testRecordKey } from "./records.ts"
+import { testRecordKey, trustedRecord } from "./records.ts"
 
 export { settle, until } from "./quiescence.ts"
 
@@ -85,9 +85,40 @@ export const controllerOver = (
 
 const STARTED_BY_THE_CLOCK = Duration.millis(1)
 
+/**
+ * A new one-port Service's first pass, call by call: the port is read, then the record and the
+ * finalizer are written, and only then is the router changed; the status follows, and the Events.
+ */
+export const firstPassCalls = (key: string, port = "TCP/8080"): ReadonlyArray<string> => [
+  `router get ${port}`,
+  `kube patch ${key}`,
+  `router map ${port}`,
+  `kube status ${key}`,
+  "kube event EnsuringLoadBalancer",
+  "kube event EnsuredLoadBalancer"
+]
+
 /** The reasons of the Events recorded so far, in order. */
 export const reasons = (kube: ReturnType<typeof makeInMemoryKube>) => kube.events.map((e) => e.reason)
 
 /** Events are sent in the background: waits for `count` of this reason. */
 export const untilEvents = (kube: ReturnType<typeof makeInMemoryKube>, reason: string, count = 1) =>
   until(`${count} ${reason} event(s)`, () => reasons(kube).filter((r) => r === reason).length >= count)
+
+/**
+ * A first process for a restart scenario: starts, gets the Service's one port mapped, recorded
+ * and announced, then stops (its scope closes: every fiber is gone).
+ */
+export const runUntilRecorded = (
+  start: Effect.Effect<unknown, never, Scope.Scope>,
+  kube: InMemoryKube,
+  router: { readonly table: ReadonlyMap<string, unknown> },
+  service: Service
+) =>
+  Effect.scoped(Effect.gen(function*() {
+    yield* start
+    kube.create(service)
+    const key = `${service.metadata?.namespace ?? "default"}/${service.metadata?.name}`
+    yield* until("mapped and recorded", () => router.table.size === 1 && trustedRecord(kube.get(key)).length === 1)
+    yield* untilEvents(kube, "EnsuredLoadBalancer")
+  }))
