@@ -14,14 +14,13 @@
  * A gateway that copies the zero address back (RFC 6887 erratum 3621) leaves us the address of
  * the last mapping granted. The MAP exchange itself is PcpMapExchange's.
  */
-import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import { Config, Context, Effect, Layer, Ref, Result } from "effect"
 import { externalAddressOf } from "../classifyExternalIp.ts"
-import { DoubleNat, type GatewayError, PortConflict } from "../GatewayError.ts"
+import { DoubleNat, PortConflict } from "../GatewayError.ts"
 import { type ExternalAddress, type GatewayStatus, type GrantedMapping, isMappablePort, type MappingRequest } from "../Mapping.ts"
-import type { EpochReport } from "../portcontrol/Epoch.ts"
 import { type Endpoint, nodeSocket, type OpenSocket, type Retransmission } from "../portcontrol/Exchange.ts"
-import { makePortControl, type PortControl } from "../portcontrol/PortControl.ts"
+import type { PortControl } from "../portcontrol/PortControl.ts"
+import { checkMapRequest, portControlGatewayLayer, type PortControlGatewayShape } from "../portcontrol/PortControlGateway.ts"
 import { PortMapper } from "../PortMapper.ts"
 import { isUnspecified, makeMapExchange, NONCE_PATTERN, randomNonce } from "./PcpMapExchange.ts"
 import { PCP_NETWORK_FAILURE, PCP_NO_RESOURCES, PCP_NOT_AUTHORIZED, PCP_PORT, PCP_SUCCESS } from "./PcpPacket.ts"
@@ -74,28 +73,11 @@ export const defaultPcpGatewayOptions: PcpGatewayOptions = {
 }
 
 /** The PCP gateway in use and its epoch, beside its `PortMapper`. */
-export class PcpGateway extends Context.Service<PcpGateway, {
-  /** The gateway in use and our address toward it. */
-  readonly endpoint: Effect.Effect<Endpoint, GatewayError>
-  /** The last epoch and whether the gateway lost its state; clears `lostState` like `status`. */
-  readonly epoch: Effect.Effect<EpochReport>
-}>()("edge-ccm/gateway/pcp/PcpGateway") {
-  /** Builds both services; needs a FileSystem to read the default route. */
-  static make = Effect.fnUntraced(function*(options?: Partial<PcpGatewayOptions>) {
-    const settings: PcpGatewayOptions = { ...defaultPcpGatewayOptions, ...options }
-    const retransmission: Retransmission = { ...defaultPcpRetransmission, ...options?.retransmission }
-    const control = yield* makePortControl("pcp", { ...settings, retransmission })
-    const portMapper = yield* makePortMapper(control, settings)
-    const pcp = PcpGateway.of({ endpoint: control.endpoint, epoch: control.epochs.report })
-    return { portMapper, pcp }
-  })
-
+export class PcpGateway extends Context.Service<PcpGateway, PortControlGatewayShape>()("edge-ccm/gateway/pcp/PcpGateway") {
   /** `PortMapper` and `PcpGateway` over UDP; the gateway is found on first use. */
   static layer(options?: Partial<PcpGatewayOptions>): Layer.Layer<PortMapper | PcpGateway> {
-    return Layer.effectContext(
-      Effect.map(PcpGateway.make(options), ({ pcp, portMapper }) =>
-        Context.make(PortMapper, portMapper).pipe(Context.add(PcpGateway, pcp)))
-    ).pipe(Layer.provide(NodeFileSystem.layer))
+    const retransmission: Retransmission = { ...defaultPcpRetransmission, ...options?.retransmission }
+    return portControlGatewayLayer(PcpGateway, "pcp", { ...defaultPcpGatewayOptions, ...options, retransmission }, makePortMapper)
   }
 
   /** `layer` with its options read from `Config`. */
@@ -114,19 +96,7 @@ const makePortMapper = (control: PortControl, settings: PcpGatewayOptions) =>
     const map = Effect.fn("PcpGateway.map")(function*(request: MappingRequest) {
       const endpoint = yield* control.endpoint
       const action = `MAP ${request.protocol} ${request.externalPort}`
-      if (!isMappablePort(request.externalPort)) return yield* invalid(endpoint, action, "externalPort", "must be 1-65535")
-      if (!isMappablePort(request.internalPort)) return yield* invalid(endpoint, action, "internalPort", "must be 1-65535")
-      if (!Number.isInteger(request.leaseSeconds) || request.leaseSeconds < 0 || request.leaseSeconds > 0xffff_ffff) {
-        return yield* invalid(endpoint, action, "leaseSeconds", "must be a whole number of seconds")
-      }
-      if (request.internalClient !== undefined && request.internalClient !== endpoint.localAddress) {
-        return yield* invalid(
-          endpoint,
-          action,
-          "internalClient",
-          `PCP maps to the address that asks (${endpoint.localAddress}), not ${request.internalClient}`
-        )
-      }
+      yield* checkMapRequest(endpoint, action, request, "PCP")
       if (request.nonce !== undefined && !NONCE_PATTERN.test(request.nonce)) {
         return yield* invalid(endpoint, action, "nonce", "must be 24 lower-case hex digits (96 bits)")
       }
