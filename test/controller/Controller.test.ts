@@ -9,6 +9,7 @@ import { TestClock } from "effect/testing"
 import { Controller } from "../../src/controller/Controller.ts"
 import * as metrics from "../../src/controller/metrics.ts"
 import { RESTART_PASS_WINDOW } from "../../src/controller/restartWindow.ts"
+import { Routers } from "../../src/controller/Routers.ts"
 import { FINALIZER, MAPPINGS_ANNOTATION } from "../../src/controller/ServiceSpec.ts"
 import { Gateways } from "../../src/gateway/Gateways.ts"
 import { PortMapper } from "../../src/gateway/PortMapper.ts"
@@ -16,8 +17,10 @@ import { makeInMemoryGateway } from "../support/InMemoryGateway.ts"
 import { makeInMemoryKube } from "../support/InMemoryKube.ts"
 import {
   controllerOver,
+  firstPassCalls,
   node,
   reasons,
+  runUntilRecorded,
   SEED_DESCRIPTION,
   SEED_KEY,
   seedService,
@@ -42,10 +45,8 @@ describe("Controller", () => {
       const journal: Array<string> = []
       const { gateway, kube, start } = setup({}, { journal })
       const controller = Context.get(yield* start, Controller)
-      for (let round = 0; !(yield* controller.health).initialPassDone; round++) {
-        if (round > 2_000) return yield* Effect.die(new Error("the initial pass never finished"))
-        yield* Effect.yieldNow
-      }
+      yield* settle
+      expect((yield* controller.health).initialPassDone).toBe(true)
       const created = journal.length
       kube.create(seedService())
       yield* until("status published", () => kube.get(SEED_KEY)?.status?.loadBalancer?.ingress?.[0]?.ip !== undefined)
@@ -64,15 +65,7 @@ describe("Controller", () => {
       expect(trustedRecord(service).map((m) => m.description)).toEqual([SEED_DESCRIPTION])
       yield* untilEvents(kube, "EnsuredLoadBalancer")
       expect(reasons(kube)).toEqual(["EnsuredLoadBalancer"])
-      // The pass, call by call: the port is read, then the record and the finalizer are written,
-      // and only then is the router changed; the status follows, and the Events.
-      expect(journal.slice(created).filter((call) => call !== "router status")).toEqual([
-        "router get TCP/8080",
-        `kube patch ${SEED_KEY}`,
-        "router map TCP/8080",
-        `kube status ${SEED_KEY}`,
-        "kube event EnsuredLoadBalancer"
-      ])
+      expect(journal.slice(created).filter((call) => call !== "router status")).toEqual(firstPassCalls(SEED_KEY))
       // Our own writes come back through the watch; they are not a reason to ask the router again.
       yield* settle
       expect(gateway.calls.filter((call) => call === "get TCP/8080")).toHaveLength(1)
@@ -307,19 +300,14 @@ describe("Controller", () => {
   it.effect("after a restart, cleans up a Service deleted while it was down, from the record alone", () =>
     Effect.gen(function*() {
       const first = setup()
-      // The first process runs, maps, and stops (its scope closes: every fiber is gone).
-      yield* Effect.scoped(Effect.gen(function*() {
-        yield* first.start
-        first.kube.create(seedService())
-        yield* until("mapped", () => first.gateway.table.size === 1 && trustedRecord(first.kube.get(SEED_KEY)).length === 1)
-      }))
+      yield* runUntilRecorded(first.start, first.kube, first.gateway, seedService())
       const kube = first.kube
       kube.delete(SEED_KEY)
       yield* settle
       expect(kube.get(SEED_KEY)?.metadata?.deletionTimestamp).toBeDefined()
       expect(first.gateway.table.size).toBe(1)
       // A new process over the same apiserver and router knows what to undo from the record.
-      yield* controllerOver(kube, Gateways.layerSingle("upnp-igd").pipe(Layer.provide(first.gateway.layer)))
+      yield* controllerOver(kube, Routers.layerTest("upnp-igd", first.gateway.layer))
       yield* until("service gone", () => kube.get(SEED_KEY) === undefined)
       expect(first.gateway.table.size).toBe(0)
     }))
@@ -534,7 +522,7 @@ describe("Controller over NAT-PMP/PCP-like routers (no table to read)", () => {
       { "upnp-igd": upnp.layer, "pcp": pcp.layer, "nat-pmp": unavailable },
       { preference: autoPreference }
     )
-    const start = controllerOver(kube, gateways)
+    const start = controllerOver(kube, Routers.layer.pipe(Layer.provide(gateways)))
     return { kube, upnp, pcp, start }
   }
   const pcpService = (overrides: Partial<Service["metadata"]> = {}) =>
@@ -559,18 +547,15 @@ describe("Controller over NAT-PMP/PCP-like routers (no table to read)", () => {
   it.effect("after a restart, a new process deletes the PCP mapping with the recorded nonce", () =>
     Effect.gen(function*() {
       const first = setupTwo()
-      yield* Effect.scoped(Effect.gen(function*() {
-        yield* first.start
-        first.kube.create(pcpService())
-        yield* until("mapped", () => first.pcp.table.has("TCP/8080") && trustedRecord(first.kube.get(SEED_KEY)).length === 1)
-      }))
+      yield* runUntilRecorded(first.start, first.kube, first.pcp, pcpService())
+      expect(first.pcp.table.has("TCP/8080")).toBe(true)
       first.kube.delete(SEED_KEY)
       const gateways = Gateways.layerFrom({
         "upnp-igd": first.upnp.layer,
         "pcp": first.pcp.layer,
         "nat-pmp": Layer.effect(PortMapper, Effect.die(new Error("unused")))
       })
-      yield* controllerOver(first.kube, gateways)
+      yield* controllerOver(first.kube, Routers.layer.pipe(Layer.provide(gateways)))
       yield* until("Service gone", () => first.kube.get(SEED_KEY) === undefined)
       expect(first.pcp.table.size).toBe(0)
     }))
