@@ -8,11 +8,13 @@ import { runCommand } from "./RunCommand.ts"
 import { gatewayCommand } from "./GatewayCommand.ts"
 import { CommandFailed } from "./output.ts"
 
+/** The version `edge-ccm --version` prints. */
 export const VERSION = "0.1.0"
 
 /** Every subcommand of `edge-ccm`. */
 export const subcommands = [runCommand, gatewayCommand] as const
 
+/** `edge-ccm` and its commands: run, gateway. */
 export const command = Command.make("edge-ccm").pipe(
   Command.withDescription(
     "Edge cloud controller manager: publishes LoadBalancer Services through the LAN's Internet gateway"

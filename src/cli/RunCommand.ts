@@ -9,6 +9,7 @@ import { requestedLogLevel } from "../runtime/Logging.ts"
 import { runFlags, settingsProblem, toRunSettings } from "../runtime/Settings.ts"
 import { CommandFailed } from "./output.ts"
 
+/** `edge-ccm run`: the controller, with its flags (Settings.ts). */
 export const runCommand = Command.make(
   "run",
   runFlags,

@@ -183,7 +183,9 @@ const make = (options: PortIndexOptions, initial: ClusterSnapshot) =>
 
     return ClusterState.of({
       snapshot: Ref.get(state),
-      service: (key) => Effect.map(Ref.get(state), (now) => Option.getOrUndefined(HashMap.get(now.services, key))),
+      service: Effect.fn("ClusterState.service")(function*(key: string) {
+        return Option.getOrUndefined(HashMap.get((yield* Ref.get(state)).services, key))
+      }),
       applyService,
       applyNode,
       applySlice,

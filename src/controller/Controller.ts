@@ -73,8 +73,10 @@ export interface ControllerHealth {
   /** This node carries the exclude-from-external-load-balancers label: nothing is mapped to it. */
   readonly excluded: boolean
   readonly queueDepth: number
-  /** Events waiting to be sent (they yield to the work). */
+  /** Events waiting to be sent (they yield to the work), those waiting their moment included. */
   readonly eventsQueued: number
+  /** Of those, the ones that would go out now, were the work done. */
+  readonly eventsDue: number
   /** When the loops last made progress (Clock time, ms): a stuck loop fails the liveness probe. */
   readonly lastProbeAt: number
   readonly lastResyncAt: number
@@ -85,11 +87,18 @@ export class Controller extends Context.Service<Controller, {
   readonly health: Effect.Effect<ControllerHealth>
   /** Lists the router's table and reconciles every Service now, as after a reboot. */
   readonly fullPass: Effect.Effect<void>
+  /** Waits until no Service is queued or being reconciled. */
+  readonly idle: Effect.Effect<void>
 }>()("edge-ccm/controller/Controller") {
   /** The whole controller over a Kubernetes API, the routers, and the record key. */
   static layer(options: Partial<ControllerOptions> = {}): Layer.Layer<Controller, never, Kube | Gateways | RecordKey> {
+    return Controller.layerOver(options).pipe(Layer.provide(Routers.layer))
+  }
+
+  /** The controller over the `Routers` given (`Routers.layerTest` in tests). */
+  static layerOver(options: Partial<ControllerOptions> = {}): Layer.Layer<Controller, never, Kube | Routers | RecordKey> {
     const settings = { ...defaultControllerOptions, ...options }
-    const state = Layer.mergeAll(ClusterState.layer(settings), Routers.layer, WorkQueue.layer)
+    const state = Layer.mergeAll(ClusterState.layer(settings), WorkQueue.layer)
     const services = Layer.mergeAll(ServiceEvents.layer, ServiceWrites.layer, FullPass.layer(settings)).pipe(
       Layer.provideMerge(state)
     )
@@ -126,10 +135,12 @@ const make = (options: ControllerOptions) =>
           excluded: isExcluded(snapshot, options.nodeName),
           queueDepth: yield* queue.depth,
           eventsQueued: yield* events.queued,
+          eventsDue: yield* events.due,
           lastProbeAt: gateways.lastProbeAt,
           lastResyncAt: progress.lastResyncAt
         } satisfies ControllerHealth
       }).pipe(Effect.withSpan("Controller.health")),
-      fullPass: fullPass.run
+      fullPass: fullPass.run,
+      idle: queue.idle
     })
   })

@@ -23,8 +23,10 @@ export interface EventSink {
    * waits behind others is not sent: this one says all it said.
    */
   readonly record: (event: EventSpec, serviceKey: string, options?: RecordOptions) => Effect.Effect<void>
-  /** Events waiting to be sent. */
+  /** Events waiting to be sent, those waiting their moment (`unlessSupersededWithin`) included. */
   readonly queued: Effect.Effect<number>
+  /** Events that would be sent now, were the work done: `queued` less those waiting their moment. */
+  readonly due: Effect.Effect<number>
 }
 
 /** How one Event relates to the others about its Service. */
@@ -185,9 +187,13 @@ export const makeEventSink = (
       }
     )
 
-    const queued = Effect.map(
-      Effect.all([Queue.size(queue), Ref.get(state)]),
-      ([size, now]) => size + (now.heldBack === undefined ? 0 : 1) + HashMap.size(now.pending)
-    )
-    return { queued, record }
+    const counts = Effect.map(Effect.all([Queue.size(queue), Ref.get(state)]), ([size, now]) => ({
+      due: size + (now.heldBack === undefined ? 0 : 1),
+      pending: HashMap.size(now.pending)
+    }))
+    return {
+      queued: Effect.map(counts, ({ due, pending }) => due + pending),
+      due: Effect.map(counts, ({ due }) => due),
+      record
+    }
   })

@@ -4,14 +4,15 @@
  * resync, and when a router rebooted; one at a time. Each complete listing is published for the
  * orphan sweep (orphanSweep.ts). A pass that takes long says every 30 s what it waits for.
  */
-import { Clock, Context, Duration, Effect, HashMap, Layer, Metric, Ref, Semaphore, SubscriptionRef } from "effect"
+import { Clock, Context, Duration, Effect, HashMap, Layer, Metric, Option, Ref, Semaphore, SubscriptionRef } from "effect"
 import type { Backend, MappingEntry } from "../gateway/Mapping.ts"
 import { ClusterState, isRelevant, ownershipOf } from "./ClusterState.ts"
-import { readRecord, recordedBackend, type RecordCheck } from "./MappingRecord.ts"
+import { portKey, readRecord, recordedBackend, type RecordCheck } from "./MappingRecord.ts"
 import * as metrics from "./metrics.ts"
 import { RecordKey } from "./RecordKey.ts"
 import { isOwned } from "./planner.ts"
 import { type Router, Routers } from "./Routers.ts"
+import { type FreshTable, settledByListing } from "./settled.ts"
 import { liveDesired, selectService, type SelectionOptions, serviceKey, type DesiredOptions } from "./ServiceSpec.ts"
 import { WorkQueue } from "./WorkQueue.ts"
 
@@ -70,10 +71,19 @@ const make = Effect.fnUntraced(function*(options: SelectionOptions & DesiredOpti
   })
 
   const enqueueAll = Effect.fn("FullPass.enqueueAll")(function*(verify: boolean) {
+    yield* enqueueUnsettled(verify, [])
+  })
+
+  /** Queues every Service the controller acts on, but those a fresh table shows settled. */
+  const enqueueUnsettled = Effect.fnUntraced(function*(verify: boolean, tables: ReadonlyArray<FreshTable>) {
     const snapshot = yield* cluster.snapshot
+    let skipped = 0
     for (const service of HashMap.values(snapshot.services)) {
-      if (isRelevant(service, options)) yield* queue.add(serviceKey(service), { verify })
+      if (!isRelevant(service, options)) continue
+      if (tables.some((table) => settledByListing(service, options, recordCheck, table))) skipped++
+      else yield* queue.add(serviceKey(service), { verify })
     }
+    if (skipped > 0) yield* Effect.logDebug(`full pass: ${skipped} Services settled as the routers' tables show them`)
   })
 
   /**
@@ -98,6 +108,7 @@ const make = Effect.fnUntraced(function*(options: SelectionOptions & DesiredOpti
       let complete = true
       let owned = 0
       const fresh: Array<Listing> = []
+      const tables: Array<FreshTable> = []
       for (const router of yield* routers.inUse) {
         if (!router.mapper.capabilities.readsTable) continue
         if (yield* routers.failing(router)) {
@@ -115,6 +126,14 @@ const make = Effect.fnUntraced(function*(options: SelectionOptions & DesiredOpti
           const ownership = ownershipOf(yield* cluster.snapshot, options.clusterName, yield* routers.localAddresses)
           owned += listing.success.filter((entry) => isOwned(entry, ownership)).length
           fresh.push({ router, entries: listing.success })
+          const view = yield* Effect.option(routers.view(router))
+          if (Option.isSome(view)) {
+            tables.push({
+              backend: router.backend,
+              view: view.value,
+              entries: new Map(listing.success.map((entry) => [portKey(entry), entry]))
+            })
+          }
         } else {
           if (listing._tag === "Failure") yield* Effect.logWarning(`router table unreadable: ${listing.failure.message}`)
           yield* router.table.invalidate
@@ -125,7 +144,8 @@ const make = Effect.fnUntraced(function*(options: SelectionOptions & DesiredOpti
       yield* Metric.update(metrics.ownedMappings, owned)
       yield* metrics.count(metrics.fullPasses, { result: complete ? "complete" : "incomplete" })
       yield* Ref.set(progress, "queueing every Service")
-      yield* enqueueAll(!complete)
+      // After a complete listing, a Service it shows settled has nothing to repair.
+      yield* enqueueUnsettled(!complete, complete ? tables : [])
       const snapshot = yield* cluster.snapshot
       let desired = 0
       for (const service of HashMap.values(snapshot.services)) desired += liveDesired(service, options)?.ports.length ?? 0

@@ -22,6 +22,7 @@ import { MAPPINGS_ANNOTATION, MAPPINGS_SIGNATURE_ANNOTATION, mappingDescription,
 /** Bounded text: a record is hostile input, and what it says ends up in Events and logs. */
 const Text = (maxLength: number) => Schema.String.check(Schema.isMaxLength(maxLength))
 
+/** One mapping as the record annotation carries it: enough to undo it without the router's help. */
 export const RecordedMapping = Schema.Struct({
   backend: Text(16),
   /** The router the mapping was made on (its control URL or address). */
@@ -34,6 +35,7 @@ export const RecordedMapping = Schema.Struct({
   /** PCP: the nonce that owns the mapping (12 bytes, hex). */
   nonce: Schema.optionalKey(Schema.String.check(Schema.isPattern(/^[0-9a-f]{24}$/)))
 })
+/** One recorded mapping. */
 export type RecordedMapping = typeof RecordedMapping.Type
 
 const MappingRecordJson = Schema.fromJsonString(Schema.Array(RecordedMapping))
@@ -50,6 +52,7 @@ export interface ReadRecord {
   readonly stale: boolean
 }
 
+/** What checking a record needs: the key that signs it and the cluster's name. */
 export interface RecordCheck {
   readonly key: RecordKey["Service"]
   readonly clusterName: string

@@ -228,10 +228,17 @@ export class Routers extends Context.Service<Routers, {
           yield* change(router, (state) => ({ ...state, status: undefined, error: error._tag === "DoubleNat" ? state.error : error }))
           yield* router.table.invalidate
         }),
-        failing: (router) => Effect.map(stateOf(router), (state) => state.error !== undefined),
+        failing: Effect.fn("Routers.failing")(function*(router: Router) {
+          return (yield* stateOf(router)).error !== undefined
+        }),
         probe,
-        listed: (router, at) => change(router, (state) => ({ ...state, listedAt: at })),
-        announced: (router) => Effect.flatMap(Clock.currentTimeMillis, (at) => change(router, (state) => ({ ...state, announcedAt: at }))),
+        listed: Effect.fn("Routers.listed")(function*(router: Router, at: number) {
+          yield* change(router, (state) => ({ ...state, listedAt: at }))
+        }),
+        announced: Effect.fn("Routers.announced")(function*(router: Router) {
+          const at = yield* Clock.currentTimeMillis
+          yield* change(router, (state) => ({ ...state, announcedAt: at }))
+        }),
         probeTick: Effect.flatMap(Clock.currentTimeMillis, (now) => Ref.set(lastProbeAt, now)),
         localAddresses: Effect.gen(function*() {
           const all = yield* Ref.get(states)
@@ -247,6 +254,14 @@ export class Routers extends Context.Service<Routers, {
       })
     })
   )
+
+  /**
+   * One router, spoken to in `backend` through the given mapper (an in-memory one in tests):
+   * it answers for its own type and for `auto`, with no discovery (`Gateways.layerSingle`).
+   */
+  static layerTest(backend: Backend, mapper: Layer.Layer<PortMapper>): Layer.Layer<Routers> {
+    return Routers.layer.pipe(Layer.provide(Gateways.layerSingle(backend)), Layer.provide(mapper))
+  }
 }
 
 /** What the planner needs to know of a router's answer. */

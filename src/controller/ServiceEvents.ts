@@ -34,8 +34,10 @@ export class ServiceEvents extends Context.Service<ServiceEvents, {
   readonly send: (service: Service, announcement: Announcement, options?: RecordOptions) => Effect.Effect<void>
   /** Forgets a Service gone or released: its conditions are announced afresh if it comes back. */
   readonly forget: (key: string) => Effect.Effect<void>
-  /** Events waiting to be sent. */
+  /** Events waiting to be sent, those waiting their moment included. */
   readonly queued: Effect.Effect<number>
+  /** Events that would be sent now, were the work done. */
+  readonly due: Effect.Effect<number>
 }>()("edge-ccm/controller/ServiceEvents") {
   /** Sends through `Kube`, while busy (the work queue not idle) one per second at most. */
   static readonly layer: Layer.Layer<ServiceEvents, never, Kube | WorkQueue> = Layer.effect(
@@ -67,7 +69,8 @@ export class ServiceEvents extends Context.Service<ServiceEvents, {
         forget: Effect.fn("ServiceEvents.forget")(function*(key: string) {
           yield* announcer.forget(key)
         }),
-        queued: sink.queued
+        queued: sink.queued,
+        due: sink.due
       })
     })
   )

@@ -20,20 +20,27 @@ import { perServiceObject } from "./perServiceObject.ts"
 
 /** Every annotation this controller reads or writes starts with this. */
 export const ANNOTATION_PREFIX = "midokura.com/"
+/** Opts a Service in and names its protocol: upnp-igd, nat-pmp, pcp or auto. */
 export const LOAD_BALANCER_TYPE_ANNOTATION = "midokura.com/load-balancer-type"
+/** The lease each of the Service's mappings asks for (e.g. `2h`; `0`: permanent). */
 export const MAPPING_LEASE_ANNOTATION = "midokura.com/mapping-lease"
+/** The record of what was mapped for the Service (MappingRecord.ts). */
 export const MAPPINGS_ANNOTATION = "midokura.com/mappings"
 /** The controller's signature of the record, binding it to this Service (see MappingRecord.ts). */
 export const MAPPINGS_SIGNATURE_ANNOTATION = "midokura.com/mappings-signature"
+/** `true`: release the Service without deleting its mappings (a router that will not answer). */
 export const ABANDON_MAPPINGS_ANNOTATION = "midokura.com/abandon-mappings"
+/** Keeps a deleted Service until its mappings are gone. */
 export const FINALIZER = "midokura.com/load-balancer-cleanup"
 
 export { LoadBalancerType } from "../gateway/Gateways.ts"
 
+/** What makes a Service ours besides the annotation. */
 export interface SelectionOptions {
   readonly loadBalancerClass: string
 }
 
+/** Whether a Service is ours, and with which protocol. */
 export type Selection =
   /** Not a LoadBalancer, another class, or no opt-in: ignored silently. */
   | { readonly _tag: "NotOurs" }
@@ -53,6 +60,7 @@ export const refOf = (service: Service): ObjectRef => ({
   resourceVersion: service.metadata?.resourceVersion
 })
 
+/** Whether a Service is ours (computed once per object version). */
 export const selectService = perServiceObject((service: Service, options: SelectionOptions): Selection => {
   if (service.spec?.type !== "LoadBalancer") return { _tag: "NotOurs" }
   const loadBalancerClass = service.spec.loadBalancerClass
@@ -90,11 +98,13 @@ export interface UnmappablePort {
   readonly message: string
 }
 
+/** Something about a Service's spec that a Warning Event says. */
 export interface ServiceWarning {
   readonly reason: "LoadBalancerSourceRangesIgnored" | "IPv6Only" | "InvalidAnnotation"
   readonly message: string
 }
 
+/** What a Service of ours asks for: its ports, lease and protocol. */
 export interface DesiredService {
   readonly key: string
   readonly namespace: string
@@ -109,6 +119,7 @@ export interface DesiredService {
   readonly warnings: ReadonlyArray<ServiceWarning>
 }
 
+/** What deriving a Service's desired mappings needs. */
 export interface DesiredOptions {
   readonly clusterName: string
   readonly defaultLease: Duration.Duration

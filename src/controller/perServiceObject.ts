@@ -5,6 +5,7 @@
  */
 import type { Service } from "../kube/objects.ts"
 
+/** Memoizes a pure function of a Service object by identity: a watch delivers a new object per version. */
 export const perServiceObject = <Args extends ReadonlyArray<unknown>, A>(
   compute: (service: Service, ...args: Args) => A
 ): (service: Service, ...args: Args) => A => {

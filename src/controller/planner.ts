@@ -10,12 +10,14 @@ import { type DesiredPort, type DesiredService, isClusterDescription } from "./S
 /** What the router's table says about one port: an entry, or verified absent (null). */
 export type ObservedTable = ReadonlyMap<string, MappingEntry | null>
 
+/** How a mapping is recognised as this cluster's: its description prefix and the Nodes' addresses. */
 export interface Ownership {
   readonly clusterName: string
   /** Addresses of this cluster's Nodes: a mapping to one of them under our description prefix is ours. */
   readonly nodeAddresses: ReadonlySet<string>
 }
 
+/** What the planner needs of the router: who it is, our address toward it, its external address. */
 export interface GatewayView {
   readonly router: string
   readonly backend: string
@@ -31,6 +33,7 @@ export const isOwned = (entry: MappingEntry, ownership: Ownership): boolean =>
 // ---------------------------------------------------------------------------------------------
 // Claims: two Services on one external port. Decided before any router call.
 
+/** A port a Service wants that another Service has a better claim to. */
 export interface ContestedPort {
   readonly port: DesiredPort
   /**
@@ -40,6 +43,7 @@ export interface ContestedPort {
   readonly holder: string
 }
 
+/** Which of a Service's ports it may map, and which go to other Services. */
 export interface Claims {
   readonly granted: ReadonlyArray<DesiredPort>
   readonly contested: ReadonlyArray<ContestedPort>
@@ -47,6 +51,7 @@ export interface Claims {
   readonly overQuota: ReadonlyArray<DesiredPort>
 }
 
+/** Gives each contested port to the oldest Service that wants it (the one holding it among equals). */
 export const resolveClaims = (
   services: ReadonlyArray<DesiredService>,
   /** Which ports each Service's record says it holds now, by Service key. */
@@ -124,6 +129,7 @@ export const withQuota = (claims: Claims, denied: ReadonlySet<string> | undefine
 // ---------------------------------------------------------------------------------------------
 // Steps
 
+/** One router step of a pass. */
 export type Step =
   /** Nothing holds the port: map it. `repair` when the record says we had mapped it before. */
   | { readonly _tag: "Add"; readonly port: DesiredPort; readonly repair: boolean }
@@ -140,6 +146,7 @@ export type Step =
   /** A mapping of ours whose Service is gone. */
   | { readonly _tag: "Orphan"; readonly entry: MappingEntry }
 
+/** Everything a pass will do for a Service, decided before any of it is done. */
 export interface ServicePlan {
   /** The record to write (with the finalizer) before any router call; undefined when it already holds it. */
   readonly recordBefore: ReadonlyArray<RecordedMapping> | undefined
@@ -152,6 +159,7 @@ export interface ServicePlan {
   readonly blocked: ReadonlyArray<DesiredPort>
 }
 
+/** What planning a Service's pass reads. */
 export interface ServicePlanInput {
   readonly service: DesiredService
   readonly claims: Claims
@@ -171,6 +179,7 @@ export interface ServicePlanInput {
   readonly internalPortHolder?: ((internalPortKey: string) => string | undefined) | undefined
 }
 
+/** The record entry for a port mapped on this router. */
 export const toRecorded = (port: DesiredPort, gateway: GatewayView): RecordedMapping => ({
   backend: gateway.backend,
   gateway: gateway.router,
@@ -308,6 +317,7 @@ const mergeRecord = (
   return [...merged.values()]
 }
 
+/** Whether two records hold the same mappings, in any order. */
 export const sameRecord = (a: ReadonlyArray<RecordedMapping>, b: ReadonlyArray<RecordedMapping>): boolean => {
   if (a.length !== b.length) return false
   const byKey = new Map(b.map((mapping) => [portKey(mapping), mapping]))
@@ -322,6 +332,7 @@ export const sameRecord = (a: ReadonlyArray<RecordedMapping>, b: ReadonlyArray<R
 // ---------------------------------------------------------------------------------------------
 // Cleanup: the Service is deleted, no longer a LoadBalancer, or opted out.
 
+/** What cleaning up a Service will do: the deletes, and the recorded mappings already gone. */
 export interface CleanupPlan {
   readonly steps: ReadonlyArray<Extract<Step, { _tag: "Delete" }>>
   /** Recorded mappings already gone, or now held by someone else: nothing to undo. */

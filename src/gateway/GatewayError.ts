@@ -185,6 +185,7 @@ export class NoGlobalIpv6Address extends Schema.TaggedError<NoGlobalIpv6Address>
   }
 }
 
+/** Every way a router call can fail. */
 export type GatewayError =
   | UpnpError
   | InvalidMapping

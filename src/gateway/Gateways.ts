@@ -238,7 +238,9 @@ export class Gateways extends Context.Service<Gateways, {
         const notConfigured = (what: string) =>
           Effect.fail(new GatewayNotFound({ reason: `${what} is not configured: this controller speaks ${backend} only`, candidates: [] }))
         return Gateways.of({
-          forType: (type) => type === backend || type === "auto" ? Effect.succeed(choice) : notConfigured(type),
+          forType: Effect.fn("Gateways.forType")(function*(type: LoadBalancerType) {
+            return type === backend || type === "auto" ? choice : yield* notConfigured(type)
+          }),
           tableReader: choice.mapper.capabilities.readsTable ? Effect.succeed(choice) : notConfigured("a router that lists its table"),
           autoChoice: Effect.succeed(choice)
         })

@@ -83,11 +83,13 @@ export interface GrantedMapping {
  */
 export type ExternalIpClass = "public" | "private" | "missing"
 
+/** The router's external address and what kind of address it is. */
 export interface ExternalAddress {
   readonly ip: string | undefined
   readonly class: ExternalIpClass
 }
 
+/** A router's answer about itself: who it is, whether it is up, its external address. */
 export interface GatewayStatus {
   /** The router's identity for logs and errors: its control URL, or address:port. */
   readonly router: string

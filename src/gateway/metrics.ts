@@ -2,16 +2,19 @@
 import { Clock, Effect, Exit, Metric } from "effect"
 import type { GatewayError } from "./GatewayError.ts"
 
+/** Router calls by action. */
 export const gatewayRequests = Metric.counter("edge_ccm_gateway_requests_total", {
   description: "Calls to the router, by action (SOAP action or NAT-PMP/PCP opcode)",
   incremental: true
 })
 
+/** Failed router calls by action and code. */
 export const gatewayRequestErrors = Metric.counter("edge_ccm_gateway_request_errors_total", {
   description: "Failed calls to the router, by action and code (the UPnP/PCP code, or unreachable, protocol)",
   incremental: true
 })
 
+/** Router call latency. */
 export const gatewayRequestDuration = Metric.histogram("edge_ccm_gateway_request_duration_seconds", {
   description: "Router call latency, retries included",
   boundaries: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]

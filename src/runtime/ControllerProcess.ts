@@ -29,6 +29,7 @@ class ActiveController extends Context.Service<ActiveController, Ref.Ref<Option.
   "edge-ccm/runtime/ActiveController"
 ) {}
 
+/** The Lease that leader election holds. */
 export const LEASE_NAME = "edge-cloud-controller-manager"
 
 /**

@@ -37,6 +37,7 @@ export interface HealthFigures {
   readonly lastResyncAt: number
 }
 
+/** What /healthz and /readyz decide from, and their verdicts. */
 export interface HealthReport {
   readonly live: ProbeVerdict
   readonly ready: ProbeVerdict

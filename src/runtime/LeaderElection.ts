@@ -56,6 +56,7 @@ export class LeaseStore extends Context.Service<LeaseStore, LeaseStoreService>()
   )
 }
 
+/** The Lease, our identity in it, and its timings (client-go's when left out). */
 export interface LeaderElectionOptions {
   readonly namespace: string
   /** Lease name, e.g. `edge-cloud-controller-manager`. */
@@ -75,6 +76,7 @@ export const leaderGauge = Metric.gauge("edge_ccm_leader", {
   description: "1 while this process holds the leader Lease, else 0"
 })
 
+/** Leader election's operations. */
 export interface LeaderElectionService {
   /**
    * Campaigns, runs `effect` while leading, and interrupts it the moment renewal fails;
@@ -285,6 +287,7 @@ export const make = Effect.fn("LeaderElection.make")(function*(options: LeaderEl
   return service
 })
 
+/** Runs an effect only while this process holds the Lease. */
 export class LeaderElection extends Context.Service<LeaderElection, LeaderElectionService>()(
   "edge-ccm/runtime/LeaderElection"
 ) {

@@ -2,6 +2,7 @@
 import { Config, Effect, Layer, Logger, type LogLevel, Option, References } from "effect"
 import { GlobalFlag } from "effect/cli"
 
+/** The process's logger: JSON or text, at a level. */
 export const loggingLayer = (options: {
   readonly format: "json" | "text"
   readonly level: LogLevel.LogLevel

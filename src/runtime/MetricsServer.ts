@@ -30,6 +30,7 @@ export class MetricsCertificateError extends Schema.TaggedError<MetricsCertifica
   message: Schema.String
 }) {}
 
+/** Where /metrics listens and how it is secured. */
 export interface MetricsServerOptions {
   readonly address: BindAddress
   /** Holds tls.crt and tls.key; `undefined`: a self-signed certificate made at start-up. */

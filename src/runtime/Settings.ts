@@ -71,6 +71,7 @@ const OptionalBindAddressText = Schema.String.check(
   })
 )
 
+/** The flags of `edge-ccm run`. */
 export const runFlags = {
   kubeconfig: optionalText("kubeconfig", "kubeconfig file; default: in-cluster, then $KUBECONFIG / ~/.kube/config"),
   clusterName: text("cluster-name", "first part of every mapping description (default kubernetes)").pipe(
@@ -197,6 +198,7 @@ export const runFlags = {
   leaderElectRetryPeriod: duration("leader-elect-retry-period", "pause between attempts to acquire or renew", "2s")
 }
 
+/** What `edge-ccm run` runs with, once its flags are read. */
 export interface RunSettings {
   readonly kubeconfig: string | undefined
   readonly clusterName: string
@@ -243,6 +245,7 @@ type ParsedFlags = {
   readonly [K in keyof typeof runFlags]: typeof runFlags[K] extends Flag.Flag<infer A> ? A : never
 }
 
+/** The settings the parsed flags say. */
 export const toRunSettings = (flags: ParsedFlags): RunSettings => ({
   kubeconfig: Option.getOrUndefined(flags.kubeconfig),
   clusterName: flags.clusterName,

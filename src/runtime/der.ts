@@ -20,8 +20,10 @@ export const tlv = (tag: number, value: Uint8Array): Uint8Array =>
 
 const concat = (parts: ReadonlyArray<Uint8Array>): Uint8Array => Buffer.concat(parts)
 
+/** A DER SEQUENCE of the items. */
 export const sequence = (...items: ReadonlyArray<Uint8Array>): Uint8Array => tlv(0x30, concat(items))
 
+/** A DER SET of the items. */
 export const set = (...items: ReadonlyArray<Uint8Array>): Uint8Array => tlv(0x31, concat(items))
 
 /** A non-negative INTEGER from its big-endian magnitude: minimal, with a 0x00 when the top bit is set. */
@@ -32,6 +34,7 @@ export const unsignedInteger = (magnitude: Uint8Array): Uint8Array => {
   return tlv(0x02, (trimmed[0] ?? 0) & 0x80 ? concat([Uint8Array.of(0), trimmed]) : trimmed)
 }
 
+/** A DER INTEGER of a non-negative safe integer. */
 export const smallInteger = (value: number): Uint8Array => {
   if (!Number.isSafeInteger(value) || value < 0) throw new RangeError(`not a small non-negative integer: ${value}`)
   const bytes: Array<number> = []
@@ -39,6 +42,7 @@ export const smallInteger = (value: number): Uint8Array => {
   return unsignedInteger(Uint8Array.from(bytes))
 }
 
+/** A DER BOOLEAN. */
 export const boolean = (value: boolean): Uint8Array => tlv(0x01, Uint8Array.of(value ? 0xff : 0x00))
 
 /** OBJECT IDENTIFIER from dotted text, e.g. `1.2.840.10045.4.3.2`. */
@@ -60,8 +64,10 @@ export const objectIdentifier = (dotted: string): Uint8Array => {
   return tlv(0x06, Uint8Array.from(bytes))
 }
 
+/** A DER UTF8String. */
 export const utf8String = (text: string): Uint8Array => tlv(0x0c, Buffer.from(text, "utf8"))
 
+/** A DER OCTET STRING. */
 export const octetString = (bytes: Uint8Array): Uint8Array => tlv(0x04, bytes)
 
 /** BIT STRING of whole bytes, or of `bits` bits (the rest of the last byte unused). */

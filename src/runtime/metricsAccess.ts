@@ -11,6 +11,7 @@ import { AccessReview, type NonResourceRequest } from "../kube/AccessReview.ts"
 /** What to answer: 200, 401, 403, or 503 when the apiserver could not tell. */
 export type AccessDecision = "allowed" | "unauthenticated" | "forbidden" | "unavailable"
 
+/** How long a token's verdict is remembered, and how many are. */
 export interface MetricsAccessOptions {
   /** How long an allowed token is let in without asking again. */
   readonly allowedFor: Duration.Input

@@ -37,6 +37,7 @@ export interface CertificateAndKey {
   readonly key: string
 }
 
+/** The certificate's names and lifetime. */
 export interface SelfSignedOptions {
   /** Subject and issuer common name. */
   readonly commonName: string

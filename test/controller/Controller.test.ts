@@ -4,10 +4,12 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import type { Service } from "../../src/kube/objects.ts"
-import { Context, Duration, Effect, Layer } from "effect"
+import { Context, Duration, Effect, Layer, Metric } from "effect"
 import { TestClock } from "effect/testing"
 import { Controller } from "../../src/controller/Controller.ts"
+import * as metrics from "../../src/controller/metrics.ts"
 import { RESTART_PASS_WINDOW } from "../../src/controller/restartWindow.ts"
+import { Routers } from "../../src/controller/Routers.ts"
 import { FINALIZER, MAPPINGS_ANNOTATION } from "../../src/controller/ServiceSpec.ts"
 import { Gateways } from "../../src/gateway/Gateways.ts"
 import { PortMapper } from "../../src/gateway/PortMapper.ts"
@@ -15,8 +17,10 @@ import { makeInMemoryGateway } from "../support/InMemoryGateway.ts"
 import { makeInMemoryKube } from "../support/InMemoryKube.ts"
 import {
   controllerOver,
+  firstPassCalls,
   node,
   reasons,
+  runUntilRecorded,
   SEED_DESCRIPTION,
   SEED_KEY,
   seedService,
@@ -29,16 +33,20 @@ import { trustedRecord } from "../support/records.ts"
 
 const RESTART_PASS_WINDOW_MS = Duration.toMillis(RESTART_PASS_WINDOW)
 
+/** Successful passes so far (the counter is the process's: compare before and after). */
+const passes = Effect.map(
+  Metric.value(Metric.withAttributes(metrics.reconcileTotal, { result: "success" })),
+  (state) => state.count
+)
+
 describe("Controller", () => {
   it.effect("maps the seed's Service, records it first, and publishes the router's address", () =>
     Effect.gen(function*() {
       const journal: Array<string> = []
       const { gateway, kube, start } = setup({}, { journal })
       const controller = Context.get(yield* start, Controller)
-      for (let round = 0; !(yield* controller.health).initialPassDone; round++) {
-        if (round > 2_000) return yield* Effect.die(new Error("the initial pass never finished"))
-        yield* Effect.yieldNow
-      }
+      yield* settle
+      expect((yield* controller.health).initialPassDone).toBe(true)
       const created = journal.length
       kube.create(seedService())
       yield* until("status published", () => kube.get(SEED_KEY)?.status?.loadBalancer?.ingress?.[0]?.ip !== undefined)
@@ -57,15 +65,7 @@ describe("Controller", () => {
       expect(trustedRecord(service).map((m) => m.description)).toEqual([SEED_DESCRIPTION])
       yield* untilEvents(kube, "EnsuredLoadBalancer")
       expect(reasons(kube)).toEqual(["EnsuredLoadBalancer"])
-      // The pass, call by call: the port is read, then the record and the finalizer are written,
-      // and only then is the router changed; the status follows, and the Events.
-      expect(journal.slice(created).filter((call) => call !== "router status")).toEqual([
-        "router get TCP/8080",
-        `kube patch ${SEED_KEY}`,
-        "router map TCP/8080",
-        `kube status ${SEED_KEY}`,
-        "kube event EnsuredLoadBalancer"
-      ])
+      expect(journal.slice(created).filter((call) => call !== "router status")).toEqual(firstPassCalls(SEED_KEY))
       // Our own writes come back through the watch; they are not a reason to ask the router again.
       yield* settle
       expect(gateway.calls.filter((call) => call === "get TCP/8080")).toHaveLength(1)
@@ -205,8 +205,10 @@ describe("Controller", () => {
       yield* settle
       expect(reasons(kube).filter((r) => r === "GatewaySelected")).toHaveLength(0)
       expect(reasons(kube).filter((r) => r === "EnsuredLoadBalancer")).toHaveLength(1)
-      // A change that leaves the Service's status as it was has an Event of its own.
+      // Another router (one that holds none of our mappings): the pass that maps there leaves
+      // the status as it was, so the choice has an Event of its own.
       gateway.state.selection = "192.168.77.50, set by --gateway-address"
+      gateway.table.clear()
       yield* TestClock.adjust(Duration.seconds(30))
       yield* untilEvents(kube, "GatewaySelected", 1)
       expect(kube.events.filter((e) => e.reason === "GatewaySelected").map((e) => e.note)).toEqual([
@@ -224,6 +226,47 @@ describe("Controller", () => {
       yield* TestClock.adjust(Duration.seconds(30))
       yield* until("restored", () => gateway.table.size === 1)
       yield* untilEvents(kube, "MappingRepaired")
+    }))
+
+  it.effect("a resync lists the table and passes over a Service it shows settled; one it does not gets a pass", () =>
+    Effect.gen(function*() {
+      const { gateway, kube, start } = setup({ resyncInterval: Duration.seconds(30) })
+      yield* start
+      kube.create(seedService())
+      kube.create(seedService({ name: "second" }, { ports: [{ name: "x", port: 9090, nodePort: 30090 }] }))
+      yield* until("both published", () =>
+        [SEED_KEY, "default/second"].every((key) => kube.get(key)?.status?.loadBalancer?.ingress?.[0]?.ip !== undefined))
+      yield* settle
+      // Lost behind our back (no watch event says so): only the next listing shows it.
+      gateway.table.delete("TCP/9090")
+      const routerBefore = gateway.calls.length
+      const kubeBefore = kube.calls.length
+      const passesBefore = yield* passes
+      yield* TestClock.adjust(Duration.seconds(30))
+      yield* until("the second's mapping restored", () => gateway.table.has("TCP/9090"))
+      yield* untilEvents(kube, "MappingRepaired")
+      yield* settle
+      const routerCalls = gateway.calls.slice(routerBefore).filter((call) => call !== "status" && call !== "externalAddress")
+      expect(routerCalls[0]).toBe("list")
+      expect(routerCalls.some((call) => call.includes("9090"))).toBe(true)
+      // The seed's mapping is where its record says: no read, no map, no write for it.
+      expect(routerCalls.filter((call) => call.includes("8080"))).toEqual([])
+      expect(kube.calls.slice(kubeBefore).filter((call) => call.includes("http-nginx-service"))).toEqual([])
+      expect((yield* passes) - passesBefore, "one pass: the second's").toBe(1)
+    }))
+
+  it.effect("a lease longer than two resyncs is renewed by the first resync past its half-life", () =>
+    Effect.gen(function*() {
+      const { gateway, kube, start } = setup({ resyncInterval: Duration.seconds(30) })
+      yield* start
+      kube.create(seedService())
+      yield* until("mapped", () => gateway.table.size === 1)
+      const maps = () => gateway.calls.filter((call) => call === "map TCP/8080").length
+      yield* TestClock.adjust(Duration.minutes(29))
+      yield* settle
+      expect(maps(), "settled until half the hour is gone").toBe(1)
+      yield* TestClock.adjust(Duration.minutes(1))
+      yield* until("renewed", () => maps() === 2)
     }))
 
   it.effect("reads back no first add; a router that reports success and creates nothing is caught by the next listing", () =>
@@ -257,19 +300,14 @@ describe("Controller", () => {
   it.effect("after a restart, cleans up a Service deleted while it was down, from the record alone", () =>
     Effect.gen(function*() {
       const first = setup()
-      // The first process runs, maps, and stops (its scope closes: every fiber is gone).
-      yield* Effect.scoped(Effect.gen(function*() {
-        yield* first.start
-        first.kube.create(seedService())
-        yield* until("mapped", () => first.gateway.table.size === 1 && trustedRecord(first.kube.get(SEED_KEY)).length === 1)
-      }))
+      yield* runUntilRecorded(first.start, first.kube, first.gateway, seedService())
       const kube = first.kube
       kube.delete(SEED_KEY)
       yield* settle
       expect(kube.get(SEED_KEY)?.metadata?.deletionTimestamp).toBeDefined()
       expect(first.gateway.table.size).toBe(1)
       // A new process over the same apiserver and router knows what to undo from the record.
-      yield* controllerOver(kube, Gateways.layerSingle("upnp-igd").pipe(Layer.provide(first.gateway.layer)))
+      yield* controllerOver(kube, Routers.layerTest("upnp-igd", first.gateway.layer))
       yield* until("service gone", () => kube.get(SEED_KEY) === undefined)
       expect(first.gateway.table.size).toBe(0)
     }))
@@ -484,7 +522,7 @@ describe("Controller over NAT-PMP/PCP-like routers (no table to read)", () => {
       { "upnp-igd": upnp.layer, "pcp": pcp.layer, "nat-pmp": unavailable },
       { preference: autoPreference }
     )
-    const start = controllerOver(kube, gateways)
+    const start = controllerOver(kube, Routers.layer.pipe(Layer.provide(gateways)))
     return { kube, upnp, pcp, start }
   }
   const pcpService = (overrides: Partial<Service["metadata"]> = {}) =>
@@ -509,18 +547,15 @@ describe("Controller over NAT-PMP/PCP-like routers (no table to read)", () => {
   it.effect("after a restart, a new process deletes the PCP mapping with the recorded nonce", () =>
     Effect.gen(function*() {
       const first = setupTwo()
-      yield* Effect.scoped(Effect.gen(function*() {
-        yield* first.start
-        first.kube.create(pcpService())
-        yield* until("mapped", () => first.pcp.table.has("TCP/8080") && trustedRecord(first.kube.get(SEED_KEY)).length === 1)
-      }))
+      yield* runUntilRecorded(first.start, first.kube, first.pcp, pcpService())
+      expect(first.pcp.table.has("TCP/8080")).toBe(true)
       first.kube.delete(SEED_KEY)
       const gateways = Gateways.layerFrom({
         "upnp-igd": first.upnp.layer,
         "pcp": first.pcp.layer,
         "nat-pmp": Layer.effect(PortMapper, Effect.die(new Error("unused")))
       })
-      yield* controllerOver(first.kube, gateways)
+      yield* controllerOver(first.kube, Routers.layer.pipe(Layer.provide(gateways)))
       yield* until("Service gone", () => first.kube.get(SEED_KEY) === undefined)
       expect(first.pcp.table.size).toBe(0)
     }))

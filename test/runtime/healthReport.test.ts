@@ -14,6 +14,7 @@ const healthy: ControllerHealth = {
   excluded: false,
   queueDepth: 2,
   eventsQueued: 1,
+  eventsDue: 1,
   lastProbeAt: NOW - 1_000,
   lastResyncAt: NOW - 20_000
 }

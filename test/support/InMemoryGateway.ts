@@ -13,6 +13,7 @@ import { DoubleNat, GatewayProtocolError, GatewayUnreachable, PortConflict, Upnp
 import type { GatewayError } from "../../src/gateway/GatewayError.ts"
 import type { ExternalIpClass, GrantedMapping, MappingEntry } from "../../src/gateway/Mapping.ts"
 import { PortMapper } from "../../src/gateway/PortMapper.ts"
+import { changed } from "./quiescence.ts"
 
 export const ROUTER = "http://192.168.77.1:49536/ctl/IPConn"
 
@@ -89,7 +90,7 @@ export const makeInMemoryGateway = (
         return Effect.fail(new GatewayUnreachable({ router: ROUTER, action: name, reason: "connection refused" }))
       }
       return effect()
-    })
+    }).pipe(Effect.ensuring(Effect.sync(changed)))
 
   const mapper = PortMapper.of({
     capabilities: {

@@ -6,6 +6,7 @@
 import type { EndpointSlice, Node, Secret, Service } from "../../src/kube/objects.ts"
 import { Effect, Layer, Queue, Stream } from "effect"
 import { type EventSpec, Kube, KubeConflict, KubeNotFound, type WatchEvent } from "../../src/kube/Kube.ts"
+import { changed, openWatch } from "./quiescence.ts"
 
 export interface InMemoryKube {
   readonly layer: Layer.Layer<Kube>
@@ -35,6 +36,7 @@ export const makeInMemoryKube = (
   const log = (call: string) => {
     calls.push(call)
     options.journal?.push(`kube ${call}`)
+    changed()
   }
   const listeners = new Set<(event: WatchEvent<Service>) => void>()
   let resourceVersion = 1
@@ -49,25 +51,46 @@ export const makeInMemoryKube = (
     if (next.metadata?.deletionTimestamp !== undefined && (next.metadata.finalizers ?? []).length === 0) {
       services.delete(key)
       for (const listener of listeners) listener({ _tag: "Deleted", object: next })
+      changed()
       return next
     }
     services.set(key, next)
     for (const listener of listeners) listener({ _tag: "Upserted", object: structuredClone(next) })
+    changed()
     return next
   }
 
-  const watch = <T>(initial: () => ReadonlyArray<T>, subscribe: boolean) =>
-    Stream.callback<WatchEvent<T>>((queue) =>
-      Effect.acquireRelease(
+  /**
+   * One event per pull: the controller asks for the next only once it has handled the last, so
+   * the watch is drained when every event offered has been taken and the next one asked for.
+   */
+  const watch = <T>(initial: () => ReadonlyArray<T>, subscribe: boolean): Stream.Stream<WatchEvent<T>> =>
+    Stream.unwrap(Effect.gen(function*() {
+      const queue = yield* Queue.unbounded<WatchEvent<T>>()
+      const counts = { offered: 0, taken: 0, handled: 0 }
+      const offer = (event: WatchEvent<T>) => {
+        counts.offered++
+        Queue.offerUnsafe(queue, event)
+      }
+      yield* Effect.acquireRelease(
         Effect.sync(() => {
-          Queue.offerUnsafe(queue, { _tag: "Synced", items: structuredClone(initial()) })
-          const listener = (event: WatchEvent<Service>) => Queue.offerUnsafe(queue, event as WatchEvent<T>)
+          offer({ _tag: "Synced", items: structuredClone(initial()) })
+          const listener = (event: WatchEvent<Service>) => offer(event as WatchEvent<T>)
           if (subscribe) listeners.add(listener)
-          return listener
+          return { listener, close: openWatch({ drained: () => counts.handled === counts.offered }) }
         }),
-        (listener) => Effect.sync(() => listeners.delete(listener))
+        ({ close, listener }) =>
+          Effect.sync(() => {
+            listeners.delete(listener)
+            close()
+          })
       )
-    )
+      return Stream.fromEffectRepeat(Effect.suspend(() => {
+        counts.handled = counts.taken
+        if (counts.handled === counts.offered) changed()
+        return Effect.tap(Queue.take(queue), () => Effect.sync(() => void counts.taken++))
+      }))
+    }))
 
   const notFound = (verb: string, namespace: string, name: string) =>
     new KubeNotFound({ verb, resource: "services", namespace, name, reason: "NotFound", message: "not found" })
@@ -119,8 +142,8 @@ export const makeInMemoryKube = (
       }),
     recordEvent: (event) =>
       Effect.sync(() => {
-        log(`event ${event.reason}`)
         events.push(event)
+        log(`event ${event.reason}`)
       }),
     getSecret: (namespace, name) => Effect.sync(() => structuredClone(secrets.get(`${namespace}/${name}`))),
     createSecret: (secret) =>

@@ -1,14 +1,18 @@
 /**
  * The whole controller (watch → queue → planner → executor) against the in-memory apiserver
- * and router, for scenario tests, and the helpers that let its fibers run.
+ * and router, for scenario tests, and the waits on it (quiescence.ts: signalled, never polled).
  */
 import type { Node, Service } from "../../src/kube/objects.ts"
-import { Duration, Effect, Layer } from "effect"
+import { Context, Duration, Effect, Fiber, Layer, type Scope } from "effect"
+import { TestClock } from "effect/testing"
 import { Controller, type ControllerOptions } from "../../src/controller/Controller.ts"
-import { Gateways } from "../../src/gateway/Gateways.ts"
+import { Routers } from "../../src/controller/Routers.ts"
 import { makeInMemoryGateway } from "./InMemoryGateway.ts"
 import { type InMemoryKube, makeInMemoryKube } from "./InMemoryKube.ts"
-import { testRecordKey } from "./records.ts"
+import { running, until } from "./quiescence.ts"
+import { testRecordKey, trustedRecord } from "./records.ts"
+
+export { settle, until } from "./quiescence.ts"
 
 export const node = (name: string, ip: string): Node => ({
   metadata: { name },
@@ -49,44 +53,71 @@ export const setup = (
   const journalOption = fakes.journal === undefined ? {} : { journal: fakes.journal }
   const kube = makeInMemoryKube([node("node-1", "192.168.77.10"), node("node-2", "192.168.77.11")], journalOption)
   const gateway = makeInMemoryGateway("192.168.77.10", protocol, journalOption)
-  const start = controllerOver(kube, Gateways.layerSingle(protocol).pipe(Layer.provide(gateway.layer)), options)
+  const start = controllerOver(kube, Routers.layerTest(protocol, gateway.layer), options)
   return { kube, gateway, start }
 }
 
 /**
  * Builds a controller (a process, as far as the fakes can tell) over this apiserver and these
- * routers: a second one over the same fakes is a restart.
+ * routers (`Routers.layerTest` over an in-memory router): a second one over the same fakes is a
+ * restart. It is built by a fiber the TestClock wakes (1 ms on), so `adjust` returns only once
+ * that fiber and every fiber it started have suspended: the watches are open, the loops waiting.
  */
 export const controllerOver = (
   kube: InMemoryKube,
-  gateways: Layer.Layer<Gateways>,
+  routers: Layer.Layer<Routers>,
   options: Partial<ControllerOptions> = {}
 ) =>
-  Layer.build(
-    Controller.layer({ probeInterval: Duration.seconds(2), ...options }).pipe(
-      Layer.provide(kube.layer),
-      Layer.provide(gateways),
-      Layer.provide(testRecordKey)
-    )
-  )
-
-/** Lets the controller's fibers run until the condition holds (bounded: fails with the description). */
-export const until = (description: string, condition: () => boolean) =>
   Effect.gen(function*() {
-    for (let round = 0; round < 2_000; round++) {
-      if (condition()) return
-      yield* Effect.yieldNow
-    }
-    return yield* Effect.die(new Error(`condition never held: ${description}`))
+    const build = Layer.build(
+      Controller.layerOver({ probeInterval: Duration.seconds(2), ...options }).pipe(
+        Layer.provide(kube.layer),
+        Layer.provide(routers),
+        Layer.provide(testRecordKey)
+      )
+    )
+    const starting = yield* Effect.forkChild(Effect.andThen(Effect.sleep(STARTED_BY_THE_CLOCK), build))
+    yield* TestClock.adjust(STARTED_BY_THE_CLOCK)
+    const context = yield* Fiber.join(starting)
+    yield* running(Context.get(context, Controller))
+    return context
   })
 
-/** Lets every fiber that can make progress do so, for assertions that something did NOT happen. */
-export const settle = Effect.gen(function*() {
-  for (let round = 0; round < 500; round++) yield* Effect.yieldNow
-})
+const STARTED_BY_THE_CLOCK = Duration.millis(1)
 
+/**
+ * A new one-port Service's first pass, call by call: the port is read, then the record and the
+ * finalizer are written, and only then is the router changed; the status follows, and the Events.
+ */
+export const firstPassCalls = (key: string, port = "TCP/8080"): ReadonlyArray<string> => [
+  `router get ${port}`,
+  `kube patch ${key}`,
+  `router map ${port}`,
+  `kube status ${key}`,
+  "kube event EnsuredLoadBalancer"
+]
+
+/** The reasons of the Events recorded so far, in order. */
 export const reasons = (kube: ReturnType<typeof makeInMemoryKube>) => kube.events.map((e) => e.reason)
 
 /** Events are sent in the background: waits for `count` of this reason. */
 export const untilEvents = (kube: ReturnType<typeof makeInMemoryKube>, reason: string, count = 1) =>
   until(`${count} ${reason} event(s)`, () => reasons(kube).filter((r) => r === reason).length >= count)
+
+/**
+ * A first process for a restart scenario: starts, gets the Service's one port mapped, recorded
+ * and announced, then stops (its scope closes: every fiber is gone).
+ */
+export const runUntilRecorded = (
+  start: Effect.Effect<unknown, never, Scope.Scope>,
+  kube: InMemoryKube,
+  router: { readonly table: ReadonlyMap<string, unknown> },
+  service: Service
+) =>
+  Effect.scoped(Effect.gen(function*() {
+    yield* start
+    kube.create(service)
+    const key = `${service.metadata?.namespace ?? "default"}/${service.metadata?.name}`
+    yield* until("mapped and recorded", () => router.table.size === 1 && trustedRecord(kube.get(key)).length === 1)
+    yield* untilEvents(kube, "EnsuredLoadBalancer")
+  }))

@@ -9,7 +9,6 @@
  * once and the call fails with PortConflict; and one whose external address is private or
  * missing (miniupnpd still maps then) is refused with DoubleNat before anything is mapped.
  */
-import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import { Config, Context, Effect, Layer, Result } from "effect"
 import { externalAddressOf } from "../classifyExternalIp.ts"
 import { DoubleNat, type GatewayError, InvalidMapping, PortConflict, PortControlError } from "../GatewayError.ts"
@@ -22,7 +21,6 @@ import {
   type Protocol
 } from "../Mapping.ts"
 import { PortMapper } from "../PortMapper.ts"
-import type { EpochReport } from "../portcontrol/Epoch.ts"
 import { type Endpoint, nodeSocket, type OpenSocket, type Retransmission, type Verdict } from "../portcontrol/Exchange.ts"
 import {
   decodeResponse,
@@ -33,9 +31,11 @@ import {
   type NatPmpResponse,
   OPCODE_EXTERNAL_ADDRESS
 } from "./NatPmpPacket.ts"
-import { makePortControl, type PortControl } from "../portcontrol/PortControl.ts"
+import type { PortControl } from "../portcontrol/PortControl.ts"
+import { checkMapRequest, portControlGatewayLayer, type PortControlGatewayShape } from "../portcontrol/PortControlGateway.ts"
 import type { WireProblem } from "../portcontrol/Wire.ts"
 
+/** Where the NAT-PMP gateway is, and how patiently it is asked. */
 export interface NatPmpGatewayOptions {
   /** The gateway's IPv4 address (`--gateway-address`). Default: the default route's gateway (/proc/net/route). */
   readonly gateway: string | undefined
@@ -56,6 +56,7 @@ export interface NatPmpGatewayOptions {
   readonly openSocket: OpenSocket
 }
 
+/** RFC 6886 §3.1's retransmission: 250 ms doubling, nine sends, within 15 s per call. */
 export const defaultNatPmpRetransmission: Retransmission = {
   initial: "250 millis",
   maxInterval: "64 seconds",
@@ -64,6 +65,7 @@ export const defaultNatPmpRetransmission: Retransmission = {
   deadline: "15 seconds"
 }
 
+/** The defaults of `edge-ccm run`. */
 export const defaultNatPmpGatewayOptions: NatPmpGatewayOptions = {
   gateway: undefined,
   port: NATPMP_PORT,
@@ -74,28 +76,13 @@ export const defaultNatPmpGatewayOptions: NatPmpGatewayOptions = {
   openSocket: nodeSocket
 }
 
-export class NatPmpGateway extends Context.Service<NatPmpGateway, {
-  /** The gateway in use and our address toward it. */
-  readonly endpoint: Effect.Effect<Endpoint, GatewayError>
-  /** The last epoch and whether the gateway lost its state; clears `lostState` like `status`. */
-  readonly epoch: Effect.Effect<EpochReport>
-}>()("edge-ccm/gateway/natpmp/NatPmpGateway") {
-  /** Builds both services; needs a FileSystem to read the default route. */
-  static make = Effect.fnUntraced(function*(options?: Partial<NatPmpGatewayOptions>) {
-    const settings: NatPmpGatewayOptions = { ...defaultNatPmpGatewayOptions, ...options }
-    const retransmission: Retransmission = { ...defaultNatPmpRetransmission, ...options?.retransmission }
-    const control = yield* makePortControl("nat-pmp", { ...settings, retransmission })
-    const portMapper = makePortMapper(control, settings)
-    const natpmp = NatPmpGateway.of({ endpoint: control.endpoint, epoch: control.epochs.report })
-    return { portMapper, natpmp }
-  })
-
+/** The NAT-PMP gateway in use and its epoch, beside its `PortMapper`. */
+export class NatPmpGateway extends Context.Service<NatPmpGateway, PortControlGatewayShape>()("edge-ccm/gateway/natpmp/NatPmpGateway") {
   /** `PortMapper` and `NatPmpGateway` over UDP; the gateway is found on first use. */
   static layer(options?: Partial<NatPmpGatewayOptions>): Layer.Layer<PortMapper | NatPmpGateway> {
-    return Layer.effectContext(
-      Effect.map(NatPmpGateway.make(options), ({ natpmp, portMapper }) =>
-        Context.make(PortMapper, portMapper).pipe(Context.add(NatPmpGateway, natpmp)))
-    ).pipe(Layer.provide(NodeFileSystem.layer))
+    const retransmission: Retransmission = { ...defaultNatPmpRetransmission, ...options?.retransmission }
+    const settings = { ...defaultNatPmpGatewayOptions, ...options, retransmission }
+    return portControlGatewayLayer(NatPmpGateway, "nat-pmp", settings, (control) => Effect.succeed(makePortMapper(control, settings)))
   }
 
   /** `layer` with its options read from `Config`. */
@@ -210,19 +197,7 @@ const makePortMapper = (control: PortControl, settings: NatPmpGatewayOptions) =>
   const map = Effect.fn("NatPmpGateway.map")(function*(request: MappingRequest) {
     const endpoint = yield* control.endpoint
     const action = `map ${request.protocol} ${request.externalPort}`
-    if (!isMappablePort(request.externalPort)) return yield* invalid(endpoint, action, "externalPort", "must be 1-65535")
-    if (!isMappablePort(request.internalPort)) return yield* invalid(endpoint, action, "internalPort", "must be 1-65535")
-    if (!Number.isInteger(request.leaseSeconds) || request.leaseSeconds < 0 || request.leaseSeconds > 0xffff_ffff) {
-      return yield* invalid(endpoint, action, "leaseSeconds", "must be a whole number of seconds")
-    }
-    if (request.internalClient !== undefined && request.internalClient !== endpoint.localAddress) {
-      return yield* invalid(
-        endpoint,
-        action,
-        "internalClient",
-        `NAT-PMP maps only to the address that asks (${endpoint.localAddress}), not ${request.internalClient}`
-      )
-    }
+    yield* checkMapRequest(endpoint, action, request, "NAT-PMP")
     // miniupnpd maps even without a public address; such a mapping reaches nothing.
     const external = yield* queryExternalAddress(endpoint)
     if (external.address.class !== "public") {
@@ -315,7 +290,10 @@ const makePortMapper = (control: PortControl, settings: NatPmpGatewayOptions) =>
     status,
     map,
     unmap,
-    get: () => Effect.succeed(undefined),
+    // NAT-PMP has no request that reads a mapping.
+    get: Effect.fn("NatPmpGateway.get")(function*() {
+      return undefined
+    }),
     list: Effect.succeed(undefined)
   })
 }

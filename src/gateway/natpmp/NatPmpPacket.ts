@@ -9,14 +9,20 @@ import { Result, Schema } from "effect"
 import type { Protocol } from "../Mapping.ts"
 import { fixedLayout, Ipv4Bytes, Uint16, Uint32, Uint8, wireProblem, type WireProblem } from "../portcontrol/Wire.ts"
 
+/** The gateway's NAT-PMP port (RFC 6886 §3.1). */
 export const NATPMP_PORT = 5351
+/** NAT-PMP's version field. */
 export const NATPMP_VERSION = 0
+/** Asks for the external address. */
 export const OPCODE_EXTERNAL_ADDRESS = 0
+/** Maps a UDP port. */
 export const OPCODE_MAP_UDP = 1
+/** Maps a TCP port. */
 export const OPCODE_MAP_TCP = 2
 /** A response's opcode is the request's plus 128. */
 export const RESPONSE_BIT = 128
 
+/** The MAP opcode for a protocol. */
 export const mapOpcode = (protocol: Protocol): number => protocol === "UDP" ? OPCODE_MAP_UDP : OPCODE_MAP_TCP
 
 const Port = Uint16.check(Schema.isBetween({ minimum: 1, maximum: 0xffff }))
@@ -89,6 +95,7 @@ const MapResponse = fixedLayout(
   ]
 )
 
+/** What a MAP request carries. */
 export interface MapRequestFields {
   readonly protocol: Protocol
   readonly internalPort: number
@@ -96,6 +103,7 @@ export interface MapRequestFields {
   readonly lifetime: number
 }
 
+/** A decoded NAT-PMP response. */
 export type NatPmpResponse =
   | {
     readonly _tag: "ExternalAddress"
@@ -126,9 +134,11 @@ const decodeHeader = Schema.decodeUnknownResult(Header)
 const decodeExternalAddress = Schema.decodeUnknownResult(ExternalAddressResponse)
 const decodeMap = Schema.decodeUnknownResult(MapResponse)
 
+/** The external-address request, on the wire. */
 export const encodeExternalAddressRequest = (): Result.Result<Uint8Array, WireProblem> =>
   Result.mapError(encodeExternalAddress({ version: NATPMP_VERSION, opcode: OPCODE_EXTERNAL_ADDRESS }), wireProblem)
 
+/** A MAP request, on the wire. */
 export const encodeMapRequest = (fields: MapRequestFields): Result.Result<Uint8Array, WireProblem> =>
   Result.mapError(
     encodeMap({

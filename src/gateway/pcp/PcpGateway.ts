@@ -12,43 +12,20 @@
  * under a fresh nonce, which changes nothing (no mapping of ours is there, and another's nonce
  * could not delete it) but is answered with the epoch and, by miniupnpd, the external address.
  * A gateway that copies the zero address back (RFC 6887 erratum 3621) leaves us the address of
- * the last mapping granted.
+ * the last mapping granted. The MAP exchange itself is PcpMapExchange's.
  */
-import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
-import { randomBytes } from "node:crypto"
 import { Config, Context, Effect, Layer, Ref, Result } from "effect"
 import { externalAddressOf } from "../classifyExternalIp.ts"
-import { DoubleNat, type GatewayError, InvalidMapping, PortConflict, PortControlError } from "../GatewayError.ts"
-import {
-  type ExternalAddress,
-  type GatewayStatus,
-  type GrantedMapping,
-  isMappablePort,
-  type MappingRequest,
-  type Protocol
-} from "../Mapping.ts"
-import type { EpochReport } from "../portcontrol/Epoch.ts"
-import { type Endpoint, nodeSocket, type OpenSocket, type Retransmission, type Verdict } from "../portcontrol/Exchange.ts"
-import { makePortControl, type PortControl } from "../portcontrol/PortControl.ts"
+import { DoubleNat, PortConflict } from "../GatewayError.ts"
+import { type ExternalAddress, type GatewayStatus, type GrantedMapping, isMappablePort, type MappingRequest } from "../Mapping.ts"
+import { type Endpoint, nodeSocket, type OpenSocket, type Retransmission } from "../portcontrol/Exchange.ts"
+import type { PortControl } from "../portcontrol/PortControl.ts"
+import { checkMapRequest, portControlGatewayLayer, type PortControlGatewayShape } from "../portcontrol/PortControlGateway.ts"
 import { PortMapper } from "../PortMapper.ts"
-import {
-  decodeResponse,
-  encodeMapRequest,
-  IPV4_UNSPECIFIED,
-  NONCE_BYTES,
-  OPCODE_MAP,
-  PCP_ADDRESS_MISMATCH,
-  PCP_MALFORMED_REQUEST,
-  PCP_NETWORK_FAILURE,
-  PCP_NO_RESOURCES,
-  PCP_NOT_AUTHORIZED,
-  PCP_PORT,
-  PCP_SUCCESS,
-  PCP_UNSUPP_OPCODE,
-  PCP_UNSUPP_VERSION,
-  type PcpResponse
-} from "./PcpPacket.ts"
+import { isUnspecified, makeMapExchange, NONCE_PATTERN, randomNonce } from "./PcpMapExchange.ts"
+import { PCP_NETWORK_FAILURE, PCP_NO_RESOURCES, PCP_NOT_AUTHORIZED, PCP_PORT, PCP_SUCCESS } from "./PcpPacket.ts"
 
+/** Where the PCP server is, what we send it, and how patiently. */
 export interface PcpGatewayOptions {
   /** The gateway's IPv4 address (the PCP server, `--gateway-address`). Default: the default route's gateway. */
   readonly gateway: string | undefined
@@ -73,6 +50,7 @@ export interface PcpGatewayOptions {
   readonly openSocket: OpenSocket
 }
 
+/** RFC 6887 §8.1.1's retransmission, bounded by a 15 s deadline per call. */
 export const defaultPcpRetransmission: Retransmission = {
   initial: "3 seconds",
   maxInterval: "1024 seconds",
@@ -81,6 +59,7 @@ export const defaultPcpRetransmission: Retransmission = {
   deadline: "15 seconds"
 }
 
+/** The defaults of `edge-ccm run`. */
 export const defaultPcpGatewayOptions: PcpGatewayOptions = {
   gateway: undefined,
   port: PCP_PORT,
@@ -93,28 +72,12 @@ export const defaultPcpGatewayOptions: PcpGatewayOptions = {
   openSocket: nodeSocket
 }
 
-export class PcpGateway extends Context.Service<PcpGateway, {
-  /** The gateway in use and our address toward it. */
-  readonly endpoint: Effect.Effect<Endpoint, GatewayError>
-  /** The last epoch and whether the gateway lost its state; clears `lostState` like `status`. */
-  readonly epoch: Effect.Effect<EpochReport>
-}>()("edge-ccm/gateway/pcp/PcpGateway") {
-  /** Builds both services; needs a FileSystem to read the default route. */
-  static make = Effect.fnUntraced(function*(options?: Partial<PcpGatewayOptions>) {
-    const settings: PcpGatewayOptions = { ...defaultPcpGatewayOptions, ...options }
-    const retransmission: Retransmission = { ...defaultPcpRetransmission, ...options?.retransmission }
-    const control = yield* makePortControl("pcp", { ...settings, retransmission })
-    const portMapper = yield* makePortMapper(control, settings)
-    const pcp = PcpGateway.of({ endpoint: control.endpoint, epoch: control.epochs.report })
-    return { portMapper, pcp }
-  })
-
+/** The PCP gateway in use and its epoch, beside its `PortMapper`. */
+export class PcpGateway extends Context.Service<PcpGateway, PortControlGatewayShape>()("edge-ccm/gateway/pcp/PcpGateway") {
   /** `PortMapper` and `PcpGateway` over UDP; the gateway is found on first use. */
   static layer(options?: Partial<PcpGatewayOptions>): Layer.Layer<PortMapper | PcpGateway> {
-    return Layer.effectContext(
-      Effect.map(PcpGateway.make(options), ({ pcp, portMapper }) =>
-        Context.make(PortMapper, portMapper).pipe(Context.add(PcpGateway, pcp)))
-    ).pipe(Layer.provide(NodeFileSystem.layer))
+    const retransmission: Retransmission = { ...defaultPcpRetransmission, ...options?.retransmission }
+    return portControlGatewayLayer(PcpGateway, "pcp", { ...defaultPcpGatewayOptions, ...options, retransmission }, makePortMapper)
   }
 
   /** `layer` with its options read from `Config`. */
@@ -125,148 +88,15 @@ export class PcpGateway extends Context.Service<PcpGateway, {
   }
 }
 
-/** A fresh 96-bit nonce, as lower-case hex. */
-export const randomNonce = (): string => randomBytes(NONCE_BYTES).toString("hex")
-
-const NONCE_PATTERN = /^[0-9a-f]{24}$/
-
-/** Error codes a server may send without echoing the MAP fields: it did not understand the request. */
-const UNDERSTOOD_NOTHING = new Set([PCP_UNSUPP_VERSION, PCP_MALFORMED_REQUEST, PCP_UNSUPP_OPCODE])
-
-/** An answer to this MAP request: same nonce, protocol and internal port (RFC 6887 §11.3). */
-const matchMap = (nonce: string, protocol: Protocol, internalPort: number) => (payload: Uint8Array): Verdict<PcpResponse> => {
-  const decoded = decodeResponse(payload)
-  if (Result.isFailure(decoded)) return { _tag: "Unusable", ...decoded.failure }
-  const response = decoded.success
-  switch (response._tag) {
-    case "UnsupportedVersion":
-      return { _tag: "Accept", value: response }
-    case "Failure":
-      return response.requestOpcode === OPCODE_MAP && UNDERSTOOD_NOTHING.has(response.resultCode)
-        ? { _tag: "Accept", value: response }
-        : { _tag: "Ignore", reason: `result ${response.resultCode} without the MAP fields to match` }
-    case "Map":
-      return response.nonce === nonce && response.protocol === protocol && response.internalPort === internalPort
-        ? { _tag: "Accept", value: response }
-        : {
-          _tag: "Ignore",
-          reason: `MAP reply for nonce ${response.nonce}, ${response.protocol} internal port ${response.internalPort}`
-        }
-  }
-}
-
-const isUnspecified = (address: string) => address === IPV4_UNSPECIFIED || address === "::"
-
 const makePortMapper = (control: PortControl, settings: PcpGatewayOptions) =>
   Effect.gen(function*() {
     const lastAssigned = yield* Ref.make<string | undefined>(undefined)
-    const clientOf = (endpoint: Endpoint) => settings.clientAddress ?? endpoint.localAddress
-
-    const invalid = (endpoint: Endpoint, action: string, field: string, reason: string) =>
-      new InvalidMapping({ router: endpoint.router, action, field, reason })
-
-    const resultError = (
-      endpoint: Endpoint,
-      action: string,
-      code: number,
-      context: { readonly protocol?: Protocol; readonly externalPort?: number; readonly nonce?: string | undefined } = {}
-    ): GatewayError => {
-      if (code === PCP_NETWORK_FAILURE) {
-        return new DoubleNat({
-          router: endpoint.router,
-          reason: `${action}: the gateway reports NETWORK_FAILURE (PCP result 7): it has no usable external address`
-        })
-      }
-      if (code === PCP_NOT_AUTHORIZED && context.nonce !== undefined && context.protocol !== undefined && context.externalPort !== undefined) {
-        return new PortConflict({
-          router: endpoint.router,
-          externalPort: context.externalPort,
-          protocol: context.protocol,
-          holder: "another PCP client (the mapping is owned by another nonce)",
-          reason: `PCP result 2 (NOT_AUTHORIZED) for nonce ${context.nonce}: another nonce owns this mapping`
-        })
-      }
-      const detail = code === PCP_ADDRESS_MISMATCH
-        ? `we sent client IP ${clientOf(endpoint)} from ${endpoint.localAddress}, and the gateway saw another source address: a NAT between us and ${endpoint.gateway}?`
-        : code === PCP_NOT_AUTHORIZED
-        ? "refused by the gateway's policy for this client or port"
-        : undefined
-      return new PortControlError({
-        router: endpoint.router,
-        protocol: "pcp",
-        action,
-        code,
-        ...(detail === undefined ? {} : { detail })
-      })
-    }
-
-    const sendMap = (
-      endpoint: Endpoint,
-      action: string,
-      fields: {
-        readonly lifetime: number
-        readonly nonce: string
-        readonly protocol: Protocol
-        readonly internalPort: number
-        readonly suggestedExternalPort: number
-      }
-    ) =>
-      Effect.gen(function*() {
-        const payload = encodeMapRequest({
-          ...fields,
-          clientAddress: clientOf(endpoint),
-          suggestedExternalAddress: IPV4_UNSPECIFIED
-        })
-        if (Result.isFailure(payload)) {
-          return yield* invalid(endpoint, action, payload.failure.field ?? "request", payload.failure.reason)
-        }
-        const answer = yield* control.send(
-          endpoint,
-          { action, payload: payload.success, match: matchMap(fields.nonce, fields.protocol, fields.internalPort) },
-          (a) => a.epoch
-        )
-        if (answer._tag === "UnsupportedVersion") {
-          return yield* new PortControlError({
-            router: endpoint.router,
-            protocol: "pcp",
-            action,
-            code: PCP_UNSUPP_VERSION,
-            detail: answer.serverVersion === 0
-              ? "the gateway speaks NAT-PMP only (it answered with version 0)"
-              : `the gateway speaks PCP version ${answer.serverVersion}, not 2`
-          })
-        }
-        return answer
-      })
-
-    /** Lifetime 0 with the owning nonce (RFC 6887 §15); an absent mapping counts as deleted. */
-    const release = (endpoint: Endpoint, action: string, protocol: Protocol, externalPort: number, internalPort: number, nonce: string) =>
-      Effect.gen(function*() {
-        const answer = yield* sendMap(endpoint, action, { lifetime: 0, nonce, protocol, internalPort, suggestedExternalPort: 0 })
-        if (answer.resultCode === PCP_SUCCESS) return
-        // miniupnpd answers a deletion that finds no mapping with NO_RESOURCES.
-        if (answer.resultCode === PCP_NO_RESOURCES) {
-          return yield* Effect.logDebug("PCP deletion found no mapping", { router: endpoint.router, action })
-        }
-        return yield* resultError(endpoint, action, answer.resultCode, { protocol, externalPort, nonce })
-      })
+    const { invalid, release, resultError, sendMap } = makeMapExchange(control, settings.clientAddress)
 
     const map = Effect.fn("PcpGateway.map")(function*(request: MappingRequest) {
       const endpoint = yield* control.endpoint
       const action = `MAP ${request.protocol} ${request.externalPort}`
-      if (!isMappablePort(request.externalPort)) return yield* invalid(endpoint, action, "externalPort", "must be 1-65535")
-      if (!isMappablePort(request.internalPort)) return yield* invalid(endpoint, action, "internalPort", "must be 1-65535")
-      if (!Number.isInteger(request.leaseSeconds) || request.leaseSeconds < 0 || request.leaseSeconds > 0xffff_ffff) {
-        return yield* invalid(endpoint, action, "leaseSeconds", "must be a whole number of seconds")
-      }
-      if (request.internalClient !== undefined && request.internalClient !== endpoint.localAddress) {
-        return yield* invalid(
-          endpoint,
-          action,
-          "internalClient",
-          `PCP maps to the address that asks (${endpoint.localAddress}), not ${request.internalClient}`
-        )
-      }
+      yield* checkMapRequest(endpoint, action, request, "PCP")
       if (request.nonce !== undefined && !NONCE_PATTERN.test(request.nonce)) {
         return yield* invalid(endpoint, action, "nonce", "must be 24 lower-case hex digits (96 bits)")
       }
@@ -403,7 +233,10 @@ const makePortMapper = (control: PortControl, settings: PcpGatewayOptions) =>
       status,
       map,
       unmap,
-      get: () => Effect.succeed(undefined),
+      // PCP has no request that reads a mapping.
+      get: Effect.fn("PcpGateway.get")(function*() {
+        return undefined
+      }),
       list: Effect.succeed(undefined)
     })
   })

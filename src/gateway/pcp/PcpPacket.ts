@@ -10,22 +10,36 @@ import { Result, Schema, SchemaTransformation } from "effect"
 import type { Protocol } from "../Mapping.ts"
 import { fixedLayout, hexBytes, Ipv6Bytes, Uint16, Uint32, Uint8, wireProblem, type WireProblem } from "../portcontrol/Wire.ts"
 
+/** The PCP server's port (RFC 6887 §19.1). */
 export const PCP_PORT = 5351
+/** PCP's version field. */
 export const PCP_VERSION = 2
+/** The ANNOUNCE opcode. */
 export const OPCODE_ANNOUNCE = 0
+/** The MAP opcode. */
 export const OPCODE_MAP = 1
+/** Set in a response's opcode byte. */
 export const RESPONSE_BIT = 0x80
+/** A MAP nonce's length (96 bits). */
 export const NONCE_BYTES = 12
 /** The IPv4 all-zeros address in the 128-bit field: "no preference", and the IPv4 family. */
 export const IPV4_UNSPECIFIED = "0.0.0.0"
 
+/** Result code 0: success. */
 export const PCP_SUCCESS = 0
+/** Result code 1: the server speaks another version. */
 export const PCP_UNSUPP_VERSION = 1
+/** Result code 2: refused by policy, or another nonce owns the mapping. */
 export const PCP_NOT_AUTHORIZED = 2
+/** Result code 3: the request could not be parsed. */
 export const PCP_MALFORMED_REQUEST = 3
+/** Result code 4: the opcode is not supported. */
 export const PCP_UNSUPP_OPCODE = 4
+/** Result code 7: no external address (double NAT, WAN down). */
 export const PCP_NETWORK_FAILURE = 7
+/** Result code 8: out of resources (miniupnpd: a deletion found nothing). */
 export const PCP_NO_RESOURCES = 8
+/** Result code 12: the client address is not the packet's source. */
 export const PCP_ADDRESS_MISMATCH = 12
 
 const PROTOCOL_NUMBERS = { TCP: 6, UDP: 17 } as const
@@ -128,6 +142,7 @@ const NatPmpHeader = fixedLayout(
   [["version", "u8"], ["opcode", "u8"], ["resultCode", "u16"], ["epoch", "u32"]]
 )
 
+/** What a MAP request carries. */
 export interface MapRequestFields {
   readonly lifetime: number
   /** Our own address: IPv4 text is sent IPv4-mapped. */
@@ -140,6 +155,7 @@ export interface MapRequestFields {
   readonly suggestedExternalAddress: string
 }
 
+/** A decoded PCP response. */
 export type PcpResponse =
   | {
     /** A MAP response, success or error, with its opcode-specific fields. */
@@ -173,6 +189,7 @@ const decodeHeader = Schema.decodeUnknownResult(Header)
 const decodeMap = Schema.decodeUnknownResult(MapResponse)
 const decodeNatPmpHeader = Schema.decodeUnknownResult(NatPmpHeader)
 
+/** A MAP request, on the wire. */
 export const encodeMapRequest = (fields: MapRequestFields): Result.Result<Uint8Array, WireProblem> =>
   Result.mapError(
     encodeMap({ version: PCP_VERSION, opcode: OPCODE_MAP, reserved: 0, reserved1: 0, reserved2: 0, ...fields }),

@@ -7,8 +7,10 @@
  */
 import { Clock, Effect, Ref } from "effect"
 
+/** Whose epoch rule applies: NAT-PMP's or PCP's. */
 export type EpochRule = "nat-pmp" | "pcp"
 
+/** One epoch a response carried, and when it came. */
 export interface EpochSample {
   /** The gateway's epoch, seconds. */
   readonly epoch: number
@@ -31,6 +33,7 @@ export const isStateLost = (rule: EpochRule, previous: EpochSample, current: Epo
   return clientDelta + 2 < serverDelta - serverDelta / 16 || serverDelta + 2 < clientDelta - clientDelta / 16
 }
 
+/** What the epochs say: the latest, and whether the gateway lost its state. */
 export interface EpochReport {
   /** The latest epoch seen, or undefined before any response. */
   readonly epoch: number | undefined
@@ -40,6 +43,7 @@ export interface EpochReport {
   readonly stateLosses: number
 }
 
+/** Follows a gateway's epochs to notice a loss of state. */
 export interface EpochTracker {
   /** Records a response's epoch; succeeds with true when it reveals a loss of state. */
   readonly observe: (epoch: number) => Effect.Effect<boolean>
@@ -53,6 +57,7 @@ interface State {
   readonly losses: number
 }
 
+/** A tracker for one gateway. */
 export const makeEpochTracker = (rule: EpochRule, router: () => string): Effect.Effect<EpochTracker> =>
   Effect.gen(function*() {
     const state = yield* Ref.make<State>({ last: undefined, pending: false, losses: 0 })

@@ -11,6 +11,7 @@ import { NetAddress } from "effect/net"
 import type { DatagramSocket } from "effect/socket"
 import { GatewayProtocolError, GatewayUnreachable } from "../GatewayError.ts"
 
+/** How a request is resent until answered. */
 export interface Retransmission {
   /** The first wait for an answer (NAT-PMP 250 ms, PCP 3 s). */
   readonly initial: Duration.Input
@@ -39,8 +40,10 @@ export interface Endpoint {
 /** Opens the socket for one exchange, bound to `localAddress` on an ephemeral port. */
 export type OpenSocket = (localAddress: string) => Effect.Effect<DatagramSocket.DatagramSocket>
 
+/** A UDP socket on Node, bound to our address toward the gateway. */
 export const nodeSocket: OpenSocket = (localAddress) => NodeDatagramSocket.make({ bind: { address: localAddress, port: 0 } })
 
+/** What a datagram is to a request: its answer, another's, or garbage. */
 export type Verdict<A> =
   | { readonly _tag: "Accept"; readonly value: A }
   /** Not an answer to this request (another request's, another nonce); keep waiting. */
@@ -48,6 +51,7 @@ export type Verdict<A> =
   /** From the gateway but unusable; keep waiting, and report it if nothing better comes. */
   | { readonly _tag: "Unusable"; readonly field: string | undefined; readonly reason: string }
 
+/** One request: its bytes, and how to tell its answer. */
 export interface ExchangeRequest<A> {
   /** E.g. `MAP TCP 8080`, for logs and errors. */
   readonly action: string

@@ -14,6 +14,7 @@ import { describeTrustedRouter, noTrustedRouter, resolveTrustedRouter } from "..
 import { makeEpochTracker, type EpochRule, type EpochTracker } from "./Epoch.ts"
 import { type Endpoint, exchange, type ExchangeRequest, type OpenSocket, type Retransmission } from "./Exchange.ts"
 
+/** Where the gateway is and how it is spoken to. */
 export interface PortControlOptions {
   /** The gateway's IPv4 address; undefined: the default route's gateway. */
   readonly gateway: string | undefined
@@ -32,6 +33,7 @@ export interface Remembered {
   readonly nonce?: string | undefined
 }
 
+/** What NAT-PMP and PCP share: the gateway, the exchange, the epochs, what we mapped. */
 export interface PortControl {
   /** The gateway and our address toward it, resolved once and kept until it stops answering. */
   readonly endpoint: Effect.Effect<Endpoint, GatewayNotFound | GatewayUnreachable>
@@ -49,6 +51,7 @@ export interface PortControl {
   readonly forget: (protocol: Protocol, externalPort: number) => Effect.Effect<void>
 }
 
+/** The shared part of a NAT-PMP or PCP gateway. */
 export const makePortControl = (
   rule: EpochRule,
   options: PortControlOptions

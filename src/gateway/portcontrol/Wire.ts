@@ -15,13 +15,17 @@ export type Layout<K extends string> = ReadonlyArray<readonly [K, Width]>
 
 type WireValue = number | Uint8Array
 
+/** An unsigned byte. */
 export const Uint8 = Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 0xff }))
+/** An unsigned 16-bit field. */
 export const Uint16 = Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 0xffff }))
+/** An unsigned 32-bit field. */
 export const Uint32 = Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 0xffff_ffff }))
 
 const widthOf = (width: Width): number =>
   width === "u8" ? 1 : width === "u16" ? 2 : width === "u32" ? 4 : width.bytes
 
+/** A layout's length in bytes. */
 export const layoutLength = <K extends string>(layout: Layout<K>): number =>
   layout.reduce((total, [, width]) => total + widthOf(width), 0)
 
@@ -168,6 +172,7 @@ export interface WireProblem {
 
 const formatter = SchemaIssue.makeFormatterStandardSchemaV1()
 
+/** A decoding failure as one field and reason. */
 export const wireProblem = (error: Schema.SchemaError): WireProblem => {
   const [first] = formatter(error.issue).issues
   const segment = first?.path?.[0]

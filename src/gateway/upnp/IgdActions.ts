@@ -61,16 +61,20 @@ export const ProtocolFromString = Schema.String.pipe(
   Schema.decodeTo(Protocol)
 )
 
+/** GetExternalIPAddress's answer. */
 export const ExternalIpResponse = Schema.Struct({ NewExternalIPAddress: ExternalIpFromString })
 
+/** GetStatusInfo's answer. */
 export const StatusInfoResponse = Schema.Struct({
   NewConnectionStatus: Schema.String,
   NewLastConnectionError: Schema.optionalKey(Schema.String),
   NewUptime: Schema.optionalKey(SecondsFromString)
 })
 
+/** AddAnyPortMapping's answer. */
 export const ReservedPortResponse = Schema.Struct({ NewReservedPort: PortFromString })
 
+/** GetSpecificPortMappingEntry's answer. */
 export const SpecificEntryResponse = Schema.Struct({
   NewInternalPort: PortFromString,
   NewInternalClient: Ipv4FromString,
@@ -79,29 +83,47 @@ export const SpecificEntryResponse = Schema.Struct({
   NewLeaseDuration: Schema.optionalKey(SecondsFromString)
 })
 
-export const GenericEntryResponse = Schema.Struct({
+/** The fields of a table entry that GetGenericPortMappingEntry and GetListOfPortMappings share. */
+const TableEntry = Schema.Struct({
   NewRemoteHost: Schema.optionalKey(Schema.String),
   NewExternalPort: PortFromString,
   NewProtocol: ProtocolFromString,
   NewInternalPort: PortFromString,
   NewInternalClient: Ipv4FromString,
-  NewEnabled: Schema.optionalKey(BooleanFromString),
+  NewEnabled: Schema.optionalKey(BooleanFromString)
+})
+
+/** GetGenericPortMappingEntry's answer. */
+export const GenericEntryResponse = Schema.Struct({
+  ...TableEntry.fields,
   NewPortMappingDescription: Schema.optionalKey(Schema.String),
   NewLeaseDuration: Schema.optionalKey(SecondsFromString)
 })
 
+/** GetListOfPortMappings' answer: an XML document in a string. */
 export const PortListingResponse = Schema.Struct({ NewPortListing: Schema.String })
 
 /** One `PortMappingEntry` of a GetListOfPortMappings document (IGDv2 names two fields differently). */
 export const PortListingEntry = Schema.Struct({
-  NewRemoteHost: Schema.optionalKey(Schema.String),
-  NewExternalPort: PortFromString,
-  NewProtocol: ProtocolFromString,
-  NewInternalPort: PortFromString,
-  NewInternalClient: Ipv4FromString,
-  NewEnabled: Schema.optionalKey(BooleanFromString),
+  ...TableEntry.fields,
   NewDescription: Schema.optionalKey(Schema.String),
   NewLeaseTime: Schema.optionalKey(SecondsFromString)
+})
+
+/** A table entry from the shared fields and the two each action names its own way. */
+const toMappingEntry = (
+  entry: typeof TableEntry.Type,
+  description: string | undefined,
+  leaseDuration: number | undefined
+): MappingEntry => ({
+  externalPort: entry.NewExternalPort,
+  protocol: entry.NewProtocol,
+  internalClient: entry.NewInternalClient,
+  internalPort: entry.NewInternalPort,
+  description: description ?? "",
+  leaseDuration,
+  enabled: entry.NewEnabled ?? true,
+  remoteHost: entry.NewRemoteHost ?? ""
 })
 
 /** Decodes a response with its schema; a failure is a `GatewayProtocolError` naming the field. */
@@ -126,6 +148,7 @@ export const decodeResponse = <T>(
 // Raw actions: one SOAP call each, decoded, no reactions.
 // ---------------------------------------------------------------------------------------------
 
+/** The WAN connection's state, as GetStatusInfo reports it. */
 export interface StatusInfo {
   readonly connectionStatus: string
   /** Connected or Up: the WAN link carries traffic. */
@@ -158,12 +181,14 @@ const invoke = Effect.fnUntraced(function*(
 const decoded = <T>(endpoint: IgdEndpoint, action: string, schema: Schema.ConstraintDecoder<T>) =>
   decodeResponse(schema, { router: endpoint.controlUrl, action })
 
+/** GetExternalIPAddress. */
 export const getExternalIPAddress = Effect.fn("IgdActions.getExternalIPAddress")(function*(endpoint: IgdEndpoint) {
   const values = yield* invoke(endpoint, "GetExternalIPAddress", [])
   const response = yield* decoded(endpoint, "GetExternalIPAddress", ExternalIpResponse)(values)
   return response.NewExternalIPAddress
 })
 
+/** GetStatusInfo. */
 export const getStatusInfo = Effect.fn("IgdActions.getStatusInfo")(function*(endpoint: IgdEndpoint) {
   const values = yield* invoke(endpoint, "GetStatusInfo", [])
   const response = yield* decoded(endpoint, "GetStatusInfo", StatusInfoResponse)(values)
@@ -215,6 +240,7 @@ const mappingArgs = (args: PortMappingArgs): ReadonlyArray<readonly [string, str
   ["NewLeaseDuration", String(args.leaseSeconds)]
 ]
 
+/** AddPortMapping. */
 export const addPortMapping = Effect.fn("IgdActions.addPortMapping")(function*(endpoint: IgdEndpoint, args: PortMappingArgs) {
   yield* validatePortMappingArgs(endpoint.controlUrl, "AddPortMapping", args)
   yield* invoke(endpoint, "AddPortMapping", mappingArgs(args))
@@ -228,6 +254,7 @@ export const addAnyPortMapping = Effect.fn("IgdActions.addAnyPortMapping")(funct
   return response.NewReservedPort
 })
 
+/** DeletePortMapping of one external port and protocol. */
 export const deletePortMapping = Effect.fn("IgdActions.deletePortMapping")(
   function*(endpoint: IgdEndpoint, externalPort: number, protocol: Protocol) {
     if (!isMappablePort(externalPort)) {
@@ -269,20 +296,12 @@ export const getSpecificPortMappingEntry = Effect.fn("IgdActions.getSpecificPort
   }
 )
 
+/** GetGenericPortMappingEntry: the table's entry at an index. */
 export const getGenericPortMappingEntry = Effect.fn("IgdActions.getGenericPortMappingEntry")(
   function*(endpoint: IgdEndpoint, index: number) {
     const values = yield* invoke(endpoint, "GetGenericPortMappingEntry", [["NewPortMappingIndex", String(index)]])
     const entry = yield* decoded(endpoint, "GetGenericPortMappingEntry", GenericEntryResponse)(values)
-    return {
-      externalPort: entry.NewExternalPort,
-      protocol: entry.NewProtocol,
-      internalClient: entry.NewInternalClient,
-      internalPort: entry.NewInternalPort,
-      description: entry.NewPortMappingDescription ?? "",
-      leaseDuration: entry.NewLeaseDuration,
-      enabled: entry.NewEnabled ?? true,
-      remoteHost: entry.NewRemoteHost ?? ""
-    } satisfies MappingEntry
+    return toMappingEntry(entry, entry.NewPortMappingDescription, entry.NewLeaseDuration)
   }
 )
 
@@ -315,16 +334,7 @@ export const parsePortListing = (
         continue
       }
       const entry = decodedEntry.success
-      entries.push({
-        externalPort: entry.NewExternalPort,
-        protocol: entry.NewProtocol,
-        internalClient: entry.NewInternalClient,
-        internalPort: entry.NewInternalPort,
-        description: entry.NewDescription ?? "",
-        leaseDuration: entry.NewLeaseTime,
-        enabled: entry.NewEnabled ?? true,
-        remoteHost: entry.NewRemoteHost ?? ""
-      })
+      entries.push(toMappingEntry(entry, entry.NewDescription, entry.NewLeaseTime))
     }
     return { entries, unreadable }
   })

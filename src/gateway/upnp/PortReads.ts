@@ -26,6 +26,7 @@ const PortRead = Request.tagged<PortRead>("PortRead")
 /** How long a read waits for others to share its listing. */
 const BATCH_WINDOW = Duration.millis(3)
 
+/** Reads of single ports; reads made at the same moment share one listing of their range. */
 export const makePortReads = () => {
   // Routers (by control URL) found not to list ranges: read port by port from then on.
   const noRanges = new Set<string>()

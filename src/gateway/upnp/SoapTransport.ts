@@ -22,6 +22,7 @@ import {
   type XmlElement
 } from "./XmlDocument.ts"
 
+/** One SOAP action call. */
 export interface SoapCall {
   readonly controlUrl: string
   readonly serviceType: string
@@ -39,8 +40,10 @@ export interface SoapCall {
 /** The action's response arguments by local name, values trimmed. */
 export type SoapResponse = Readonly<Record<string, string>>
 
+/** How a SOAP call fails. */
 export type SoapError = UpnpError | GatewayUnreachable | GatewayProtocolError
 
+/** Backoff for transient failures. */
 export interface RetryOptions {
   /** Retries after the first attempt. */
   readonly times: number
@@ -50,6 +53,7 @@ export interface RetryOptions {
   readonly cap: Duration.Input
 }
 
+/** Timeouts, caps, concurrency and retries of SOAP calls. */
 export interface SoapTransportOptions {
   readonly timeout: Duration.Input
   readonly maxResponseBytes: number
@@ -58,6 +62,7 @@ export interface SoapTransportOptions {
   readonly retry: RetryOptions
 }
 
+/** The defaults of `edge-ccm run`. */
 export const defaultSoapTransportOptions: SoapTransportOptions = {
   timeout: "5 seconds",
   maxResponseBytes: 64 * 1024,

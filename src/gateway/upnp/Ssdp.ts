@@ -8,6 +8,7 @@ import { Option, Result, Schema, SchemaIssue, SchemaTransformation } from "effec
 
 /** The SSDP multicast group and port (UPnP Device Architecture 1.1, section 1). */
 export const SSDP_MULTICAST_ADDRESS = "239.255.255.250"
+/** SSDP's port. */
 export const SSDP_PORT = 1900
 
 /** What we search for, in the order the field guide gives (IGD first, then its WAN services). */
@@ -24,6 +25,7 @@ export const GATEWAY_SEARCH_TARGETS: ReadonlyArray<string> = [
 // M-SEARCH
 // ---------------------------------------------------------------------------------------------
 
+/** What an M-SEARCH asks. */
 export interface MSearchRequest {
   /** The destination: the multicast group, or a unicast address (the default gateway, a fake). */
   readonly host: string
@@ -76,6 +78,7 @@ export interface SsdpSearchReply extends SsdpCommonHeaders {
   readonly searchTarget: string
 }
 
+/** The NTS of a NOTIFY: ssdp:alive, ssdp:byebye, ssdp:update. */
 export type SsdpNotifyKind = "alive" | "byebye" | "update"
 
 /** `NOTIFY * HTTP/1.1` on the multicast group. A byebye usually has no LOCATION. */
@@ -94,6 +97,7 @@ export interface SsdpSearchRequest {
   readonly searchTarget: string | undefined
 }
 
+/** An SSDP datagram, decoded. */
 export type SsdpMessage = SsdpSearchReply | SsdpNotify | SsdpSearchRequest
 
 /** A datagram larger than this is not SSDP (real ones are a few hundred bytes). */

@@ -5,6 +5,7 @@
 import * as Os from "node:os"
 import { Effect, FileSystem } from "effect"
 
+/** Where Linux lists the IPv4 routes. */
 export const PROC_NET_ROUTE = "/proc/net/route"
 
 const RTF_UP = 0x1

@@ -17,6 +17,7 @@ import {
 } from "./IgdActions.ts"
 import type { SoapError, SoapTransport } from "./SoapTransport.ts"
 
+/** How a table is listed: range sizes and limits. */
 export interface ListingOptions {
   /**
    * Entries per GetListOfPortMappings page (NewNumberOfPorts). The ranges asked for hold at most

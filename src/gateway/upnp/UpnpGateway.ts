@@ -3,33 +3,31 @@
  * SSDP discovery of the trusted router: the node's default gateway or `--gateway-address`),
  * chooses the WAN service by miniupnpc's ranking, and keeps that choice until the gateway
  * stops answering. Descriptions are fetched and probed outside the selection lock: only the
- * final choice is taken under it, so a stalled description never holds up `selected`. Mappings are checked before they are made: miniupnpd silently
- * overwrites a mapping held by the same internal client, so one under another description is
- * a conflict unless forced, and one of another host is never touched.
+ * final choice is taken under it, so a stalled description never holds up `selected`. The
+ * ranking and the rows it prints are WanRanking's; a mapping is added by CheckedMapping.
  */
 import { NodeHttpClient } from "@effect/platform-node"
 import { Config, Context, Duration, Effect, Layer, Option, Ref, Result, Semaphore, Stream } from "effect"
 import { NetAddress } from "effect/net"
-import { BoundedMap } from "../BoundedMap.ts"
 import type { HttpClient } from "effect/http"
+import { BoundedMap } from "../BoundedMap.ts"
 import { externalAddressOf } from "../classifyExternalIp.ts"
-import {
-  type GatewayError,
-  GatewayNotFound,
-  GatewayProtocolError,
-  PortConflict
-} from "../GatewayError.ts"
+import { type GatewayError, GatewayNotFound } from "../GatewayError.ts"
 import { localAddressToward } from "../localAddress.ts"
-import type { ExternalIpClass, GatewayStatus, GrantedMapping, MappingEntry, MappingRequest } from "../Mapping.ts"
+import type { GatewayStatus, MappingEntry, MappingRequest } from "../Mapping.ts"
 import { PortMapper } from "../PortMapper.ts"
-import { describeTrustedRouter, noTrustedRouter, notTrustedReason, type TrustedRouter } from "../TrustedRouter.ts"
+import { describeTrustedRouter, noTrustedRouter, type TrustedRouter } from "../TrustedRouter.ts"
+import { makeBootIdMemory } from "./BootIdMemory.ts"
+import { addChecked } from "./CheckedMapping.ts"
 import { Description, type RootDescription, type WanService } from "./Description.ts"
-import { Discovery, type DiscoveryOptions, type IgnoredResponder, type SsdpResponse } from "./Discovery.ts"
+import { Discovery, type DiscoveryOptions, type IgnoredResponder } from "./Discovery.ts"
 import * as IgdClient from "./IgdClient.ts"
 import { isOnDirectlyConnectedLan } from "./LanGuard.ts"
 import { makePortReads } from "./PortReads.ts"
 import { type RetryOptions, SoapTransport } from "./SoapTransport.ts"
+import { candidateRows, type GatewayCandidate, noGateway, type Probed, rank } from "./WanRanking.ts"
 
+/** How the UPnP gateway is found and called. */
 export interface UpnpGatewayOptions {
   /** The root description URL: skips discovery. */
   readonly gatewayUrl: string | undefined
@@ -57,6 +55,7 @@ export interface UpnpGatewayOptions {
   readonly isAllowedHost: ((ip: string) => boolean) | undefined
 }
 
+/** The defaults of `edge-ccm run`. */
 export const defaultUpnpGatewayOptions: UpnpGatewayOptions = {
   gatewayUrl: undefined,
   gatewayAddress: undefined,
@@ -67,23 +66,6 @@ export const defaultUpnpGatewayOptions: UpnpGatewayOptions = {
   retry: { times: 2, base: "250 millis", cap: "2 seconds" },
   discovery: undefined,
   isAllowedHost: undefined
-}
-
-/** One WAN service found, probed and ranked: a row of `edge-ccm gateway discover`. */
-export interface GatewayCandidate {
-  readonly location: string
-  readonly deviceType: string | undefined
-  readonly serviceType: string | undefined
-  readonly controlUrl: string | undefined
-  /** GetStatusInfo's ConnectionStatus, or why there is none (unreachable, refused, …). */
-  readonly status: string
-  readonly connected: boolean
-  readonly externalIp: string | undefined
-  readonly externalIpClass: ExternalIpClass | undefined
-  readonly uptimeSeconds: number | undefined
-  readonly selected: boolean
-  /** Why it was chosen, or why not. */
-  readonly reason: string
 }
 
 /** The gateway in use: its description, the chosen WAN service, and a client for it. */
@@ -97,37 +79,10 @@ export interface SelectedGateway {
   readonly selection: string
 }
 
-/** Root devices whose BOOTID is remembered (by LOCATION), least recently heard forgotten first. */
-export const MAX_BOOT_IDS = 64
-
-/** The last BOOTID.UPNP.ORG heard from each root device, by LOCATION (at most MAX_BOOT_IDS). */
-export interface BootIdMemory {
-  /** Records a root device's BOOTID; true when it differs from the one heard before (it rebooted). */
-  readonly observe: (response: SsdpResponse) => boolean
-  /** Root devices remembered now. */
-  readonly size: () => number
-}
-
-/**
- * By LOCATION, not USN: a root device's embedded devices announce the same boot under UUIDs
- * of their own, and one boot must count once.
- */
-export const makeBootIdMemory = (): BootIdMemory => {
-  const bootIds = new BoundedMap<string, number>(MAX_BOOT_IDS)
-  return {
-    observe: (response) => {
-      if (response.bootId === undefined) return false
-      const previous = bootIds.get(response.location)
-      bootIds.set(response.location, response.bootId)
-      return previous !== undefined && previous !== response.bootId
-    },
-    size: () => bootIds.size
-  }
-}
-
 /** Control URLs whose lease habit (permanent leases only) is remembered. */
 export const MAX_LEASE_MEMORY = 64
 
+/** UPnP IGD discovery, selection and table listing, beside its `PortMapper`. */
 export class UpnpGateway extends Context.Service<UpnpGateway, {
   /** Finds and probes every gateway, ranks them, and selects the best for later calls. */
   readonly discover: Effect.Effect<ReadonlyArray<GatewayCandidate>, GatewayError>
@@ -197,14 +152,6 @@ export class UpnpGateway extends Context.Service<UpnpGateway, {
       }
     })
 
-    interface Probed {
-      readonly service: WanService
-      readonly description: RootDescription
-      readonly client: IgdClient.IgdClient
-      readonly status: Result.Result<IgdClient.StatusInfo, GatewayError>
-      readonly externalIp: Result.Result<string, GatewayError>
-    }
-
     const probe = (root: RootDescription, service: WanService) =>
       Effect.gen(function*() {
         const client = yield* makeClient(service)
@@ -214,42 +161,6 @@ export class UpnpGateway extends Context.Service<UpnpGateway, {
         )
         return { service, description: root, client, status, externalIp } satisfies Probed
       })
-
-    const reachable = (probed: Probed) =>
-      !(Result.isFailure(probed.status) && probed.status.failure._tag === "GatewayUnreachable" &&
-        Result.isFailure(probed.externalIp) && probed.externalIp.failure._tag === "GatewayUnreachable")
-
-    const ipClassOf = (probed: Probed): ExternalIpClass =>
-      Result.isSuccess(probed.externalIp) ? externalAddressOf(probed.externalIp.success).class : "missing"
-
-    const isConnected = (probed: Probed) => Result.isSuccess(probed.status) && probed.status.success.connected
-
-    /**
-     * miniupnpc: connected with a public address, then connected with a private (or no)
-     * address, then any; unreachable ones are never chosen.
-     */
-    const tier = (probed: Probed): number => {
-      if (!reachable(probed)) return 3
-      if (!isConnected(probed)) return 2
-      return ipClassOf(probed) === "public" ? 0 : 1
-    }
-
-    const tierReason = (probed: Probed): string => {
-      switch (tier(probed)) {
-        case 0:
-          return "connected with a public external address"
-        case 1:
-          return ipClassOf(probed) === "private"
-            ? "connected, but the external address is private (double NAT)"
-            : "connected, but no external address reported (a private WAN address hidden by the router: double NAT)"
-        case 2:
-          return Result.isSuccess(probed.status)
-            ? `not connected (${probed.status.success.connectionStatus})`
-            : `connection status unknown (${probed.status.failure.message})`
-        default:
-          return "unreachable"
-      }
-    }
 
     const discoverAll = Effect.gen(function*() {
       const { found, selection, router, ignored } = yield* locations
@@ -269,66 +180,8 @@ export class UpnpGateway extends Context.Service<UpnpGateway, {
         ([root, service]) => probe(root, service),
         { concurrency: 4 }
       )
-      const ranked = probed
-        .map((entry, order) => ({ entry, order, tier: tier(entry) }))
-        .sort((a, b) => a.tier - b.tier || a.entry.service.preference - b.entry.service.preference || a.order - b.order)
-      const best = ranked.find((candidate) => candidate.tier < 3)
-      const rows: Array<GatewayCandidate> = ranked.map(({ entry, tier }) => {
-        const status = Result.isSuccess(entry.status)
-          ? entry.status.success.connectionStatus
-          : entry.status.failure._tag === "GatewayUnreachable" ? "unreachable" : "unknown"
-        const address = Result.isSuccess(entry.externalIp) ? externalAddressOf(entry.externalIp.success) : undefined
-        const selected = best !== undefined && best.entry === entry
-        return {
-          location: entry.description.location,
-          deviceType: entry.description.deviceType,
-          serviceType: entry.service.serviceType,
-          controlUrl: entry.service.controlUrl,
-          status,
-          connected: Result.isSuccess(entry.status) && entry.status.success.connected,
-          externalIp: address?.ip,
-          externalIpClass: address?.class,
-          uptimeSeconds: Result.isSuccess(entry.status) ? entry.status.success.uptimeSeconds : undefined,
-          selected,
-          reason: selected
-            ? `selected: ${tierReason(entry)}, ${entry.service.kind}`
-            : best === undefined
-            ? tierReason(entry)
-            : tier > best.tier
-            ? `not selected: ${tierReason(entry)}`
-            : `not selected: ${best.entry.service.kind} at ${best.entry.service.controlUrl} ranks first`
-        }
-      })
-      fetched.forEach((result, index) => {
-        const location = found[index]!
-        if (Result.isFailure(result)) {
-          rows.push(unusableRow(location, "unreachable", `description unusable: ${result.failure.message}`))
-          return
-        }
-        for (const refused of result.success.refused) {
-          rows.push({
-            ...unusableRow(location, "refused", `control URL refused: ${refused.reason}`),
-            deviceType: result.success.deviceType,
-            serviceType: refused.serviceType,
-            controlUrl: refused.controlUrl
-          })
-        }
-        if (result.success.wanServices.length === 0 && result.success.refused.length === 0) {
-          rows.push({
-            ...unusableRow(location, "not a gateway", "no WANIPConnection or WANPPPConnection service"),
-            deviceType: result.success.deviceType
-          })
-        }
-      })
-      // Gateways of other hosts: shown, never fetched or used.
-      for (const other of ignored) {
-        // What it answered as: a device type (IGD) or a service type (WANIPConnection).
-        const isDevice = other.searchTarget.includes(":device:")
-        rows.push({
-          ...unusableRow(other.location, "ignored", notTrustedReason(router)),
-          ...(isDevice ? { deviceType: other.searchTarget } : { serviceType: other.searchTarget })
-        })
-      }
+      const { best, ranked } = rank(probed)
+      const rows = candidateRows({ ranked, best, fetched, found, ignored, router })
       const chosen: SelectedGateway | undefined = best === undefined ? undefined : {
         description: best.entry.description,
         service: best.entry.service,
@@ -367,40 +220,6 @@ export class UpnpGateway extends Context.Service<UpnpGateway, {
     const localAddressOf = (service: WanService) => {
       const url = new URL(service.controlUrl)
       return localAddressToward(url.hostname, url.port === "" ? 80 : Number(url.port))
-    }
-
-    const noGateway = (
-      rows: ReadonlyArray<GatewayCandidate>,
-      found: ReadonlyArray<string>,
-      failures: ReadonlyArray<GatewayError>,
-      selection: string,
-      ignored: ReadonlyArray<IgnoredResponder>
-    ): GatewayError => {
-      // One gateway, and its description could not be read: that error says it best.
-      if (found.length === 1 && failures.length === 1) return failures[0]!
-      if (found.length === 0) {
-        return new GatewayNotFound({
-          reason: `the router (${selection}) did not answer the SSDP search; other hosts did (${
-            ignored.map((other) => other.responder).join(", ")
-          }) and are not used: name one with --gateway-address to use it`,
-          candidates: ignored.map((other) => other.location)
-        })
-      }
-      const refused = rows.find((row) => row.status === "refused")
-      if (refused !== undefined && rows.every((row) => row.status === "refused" || row.status === "not a gateway")) {
-        return new GatewayProtocolError({
-          router: refused.location,
-          action: "root description",
-          field: "controlURL",
-          reason: refused.reason
-        })
-      }
-      return new GatewayNotFound({
-        reason: rows.length === 0
-          ? "no WAN connection service found"
-          : `no usable WAN connection service (${rows.map((row) => row.reason).join("; ")})`,
-        candidates: [...found]
-      })
     }
 
     const discover = discoverAll.pipe(
@@ -447,72 +266,9 @@ export class UpnpGateway extends Context.Service<UpnpGateway, {
       )
     )
 
-    const describe = (entry: MappingEntry) =>
-      `${entry.internalClient}:${entry.internalPort} ${JSON.stringify(entry.description)}`
-
     const map = Effect.fn("UpnpGateway.map")(function*(request: MappingRequest) {
       return yield* withGateway((gateway) =>
-        Effect.gen(function*() {
-          const router = gateway.service.controlUrl
-          const args: IgdClient.PortMappingArgs = {
-            externalPort: request.externalPort,
-            protocol: request.protocol,
-            internalPort: request.internalPort,
-            internalClient: request.internalClient ?? gateway.localAddress,
-            description: request.description,
-            leaseSeconds: request.leaseSeconds
-          }
-          yield* IgdClient.validatePortMappingArgs(router, "AddPortMapping", args)
-          if (request.ownershipVerified !== true) {
-            const existing = yield* gateway.client.getSpecificPortMappingEntry(args.externalPort, args.protocol)
-            if (existing !== undefined && existing.internalClient !== args.internalClient) {
-              return yield* new PortConflict({
-                router,
-                externalPort: args.externalPort,
-                protocol: args.protocol,
-                holder: describe(existing),
-                reason: "the port is mapped to another host; it is left alone"
-              })
-            }
-            if (existing !== undefined && existing.description !== args.description && request.force !== true) {
-              return yield* new PortConflict({
-                router,
-                externalPort: args.externalPort,
-                protocol: args.protocol,
-                holder: describe(existing),
-                reason: "the port is mapped to this host under another description; force to take it over"
-              })
-            }
-          }
-          const granted = yield* gateway.client.addPortMapping(args)
-          const mapped = {
-            externalPort: args.externalPort,
-            protocol: args.protocol,
-            internalClient: args.internalClient,
-            internalPort: args.internalPort,
-            description: args.description
-          }
-          if (request.readBack === false) return { ...mapped, leaseSeconds: granted.leaseSeconds } satisfies GrantedMapping
-          // Some routers report success and create nothing.
-          const created = yield* gateway.client.getSpecificPortMappingEntry(args.externalPort, args.protocol)
-          if (created === undefined) {
-            return yield* new GatewayProtocolError({
-              router,
-              action: "AddPortMapping",
-              reason: "the router reported success but holds no such mapping"
-            })
-          }
-          if (created.internalClient !== args.internalClient) {
-            return yield* new PortConflict({
-              router,
-              externalPort: args.externalPort,
-              protocol: args.protocol,
-              holder: describe(created),
-              reason: "after adding, the port maps to another host"
-            })
-          }
-          return { ...mapped, leaseSeconds: effectiveLease(granted.leaseSeconds, created.leaseDuration) } satisfies GrantedMapping
-        })
+        addChecked({ client: gateway.client, router: gateway.service.controlUrl, localAddress: gateway.localAddress }, request)
       )
     })
 
@@ -624,31 +380,6 @@ export class UpnpGateway extends Context.Service<UpnpGateway, {
     return Layer.unwrap(Effect.map(Config.unwrap(options), (resolved) => UpnpGateway.layer(resolved)))
   }
 }
-
-/**
- * The lease the router actually applies. IGDv2 routers turn a permanent (0) lease into a week,
- * and some shorten long leases; a remaining lease a few seconds under the one sent is just
- * the time the call took.
- */
-export const effectiveLease = (sent: number, reported: number | undefined): number => {
-  if (reported === undefined || reported === 0) return sent
-  if (sent === 0 || reported < sent - 5) return reported
-  return sent
-}
-
-const unusableRow = (location: string, status: string, reason: string): GatewayCandidate => ({
-  location,
-  deviceType: undefined,
-  serviceType: undefined,
-  controlUrl: undefined,
-  status,
-  connected: false,
-  externalIp: undefined,
-  externalIpClass: undefined,
-  uptimeSeconds: undefined,
-  selected: false,
-  reason
-})
 
 const hostOf = (url: string): string | undefined => URL.parse(url)?.host
 

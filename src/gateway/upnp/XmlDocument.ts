@@ -8,6 +8,7 @@
 import { Effect, Option, Stream } from "effect"
 import { Xml } from "effect/encoding"
 
+/** An element of a parsed document. */
 export type XmlElement = Xml.Element
 
 const LATIN1_LABELS = new Set(["iso-8859-1", "iso8859-1", "latin1", "latin-1", "iso-8859-15", "windows-1252", "cp1252"])
@@ -77,6 +78,7 @@ export const localName = (name: string): string => {
   return colon === -1 ? name : name.slice(colon + 1)
 }
 
+/** An element's child elements. */
 export const childElements = (element: XmlElement): ReadonlyArray<XmlElement> =>
   element.children.filter((child): child is XmlElement => typeof child !== "string")
 
@@ -86,6 +88,7 @@ export const findChild = (element: XmlElement, name: string): XmlElement | undef
   return childElements(element).find((child) => localName(child.name).toLowerCase() === wanted)
 }
 
+/** An element's children of this local name. */
 export const findChildren = (element: XmlElement, name: string): ReadonlyArray<XmlElement> => {
   const wanted = name.toLowerCase()
   return childElements(element).filter((child) => localName(child.name).toLowerCase() === wanted)

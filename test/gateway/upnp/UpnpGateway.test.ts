@@ -4,13 +4,9 @@ import { Config, ConfigProvider, Effect, Fiber, Layer, Stream } from "effect"
 import { PortMapper } from "../../../src/gateway/PortMapper.ts"
 import type { TrustedRouter } from "../../../src/gateway/TrustedRouter.ts"
 import { Discovery, type SearchResult, type SsdpAdvertisement, type SsdpResponse } from "../../../src/gateway/upnp/Discovery.ts"
-import {
-  effectiveLease,
-  makeBootIdMemory,
-  MAX_BOOT_IDS,
-  UpnpGateway,
-  type UpnpGatewayOptions
-} from "../../../src/gateway/upnp/UpnpGateway.ts"
+import { makeBootIdMemory, MAX_BOOT_IDS } from "../../../src/gateway/upnp/BootIdMemory.ts"
+import { effectiveLease } from "../../../src/gateway/upnp/CheckedMapping.ts"
+import { UpnpGateway, type UpnpGatewayOptions } from "../../../src/gateway/upnp/UpnpGateway.ts"
 import * as FakeIgd from "../../support/FakeIgd.ts"
 
 const fast: Partial<UpnpGatewayOptions> = {
