@@ -34,9 +34,16 @@ export const CONTROL_URL = "http://[2001:db8:2::1]:49536/ctl/IP6FCtl"
 export const NODE_ADDRESS = "2001:db8:2::10"
 
 /** A fresh firewall that booted at Clock time `bootedAt`, leases of `leaseSeconds`. */
-export const makeInMemoryFirewall = (options: { readonly leaseSeconds?: number; readonly bootedAt?: number } = {}): InMemoryFirewall => {
+export const makeInMemoryFirewall = (
+  options: {
+    readonly leaseSeconds?: number
+    readonly bootedAt?: number
+    /** A journal shared with other fakes, so one log shows every call in order. */
+    readonly journal?: Array<string>
+  } = {}
+): InMemoryFirewall => {
   const pinholes = new Map<number, FakePinhole>()
-  const journal: Array<string> = []
+  const journal: Array<string> = options.journal ?? []
   const renewed = new Map<number, number>()
   let nextId = 1
   let bootedAt = options.bootedAt ?? 0

@@ -1,0 +1,111 @@
+/**
+ * A dual-stack Service through the whole controller (watch → queue → pass) against the
+ * in-memory apiserver, router and IPv6 firewall, all three in one journal: the exact order of
+ * the calls for a new Service and for its deletion, the status with both addresses, a router
+ * reboot that loses the pinhole, and a controller built without a firewall.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, Layer } from "effect"
+import { TestClock } from "effect/testing"
+import { Routers } from "../../src/controller/Routers.ts"
+import { FINALIZER } from "../../src/controller/ServiceSpec.ts"
+import { Firewall } from "../../src/gateway/upnp/Firewall.ts"
+import { controllerOver, SEED_KEY, seedService, settle, setup, until } from "../support/controllerHarness.ts"
+import { makeInMemoryFirewall, NODE_ADDRESS } from "../support/InMemoryFirewall.ts"
+
+const dualStack = () => seedService({}, { ipFamilies: ["IPv4", "IPv6"] })
+
+/** A controller over one router and its IPv6 firewall; every call in one journal. */
+const world = (options: { readonly firewall?: boolean } = {}) => {
+  const journal: Array<string> = []
+  const fakes = setup({}, { journal })
+  const firewall = makeInMemoryFirewall({ leaseSeconds: 600, journal })
+  const routers = options.firewall === false
+    ? Routers.layerTest("upnp-igd", fakes.gateway.layer)
+    : Layer.merge(Routers.layerTest("upnp-igd", fakes.gateway.layer), Layer.succeed(Firewall, firewall.service))
+  let mark = 0
+  const calls = () => {
+    const since = journal.slice(mark).filter((call) => call !== "router status" && call !== "router externalAddress")
+    mark = journal.length
+    return since
+  }
+  return {
+    ...fakes,
+    firewall,
+    start: Effect.andThen(controllerOver(fakes.kube, routers), Effect.sync(calls)),
+    callsOnce: (description: string, condition: () => boolean) =>
+      until(description, condition).pipe(Effect.andThen(settle), Effect.andThen(Effect.sync(calls)))
+  }
+}
+
+const ingress = (w: ReturnType<typeof world>) => w.kube.get(SEED_KEY)?.status?.loadBalancer?.ingress ?? []
+const sent = (w: ReturnType<typeof world>, reason: string) => w.kube.events.some((e) => e.reason === reason)
+
+describe("a dual-stack Service through the controller", () => {
+  it.effect("new: record and finalizer, the mapping, the pinhole's entry, AddPinhole, its ID, one status with both addresses", () =>
+    Effect.gen(function*() {
+      const w = world()
+      yield* w.start
+      w.kube.create(dualStack())
+      const calls = yield* w.callsOnce("both published", () => ingress(w).length === 2 && sent(w, "EnsuredLoadBalancer"))
+      expect(calls).toEqual([
+        "router get TCP/8080",
+        `kube patch ${SEED_KEY}`,
+        "router map TCP/8080",
+        `kube patch ${SEED_KEY}`,
+        "firewall add TCP/8080 -> 1",
+        `kube patch ${SEED_KEY}`,
+        `kube status ${SEED_KEY}`,
+        "kube event EnsuredLoadBalancer"
+      ])
+      expect(ingress(w).map((i) => i.ip)).toEqual(["122.112.219.229", NODE_ADDRESS])
+      expect(w.kube.get(SEED_KEY)?.metadata?.annotations?.["midokura.com/pinholes"]).toContain('"uniqueId":1')
+
+      w.kube.delete(SEED_KEY)
+      expect(yield* w.callsOnce("gone", () => w.kube.get(SEED_KEY) === undefined && sent(w, "DeletedLoadBalancer"))).toEqual([
+        "router get TCP/8080",
+        "router unmap TCP/8080",
+        "firewall delete 1",
+        `kube patch ${SEED_KEY}`,
+        "kube event DeletedLoadBalancer"
+      ])
+      expect(w.firewall.pinholes.size).toBe(0)
+      expect(w.kube.events.find((e) => e.reason === "DeletedLoadBalancer")?.note).toContain("TCP 8080 (IPv6)")
+    }))
+
+  it.effect("a router reboot: the pinhole added again (and settled), the stale ID never updated", () =>
+    Effect.gen(function*() {
+      const w = world()
+      yield* w.start
+      w.kube.create(dualStack())
+      yield* w.callsOnce("both published", () => ingress(w).length === 2 && sent(w, "EnsuredLoadBalancer"))
+      yield* TestClock.adjust("100 seconds")
+      yield* w.firewall.reboot
+      w.gateway.reboot({ announce: true })
+      const calls = yield* w.callsOnce("the pinhole back", () => w.firewall.pinholes.size === 1)
+      // The resyncs of the 100 seconds come first; from the reboot on, exactly this.
+      expect(calls.slice(calls.indexOf("firewall reboot"))).toEqual([
+        "firewall reboot",
+        "router list",
+        "router map TCP/8080",
+        `kube patch ${SEED_KEY}`,
+        "firewall add TCP/8080 -> 1",
+        "firewall update 1",
+        `kube patch ${SEED_KEY}`,
+        "kube event MappingRepaired"
+      ])
+    }))
+
+  it.effect("a controller built without a firewall: the IPv4 part as ever, one IPv6NotPublished", () =>
+    Effect.gen(function*() {
+      const w = world({ firewall: false })
+      yield* w.start
+      w.kube.create(dualStack())
+      yield* w.callsOnce("published", () => ingress(w).length === 1 && sent(w, "IPv6NotPublished"))
+      expect(ingress(w).map((i) => i.ip)).toEqual(["122.112.219.229"])
+      expect(w.kube.get(SEED_KEY)?.metadata?.finalizers).toEqual([FINALIZER])
+      expect(w.kube.events.filter((e) => e.reason === "IPv6NotPublished").map((e) => e.note)).toEqual([
+        "TCP 8080 (IPv6) not opened: IPv6 pinholes are not configured in this controller"
+      ])
+    }))
+})
