@@ -39,6 +39,24 @@ const integer = (name: string, description: string, fallback: number) =>
     Flag.withSchema(Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 1000 })))
   )
 
+/** An optional address flag of one family, refused with an example when it is not one. */
+const address = (name: string, description: string, family: "IPv4" | "IPv6") =>
+  text(name, description).pipe(
+    Flag.withSchema(Schema.String.check(Schema.makeFilter((value: string) =>
+      (family === "IPv4" ? Result.isSuccess(NetAddress.ipv4FromString(value)) : Result.isSuccess(NetAddress.ipv6FromString(value)))
+        ? undefined
+        : `an ${family} address, e.g. ${family === "IPv4" ? "192.168.1.1" : "2001:db8:2::1"}`
+    ))),
+    Flag.optional
+  )
+
+const boolean = (name: string, description: string) =>
+  Flag.Boolean(name).pipe(
+    Flag.withDescription(`${description} (default false) [env ${environmentName(name)}]`),
+    Flag.withFallbackConfig(Config.Boolean(environmentName(name))),
+    Flag.withDefault(false)
+  )
+
 const choice = <const Values extends ReadonlyArray<string>>(
   name: string,
   values: Values,
@@ -81,47 +99,26 @@ export const runFlags = {
     })))
   ),
   gatewayUrl: optionalText("gateway-url", "the router's root description URL; skips SSDP discovery"),
-  gatewayAddress: text(
+  gatewayAddress: address(
     "gateway-address",
-    "IPv4 address of the router to use (UPnP IGD, NAT-PMP, PCP); default: the node's default gateway, and no other LAN host"
-  ).pipe(
-    Flag.withSchema(Schema.String.check(Schema.makeFilter((address: string) =>
-      Result.isSuccess(NetAddress.ipv4FromString(address)) ? undefined : "an IPv4 address, e.g. 192.168.1.1"
-    ))),
-    Flag.optional
+    "IPv4 address of the router to use (UPnP IGD, NAT-PMP, PCP); default: the node's default gateway, and no other LAN host",
+    "IPv4"
   ),
   firewallUrl: optionalText(
     "firewall-url",
     "the router's WANIPv6FirewallControl:1 control URL on its IPv6 address, e.g. http://[2001:db8:2::1]:49536/ctl/IP6FCtl; " +
       "default: the firewall service of the --gateway-url description"
   ),
-  gatewayAddress6: text(
+  gatewayAddress6: address(
     "gateway-address6",
-    "the router's IPv6 address, when --gateway-url is an IPv4 URL: pinholes are asked for over IPv6"
-  ).pipe(
-    Flag.withSchema(Schema.String.check(Schema.makeFilter((address: string) =>
-      Result.isSuccess(NetAddress.ipv6FromString(address)) ? undefined : "an IPv6 address, e.g. 2001:db8:2::1"
-    ))),
-    Flag.optional
+    "the router's IPv6 address, when --gateway-url is an IPv4 URL: pinholes are asked for over IPv6",
+    "IPv6"
   ),
   pinholeLease: duration("pinhole-lease", "lease of each IPv6 pinhole, 1s to 1d, renewed at half", "10m"),
-  ipv6AllowLinkLocal: Flag.Boolean("ipv6-allow-link-local").pipe(
-    Flag.withDescription(
-      `publish a link-local node address when it is the only one toward the router (default false) [env ${
-        environmentName("ipv6-allow-link-local")
-      }]`
-    ),
-    Flag.withFallbackConfig(Config.Boolean(environmentName("ipv6-allow-link-local"))),
-    Flag.withDefault(false)
-  ),
-  ipv6AllowUniqueLocal: Flag.Boolean("ipv6-allow-unique-local").pipe(
-    Flag.withDescription(
-      `publish a unique-local (fc00::/7) node address when it is the only one toward the router (default false) [env ${
-        environmentName("ipv6-allow-unique-local")
-      }]`
-    ),
-    Flag.withFallbackConfig(Config.Boolean(environmentName("ipv6-allow-unique-local"))),
-    Flag.withDefault(false)
+  ipv6AllowLinkLocal: boolean("ipv6-allow-link-local", "publish a link-local node address when it is the only one toward the router"),
+  ipv6AllowUniqueLocal: boolean(
+    "ipv6-allow-unique-local",
+    "publish a unique-local (fc00::/7) node address when it is the only one toward the router"
   ),
   mappingLease: duration("mapping-lease", "lease of each router mapping; 0 asks for a permanent one", "1h"),
   minMappingLease: duration(
@@ -180,15 +177,7 @@ export const runFlags = {
       message: "a comma-separated list of upnp-igd, pcp and nat-pmp, e.g. pcp,nat-pmp"
     })))
   ),
-  leaderElect: Flag.Boolean("leader-elect").pipe(
-    Flag.withDescription(
-      `run only while holding the leader Lease, so one of several replicas maps (default false) [env ${
-        environmentName("leader-elect")
-      }]`
-    ),
-    Flag.withFallbackConfig(Config.Boolean(environmentName("leader-elect"))),
-    Flag.withDefault(false)
-  ),
+  leaderElect: boolean("leader-elect", "run only while holding the leader Lease, so one of several replicas maps"),
   leaderElectNamespace: text("leader-elect-namespace", "namespace of the leader Lease [or env POD_NAMESPACE]").pipe(
     Flag.withFallbackConfig(Config.String("POD_NAMESPACE")),
     Flag.withDefault("edge-ccm-system")

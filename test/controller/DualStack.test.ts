@@ -12,6 +12,7 @@ import { FINALIZER } from "../../src/controller/ServiceSpec.ts"
 import { Firewall } from "../../src/gateway/upnp/Firewall.ts"
 import { controllerOver, SEED_KEY, seedService, settle, setup, until } from "../support/controllerHarness.ts"
 import { makeInMemoryFirewall, NODE_ADDRESS } from "../support/InMemoryFirewall.ts"
+import { journalReader } from "../support/journal.ts"
 
 const dualStack = () => seedService({}, { ipFamilies: ["IPv4", "IPv6"] })
 
@@ -23,12 +24,7 @@ const world = (options: { readonly firewall?: boolean } = {}) => {
   const routers = options.firewall === false
     ? Routers.layerTest("upnp-igd", fakes.gateway.layer)
     : Layer.merge(Routers.layerTest("upnp-igd", fakes.gateway.layer), Layer.succeed(Firewall, firewall.service))
-  let mark = 0
-  const calls = () => {
-    const since = journal.slice(mark).filter((call) => call !== "router status" && call !== "router externalAddress")
-    mark = journal.length
-    return since
-  }
+  const { calls } = journalReader(journal)
   return {
     ...fakes,
     firewall,

@@ -13,6 +13,7 @@ import { Controller } from "../../src/controller/Controller.ts"
 import { recordAnnotations, type RecordedMapping } from "../../src/controller/MappingRecord.ts"
 import { Routers } from "../../src/controller/Routers.ts"
 import { FINALIZER, MAPPINGS_ANNOTATION, MAPPINGS_SIGNATURE_ANNOTATION } from "../../src/controller/ServiceSpec.ts"
+import { journalReader } from "../support/journal.ts"
 import { controllerOver, firstPassCalls, runUntilRecorded, SEED_KEY, seedService, settle, setup, until } from "../support/controllerHarness.ts"
 import { testRecordKeyService, trustedRecord } from "../support/records.ts"
 import { PROD_KEY, prodWeb, TENANT_KEY, tenantX, withAnnotations } from "../support/tenants.ts"
@@ -21,12 +22,7 @@ import { PROD_KEY, prodWeb, TENANT_KEY, tenantX, withAnnotations } from "../supp
 const world = (...args: Parameters<typeof setup>) => {
   const journal: Array<string> = []
   const fakes = setup(args[0] ?? {}, { ...args[1], journal })
-  let mark = 0
-  const calls = () => {
-    const since = journal.slice(mark).filter((call) => call !== "router status" && call !== "router externalAddress")
-    mark = journal.length
-    return since
-  }
+  const { calls, skip } = journalReader(journal)
   return {
     ...fakes,
     journal,
@@ -36,7 +32,7 @@ const world = (...args: Parameters<typeof setup>) => {
       yield* settle
       expect((yield* controller.health).initialPassDone).toBe(true)
       yield* settle
-      mark = journal.length
+      skip()
     }),
     /**
      * Creates the run's first Service and waits until its status is published and its Events
@@ -48,7 +44,7 @@ const world = (...args: Parameters<typeof setup>) => {
         fakes.kube.create(service)
         yield* until(`${key} published`, () => published(fakes.kube, key)() && sent(fakes.kube, "EnsuredLoadBalancer"))
         yield* settle
-        mark = journal.length
+        skip()
       }),
     /** The calls since the last look, probes left out; the next look starts after them. */
     calls,

@@ -8,33 +8,16 @@ import { describe, expect, it } from "@effect/vitest"
 import { Duration } from "effect"
 import { conclude, planEnsure } from "../../src/controller/passPlan.ts"
 import type { PinholeResult } from "../../src/controller/pinholes.ts"
-import type { GatewayView } from "../../src/controller/planner.ts"
-import type { DesiredPort, DesiredService } from "../../src/controller/ServiceSpec.ts"
+import type { DesiredPort } from "../../src/controller/ServiceSpec.ts"
+import { desiredWeb, labGateway } from "../support/desired.ts"
 
 const NODE = "192.168.77.10"
 const NODE6 = "2001:db8:2::10"
-const gateway: GatewayView = {
-  router: "http://192.168.77.1:49536/ctl/IPConn",
-  backend: "upnp-igd",
-  localAddress: NODE,
-  externalAddress: { ip: "122.112.219.229", class: "public" }
-}
+const gateway = labGateway
 const http: DesiredPort = { portName: "http", protocol: "TCP", externalPort: 8080, internalPort: 31000, description: "kubernetes/default/web/http" }
-const desired = (ports: ReadonlyArray<DesiredPort>): DesiredService => ({
-  key: "default/web",
-  namespace: "default",
-  name: "web",
-  uid: "uid-web",
-  createdAt: 1_000,
-  backend: "upnp-igd",
-  leaseSeconds: 3600,
-  ports,
-  unmappable: [],
-  warnings: []
-})
 const planFor = (ports: ReadonlyArray<DesiredPort>) =>
   planEnsure({
-    desired: desired(ports),
+    desired: desiredWeb(ports),
     gateway,
     backend: "upnp-igd",
     record: { trusted: [], refused: [], stale: false },

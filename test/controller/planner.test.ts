@@ -14,15 +14,11 @@ import {
   toRecorded
 } from "../../src/controller/planner.ts"
 import type { DesiredPort, DesiredService } from "../../src/controller/ServiceSpec.ts"
+import { desiredWeb, labGateway } from "../support/desired.ts"
 
 const NODE = "192.168.77.10"
 const OTHER_NODE = "192.168.77.11"
-const gateway: GatewayView = {
-  router: "http://192.168.77.1:49536/ctl/IPConn",
-  backend: "upnp-igd",
-  localAddress: NODE,
-  externalAddress: { ip: "122.112.219.229", class: "public" }
-}
+const gateway: GatewayView = labGateway
 const ownership: Ownership = { clusterName: "kubernetes", nodeAddresses: new Set([NODE, OTHER_NODE]) }
 
 const port = (externalPort: number, internalPort: number, name = "http", protocol: "TCP" | "UDP" = "TCP"): DesiredPort => ({
@@ -33,19 +29,7 @@ const port = (externalPort: number, internalPort: number, name = "http", protoco
   description: `kubernetes/default/web/${name}`
 })
 
-const service = (ports: ReadonlyArray<DesiredPort>, overrides: Partial<DesiredService> = {}): DesiredService => ({
-  key: "default/web",
-  namespace: "default",
-  name: "web",
-  uid: "uid-web",
-  createdAt: 1_000,
-  backend: "upnp-igd",
-  leaseSeconds: 3600,
-  ports,
-  unmappable: [],
-  warnings: [],
-  ...overrides
-})
+const service = desiredWeb
 
 const entry = (p: DesiredPort, overrides: Partial<MappingEntry> = {}): MappingEntry => ({
   externalPort: p.externalPort,
