@@ -9,6 +9,8 @@
 import type { MappingEntry } from "../gateway/Mapping.ts"
 import type { Service } from "../kube/objects.ts"
 import { portKey, readRecord, type RecordCheck } from "./MappingRecord.ts"
+import { wantsIpv6 } from "./pinholePlan.ts"
+import { PINHOLES_ANNOTATION } from "./PinholeRecord.ts"
 import { type GatewayView, needsRenewal } from "./planner.ts"
 import { type DesiredOptions, FINALIZER, liveDesired, type SelectionOptions } from "./ServiceSpec.ts"
 
@@ -28,6 +30,8 @@ export const settledByListing = (
 ): boolean => {
   if (service.metadata?.deletionTimestamp !== undefined) return false
   if (!(service.metadata?.finalizers ?? []).includes(FINALIZER)) return false
+  // IPv6 pinholes are renewed and repaired by passes: the router's listing cannot show them.
+  if (wantsIpv6(service) || service.metadata?.annotations?.[PINHOLES_ANNOTATION] !== undefined) return false
   const desired = liveDesired(service, options)
   if (desired === undefined || desired.backend !== table.backend || desired.unmappable.length > 0) return false
   const record = readRecord(service, check)

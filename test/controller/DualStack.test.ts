@@ -69,6 +69,19 @@ describe("a dual-stack Service through the controller", () => {
       expect(w.kube.events.find((e) => e.reason === "DeletedLoadBalancer")?.note).toContain("TCP 8080 (IPv6)")
     }))
 
+  it.effect("renewal: the resync's passes send UpdatePinhole at half the lease, never AddPinhole again", () =>
+    Effect.gen(function*() {
+      const w = world()
+      yield* w.start
+      w.kube.create(dualStack())
+      yield* w.callsOnce("both published", () => ingress(w).length === 2 && sent(w, "EnsuredLoadBalancer"))
+      yield* TestClock.adjust("270 seconds")
+      expect((yield* w.callsOnce("resyncs before half-life", () => true)).filter((call) => call.startsWith("firewall"))).toEqual([])
+      yield* TestClock.adjust("30 seconds")
+      expect((yield* w.callsOnce("renewed", () => w.firewall.journal.includes("firewall update 1"))).filter((call) => call.startsWith("firewall")))
+        .toEqual(["firewall update 1"])
+    }))
+
   it.effect("a router reboot: the pinhole added again (and settled), the stale ID never updated", () =>
     Effect.gen(function*() {
       const w = world()

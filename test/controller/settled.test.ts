@@ -78,6 +78,11 @@ describe("settledByListing", () => {
       settled(settledSeed((s) => ({ ...s, spec: { ...s.spec, ports: [{ name: "http", port: 8080, nodePort: 30001, protocol: "TCP" }] } }))),
       "a new nodePort"
     ).toBe(false)
+    expect(settled(settledSeed((s) => ({ ...s, spec: { ...s.spec, ipFamilies: ["IPv4", "IPv6"] } }))), "dual-stack: pinholes to renew").toBe(false)
+    expect(
+      settled(settledSeed((s) => ({ ...s, metadata: { ...s.metadata, annotations: { ...s.metadata?.annotations, "midokura.com/pinholes": "[]" } } }))),
+      "pinholes recorded"
+    ).toBe(false)
     expect(settled(settledSeed((s) => ({ ...s, metadata: { ...s.metadata, finalizers: [] } }))), "no finalizer yet").toBe(false)
     expect(settled(settledSeed((s) => ({ ...s, metadata: { ...s.metadata, deletionTimestamp: new Date() } }))), "going").toBe(false)
     expect(
