@@ -18,11 +18,14 @@ export const describePort = (port: { readonly protocol: string; readonly externa
 export const describePorts = (ports: ReadonlyArray<{ readonly protocol: string; readonly externalPort: number }>) =>
   ports.length === 0 ? "no ports" : ports.map(describePort).join(", ")
 
-/** What the Service asks that cannot be done: an IPv6-only Service, source ranges, a bad lease, a port without nodePort. */
+/**
+ * What the Service asks that cannot be done: source ranges, a bad lease, a port without nodePort.
+ * An IPv6-only Service is not among them: its pinholes serve it, and the IPv6 half says when they cannot.
+ */
 export const warningsOf = (desired: DesiredService): Array<Announcement> => [
-  ...desired.warnings.map((warning): Announcement => ({
+  ...desired.warnings.filter((warning) => warning.reason !== "IPv6Only").map((warning): Announcement => ({
     type: "Warning",
-    reason: warning.reason === "IPv6Only" ? "UnsupportedIPFamily" : warning.reason,
+    reason: warning.reason,
     action: "Validate",
     note: warning.message
   })),

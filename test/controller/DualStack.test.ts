@@ -105,6 +105,24 @@ describe("a dual-stack Service through the controller", () => {
       ])
     }))
 
+  it.effect("IPv6-only: no IPv4 mapping, the pinhole opened, published by the node's IPv6 address alone, no UnsupportedIPFamily", () =>
+    Effect.gen(function*() {
+      const w = world()
+      yield* w.start
+      w.kube.create(seedService({}, { ipFamilies: ["IPv6"] }))
+      const calls = yield* w.callsOnce("published", () => ingress(w).length === 1 && sent(w, "EnsuredLoadBalancer"))
+      expect(calls).toEqual([
+        `kube patch ${SEED_KEY}`,
+        `kube patch ${SEED_KEY}`,
+        "firewall add TCP/8080 -> 1",
+        `kube patch ${SEED_KEY}`,
+        `kube status ${SEED_KEY}`,
+        "kube event EnsuredLoadBalancer"
+      ])
+      expect(ingress(w)).toEqual([{ ip: NODE_ADDRESS, ipMode: "VIP", ports: [{ port: 8080, protocol: "TCP" }] }])
+      expect(w.kube.events.map((e) => e.reason)).not.toContain("UnsupportedIPFamily")
+    }))
+
   it.effect("a controller built without a firewall: the IPv4 part as ever, one IPv6NotPublished", () =>
     Effect.gen(function*() {
       const w = world({ firewall: false })
