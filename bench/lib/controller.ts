@@ -106,6 +106,23 @@ export async function readiness(controller: Controller): Promise<Readiness> {
   }
 }
 
+/** A histogram of /metrics summed over its label sets: observations and their total. */
+export async function histogramTotals(controller: Controller, metric: string): Promise<{ readonly count: number; readonly sum: number }> {
+  const text = await metricsText(controller)
+  let count = 0
+  let sum = 0
+  for (const line of text.split("\n")) {
+    const value = Number(line.slice(line.lastIndexOf(" ") + 1))
+    if (line.startsWith(`${metric}_count`)) count += value
+    else if (line.startsWith(`${metric}_sum`)) sum += value
+  }
+  return { count, sum }
+}
+
+/** The mean of the observations made between two readings of a histogram, in ms. */
+export const meanMsBetween = (before: { readonly count: number; readonly sum: number }, after: { readonly count: number; readonly sum: number }) =>
+  after.count > before.count ? (1000 * (after.sum - before.sum)) / (after.count - before.count) : Number.NaN
+
 /** Waits until the work queue has stayed empty for `quietMs`. */
 export async function waitIdle(controller: Controller, options: { quietMs: number; timeoutMs: number }): Promise<void> {
   const deadline = now() + options.timeoutMs

@@ -12,7 +12,7 @@
  */
 import { kubectl } from "../../test/e2e/support/lab.ts"
 import type { Context, ScenarioResult } from "../lib/context.ts"
-import { countDelta, gatewayCalls, waitIdle } from "../lib/controller.ts"
+import { countDelta, gatewayCalls, histogramTotals, meanMsBetween, waitIdle } from "../lib/controller.ts"
 import { waitTable } from "../lib/gateway.ts"
 import { apiserverRequests, FLOOR_FINALIZER, mergePatch, NAMESPACE, OPT_IN, requestDelta } from "../lib/kube.ts"
 import { cpuWindow, memoryMiB } from "../lib/machine.ts"
@@ -154,6 +154,11 @@ export async function everyday(ctx: Context): Promise<ScenarioResult> {
   tracker.forget(list)
   try {
     // Apply.
+    const latencies = async () => ({
+      pass: await histogramTotals(controller, "edge_ccm_reconcile_duration_seconds"),
+      call: await histogramTotals(controller, "edge_ccm_gateway_request_duration_seconds")
+    })
+    let latencies0 = await latencies()
     let requests0 = await apiserverRequests()
     let cpu = cpuWindow(() => ctx.pids(controller))
     const t0 = now()
@@ -164,6 +169,9 @@ export async function everyday(ctx: Context): Promise<ScenarioResult> {
     })
     const createMs = tracker.latest(list, (r) => r.statusAt) - t0
     const createCpu = cpu.end()
+    const createLatencies = await latencies()
+    const createPassMs = meanMsBetween(latencies0.pass, createLatencies.pass)
+    const createRouterCallMs = meanMsBetween(latencies0.call, createLatencies.call)
     // The Events follow the work; the requests are counted once they are out too.
     await waitIdle(controller, { quietMs: 1000, timeoutMs: 120_000 })
     const created = requestDelta(requests0, await apiserverRequests())
@@ -190,6 +198,7 @@ export async function everyday(ctx: Context): Promise<ScenarioResult> {
     const rss = memoryMiB(controller.pid)
 
     // Delete.
+    latencies0 = await latencies()
     requests0 = await apiserverRequests()
     cpu = cpuWindow(() => ctx.pids(controller))
     const d0 = now()
@@ -200,6 +209,9 @@ export async function everyday(ctx: Context): Promise<ScenarioResult> {
     })
     const deleteMs = tracker.latest(list, (r) => r.goneAt) - d0
     const deleteCpu = cpu.end()
+    const deleteLatencies = await latencies()
+    const deletePassMs = meanMsBetween(latencies0.pass, deleteLatencies.pass)
+    const deleteRouterCallMs = meanMsBetween(latencies0.call, deleteLatencies.call)
     await waitIdle(controller, { quietMs: 500, timeoutMs: 60_000 })
     const deleted = requestDelta(requests0, await apiserverRequests())
     await waitTable((count) => count === 0, { intervalMs: 250, timeoutMs: 30_000, description: "an empty table" })
@@ -220,6 +232,9 @@ export async function everyday(ctx: Context): Promise<ScenarioResult> {
         note: `kubectl ${(f.applyMs / 1000).toFixed(2)} s + adds ${(f.addsMs / 1000).toFixed(2)} s + patches ${(f.patchesMs / 1000).toFixed(2)} s`
       },
       { section, figure: "  the kubectl apply call itself", unit: "s", value: one(applyCallMs) },
+      { section, figure: "  a Service's pass, mean (apply)", unit: "ms", value: one(createPassMs) },
+      { section, figure: "  a router call, mean (apply)", unit: "ms", value: one(createRouterCallMs) },
+      { section, figure: "  controller CPU over the apply", unit: "ms", value: one(createCpu.processes["controller"] ?? Number.NaN) },
       {
         section,
         figure: "apiserver requests per Service, the controller's (kubectl's own subtracted)",
@@ -261,7 +276,10 @@ export async function everyday(ctx: Context): Promise<ScenarioResult> {
         value: one(deleteFloor),
         note: `kubectl ${(f.deleteMs / 1000).toFixed(2)} s + deletes ${(f.deletesMs / 1000).toFixed(2)} s + patches ${(f.finalizersMs / 1000).toFixed(2)} s`
       },
-      { section, figure: "  the kubectl delete call itself", unit: "s", value: one(deleteCallMs) }
+      { section, figure: "  the kubectl delete call itself", unit: "s", value: one(deleteCallMs) },
+      { section, figure: "  a Service's pass, mean (delete)", unit: "ms", value: one(deletePassMs) },
+      { section, figure: "  a router call, mean (delete)", unit: "ms", value: one(deleteRouterCallMs) },
+      { section, figure: "  controller CPU over the delete", unit: "ms", value: one(deleteCpu.processes["controller"] ?? Number.NaN) }
     ]
     return {
       rows,

@@ -4,6 +4,7 @@ import { TestClock } from "effect/testing"
 import { makeEventSink } from "../../src/controller/EventSink.ts"
 import { type EventSpec, Kube } from "../../src/kube/Kube.ts"
 import { makeInMemoryKube } from "../support/InMemoryKube.ts"
+import { until } from "../support/quiescence.ts"
 
 const event = (reason: string, name = "web"): EventSpec => ({
   regarding: { namespace: "default", name, kind: "Service", apiVersion: "v1" },
@@ -48,7 +49,7 @@ describe("EventSink", () => {
       // Nothing stored yet: the apiserver is held, and record did not wait for it.
       assert.deepStrictEqual(kube.events, [])
       yield* Deferred.succeed(release, undefined)
-      while (kube.events.length < 3) yield* Effect.yieldNow
+      yield* until("three Events stored", () => kube.events.length >= 3)
       assert.deepStrictEqual(kube.events.map((e) => e.reason), ["A", "B", "C"])
     }).pipe(Effect.scoped))
 
@@ -112,8 +113,9 @@ describe("EventSink", () => {
       assert.strictEqual(yield* sink.queued, 1, "and is counted as queued meanwhile")
       yield* sink.record(event("EnsuredLoadBalancer"), "default/web", { supersedes: "EnsuringLoadBalancer" })
       yield* TestClock.adjust("600 millis")
-      while ((yield* sink.queued) > 0) yield* Effect.yieldNow
-      for (let round = 0; round < 20; round++) yield* Effect.yieldNow
+      yield* until("an Event stored", () => kube.events.length >= 1)
+      // Nothing left to send: no other Event can follow.
+      assert.strictEqual(yield* sink.queued, 0)
       assert.deepStrictEqual(kube.events.map((e) => e.reason), ["EnsuredLoadBalancer"])
     }).pipe(Effect.scoped))
 
@@ -124,9 +126,9 @@ describe("EventSink", () => {
       yield* sink.record(event("EnsuringLoadBalancer"), "default/web", { unlessSupersededWithin: "1 second" })
       yield* sink.record(event("EnsuringLoadBalancer", "other"), "default/other", { unlessSupersededWithin: "1 second" })
       yield* TestClock.adjust("1100 millis")
-      while (kube.events.length < 2) yield* Effect.yieldNow
+      yield* until("both progress Events stored", () => kube.events.length >= 2)
       yield* sink.record(event("EnsuredLoadBalancer"), "default/web", { supersedes: "EnsuringLoadBalancer" })
-      while (kube.events.length < 3) yield* Effect.yieldNow
+      yield* until("the third Event stored", () => kube.events.length >= 3)
       assert.deepStrictEqual(kube.events.map((e) => `${e.regarding.name} ${e.reason}`), [
         "web EnsuringLoadBalancer",
         "other EnsuringLoadBalancer",
@@ -142,8 +144,8 @@ describe("EventSink", () => {
       for (let round = 0; round < 20; round++) yield* Effect.yieldNow
       yield* sink.record(event("EnsuredLoadBalancer"), "default/web", { supersedes: "EnsuringLoadBalancer" })
       yield* idle.open
-      while ((yield* sink.queued) > 0) yield* Effect.yieldNow
-      for (let round = 0; round < 20; round++) yield* Effect.yieldNow
+      yield* until("an Event stored", () => kube.events.length >= 1)
+      assert.strictEqual(yield* sink.queued, 0)
       assert.deepStrictEqual(kube.events.map((e) => e.reason), ["EnsuredLoadBalancer"])
     }).pipe(Effect.scoped))
 
@@ -158,8 +160,9 @@ describe("EventSink", () => {
         }
       }
       yield* idle.open
-      while (kube.events.length < 1500 && (yield* sink.queued) > 0) yield* Effect.yieldNow
-      for (let round = 0; round < 20; round++) yield* Effect.yieldNow
+      // A queue that dropped some never gets there: the wait fails, naming what it waited for.
+      yield* until("all 1,500 Events stored", () => kube.events.length >= 1500)
       assert.strictEqual(kube.events.length, 1500)
+      assert.strictEqual(yield* sink.queued, 0)
     }).pipe(Effect.scoped))
 })
