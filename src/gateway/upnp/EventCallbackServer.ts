@@ -44,7 +44,6 @@ const refusal = (request: IncomingMessage, gate: NotifyGate): readonly [reason: 
   const source = unmapped(request.socket.remoteAddress)
   if (source !== gate.routerAddress) return [`NOTIFY from ${source}, not the router ${gate.routerAddress}`, 412]
   if (request.method !== "NOTIFY") return [`method ${request.method ?? "?"} is not NOTIFY`, 405]
-  if (request.url !== gate.path()) return ["not the current subscription's callback path", 412]
   const sid = request.headers["sid"]
   if (typeof sid !== "string" || !isWellFormedSid(sid) || !gate.acceptsSid(sid)) return ["unknown SID", 412]
   if (request.headers["nt"] !== "upnp:event" || request.headers["nts"] !== "upnp:propchange") {
@@ -53,6 +52,8 @@ const refusal = (request: IncomingMessage, gate: NotifyGate): readonly [reason: 
   const length = request.headers["content-length"]
   if (length === undefined || !/^\d{1,9}$/.test(length)) return ["no Content-Length", 411]
   if (Number(length) > gate.maxBodyBytes) return [`body of ${length} bytes is over ${gate.maxBodyBytes}`, 413]
+  // miniupnpd's SIDs are guessable (16 random bits): the path, ours alone, is the real secret.
+  if (request.url !== gate.path()) return ["not the current subscription's callback path", 412]
   return undefined
 }
 
