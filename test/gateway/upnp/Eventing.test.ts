@@ -44,6 +44,31 @@ const watch = (fake: FakeGenaRouter, options?: Partial<EventingOptions>) =>
 const ipChanges = (events: ReadonlyArray<WanEvent>) =>
   events.flatMap((event) => event._tag === "ExternalIPAddressChanged" ? [[event.previous ?? null, event.externalIp]] : [])
 
+/** A watch whose subscription's initial NOTIFY (122.112.219.229) has been reported. */
+const watchPastInitial = (fake: FakeGenaRouter) =>
+  Effect.gen(function*() {
+    const w = yield* watch(fake)
+    yield* eventually("subscribed", () => w.subscribed().length === 1)
+    const { sid, url } = w.callback()
+    yield* Effect.promise(() => sendNotify(url, { sid, seq: "0", body: propertySet("122.112.219.229") }))
+    yield* eventually("the initial address", () => ipChanges(w.events).length === 1)
+    return { w, sid, url }
+  })
+
+/** Sends the router's next genuine change and checks that it, and nothing forged, was reported. */
+const genuineChangeArrives = (
+  w: Effect.Success<ReturnType<typeof watch>>,
+  notify: { readonly sid: string; readonly url: string; readonly seq: string },
+  ip: string
+) =>
+  Effect.gen(function*() {
+    yield* Effect.promise(() => sendNotify(notify.url, { sid: notify.sid, seq: notify.seq, body: propertySet(ip) }))
+    yield* eventually("the genuine change", () => ipChanges(w.events).length === 2)
+    assert.deepStrictEqual(ipChanges(w.events), [[null, "122.112.219.229"], ["122.112.219.229", ip]])
+    assert.deepStrictEqual(w.tags().filter((tag) => tag === "SubscriptionLost"), [])
+    yield* Fiber.interrupt(w.fiber)
+  })
+
 describe("GenaMessages", () => {
   it("readGrant takes miniupnpd's SID and timeout, and never more time than asked for", () => {
     assert.deepStrictEqual(
@@ -127,11 +152,7 @@ describe("watchWanEvents against a fake router on 127.0.0.1", () => {
   it.live("refuses forged NOTIFYs before reading them: wrong source, wrong SID, wrong path, other methods, oversize or unsized bodies", () =>
     withFake((fake) =>
       Effect.gen(function*() {
-        const w = yield* watch(fake)
-        yield* eventually("subscribed", () => w.subscribed().length === 1)
-        const { sid, url } = w.callback()
-        yield* Effect.promise(() => sendNotify(url, { sid, seq: "0", body: propertySet("122.112.219.229") }))
-        yield* eventually("initial address", () => ipChanges(w.events).length === 1)
+        const { w, sid, url } = yield* watchPastInitial(fake)
         const forged = propertySet("6.6.6.6")
         const outcomes = yield* Effect.promise(() =>
           Promise.all([
@@ -155,40 +176,26 @@ describe("watchWanEvents against a fake router on 127.0.0.1", () => {
           "411 no Content-Length"
         ])
         // SEQ 1 was never consumed by a forgery: the router's own next NOTIFY is in sequence.
-        yield* Effect.promise(() => sendNotify(url, { sid, seq: "1", body: propertySet("122.112.219.230") }))
-        yield* eventually("the genuine change", () => ipChanges(w.events).length === 2)
-        assert.deepStrictEqual(ipChanges(w.events), [[null, "122.112.219.229"], ["122.112.219.229", "122.112.219.230"]])
-        assert.deepStrictEqual(w.tags().filter((tag) => tag === "SubscriptionLost"), [])
-        yield* Fiber.interrupt(w.fiber)
+        yield* genuineChangeArrives(w, { sid, url, seq: "1" }, "122.112.219.230")
       })
     ))
 
   it.live("a NOTIFY with an entity trick or a broken body is answered but changes nothing", () =>
     withFake((fake) =>
       Effect.gen(function*() {
-        const w = yield* watch(fake)
-        yield* eventually("subscribed", () => w.subscribed().length === 1)
-        const { sid, url } = w.callback()
-        yield* Effect.promise(() => sendNotify(url, { sid, seq: "0", body: propertySet("122.112.219.229") }))
+        const { w, sid, url } = yield* watchPastInitial(fake)
         const bomb = `<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;">]>` +
           `<e:propertyset xmlns:e="urn:schemas-upnp-org:event-1-0"><e:property><ExternalIPAddress>&lol2;</ExternalIPAddress></e:property></e:propertyset>`
         yield* Effect.promise(() => sendNotify(url, { sid, seq: "1", body: bomb }))
         yield* Effect.promise(() => sendNotify(url, { sid, seq: "2", body: "<e:propertyset><e:property>" }))
-        yield* Effect.promise(() => sendNotify(url, { sid, seq: "3", body: propertySet("122.112.219.231") }))
-        yield* eventually("the genuine change", () => ipChanges(w.events).length === 2)
-        assert.deepStrictEqual(ipChanges(w.events), [[null, "122.112.219.229"], ["122.112.219.229", "122.112.219.231"]])
-        assert.deepStrictEqual(w.tags().filter((tag) => tag === "SubscriptionLost"), [])
-        yield* Fiber.interrupt(w.fiber)
+        yield* genuineChangeArrives(w, { sid, url, seq: "3" }, "122.112.219.231")
       })
     ))
 
   it.live("a SEQ gap means NOTIFYs were missed: the subscription is made afresh on a new path, the old path refused", () =>
     withFake((fake) =>
       Effect.gen(function*() {
-        const w = yield* watch(fake)
-        yield* eventually("subscribed", () => w.subscribed().length === 1)
-        const first = w.callback()
-        yield* Effect.promise(() => sendNotify(first.url, { sid: first.sid, seq: "0", body: propertySet("122.112.219.229") }))
+        const { w, ...first } = yield* watchPastInitial(fake)
         yield* Effect.promise(() => sendNotify(first.url, { sid: first.sid, seq: "5", body: propertySet("122.112.219.230") }))
         yield* eventually("subscribed again", () => w.subscribed().length === 2)
         assert.deepStrictEqual(w.tags(), [
