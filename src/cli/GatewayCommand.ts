@@ -7,6 +7,7 @@
 import { Command } from "effect/cli"
 import { discover, list, status } from "./GatewayInspectCommands.ts"
 import { map, unmap } from "./GatewayMappingCommands.ts"
+import { watch } from "./GatewayWatchCommand.ts"
 import { gatewayPinholeCommand } from "./PinholeCommand.ts"
 
 /** `edge-ccm gateway` and its subcommands. */
@@ -14,5 +15,5 @@ export const gatewayCommand = Command.make("gateway").pipe(
   Command.withDescription(
     "Talk to the LAN's Internet gateway over UPnP IGD, NAT-PMP or PCP (--via): discover, status, list, map, unmap"
   ),
-  Command.withSubcommands([discover, status, list, map, unmap, gatewayPinholeCommand])
+  Command.withSubcommands([discover, status, list, map, unmap, gatewayPinholeCommand, watch])
 )

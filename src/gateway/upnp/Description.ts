@@ -32,6 +32,8 @@ export interface WanService {
   readonly preference: number
   /** IGDv2 actions (AddAnyPortMapping, GetListOfPortMappings) may be tried. */
   readonly igdV2: boolean
+  /** Absolute GENA event URL, only when on the control URL's host and port; else undefined. */
+  readonly eventSubUrl?: string | undefined
 }
 
 /** A WAN service whose control URL we refuse to call, and why. */
@@ -133,9 +135,14 @@ const refuseControlUrl = (
   return `host ${url.hostname} is neither the description's host nor on a directly connected LAN`
 }
 
+/** The event URL, when it is on the (vetted) control URL's origin: events go nowhere else. */
+const sameOrigin = (eventSubUrl: string | undefined, controlUrl: string): string | undefined =>
+  eventSubUrl !== undefined && new URL(eventSubUrl).origin === new URL(controlUrl).origin ? eventSubUrl : undefined
+
 interface RawService {
   readonly serviceType: string
   readonly controlUrl: string | undefined
+  readonly eventSubUrl: string | undefined
 }
 
 /** Every `service` element anywhere under the root: devices nest to any depth. */
@@ -144,7 +151,11 @@ const collectServices = (element: XmlElement, into: Array<RawService>): Array<Ra
     if (localName(child.name).toLowerCase() === "service") {
       const serviceType = textOf(findChild(child, "serviceType"))
       if (serviceType !== undefined && serviceType !== "") {
-        into.push({ serviceType, controlUrl: textOf(findChild(child, "controlURL")) })
+        into.push({
+          serviceType,
+          controlUrl: textOf(findChild(child, "controlURL")),
+          eventSubUrl: textOf(findChild(child, "eventSubURL"))
+        })
       }
     } else {
       collectServices(child, into)
@@ -208,7 +219,8 @@ export const parseDescription = Effect.fnUntraced(function*(
       kind: classified.kind,
       controlUrl,
       preference: classified.preference,
-      igdV2: classified.kind === "WANIPConnection:2"
+      igdV2: classified.kind === "WANIPConnection:2",
+      eventSubUrl: service.eventSubUrl ? sameOrigin(resolveControlUrl(service.eventSubUrl, location, urlBase), controlUrl) : undefined
     })
   }
   return {

@@ -15,6 +15,7 @@ describe("parseDescription", () => {
       assert.deepStrictEqual(root.wanServices.map((service) => [service.kind, service.controlUrl, service.igdV2]), [
         ["WANIPConnection:2", "http://192.168.77.1:49536/ctl/IPConn", true]
       ])
+      assert.strictEqual(root.wanServices[0]?.eventSubUrl, "http://192.168.77.1:49536/evt/IPConn")
       assert.include(root.serviceTypes, "urn:schemas-upnp-org:service:WANCommonInterfaceConfig:1")
       assert.include(root.serviceTypes, "urn:schemas-upnp-org:service:WANIPv6FirewallControl:1")
     }))
@@ -158,4 +159,20 @@ describe("resolveControlUrl", () => {
   ] as const)("%s against %s (URLBase %s) is %s", (control, location, urlBase, expected) => {
     assert.strictEqual(resolveControlUrl(control, location, urlBase), expected)
   })
+
+  it.effect("an event URL on another host than the control URL is dropped: events go to the router only", () =>
+    Effect.gen(function*() {
+      const xml = new TextEncoder().encode(
+        `<root><device><deviceType>urn:schemas-upnp-org:device:InternetGatewayDevice:1</deviceType><serviceList>` +
+          `<service><serviceType>urn:schemas-upnp-org:service:WANIPConnection:1</serviceType>` +
+          `<controlURL>/ctl</controlURL><eventSubURL>http://192.168.77.50:8080/evt</eventSubURL></service>` +
+          `<service><serviceType>urn:schemas-upnp-org:service:WANPPPConnection:1</serviceType>` +
+          `<controlURL>/ppp</controlURL></service></serviceList></device></root>`
+      )
+      const root = yield* parseDescription(xml, "http://192.168.77.1:49536/rootDesc.xml", { isAllowedHost: () => true })
+      assert.deepStrictEqual(root.wanServices.map((service) => [service.controlUrl, service.eventSubUrl]), [
+        ["http://192.168.77.1:49536/ctl", undefined],
+        ["http://192.168.77.1:49536/ppp", undefined]
+      ])
+    }))
 })
