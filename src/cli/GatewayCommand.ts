@@ -13,7 +13,7 @@ import { gatewayPinholeCommand } from "./PinholeCommand.ts"
 /** `edge-ccm gateway` and its subcommands. */
 export const gatewayCommand = Command.make("gateway").pipe(
   Command.withDescription(
-    "Talk to the LAN's Internet gateway over UPnP IGD, NAT-PMP or PCP (--via): discover, status, list, map, unmap"
+    "Talk to the LAN's Internet gateway over UPnP IGD, NAT-PMP or PCP (--via): discover, status, list, map, unmap, pinhole (IPv6), watch (its events)"
   ),
   Command.withSubcommands([discover, status, list, map, unmap, gatewayPinholeCommand, watch])
 )
