@@ -33,7 +33,10 @@ export interface EventSink {
 export interface RecordOptions {
   /** An unsent Event of this reason about the same Service is dropped: this one says all it said. */
   readonly supersedes?: string
-  /** Sent only once this long has passed without a later Event superseding it (a progress Event). */
+  /**
+   * Sent only once this long has passed without a later Event superseding it (a progress Event);
+   * one still waiting its moment at shutdown is not sent.
+   */
   readonly unlessSupersededWithin?: Duration.Input
 }
 

@@ -118,12 +118,16 @@ export const apply = Effect.fnUntraced(function*(
   // A router choice made in a pass that ensures the Service rides on its EnsuredLoadBalancer:
   // one Event, not two. Otherwise (the pass failed, or nothing else to say) GatewaySelected goes alone.
   const ensured = conclusion.events.find((event) => event.reason === "EnsuredLoadBalancer")
-  const folded: Array<string> = []
+  let choice: string | undefined
   yield* events.conditions(service, conclusion.conditions, {
-    fold: (announcement) => ensured !== undefined && announcement.reason === "GatewaySelected" && folded.push(announcement.note) > 0
+    fold: (announcement) => {
+      if (ensured === undefined || announcement.reason !== "GatewaySelected") return false
+      choice = announcement.note
+      return true
+    }
   })
   for (const event of conclusion.events) {
-    const told = event === ensured && folded.length > 0 ? { ...event, note: `${event.note} (${folded.join("; ")})` } : event
+    const told = event === ensured && choice !== undefined ? { ...event, note: `${event.note} (${choice})` } : event
     // Once the Service is ensured, a still unsent "ensuring" says nothing more.
     yield* events.send(service, told, event === ensured ? { supersedes: "EnsuringLoadBalancer" } : undefined)
   }
