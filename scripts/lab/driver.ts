@@ -573,15 +573,22 @@ function sameSubnet(a: string, b: string): boolean {
  * Replaces the address on the gateway's WAN veth (the ISP renumbers, or a private address to
  * simulate double NAT), keeping the `wan` client able to reach it: when the new address is
  * outside the client's subnet, on-link host routes are added on both sides.
- * miniupnpd needs no restart: it reads the address at each request.
+ * miniupnpd needs no restart: it reads the address at each request. `afterRemoval` runs between
+ * the old address going and the new one coming: miniupnpd never sends a change made while its
+ * NOTIFY of the previous one is still in flight, so a test of eventing waits there for it.
  */
-export async function setGatewayWanAddress(state: LabStateFile, cidr: string): Promise<void> {
+export async function setGatewayWanAddress(
+  state: LabStateFile,
+  cidr: string,
+  options: { readonly afterRemoval?: () => Promise<void> } = {}
+): Promise<void> {
   const next = parseCidr(cidr)
   const gw = state.namespaces.gw
   const wan = state.namespaces.wan
   const clientIp = state.wanClientIp
   // IPv4 only: the WAN's IPv6 address and the pinholes that use it stay as they are.
   await runOk(["ip", "-n", gw, "-4", "addr", "flush", "dev", IFACES.gatewayWan])
+  await options.afterRemoval?.()
   await runOk(["ip", "-n", gw, "addr", "add", cidr, "dev", IFACES.gatewayWan])
   await runOk(["ip", "-n", gw, "route", "replace", `${clientIp}/32`, "dev", IFACES.gatewayWan])
   await runOk(["ip", "-n", gw, "route", "replace", "default", "via", clientIp, "dev", IFACES.gatewayWan, "onlink"])

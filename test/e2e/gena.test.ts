@@ -69,6 +69,18 @@ const forgeNotify = async (
   return result.stdout.trim()
 }
 
+/**
+ * Renumbers the router's WAN, waiting between the old address going and the new one coming until
+ * `seen` says the first change was heard: miniupnpd drops a change made while its NOTIFY of the
+ * previous one is in flight, so without the wait the test would race the router.
+ */
+const renumber = (cidr: string, seen: () => boolean) =>
+  lab.setGatewayWanAddress(cidr, {
+    afterRemoval: async () => {
+      await lab.waitFor(seen, { timeoutMs: 10_000, description: "the NOTIFY of the removed address" })
+    }
+  })
+
 describe("GENA against the lab's miniupnpd", () => {
   it("the description gives the WAN service's event URL on the router", () => {
     expect(eventUrl).toBe(`http://${state.gatewayLanIp}:49536/evt/IPConn`)
@@ -80,13 +92,24 @@ describe("GENA against the lab's miniupnpd", () => {
       await lab.waitFor(() => watch.addresses().length >= 1, { timeoutMs: 10_000, description: "the initial NOTIFY" })
       expect(watch.subscriptions()).toHaveLength(1)
       expect(watch.addresses()[0]?.ip).toBe(state.gatewayWanIp)
-      const before = performance.now()
-      await lab.setGatewayWanAddress("122.112.219.230/24")
+      let removedAt = 0
+      let addedAt = 0
+      await lab.setGatewayWanAddress("122.112.219.230/24", {
+        afterRemoval: async () => {
+          removedAt = performance.now()
+          await lab.waitFor(() => watch.addresses().length >= 2, { timeoutMs: 10_000, description: "the removal's NOTIFY" })
+          addedAt = performance.now()
+        }
+      })
       const changed = await lab.waitFor(
         () => watch.addresses().find((address) => address.ip === "122.112.219.230"),
         { timeoutMs: 10_000, description: "a NOTIFY with the new address" }
       )
-      console.log(`new ExternalIPAddress by NOTIFY ${(changed.at - before).toFixed(0)} ms after the renumbering began`)
+      const removal = watch.addresses()[1]!
+      console.log(
+        `NOTIFY of the removal ${(removal.at - removedAt).toFixed(0)} ms after it, ` +
+          `of the new address ${(changed.at - addedAt).toFixed(0)} ms after it`
+      )
       expect(watch.addresses().map((address) => address.ip)).toEqual([state.gatewayWanIp, "0.0.0.0", "122.112.219.230"])
       expect(watch.events.map(({ event }) => event._tag)).not.toContain("SubscriptionLost")
     } finally {
@@ -119,7 +142,7 @@ describe("GENA against the lab's miniupnpd", () => {
       for (const refusal of watch.refused.slice(2)) expect(refusal).toMatch(/^413 body of 10487\d\d bytes is over 16384$/)
       // Nothing forged got through, and the genuine stream goes on.
       expect(watch.addresses().map((address) => address.ip)).toEqual([state.gatewayWanIp])
-      await lab.setGatewayWanAddress("122.112.219.231/24")
+      await renumber("122.112.219.231/24", () => watch.addresses().length >= 2)
       await lab.waitFor(() => watch.addresses().some((address) => address.ip === "122.112.219.231"), {
         timeoutMs: 10_000,
         description: "the genuine NOTIFY after the forgeries"
@@ -139,7 +162,8 @@ describe("GENA against the lab's miniupnpd", () => {
       await lab.waitFor(() => watch.subscriptions().length >= 2, { timeoutMs: 15_000, description: "a new subscription" })
       const lost = watch.events.find(({ event }) => event._tag === "SubscriptionLost")?.event
       expect(lost).toEqual({ _tag: "SubscriptionLost", sid: first, reason: "renewal failed: renewal answered HTTP 412" })
-      await lab.setGatewayWanAddress("122.112.219.232/24")
+      const heard = watch.addresses().length
+      await renumber("122.112.219.232/24", () => watch.addresses().length > heard)
       await lab.waitFor(() => watch.addresses().some((address) => address.ip === "122.112.219.232"), {
         timeoutMs: 10_000,
         description: "a NOTIFY on the new subscription"
@@ -159,7 +183,7 @@ describe("GENA against the lab's miniupnpd", () => {
       timeoutMs: 20_000,
       description: "the first events"
     })
-    await lab.setGatewayWanAddress("122.112.219.233/24")
+    await renumber("122.112.219.233/24", () => lines().some((line) => line["externalIp"] === "0.0.0.0"))
     await lab.waitFor(() => lines().some((line) => line["externalIp"] === "122.112.219.233"), {
       timeoutMs: 10_000,
       description: "the renumbering printed"

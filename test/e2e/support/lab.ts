@@ -589,8 +589,11 @@ export async function startGateway(): Promise<void> {
  * GetExternalIPAddress → empty) or `122.112.219.230/24` (the ISP renumbered). The `wan` client
  * keeps a route to it. miniupnpd needs no restart.
  */
-export async function setGatewayWanAddress(cidr: string): Promise<void> {
-  await driver.setGatewayWanAddress(rawState(), cidr)
+export async function setGatewayWanAddress(
+  cidr: string,
+  options: { readonly afterRemoval?: () => Promise<void> } = {}
+): Promise<void> {
+  await driver.setGatewayWanAddress(rawState(), cidr, options)
 }
 
 /** Puts the default gateway settings and WAN address back, restarting miniupnpd only if needed. */
