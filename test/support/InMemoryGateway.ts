@@ -26,6 +26,8 @@ export interface InMemoryGateway {
   readonly nonces: Map<string, string>
   /** The adds that asked to be read back (`TCP/8080`). */
   readonly readBacks: Array<string>
+  /** The most adds and deletes that were in flight at once (each yields once midway). */
+  readonly writesInFlight: { now: number; most: number }
   readonly state: {
     localAddress: string
     externalIp: string | undefined
@@ -62,6 +64,7 @@ export const makeInMemoryGateway = (
   const expiries = new Map<string, number>()
   const calls: Array<string> = []
   const readBacks: Array<string> = []
+  const writesInFlight = { now: 0, most: 0 }
   let drawn = 0
   const restartListeners = new Set<(announcement: string) => void>()
   const router = readable ? ROUTER : "192.168.77.1:5351"
@@ -91,6 +94,16 @@ export const makeInMemoryGateway = (
       }
       return effect()
     }).pipe(Effect.ensuring(Effect.sync(changed)))
+  /** A write that lets other fibers run while it is in flight, as a real router's does. */
+  const write = <A, E>(name: string, effect: () => Effect.Effect<A, E>) =>
+    Effect.acquireUseRelease(
+      Effect.sync(() => {
+        writesInFlight.now++
+        writesInFlight.most = Math.max(writesInFlight.most, writesInFlight.now)
+      }),
+      () => Effect.andThen(Effect.yieldNow, call(name, effect)),
+      () => Effect.sync(() => void writesInFlight.now--)
+    )
 
   const mapper = PortMapper.of({
     capabilities: {
@@ -128,7 +141,7 @@ export const makeInMemoryGateway = (
         selection: state.selection
       })),
     map: (request) =>
-      call(`map ${key(request.externalPort, request.protocol)}`, () => Effect.flatMap(Clock.currentTimeMillis, (now): Effect.Effect<GrantedMapping, GatewayError> => {
+      write(`map ${key(request.externalPort, request.protocol)}`, () => Effect.flatMap(Clock.currentTimeMillis, (now): Effect.Effect<GrantedMapping, GatewayError> => {
         if (state.externalClass !== "public") {
           return Effect.fail(new DoubleNat({ router: ROUTER, reason: "forwarding disabled: private WAN address" }))
         }
@@ -177,7 +190,7 @@ export const makeInMemoryGateway = (
         return Effect.succeed({ ...entry, leaseSeconds: request.leaseSeconds, nonce })
       })),
     unmap: (mapping) =>
-      call(`unmap ${key(mapping.externalPort, mapping.protocol)}`, (): Effect.Effect<void, GatewayError> => {
+      write(`unmap ${key(mapping.externalPort, mapping.protocol)}`, (): Effect.Effect<void, GatewayError> => {
         if (protocol === "nat-pmp") {
           // RFC 6886 §3.4: a lifetime of 0 deletes this client's mapping of that internal port,
           // whatever external port it has.
@@ -227,6 +240,7 @@ export const makeInMemoryGateway = (
     calls,
     nonces,
     readBacks,
+    writesInFlight,
     state,
     announce: (announcement) => {
       for (const listener of restartListeners) listener(announcement)
