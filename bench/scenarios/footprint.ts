@@ -171,7 +171,10 @@ async function soapPerResync(ctx: Context): Promise<{ rows: Array<Row>; raw: Rec
   const lab = loadLab()
   const proxy = await startCountingProxy({ listenIp: lab.nodeIp, listenPort: PROXY_PORT, target: new URL(lab.rootDescUrl) })
   const interval = opts.resyncCountInterval
-  const { controller } = await ctx.startController("footprint-resync", ["--gateway-url", proxy.url, "--resync-interval", interval])
+  // No namespace quota: with the default (256 mappings) the larger levels would hold 256, not what they say.
+  const { controller } = await ctx.startController("footprint-resync", [
+    "--gateway-url", proxy.url, "--resync-interval", interval, "--max-mappings-per-namespace", "0"
+  ])
   const levels: Array<Level> = []
   const all: Array<string> = []
   let deletion: Record<string, number> = {}

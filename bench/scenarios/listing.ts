@@ -44,7 +44,8 @@ export async function listing(ctx: Context): Promise<ScenarioResult> {
 
   // Through the controller: Services of one TCP port each, resync every 3 s.
   const viaController: Array<{ services: number; listings: number; survived: boolean }> = []
-  const { controller } = await ctx.startController("listing", ["--resync-interval", "3s"])
+  // No namespace quota: its default (256 mappings) is below the largest level.
+  const { controller } = await ctx.startController("listing", ["--resync-interval", "3s", "--max-mappings-per-namespace", "0"])
   const names: Array<string> = []
   try {
     for (const services of [60, 140, 300]) {
