@@ -35,6 +35,16 @@ export const FINALIZER = "midokura.com/load-balancer-cleanup"
 
 export { LoadBalancerType } from "../gateway/Gateways.ts"
 
+/**
+ * A Service this controller has no business with: not a LoadBalancer, and neither our
+ * finalizer nor an annotation of ours on it. Its type changing, or our annotation coming, is a
+ * change the watch brings whole.
+ */
+export const isBystander = (service: Service): boolean =>
+  service.spec?.type !== "LoadBalancer" &&
+  !(service.metadata?.finalizers ?? []).includes(FINALIZER) &&
+  !Object.keys(service.metadata?.annotations ?? {}).some((key) => key.startsWith(ANNOTATION_PREFIX))
+
 /** What makes a Service ours besides the annotation. */
 export interface SelectionOptions {
   readonly loadBalancerClass: string

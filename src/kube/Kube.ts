@@ -13,6 +13,7 @@ import { listWatch } from "./listWatch.ts"
 import {
   type EndpointSlice,
   EndpointSlices,
+  identityOf,
   keepAnnotations,
   type Kind,
   type Lease,
@@ -45,6 +46,11 @@ export interface KubeOptions {
    * (`kubectl.kubernetes.io/last-applied-configuration`); thousands of them add up.
    */
   readonly serviceAnnotationPrefixes?: ReadonlyArray<string> | undefined
+  /**
+   * Services the caller has no business with, kept as their identity and type alone: most of a
+   * cluster's Services are such, and every one is held in memory (default: none).
+   */
+  readonly bystanderService?: ((service: Service) => boolean) | undefined
 }
 
 export interface KubeService {
@@ -127,7 +133,9 @@ export const make = (options: KubeOptions): Effect.Effect<KubeService, never, Ku
   Effect.gen(function*() {
     const http = yield* KubeHttp
     const tuning = options.watch
-    const slim = keepAnnotations(options.serviceAnnotationPrefixes)
+    const annotated = keepAnnotations(options.serviceAnnotationPrefixes)
+    const bystander = options.bystanderService
+    const slim = (service: Service): Service => bystander?.(service) === true ? identityOf(service) : annotated(service)
 
     /** Sends a request and decodes its answer as `kind`; a body that is not one is a typed error. */
     const call = <T>(ctx: KubeCallContext, kind: Kind<T>, request: Parameters<typeof http.json>[1]) =>

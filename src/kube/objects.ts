@@ -223,3 +223,17 @@ export const keepAnnotations = (prefixes: ReadonlyArray<string> | undefined) => 
   const kept = Object.entries(annotations).filter(([key]) => prefixes.some((prefix) => key.startsWith(prefix)))
   return { ...object, metadata: { ...object.metadata, annotations: Object.fromEntries(kept) } }
 }
+
+/** A Service as its name, namespace, uid, resourceVersion and type: all a bystander needs to be. */
+export const identityOf = (service: Service): Service => {
+  const meta = service.metadata
+  return {
+    metadata: {
+      ...(meta?.name !== undefined ? { name: meta.name } : {}),
+      ...(meta?.namespace !== undefined ? { namespace: meta.namespace } : {}),
+      ...(meta?.uid !== undefined ? { uid: meta.uid } : {}),
+      ...(meta?.resourceVersion !== undefined ? { resourceVersion: meta.resourceVersion } : {})
+    },
+    ...(service.spec?.type !== undefined ? { spec: { type: service.spec.type } } : {})
+  }
+}

@@ -9,7 +9,7 @@ import { NodeHttpClient } from "@effect/platform-node"
 import { Clock, Context, Duration, Effect, Layer, type LogLevel, Option, Ref, SubscriptionRef } from "effect"
 import { Controller } from "../controller/Controller.ts"
 import { RecordKey } from "../controller/RecordKey.ts"
-import { ANNOTATION_PREFIX } from "../controller/ServiceSpec.ts"
+import { ANNOTATION_PREFIX, isBystander } from "../controller/ServiceSpec.ts"
 import { Gateways } from "../gateway/Gateways.ts"
 import { Description } from "../gateway/upnp/Description.ts"
 import { Firewall } from "../gateway/upnp/Firewall.ts"
@@ -66,9 +66,9 @@ const healthCheck = (settings: Pick<RunSettings, "gatewayProbeInterval" | "resyn
 export const runControllerProcess = (settings: RunSettings, logLevel: LogLevel.LogLevel = "Info") => {
   const identity = process.env["POD_NAME"] ?? settings.nodeName ?? hostname()
   // One apiserver connection for the controller's calls and for the reviews of /metrics tokens.
-  // Only our own annotations are kept of the Services watched.
+  // Only our own annotations are kept of the Services watched, and only the identity of the rest.
   const kube = Layer.merge(
-    Kube.layerHttp({ instance: identity, serviceAnnotationPrefixes: [ANNOTATION_PREFIX] }),
+    Kube.layerHttp({ instance: identity, serviceAnnotationPrefixes: [ANNOTATION_PREFIX], bystanderService: isBystander }),
     AccessReview.layerHttp
   ).pipe(Layer.provide(KubeHttp.layer({ kubeconfig: settings.kubeconfig })))
   const controller = Controller.layer({

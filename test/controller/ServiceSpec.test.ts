@@ -4,6 +4,8 @@ import { Duration } from "effect"
 import { defaultLeaseRange, parseDuration } from "../../src/controller/DurationString.ts"
 import {
   desiredService,
+  FINALIZER,
+  isBystander,
   mappingDescription,
   MAX_DESCRIPTION_BYTES,
   selectService
@@ -47,6 +49,17 @@ describe("selectService", () => {
     const selection = selectService(svc({}, { "midokura.com/load-balancer-type": "upnp" }), options)
     expect(selection).toMatchObject({ _tag: "Invalid", annotation: "midokura.com/load-balancer-type" })
     expect(selection._tag === "Invalid" && selection.reason).toMatch(/"upnp".*accepted: upnp-igd/)
+  })
+})
+
+describe("isBystander", () => {
+  it("is a Service that is not a LoadBalancer and carries nothing of ours", () => {
+    expect(isBystander(svc({ type: "ClusterIP" }, null))).toBe(true)
+    expect(isBystander(svc({ type: "NodePort" }, { "example.com/x": "y" }))).toBe(true)
+    expect(isBystander(svc({}, null))).toBe(false)
+    expect(isBystander(svc({ type: "ClusterIP" }))).toBe(false)
+    const leaving = svc({ type: "ClusterIP" }, null)
+    expect(isBystander({ ...leaving, metadata: { ...leaving.metadata, finalizers: [FINALIZER] } })).toBe(false)
   })
 })
 

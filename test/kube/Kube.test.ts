@@ -443,6 +443,36 @@ describe("Kube leases", () => {
 })
 
 describe("Kube.watchServices", () => {
+  it.effect("keeps a bystander Service as its identity and type alone, and takes it whole once it is one no more", () =>
+    Effect.gen(function*() {
+      const connection = makeWatchConnection()
+      const clusterIp = {
+        ...svc({ name: "db", labels: { app: "db" }, annotations: { "example.com/owner": "team-a" }, finalizers: ["x/y"] }),
+        spec: { type: "ClusterIP", clusterIP: "10.96.0.7", selector: { app: "db" }, ports: [{ name: "pg", port: 5432 }] }
+      }
+      const apiserver = fakeApiserver((request) =>
+        request.query["watch"] === "true"
+          ? { status: 200, watch: connection }
+          : ok({ metadata: { resourceVersion: "100" }, items: [clusterIp] })
+      )
+      const kube = yield* Effect.provide(
+        Kube,
+        Kube.layerHttp({ instance: "i", bystanderService: (service) => service.spec?.type !== "LoadBalancer" })
+      ).pipe(Effect.provide(apiserver.layer))
+      const out = yield* Queue.unbounded<WatchEvent<Service>>()
+      yield* kube.watchServices.pipe(Stream.runForEach((event) => Queue.offer(out, event)), Effect.forkScoped)
+      const synced = yield* Queue.take(out)
+      assert.deepStrictEqual(synced._tag === "Synced" ? synced.items : [], [
+        { metadata: { name: "db", namespace: "default", uid: "u-1", resourceVersion: "42" }, spec: { type: "ClusterIP" } }
+      ])
+      connection.send("MODIFIED", { ...clusterIp, metadata: { ...clusterIp.metadata, resourceVersion: "43" }, spec: { ...clusterIp.spec, type: "LoadBalancer" } })
+      const upserted = yield* Queue.take(out)
+      assert.deepStrictEqual(upserted._tag === "Upserted" ? upserted.object.spec : undefined, {
+        type: "LoadBalancer",
+        ports: [{ name: "pg", port: 5432 }]
+      })
+    }))
+
   it.effect("lists page by page, then watches /api/v1/services from the list's resourceVersion, keeping only what is read", () =>
     Effect.gen(function*() {
       const connection = makeWatchConnection()
