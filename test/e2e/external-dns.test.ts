@@ -93,6 +93,26 @@ describe("a Service with an external-dns hostname", () => {
     })
   })
 
+  it("loses its A record behind a double NAT, where no address is published, and gets it back after", async () => {
+    await setGatewayWanAddress("10.0.0.2/24")
+    try {
+      await waitFor(async () => ingressIps(await getService("web")).length === 0, {
+        description: "the status to publish no address behind a double NAT",
+        timeoutMs: 35_000
+      })
+      await waitFor(() => dns.record(HOSTNAME, "A") === undefined, {
+        description: `${HOSTNAME} A to be deleted (--policy=sync)`,
+        timeoutMs: 15_000
+      })
+    } finally {
+      await restoreGateway()
+    }
+    await waitFor(() => targets(HOSTNAME, "A") === PUBLIC_IP, {
+      description: `${HOSTNAME} A ${PUBLIC_IP} again once the address is public`,
+      timeoutMs: 35_000
+    })
+  })
+
   it("loses its records when the Service is deleted", async () => {
     await kubectl(["delete", "service", "web", "--wait=false"])
     await waitFor(async () => (await getService("web")) === undefined, { description: "the Service to be gone" })
