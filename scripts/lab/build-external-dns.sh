@@ -20,6 +20,8 @@ CACHE="$CACHE_ROOT/external-dns-$VERSION"
 MODULE=sigs.k8s.io/external-dns
 
 log() { printf '[build-external-dns] %s\n' "$*" >&2; }
+# shellcheck source=go-build.sh
+source "$(dirname "${BASH_SOURCE[0]}")/go-build.sh"
 
 case "${1:-}" in
   --print-dir) echo "$CACHE"; exit 0 ;;
@@ -28,28 +30,10 @@ case "${1:-}" in
 esac
 
 if [ -x "$CACHE/external-dns" ] && "$CACHE/external-dns" --version 2>&1 | grep -qx "$VERSION"; then
-  log "cached: $CACHE"
-  echo "$CACHE"
-  exit 0
+  report_cached
 fi
 
-# A non-interactive shell may not have Go on its PATH; look in the standard places.
-if ! command -v go >/dev/null 2>&1; then
-  for candidate in /usr/local/go/bin /usr/lib/go/bin "$HOME/go/bin" "$HOME/sdk/go/bin"; do
-    if [ -x "$candidate/go" ]; then PATH="$candidate:$PATH"; break; fi
-  done
-fi
-if ! command -v go >/dev/null 2>&1; then
-  log "ERROR: Go is not installed (looked on PATH, /usr/local/go/bin, /usr/lib/go/bin)."
-  log "Install Go >= 1.26 (Debian: apt-get install golang-go, or the official tarball in /usr/local/go)."
-  exit 1
-fi
-log "using $(go version)"
-
-mkdir -p "$CACHE"
-WORK="$(mktemp -d)"
-trap 'rm -rf "$WORK"' EXIT
-export CGO_ENABLED=0
+prepare_go_build
 start=$(date +%s)
 
 log "step 1/3: downloading $MODULE@$VERSION"
