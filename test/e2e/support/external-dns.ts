@@ -24,7 +24,9 @@ const root = path.resolve(import.meta.dirname, "../../..")
 
 /** The RBAC external-dns runs under: the same file the documentation shows. */
 export const EXTERNAL_DNS_RBAC = path.join(root, "examples/external-dns/rbac.yaml")
+/** The namespace of external-dns's ServiceAccount in that file. */
 export const EXTERNAL_DNS_NAMESPACE = "external-dns"
+/** The ServiceAccount external-dns authenticates as. */
 export const EXTERNAL_DNS_SERVICE_ACCOUNT = "external-dns"
 
 /** The cached external-dns binary; throws, saying how to build it, when there is none. */
@@ -52,12 +54,14 @@ export type ExternalDnsProcess = LabProcess & {
   record(name: string, type: string): DnsRecord | undefined
 }
 
+/** One applied change as the in-memory provider logs it: `<kind>: <name> <ttl> IN <type> <set id> <targets> <provider-specific>`. */
 const CHANGE = /^(CREATE|UPDATE \(old\)|UPDATE \(new\)|DELETE): (\S+) (-?\d+) IN (\S+) \S* ?(\S+) /
 
 /** The zone after the provider's logged changes (external-dns --log-format=json), in order. */
 export function replayChanges(log: string): Map<string, DnsRecord> {
   const zone = new Map<string, DnsRecord>()
-  for (const line of log.split("\n")) {
+  // The last piece is empty, or a line still being written.
+  for (const line of log.split("\n").slice(0, -1)) {
     if (!line.startsWith("{")) continue
     const entry = JSON.parse(line) as { level?: string; msg?: string }
     if (entry.level === "error" || entry.level === "fatal") {
@@ -76,8 +80,8 @@ export function replayChanges(log: string): Map<string, DnsRecord> {
 /**
  * Applies examples/external-dns/rbac.yaml, then starts external-dns with the `service` source
  * (LoadBalancer Services only) and the in-memory provider for `zone`, authenticated as that
- * ServiceAccount, re-syncing every `interval` and at once on a Service change (--events), and
- * waits until its first synchronization has run.
+ * ServiceAccount, synchronizing every `interval` and 5 s after a Service change it hears of
+ * (--events), and waits until its first synchronization has run.
  */
 export async function startExternalDns(options: {
   readonly zone: string
@@ -116,7 +120,7 @@ export async function startExternalDns(options: {
     // Its first pass reads every Service and the (empty) zone, and says what it found.
     await waitFor(() => {
       if (exited) throw new Error("external-dns exited")
-      return /All records are already up to date|CREATE: |Applying provider record filter/.test(proc.output())
+      return /All records are already up to date|CREATE: /.test(proc.stderr())
     }, { description: "external-dns's first synchronization", timeoutMs: 30_000 })
   } catch (error) {
     await proc.stop({ signal: "SIGKILL" })
