@@ -28,9 +28,10 @@ e2e_rc=0
 if [ "${EDGE_CCM_SKIP_E2E:-0}" = 1 ]; then
   step "SKIPPING the end-to-end tests: EDGE_CCM_SKIP_E2E=1"
 else
-  step "lab prerequisites (Debian packages; the Kubernetes binaries and helm, built once)"
+  step "lab prerequisites (Debian packages; the Kubernetes binaries, helm and external-dns, built once)"
   bash scripts/lab/install-deps.sh --real-node
   bash scripts/lab/build-control-plane.sh --real-node >/dev/null
+  bash scripts/lab/build-external-dns.sh >/dev/null
   step "end-to-end tests on the lab"
   bash scripts/lab/run-e2e.sh --reporter=default --reporter=json --outputFile.json="$results/e2e.json" || e2e_rc=$?
 fi

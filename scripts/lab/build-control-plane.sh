@@ -17,6 +17,8 @@ CACHE_ROOT="${EDGE_CCM_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/edge-ccm}"
 CACHE="$CACHE_ROOT/k8s-$K8S_VERSION-etcd-$ETCD_VERSION"
 
 log() { printf '[build-control-plane] %s\n' "$*" >&2; }
+# shellcheck source=go-build.sh
+source "$(dirname "${BASH_SOURCE[0]}")/go-build.sh"
 
 real_node=0
 case "${1:-}" in
@@ -39,27 +41,10 @@ if [ "$real_node" = 1 ] && ! { [ -x "$CACHE/helm" ] && "$CACHE/helm" version --t
 fi
 
 if [ "${#k8s_missing[@]}" = 0 ] && [ "$etcd_missing" = 0 ] && [ "$helm_missing" = 0 ]; then
-  log "cached: $CACHE"
-  echo "$CACHE"
-  exit 0
+  report_cached
 fi
 
-# A non-interactive shell may not have Go on its PATH; look in the standard places.
-if ! command -v go >/dev/null 2>&1; then
-  for candidate in /usr/local/go/bin /usr/lib/go/bin "$HOME/go/bin" "$HOME/sdk/go/bin"; do
-    if [ -x "$candidate/go" ]; then PATH="$candidate:$PATH"; break; fi
-  done
-fi
-if ! command -v go >/dev/null 2>&1; then
-  log "ERROR: Go is not installed (looked on PATH, /usr/local/go/bin, /usr/lib/go/bin)."
-  log "Install Go >= 1.26 (Debian: apt-get install golang-go, or the official tarball in /usr/local/go)."
-  exit 1
-fi
-log "using $(go version)"
-
-mkdir -p "$CACHE"
-WORK="$(mktemp -d)"
-trap 'rm -rf "$WORK"' EXIT
+prepare_go_build
 export CGO_ENABLED=0 GOFLAGS=-mod=mod
 gobuild() { nice -n 19 go build -trimpath "$@"; }
 

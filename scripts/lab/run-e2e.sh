@@ -53,6 +53,8 @@ bash scripts/build-artifact.sh
 if [ "${EDGE_CCM_LAB_CONTROL_PLANE:-1}" != 0 ] || [ "${#build[@]}" -gt 0 ]; then
   bash scripts/lab/build-control-plane.sh "${build[@]}" >/dev/null
 fi
+# external-dns, for the files that run it beside the controller (built once, cached the same way).
+if grep -q 'support/external-dns' "${files[@]}"; then bash scripts/lab/build-external-dns.sh >/dev/null; fi
 
 rc=0
 index=0
