@@ -62,6 +62,8 @@ const result = await build({
     entryFileNames: "edge-ccm.mjs",
     chunkFileNames: "edge-ccm-[name]-[hash].mjs",
     sourcemap: true,
+    // V8 holds a file with one character outside Latin-1 as two bytes a character, all of it.
+    charset: "ascii",
     minify: { compress: true, mangle: false, codegen: true }
   },
   logLevel: "warn"
