@@ -5,12 +5,13 @@
  * too, or compose the pieces itself (see src/index.ts).
  */
 import { hostname } from "node:os"
-import { NodeHttpClient } from "@effect/platform-node"
+import { NodeFileSystem, NodeHttpClient } from "@effect/platform-node"
 import { Clock, Context, Duration, Effect, Layer, type LogLevel, Option, Ref, SubscriptionRef } from "effect"
 import { Controller } from "../controller/Controller.ts"
 import { RecordKey } from "../controller/RecordKey.ts"
 import { ANNOTATION_PREFIX } from "../controller/ServiceSpec.ts"
 import { Gateways } from "../gateway/Gateways.ts"
+import { ipv6DefaultRouter } from "../gateway/Ipv6DefaultRoute.ts"
 import { Description } from "../gateway/upnp/Description.ts"
 import { Firewall } from "../gateway/upnp/Firewall.ts"
 import { SoapTransport } from "../gateway/upnp/SoapTransport.ts"
@@ -93,6 +94,8 @@ export const runControllerProcess = (settings: RunSettings, logLevel: LogLevel.L
   })
   // IPv6 pinholes go to the firewall the flags name, over their own SOAP transport.
   const firewall = Firewall.layer({
+    protocol: settings.ipv6.pinholeProtocol,
+    defaultRouterIpv6: Effect.provide(ipv6DefaultRouter, NodeFileSystem.layer),
     firewallUrl: settings.ipv6.firewallUrl,
     descriptionUrl: settings.gatewayUrl,
     routerIpv6: settings.ipv6.routerAddress,

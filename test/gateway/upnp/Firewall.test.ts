@@ -51,7 +51,8 @@ const router = (
     )
     const http = Layer.succeed(HttpClient.HttpClient, client)
     const firewall = (settings: FirewallOptions) =>
-      Firewall.layer({ sourceAddress: () => Effect.succeed("2001:db8:2::10"), ...settings }).pipe(
+      // UPnP only: PCP would send real datagrams (its route is tested over loopback in pcp/).
+      Firewall.layer({ protocol: "upnp-igd", sourceAddress: () => Effect.succeed("2001:db8:2::10"), ...settings }).pipe(
         // No retries: a refused connection is answered at once (the test clock never sleeps).
         Layer.provide(Layer.mergeAll(SoapTransport.layer({ retry: { times: 0, base: "1 millis", cap: "1 millis" } }), Description.layer())),
         Layer.provide(http)
@@ -73,9 +74,8 @@ describe("Firewall", () => {
       const { firewall, fake } = yield* viewWith({ descriptionUrl: LOCATION, routerIpv6: "2001:DB8:2:0::1" })
       const view = yield* firewall.view
       assert.deepStrictEqual(view, {
-        router: "http://[2001:db8:2::1]:49536/ctl/IP6FCtl",
         nodeAddress: "2001:db8:2::10",
-        bootedAt: 100_000 - 15_000
+        routes: [{ router: "http://[2001:db8:2::1]:49536/ctl/IP6FCtl", protocol: "upnp-igd", bootedAt: 100_000 - 15_000, opensLowPorts: false }]
       })
       yield* firewall.view
       // The description and the firewall's status once; the uptime at every look.
@@ -91,11 +91,13 @@ describe("Firewall", () => {
     Effect.gen(function*() {
       yield* TestClock.setTime(5_000)
       const { firewall } = yield* viewWith({ firewallUrl: "http://[2001:db8:2::1]:49536/ctl/IP6FCtl" })
-      assert.strictEqual((yield* firewall.view).bootedAt, undefined)
-      const id = yield* firewall.add({ internalClient: "2001:db8:2::10", port: 8080, protocol: "TCP", leaseSeconds: 600 })
-      assert.strictEqual(id, 1)
-      assert.strictEqual(yield* firewall.renewedAt(id), 5_000)
-      assert.strictEqual(yield* firewall.renewedAt(7), undefined)
+      const router = "http://[2001:db8:2::1]:49536/ctl/IP6FCtl"
+      assert.strictEqual((yield* firewall.view).routes[0]?.bootedAt, undefined)
+      const handle = yield* firewall.add(router, { internalClient: "2001:db8:2::10", port: 8080, protocol: "TCP", leaseSeconds: 600 })
+      assert.deepStrictEqual(handle, { uniqueId: 1 })
+      const held = { protocol: "TCP" as const, port: 8080, internalClient: "2001:db8:2::10", router, uniqueId: 1 }
+      assert.strictEqual(yield* firewall.renewedAt(held), 5_000)
+      assert.strictEqual(yield* firewall.renewedAt({ ...held, port: 8081 }), undefined)
     }))
 
   const unavailable = (settings: FirewallOptions, routerOptions: Parameters<typeof router>[0], expected: RegExp) =>
