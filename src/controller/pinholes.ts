@@ -16,6 +16,7 @@ import {
   planPinholeRemoval,
   planPinholes
 } from "./pinholePlan.ts"
+import * as metrics from "./metrics.ts"
 import { isOpened, pinholeKey, type ReadPinholes, type RecordedPinhole, samePinholes } from "./PinholeRecord.ts"
 
 /** The IPv6 part of a Service's status: the node's address and the pinhole ports. */
@@ -169,6 +170,7 @@ export const ensurePinholes = Effect.fnUntraced(function*<E>(
   // The entries first: whatever happens next, cleanup knows what the router may hold.
   if (!samePinholes(plan.recordBefore, read.trusted) || read.refused !== undefined) yield* deps.writeRecord(plan.recordBefore)
   const run = yield* runPinholeSteps(firewall, plan, view)
+  for (const _ of run.repaired) yield* metrics.count(metrics.driftRepairs, { family: "ipv6" })
   if (!samePinholes(run.record, plan.recordBefore)) yield* deps.writeRecord(run.record)
 
   const failed = run.outcomes.filter((o): o is PinholeOutcome & { readonly _tag: "Failed" } => o._tag === "Failed")

@@ -5,7 +5,7 @@
  * UpdatePinhole only, deletion, and no Update or Delete of a UniqueID after a reboot.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Effect } from "effect"
+import { Effect, Metric } from "effect"
 import { TestClock } from "effect/testing"
 import type { FirewallRoute, FirewallView } from "../../src/gateway/upnp/Firewall.ts"
 import type { Service } from "../../src/kube/objects.ts"
@@ -18,6 +18,7 @@ import {
   type RecordedPinhole
 } from "../../src/controller/PinholeRecord.ts"
 import { ensurePinholes, removePinholes } from "../../src/controller/pinholes.ts"
+import * as metrics from "../../src/controller/metrics.ts"
 import { recordAnnotations } from "../../src/controller/MappingRecord.ts"
 import { CONTROL_URL, makeInMemoryFirewall, NODE_ADDRESS, PCP_ROUTER } from "../support/InMemoryFirewall.ts"
 import { testRecordCheck, testRecordKeyService } from "../support/records.ts"
@@ -282,10 +283,14 @@ describe("the IPv6 half's calls, in order", () => {
       yield* w.pass()
       w.firewall.pinholes.clear()
       yield* TestClock.adjust("300 seconds")
+      const repairs = Metric.value(Metric.withAttributes(metrics.driftRepairs, { family: "ipv6" }))
+      const before = (yield* repairs).count
       w.calls()
       const result = yield* w.pass()
       expect(w.calls()).toEqual(["firewall update 1 -> 402", "firewall add TCP/8080 -> 2", "firewall update 2", "kube write pinholes TCP/8080#2"])
       expect(result.events.map((e) => e.reason)).toEqual(["MappingRepaired"])
+      // Counted as a repair of the IPv6 family.
+      expect((yield* repairs).count).toBe(before + 1)
     }))
 
   it.effect("PCP alone: opened under a nonce, renewed by replacing it (recorded), deleted with the latest one", () =>
