@@ -50,14 +50,20 @@ export const parseIpv6DefaultGateway = (procNetIpv6Route: string): Ipv6DefaultGa
   return best === undefined ? undefined : { gateway: best.gateway, device: best.device }
 }
 
-/** The router's IPv6 address from the default route, or why there is none to use. */
-export const ipv6DefaultRouter: Effect.Effect<string, FirewallUnavailable, FileSystem.FileSystem> = Effect.gen(function*() {
+/** The IPv6 default route's gateway and interface, or why there is none. */
+export const ipv6DefaultGateway: Effect.Effect<Ipv6DefaultGateway, FirewallUnavailable, FileSystem.FileSystem> = Effect.gen(function*() {
   const fs = yield* FileSystem.FileSystem
   const table = yield* fs.readFileString(PROC_NET_IPV6_ROUTE).pipe(
     Effect.mapError((error) => new FirewallUnavailable({ reason: `no IPv6 routes readable (${error.message}): give --gateway-address6` }))
   )
   const found = parseIpv6DefaultGateway(table)
   if (found === undefined) return yield* new FirewallUnavailable({ reason: "no IPv6 default route: give --gateway-address6" })
+  return found
+})
+
+/** The router's IPv6 address from the default route, or why there is none to use. */
+export const ipv6DefaultRouter: Effect.Effect<string, FirewallUnavailable, FileSystem.FileSystem> = Effect.gen(function*() {
+  const found = yield* ipv6DefaultGateway
   if (ipv6Scope(found.gateway) !== "global") {
     return yield* new FirewallUnavailable({
       reason: `the IPv6 default route's gateway ${found.gateway} on ${found.device} is ${ipv6Scope(found.gateway)}: ` +

@@ -20,7 +20,7 @@ import {
 import { type Ipv6SourceOptions, localIpv6AddressToward } from "../localAddress.ts"
 import type { Protocol } from "../Mapping.ts"
 import { makePcpFirewallBackend, type PcpFirewallOptions } from "../pcp/PcpFirewall.ts"
-import { Description } from "./Description.ts"
+import { Description, type RootDescription } from "./Description.ts"
 import { getStatusInfo, type IgdEndpoint } from "./IgdActions.ts"
 import type { PinholeError } from "./PinholeError.ts"
 import * as Pinholes from "./Pinholes.ts"
@@ -137,6 +137,13 @@ export interface FirewallOptions extends Ipv6SourceOptions {
   readonly descriptionUrl?: string | undefined
   /** The router's IPv6 address, for a description read over IPv4 and for PCP (`--gateway-address6`). */
   readonly routerIpv6?: string | undefined
+  /**
+   * Finds the router's IGD:2 description when no URL is given: SSDP on ff02::c (`SsdpSearch6.ts`);
+   * undefined when nothing answered.
+   */
+  readonly discoverDescription?: Effect.Effect<string | undefined, FirewallUnavailable> | undefined
+  /** How long a search that found nothing is not repeated, in ms (default 60 s: each search waits its window). */
+  readonly rediscoverAfter?: number | undefined
   /** The router's IPv6 address when no flag gives it: the IPv6 default route's gateway. */
   readonly defaultRouterIpv6?: Effect.Effect<string, FirewallUnavailable> | undefined
   /** PCP's port, patience and sockets (tests replace them). */
@@ -190,16 +197,38 @@ const makeUpnpBackend = Effect.fnUntraced(function*(options: FirewallOptions) {
   const descriptions = yield* Description
   const provide = Effect.provideService(SoapTransport, soap)
   const located = yield* Ref.make<Located | undefined>(undefined)
+  // A search that found nothing waits its whole window: it is not repeated on every pass.
+  const searchQuietUntil = yield* Ref.make(0)
+
+  /** The description's URL: given, or found over IPv6. */
+  const descriptionUrl = Effect.gen(function*() {
+    if (options.descriptionUrl !== undefined) return options.descriptionUrl
+    if (options.discoverDescription === undefined) return undefined
+    const now = yield* Clock.currentTimeMillis
+    const quietUntil = yield* Ref.get(searchQuietUntil)
+    const found = now < quietUntil ? undefined : yield* options.discoverDescription
+    if (found !== undefined) return found
+    if (now >= quietUntil) yield* Ref.set(searchQuietUntil, now + (options.rediscoverAfter ?? 60_000))
+    return yield* new FirewallUnavailable({
+      reason: "no IGD:2 description answered an SSDP search on ff02::c: give --firewall-url or --gateway-url"
+    })
+  })
 
   const find: Effect.Effect<Located, FirewallError> = Effect.gen(function*() {
     const known = yield* Ref.get(located)
     if (known !== undefined) return known
     let found: Located
+    const location = options.firewallUrl === undefined ? yield* descriptionUrl : undefined
     if (options.firewallUrl !== undefined) {
       found = { endpoint: yield* Effect.fromResult(Pinholes.firewallEndpoint(options.firewallUrl)), uptimeFrom: undefined }
-    } else if (options.descriptionUrl !== undefined) {
-      const description = yield* descriptions.fetch(options.descriptionUrl)
-      const endpoint = Pinholes.firewallEndpointFrom(description, { routerIpv6: options.routerIpv6 })
+    } else if (location !== undefined) {
+      const description = yield* descriptions.fetch(location)
+      // A description read over IPv4 is called on the router's IPv6 address: the flag's, else the default route's.
+      const routerIpv6 = options.routerIpv6 ??
+        (options.defaultRouterIpv6 === undefined ? undefined : yield* Effect.option(options.defaultRouterIpv6).pipe(
+          Effect.map((found) => found._tag === "Some" ? found.value : undefined)
+        ))
+      const endpoint = Pinholes.firewallEndpointFrom(description, { routerIpv6 })
       // No service, or one we must not call as described: asking again will not change that.
       if (Result.isFailure(endpoint)) {
         const failure = endpoint.failure
@@ -208,7 +237,9 @@ const makeUpnpBackend = Effect.fnUntraced(function*(options: FirewallOptions) {
       const wan = description.wanServices[0]
       found = {
         endpoint: endpoint.success,
-        uptimeFrom: wan === undefined ? undefined : { controlUrl: wan.controlUrl, serviceType: wan.serviceType, igdV2: wan.igdV2 }
+        uptimeFrom: wan === undefined
+          ? uptimeOverIpv6(description, endpoint.success)
+          : { controlUrl: wan.controlUrl, serviceType: wan.serviceType, igdV2: wan.igdV2 }
       }
     } else {
       return yield* new FirewallUnavailable({
@@ -276,6 +307,20 @@ const makeUpnpBackend = Effect.fnUntraced(function*(options: FirewallOptions) {
     forget: Ref.set(located, undefined)
   } satisfies FirewallBackend
 })
+
+/**
+ * Where the uptime is read when the description was read over IPv6: its WAN service is not
+ * one to map through (mappings go over IPv4), but on the firewall's own origin it answers
+ * GetStatusInfo, the reboot evidence.
+ */
+const uptimeOverIpv6 = (description: RootDescription, endpoint: Pinholes.FirewallEndpoint): IgdEndpoint | undefined => {
+  const origin = new URL(endpoint.controlUrl).origin
+  const wan = description.refused.find((service) =>
+    /:service:WANIPConnection:[12]$/.test(service.serviceType) && URL.canParse(service.controlUrl) &&
+    new URL(service.controlUrl).origin === origin
+  )
+  return wan === undefined ? undefined : { controlUrl: wan.controlUrl, serviceType: wan.serviceType, igdV2: wan.serviceType.endsWith(":2") }
+}
 
 /** The router's IPv6 address for PCP: the flag, the firewall URL's host, or the IPv6 default route's gateway. */
 const pcpRouterAddress = (options: FirewallOptions): Effect.Effect<string, FirewallUnavailable> => {

@@ -87,6 +87,40 @@ describe("Firewall", () => {
       ])
     }))
 
+  it.effect("no URL given: the description found over IPv6 is used, and the uptime read on the router's IPv6 address", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(100_000)
+      const location6 = "http://[2001:db8:2::1]:49536/rootDesc.xml"
+      const { firewall, fake } = yield* viewWith({ discoverDescription: Effect.succeed(location6) })
+      const view = yield* firewall.view
+      assert.deepStrictEqual(view.routes, [
+        { router: "http://[2001:db8:2::1]:49536/ctl/IP6FCtl", protocol: "upnp-igd", bootedAt: 100_000 - 15_000, opensLowPorts: false }
+      ])
+      assert.deepStrictEqual(yield* Ref.get(fake.sent), [
+        `GET ${location6}`,
+        "GetFirewallStatus http://[2001:db8:2::1]:49536/ctl/IP6FCtl",
+        "GetStatusInfo http://[2001:db8:2::1]:49536/ctl/IPConn"
+      ])
+    }))
+
+  it.effect("a search that found nothing: unavailable, and not searched again before the quiet time", () =>
+    Effect.gen(function*() {
+      let searches = 0
+      const discoverDescription = Effect.sync(() => {
+        searches += 1
+        return undefined
+      })
+      const { firewall } = yield* viewWith({ discoverDescription, rediscoverAfter: 60_000 })
+      for (const _ of [1, 2]) {
+        const result = yield* Effect.result(firewall.view)
+        assert.isTrue(Result.isFailure(result) && result.failure._tag === "FirewallUnavailable")
+      }
+      assert.strictEqual(searches, 1)
+      yield* TestClock.adjust("60 seconds")
+      yield* Effect.result(firewall.view)
+      assert.strictEqual(searches, 2)
+    }))
+
   it.effect("add remembers when, for renewal at half the lease; the static URL gives no boot time", () =>
     Effect.gen(function*() {
       yield* TestClock.setTime(5_000)

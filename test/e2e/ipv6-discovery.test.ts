@@ -1,0 +1,71 @@
+/**
+ * The router's IPv6 firewall found without a flag, on the real lab: the controller runs with no
+ * --gateway-url, --firewall-url or --gateway-address6, finds the IPv4 gateway by SSDP on
+ * 239.255.255.250 as ever, and the IGD:2 description by an M-SEARCH to ff02::c from the
+ * interface of the node's IPv6 default route; the pinhole is then asked of the control URL on
+ * the router's IPv6 address.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
+import {
+  type ControllerUnderTest,
+  deleteTestServices,
+  getService,
+  loadBalancerService,
+  type ServiceView,
+  startController
+} from "./support/controller.ts"
+import { curlFromWan, kubectl, type LabState, loadLab, nftPinholes, type NodePortServer, serveNodePort, waitFor } from "./support/lab.ts"
+
+const NAME = "dual-stack-discovered"
+const PUBLIC_IP = "122.112.219.229"
+const PORT = 8282
+
+let state: LabState
+let controller: ControllerUnderTest
+let server: NodePortServer
+
+const ingressIps = (service: ServiceView | undefined) => (service?.status?.loadBalancer?.ingress ?? []).map((i) => i.ip)
+
+beforeAll(async () => {
+  state = loadLab()
+  controller = await startController({ flags: ["--pinhole-protocol", "upnp-igd"] })
+  server = await serveNodePort(PORT, { ip: state.nodeIp6, body: "found without flags\n" })
+})
+
+afterAll(async () => {
+  await deleteTestServices()
+  await server?.close()
+  await controller?.stop()
+})
+
+afterEach(async (context) => {
+  if (context.task.result?.state === "fail") console.log(`controller output (last 4000 chars):\n${controller.output().slice(-4000)}`)
+})
+
+describe("no router flags at all", () => {
+  it("the IPv6 firewall is found by SSDP on ff02::c and called on the router's IPv6 address; curl over IPv6 reaches the node", async () => {
+    const manifest = JSON.parse(loadBalancerService(NAME, { ports: [{ name: "http", port: PORT }] })) as { spec: Record<string, unknown> }
+    manifest.spec["ipFamilyPolicy"] = "PreferDualStack"
+    manifest.spec["ipFamilies"] = ["IPv4", "IPv6"]
+    const created = Date.now()
+    const result = await kubectl(["create", "-f", "-"], { input: JSON.stringify(manifest) })
+    expect(result.code, result.stderr).toBe(0)
+    const service = await waitFor(async () => {
+      const s = await getService(NAME)
+      return ingressIps(s).length === 2 ? s : undefined
+    }, { description: "both ingress addresses", timeoutMs: 20_000, intervalMs: 100 })
+    console.log(`both addresses published ${Date.now() - created} ms after kubectl create`)
+    expect(ingressIps(service)).toEqual([PUBLIC_IP, state.nodeIp6])
+    const record = service.metadata.annotations?.["midokura.com/pinholes"] ?? ""
+    console.log(`pinhole record: ${record}`)
+    expect(record).toContain(`"router":"${state.firewallControlUrl}"`)
+    const [pinhole] = (await nftPinholes()).filter((p) => p.port === PORT)
+    expect(pinhole?.internalClient).toBe(state.nodeIp6)
+    expect(record).toContain(`"uniqueId":${pinhole?.uniqueId}`)
+    // The router's boot time, read over IPv6 too: the proof that lets the ID be renewed and deleted.
+    expect(record).toMatch(/"bootedAt":\d+/)
+    const over6 = await curlFromWan(`http://[${state.nodeIp6}]:${PORT}/`)
+    expect(over6.ok, over6.error).toBe(true)
+    expect(over6.body).toBe("found without flags\n")
+  })
+})
