@@ -19,6 +19,7 @@ import { curlFromWan, kubectl, type LabState, loadLab, nftPinholes, type NodePor
 const NAME = "dual-stack-discovered"
 const PUBLIC_IP = "122.112.219.229"
 const PORT = 8282
+const DROPPED_PORT = 8283
 
 let state: LabState
 let controller: ControllerUnderTest
@@ -44,7 +45,7 @@ afterEach(async (context) => {
 
 describe("no router flags at all", () => {
   it("the IPv6 firewall is found by SSDP on ff02::c and called on the router's IPv6 address; curl over IPv6 reaches the node", async () => {
-    const manifest = JSON.parse(loadBalancerService(NAME, { ports: [{ name: "http", port: PORT }] })) as { spec: Record<string, unknown> }
+    const manifest = JSON.parse(loadBalancerService(NAME, { ports: [{ name: "http", port: PORT }, { name: "extra", port: DROPPED_PORT }] })) as { spec: Record<string, unknown> }
     manifest.spec["ipFamilyPolicy"] = "PreferDualStack"
     manifest.spec["ipFamilies"] = ["IPv4", "IPv6"]
     const created = Date.now()
@@ -59,6 +60,7 @@ describe("no router flags at all", () => {
     const record = service.metadata.annotations?.["midokura.com/pinholes"] ?? ""
     console.log(`pinhole record: ${record}`)
     expect(record).toContain(`"router":"${state.firewallControlUrl}"`)
+    expect((await nftPinholes()).filter((p) => p.port === DROPPED_PORT)).toHaveLength(1)
     const [pinhole] = (await nftPinholes()).filter((p) => p.port === PORT)
     expect(pinhole?.internalClient).toBe(state.nodeIp6)
     expect(record).toContain(`"uniqueId":${pinhole?.uniqueId}`)
@@ -67,5 +69,26 @@ describe("no router flags at all", () => {
     const over6 = await curlFromWan(`http://[${state.nodeIp6}]:${PORT}/`)
     expect(over6.ok, over6.error).toBe(true)
     expect(over6.body).toBe("found without flags\n")
+  })
+
+  it("a port removed while the controller was down: its recorded pinhole is deleted by the first pass after the restart", async () => {
+    await controller.stop()
+    const patched = await kubectl(["patch", "service", NAME, "--type", "json", "-p", '[{"op":"remove","path":"/spec/ports/1"}]'])
+    expect(patched.code, patched.stderr).toBe(0)
+    expect((await nftPinholes()).filter((p) => p.port === DROPPED_PORT)).toHaveLength(1)
+    const restarted = Date.now()
+    controller = await startController({ flags: ["--pinhole-protocol", "upnp-igd"] })
+    await waitFor(async () => (await nftPinholes()).every((p) => p.port !== DROPPED_PORT), {
+      description: `the pinhole on ${DROPPED_PORT} deleted`,
+      timeoutMs: 20_000,
+      intervalMs: 200
+    })
+    console.log(`the dropped port's pinhole deleted ${Date.now() - restarted} ms after the controller was started again`)
+    const record = await waitFor(async () => {
+      const text = (await getService(NAME))?.metadata.annotations?.["midokura.com/pinholes"]
+      return text !== undefined && !text.includes(`"port":${DROPPED_PORT}`) ? text : undefined
+    }, { description: "the record without the dropped port", timeoutMs: 5_000 })
+    expect(record).toContain(`"port":${PORT}`)
+    expect((await nftPinholes()).filter((p) => p.port === PORT)).toHaveLength(1)
   })
 })
