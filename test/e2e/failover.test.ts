@@ -14,6 +14,7 @@ import {
   sample,
   startController
 } from "./support/controller.ts"
+import { createDualStackService } from "./support/dualStack.ts"
 import {
   curlFromWan,
   ensureNamespace,
@@ -162,13 +163,7 @@ describe("failover", () => {
     const first = await start("lan", flags)
     await waitFor(async () => (await holder()) === "node-1", { description: "node-1 to lead" })
     await start("lan2", flags)
-    const manifest = JSON.parse(loadBalancerService("failover", { ports: [{ name: "http", port: PORT }] })) as {
-      spec: Record<string, unknown>
-    }
-    manifest.spec["ipFamilyPolicy"] = "PreferDualStack"
-    manifest.spec["ipFamilies"] = ["IPv4", "IPv6"]
-    const created = await kubectl(["create", "-f", "-"], { input: JSON.stringify(manifest) })
-    expect(created.code, created.stderr).toBe(0)
+    await createDualStackService("failover", { ports: [{ name: "http", port: PORT }] })
     const ingress6 = async () => (await getService("failover"))?.status?.loadBalancer?.ingress?.find((i) => i.ip?.includes(":"))?.ip
     await waitFor(async () => (await ingress6()) === node1Ip6, { description: "node-1's IPv6 address published" })
     const [old] = (await nftPinholes()).filter((p) => p.port === PORT)

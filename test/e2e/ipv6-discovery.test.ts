@@ -6,14 +6,8 @@
  * the router's IPv6 address.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
-import {
-  type ControllerUnderTest,
-  deleteTestServices,
-  getService,
-  loadBalancerService,
-  type ServiceView,
-  startController
-} from "./support/controller.ts"
+import { type ControllerUnderTest, deleteTestServices, getService, startController } from "./support/controller.ts"
+import { bothAddressesPublished, createDualStackService, ingressIps } from "./support/dualStack.ts"
 import { curlFromWan, kubectl, type LabState, loadLab, nftPinholes, type NodePortServer, serveNodePort, waitFor } from "./support/lab.ts"
 
 const NAME = "dual-stack-discovered"
@@ -25,7 +19,6 @@ let state: LabState
 let controller: ControllerUnderTest
 let server: NodePortServer
 
-const ingressIps = (service: ServiceView | undefined) => (service?.status?.loadBalancer?.ingress ?? []).map((i) => i.ip)
 
 beforeAll(async () => {
   state = loadLab()
@@ -45,17 +38,9 @@ afterEach(async (context) => {
 
 describe("no router flags at all", () => {
   it("the IPv6 firewall is found by SSDP on ff02::c and called on the router's IPv6 address; curl over IPv6 reaches the node", async () => {
-    const manifest = JSON.parse(loadBalancerService(NAME, { ports: [{ name: "http", port: PORT }, { name: "extra", port: DROPPED_PORT }] })) as { spec: Record<string, unknown> }
-    manifest.spec["ipFamilyPolicy"] = "PreferDualStack"
-    manifest.spec["ipFamilies"] = ["IPv4", "IPv6"]
     const created = Date.now()
-    const result = await kubectl(["create", "-f", "-"], { input: JSON.stringify(manifest) })
-    expect(result.code, result.stderr).toBe(0)
-    const service = await waitFor(async () => {
-      const s = await getService(NAME)
-      return ingressIps(s).length === 2 ? s : undefined
-    }, { description: "both ingress addresses", timeoutMs: 20_000, intervalMs: 100 })
-    console.log(`both addresses published ${Date.now() - created} ms after kubectl create`)
+    await createDualStackService(NAME, { ports: [{ name: "http", port: PORT }, { name: "extra", port: DROPPED_PORT }] })
+    const service = await bothAddressesPublished(NAME, created, 20_000)
     expect(ingressIps(service)).toEqual([PUBLIC_IP, state.nodeIp6])
     const record = service.metadata.annotations?.["midokura.com/pinholes"] ?? ""
     console.log(`pinhole record: ${record}`)

@@ -6,15 +6,14 @@
  * pinhole; miniupnpd's nftables chain is the router's truth (the PCP nonce is in its userdata).
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
+import { type ControllerUnderTest, deleteTestServices, eventsFor, getService, startController } from "./support/controller.ts"
 import {
-  type ControllerUnderTest,
-  deleteTestServices,
-  eventsFor,
-  getService,
-  loadBalancerService,
-  type ServiceView,
-  startController
-} from "./support/controller.ts"
+  bothAddressesPublished,
+  createDualStackService,
+  expectDroppedOverIpv6,
+  expectReachedOverIpv4,
+  ingressIps
+} from "./support/dualStack.ts"
 import {
   curlFromWan,
   kubectl,
@@ -40,7 +39,6 @@ let state: LabState
 let controller: ControllerUnderTest
 const servers: Array<NodePortServer> = []
 
-const ingressIps = (service: ServiceView | undefined) => (service?.status?.loadBalancer?.ingress ?? []).map((i) => i.ip)
 const pinholesOn = async (port: number) => (await nftPinholes()).filter((p) => p.port === port)
 /** The nonce miniupnpd keeps in a PCP pinhole's description, in the record's spelling (it swaps each 4-byte word). */
 const recordedNonce = (description: string) => {
@@ -70,20 +68,12 @@ afterEach(async (context) => {
 
 describe("a dual-stack Service with UPnP off on the router", () => {
   it("lists both addresses; PCP opens 8080 and 80 to the node's address; curl reaches both over IPv6, and IPv4 through the mapping", async () => {
-    const manifest = JSON.parse(loadBalancerService(NAME, {
+    const created = Date.now()
+    await createDualStackService(NAME, {
       ports: [{ name: "http", port: PORT }, { name: "web", port: LOW_PORT }],
       annotations: { "midokura.com/load-balancer-type": "pcp" }
-    })) as { spec: Record<string, unknown> }
-    manifest.spec["ipFamilyPolicy"] = "PreferDualStack"
-    manifest.spec["ipFamilies"] = ["IPv4", "IPv6"]
-    const created = Date.now()
-    const result = await kubectl(["create", "-f", "-"], { input: JSON.stringify(manifest) })
-    expect(result.code, result.stderr).toBe(0)
-    const service = await waitFor(async () => {
-      const s = await getService(NAME)
-      return ingressIps(s).length === 2 ? s : undefined
-    }, { description: "both ingress addresses", timeoutMs: 15_000, intervalMs: 50 })
-    console.log(`both addresses published ${Date.now() - created} ms after kubectl create`)
+    })
+    const service = await bothAddressesPublished(NAME, created, 15_000)
     expect(ingressIps(service)).toEqual([PUBLIC_IP, state.nodeIp6])
     expect(service.status?.loadBalancer?.ingress?.[1]?.ports).toEqual([
       { port: LOW_PORT, protocol: "TCP" },
@@ -104,16 +94,8 @@ describe("a dual-stack Service with UPnP off on the router", () => {
     expect(record).toContain(`"router":"pcp://[${state.gatewayLanIp6}]:5351"`)
     expect(record).not.toContain("uniqueId")
 
-    const nodePort = service.spec.ports.find((p) => p.port === PORT)?.nodePort
     expect(await nftMappingOn(PORT)).toBeDefined()
-    const ipv4 = await serveNodePort(nodePort!)
-    try {
-      const answer = await curlFromWan(`http://${PUBLIC_IP}:${PORT}/`)
-      expect(answer.ok, answer.error).toBe(true)
-      expect(answer.body).toBe(ipv4.body)
-    } finally {
-      await ipv4.close()
-    }
+    await expectReachedOverIpv4(service, PUBLIC_IP, PORT)
     const over6 = await curlFromWan(`http://[${state.nodeIp6}]:${PORT}/`)
     expect(over6.ok, over6.error).toBe(true)
     expect(over6.body).toBe("dual-stack over PCP\n")
@@ -121,9 +103,7 @@ describe("a dual-stack Service with UPnP off on the router", () => {
     expect(low.ok, low.error).toBe(true)
     expect(low.body).toBe("port 80 over PCP\n")
 
-    const closed = await curlFromWan(`http://[${state.nodeIp6}]:${CLOSED_PORT}/`, { timeoutMs: 3000 })
-    expect(closed.curlExitCode).toBe(28) // timed out: dropped by the gateway's forward chain
-    expect(servers[2]!.requests()).toBe(0)
+    await expectDroppedOverIpv6(state.nodeIp6, CLOSED_PORT, servers[2]!)
     const reasons = (await eventsFor(NAME)).map((e) => e.reason)
     expect(reasons).toContain("EnsuredLoadBalancer")
     expect(reasons).not.toContain("IPv6NotPublished")
