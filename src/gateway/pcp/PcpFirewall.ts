@@ -71,6 +71,8 @@ export const makePcpFirewallBackend = (options: PcpFirewallOptions): Effect.Effe
     // A router that did not answer is not asked again on every pass (each look waits for it).
     const silentUntil = yield* Ref.make(0)
 
+    const described = Effect.map(Ref.get(routerIp), (ip) => ip === undefined ? "PCP" : pcpRouterName(ip, port))
+
     const locate = Effect.gen(function*() {
       const now = yield* Clock.currentTimeMillis
       if (now < (yield* Ref.get(silentUntil))) {
@@ -81,7 +83,6 @@ export const makePcpFirewallBackend = (options: PcpFirewallOptions): Effect.Effe
       yield* Ref.set(routerIp, ip)
       return { router: pcpRouterName(ip, port), routerIp: ip, routerPort: port }
     })
-    const described = Effect.map(Ref.get(routerIp), (ip) => ip === undefined ? "PCP" : pcpRouterName(ip, port))
 
     /** One MAP exchange from the node's address, with it in the client-IP field. */
     const send = (
