@@ -6,9 +6,12 @@
  */
 import * as Dgram from "node:dgram"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Result } from "effect"
+import { Effect, Layer, Result } from "effect"
+import { HttpClient } from "effect/http"
 import { makePcpFirewallBackend, pcpRouterName } from "../../../src/gateway/pcp/PcpFirewall.ts"
-import type { FirewallBackend } from "../../../src/gateway/upnp/Firewall.ts"
+import { Description } from "../../../src/gateway/upnp/Description.ts"
+import { Firewall, type FirewallBackend } from "../../../src/gateway/upnp/Firewall.ts"
+import { SoapTransport } from "../../../src/gateway/upnp/SoapTransport.ts"
 
 const LOOPBACK6 = "::1"
 const EPOCH = 42
@@ -69,7 +72,8 @@ const fakePcp = (options: { readonly silent?: boolean } = {}) =>
     (fake) => Effect.sync(fake.close)
   )
 
-const fast = { initial: "20 millis", maxInterval: "20 millis", attempts: 3, jitter: 0, deadline: "200 millis" } as const
+// Generous on loopback even on a busy machine: a resent request would show in `received`.
+const fast = { initial: "500 millis", maxInterval: "500 millis", attempts: 2, jitter: 0, deadline: "1 second" } as const
 
 const backendFor = (port: number): Effect.Effect<FirewallBackend> =>
   makePcpFirewallBackend({
@@ -148,5 +152,27 @@ describe("the PCP route to the IPv6 firewall", () => {
       const again = yield* Effect.result(quiet.locate)
       assert.isTrue(Result.isFailure(again) && again.failure._tag === "FirewallUnavailable")
       assert.strictEqual(silent.received.length, asked)
+    }).pipe(Effect.scoped))
+
+  it.live("auto, with no UPnP firewall configured: the view offers the PCP route alone, which opens a low port", () =>
+    Effect.gen(function*() {
+      const fake = yield* fakePcp()
+      // No URL and no search: the UPnP route says why it is unavailable without a request.
+      const noHttp = Layer.succeed(HttpClient.HttpClient, HttpClient.make(() => Effect.die("no HTTP expected")))
+      const firewall = yield* Effect.provide(
+        Effect.service(Firewall),
+        Firewall.layer({
+          protocol: "auto",
+          routerIpv6: LOOPBACK6,
+          sourceAddress: () => Effect.succeed(LOOPBACK6),
+          pcp: { port: fake.port, retransmission: fast, probeRetransmission: fast }
+        }).pipe(Layer.provide(Layer.mergeAll(SoapTransport.layer(), Description.layer())), Layer.provide(noHttp))
+      )
+      const view = yield* firewall.view
+      const router = pcpRouterName(LOOPBACK6, fake.port)
+      assert.deepStrictEqual(view.routes.map((route) => [route.router, route.protocol, route.opensLowPorts]), [[router, "pcp", true]])
+      assert.isDefined(view.routes[0]?.bootedAt)
+      const handle = yield* firewall.add(router, { internalClient: LOOPBACK6, port: 80, protocol: "TCP", leaseSeconds: 20 })
+      assert.strictEqual(fake.pinholes.get("::1/6/80"), handle.nonce)
     }).pipe(Effect.scoped))
 })
