@@ -9,6 +9,7 @@ import type { Backend, MappingEntry } from "../gateway/Mapping.ts"
 import { ClusterState, isRelevant, ownershipOf } from "./ClusterState.ts"
 import { portKey, readRecord, recordedBackend, type RecordCheck } from "./MappingRecord.ts"
 import * as metrics from "./metrics.ts"
+import { pinholePorts } from "./pinholePlan.ts"
 import { RecordKey } from "./RecordKey.ts"
 import { isOwned } from "./planner.ts"
 import { type Router, Routers } from "./Routers.ts"
@@ -141,15 +142,22 @@ const make = Effect.fnUntraced(function*(options: SelectionOptions & DesiredOpti
         }
       }
       yield* SubscriptionRef.update(listings, (previous) => ({ pass: previous.pass + 1, listings: fresh }))
-      yield* Metric.update(metrics.ownedMappings, owned)
+      yield* Metric.update(Metric.withAttributes(metrics.ownedMappings, { family: "ipv4" }), owned)
       yield* metrics.count(metrics.fullPasses, { result: complete ? "complete" : "incomplete" })
       yield* Ref.set(progress, "queueing every Service")
       // After a complete listing, a Service it shows settled has nothing to repair.
       yield* enqueueUnsettled(!complete, complete ? tables : [])
       const snapshot = yield* cluster.snapshot
       let desired = 0
-      for (const service of HashMap.values(snapshot.services)) desired += liveDesired(service, options)?.ports.length ?? 0
-      yield* Metric.update(metrics.desiredMappings, desired)
+      let pinholes = 0
+      for (const service of HashMap.values(snapshot.services)) {
+        const ports = liveDesired(service, options)?.ports.length
+        if (ports === undefined) continue
+        desired += ports
+        pinholes += pinholePorts(service).length
+      }
+      yield* Metric.update(Metric.withAttributes(metrics.desiredMappings, { family: "ipv4" }), desired)
+      yield* Metric.update(Metric.withAttributes(metrics.desiredMappings, { family: "ipv6" }), pinholes)
     })
 
   const run = Effect.gen(function*() {

@@ -29,10 +29,12 @@ export const RecordedPinhole = Schema.Struct({
   port: Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 65535 })),
   /** The node's address the pinhole opens, canonical. */
   internalClient: Text(64),
-  /** The firewall control URL it was asked of. */
+  /** The route it was asked of: the firewall control URL, or `pcp://[<router>]:5351`. */
   router: Text(512),
-  /** Absent while the AddPinhole is under way (or was interrupted). */
+  /** UPnP's handle; absent while the AddPinhole is under way (or was interrupted). */
   uniqueId: Schema.optionalKey(Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 65535 }))),
+  /** PCP's handle (its nonce, 96 bits in hex); absent while the MAP is under way. */
+  nonce: Schema.optionalKey(Schema.String.check(Schema.isPattern(/^[0-9a-f]{24}$/))),
   /** The router's boot time (Clock ms) when it gave the UniqueID: the ID is ours only within that boot. */
   bootedAt: Schema.optionalKey(Schema.Number.check(Schema.isFinite()))
 })
@@ -76,6 +78,9 @@ const readMemo = perServiceObject((service: Service, key: RecordKey["Service"]):
     refused: `${PINHOLES_ANNOTATION} is not a pinhole record`
   }
 })
+
+/** Whether the router gave the entry a handle (its add completed). */
+export const isOpened = (entry: RecordedPinhole): boolean => entry.uniqueId !== undefined || entry.nonce !== undefined
 
 /** `TCP/8080`: one pinhole per Service port and protocol. */
 export const pinholeKey = (pinhole: { readonly protocol: Protocol; readonly port: number }): string =>

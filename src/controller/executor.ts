@@ -78,7 +78,9 @@ export const runSteps = Effect.fnUntraced(function*(
       case "Replace":
         return mapStep(routers, router, gateway, desired, step, nonces.get(portKey(step.port))).pipe(
           Effect.tap((outcome) =>
-            step._tag === "Add" && step.repair && outcome._tag === "Mapped" ? metrics.count(metrics.driftRepairs) : Effect.void
+            step._tag === "Add" && step.repair && outcome._tag === "Mapped"
+              ? metrics.count(metrics.driftRepairs, { family: "ipv4" })
+              : Effect.void
           ),
           Effect.map((outcome) => ({
             outcome,

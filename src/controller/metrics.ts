@@ -20,17 +20,17 @@ export const reconcileDuration = Metric.histogram("edge_ccm_reconcile_duration_s
   boundaries: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
 })
 
-/** The cluster's mappings on the router at the last listing. */
+/** The cluster's mappings on the router at the last listing (`family` "ipv4": pinholes cannot be listed). */
 export const ownedMappings = Metric.gauge("edge_ccm_owned_mappings", {
   description: "Router mappings owned by this cluster, as of the last full listing"
 })
 
-/** The mappings the Services ask for. */
+/** The mappings (`family` "ipv4") and IPv6 pinholes (`family` "ipv6") the Services ask for. */
 export const desiredMappings = Metric.gauge("edge_ccm_desired_mappings", {
   description: "Router mappings the selected Services ask for"
 })
 
-/** Ports found held by someone else. */
+/** Ports found held by someone else (`family` "ipv4": a pinhole has no external port to contend for). */
 export const portConflicts = Metric.counter("edge_ccm_port_conflicts_total", {
   description: "Ports found held by someone else (announced once per conflict)",
   incremental: true
@@ -42,7 +42,7 @@ export const fullPasses = Metric.counter("edge_ccm_full_passes_total", {
   incremental: true
 })
 
-/** Mappings found missing and made again. */
+/** Mappings (`family` "ipv4") and pinholes (`family` "ipv6") found missing and made again. */
 export const driftRepairs = Metric.counter("edge_ccm_drift_repairs_total", {
   description: "Mappings found missing on the router and mapped again",
   incremental: true

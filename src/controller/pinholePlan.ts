@@ -3,15 +3,16 @@
  * Service wants opened, and what to do about each given its record and the firewall's view.
  * Pure: `pinholes.ts` carries the plan out.
  *
- * The one rule that matters: a recorded UniqueID is updated or deleted only while it is provably
- * the one the router gave us, i.e. the same router, the same node address, and no reboot since
- * (miniupnpd numbers pinholes from 1 again after one). Otherwise it is forgotten without a call.
+ * The one rule that matters: a recorded handle (UPnP UniqueID, PCP nonce) is renewed or deleted
+ * only while it is provably the one the router gave us, i.e. the same route, the same node
+ * address, and no reboot since (miniupnpd numbers pinholes from 1 again after one). Otherwise it
+ * is forgotten without a call. A new pinhole goes through the first route that opens its port.
  */
 import { LOWEST_UPNP_PINHOLE_PORT } from "../gateway/upnp/PinholeError.ts"
-import type { FirewallView } from "../gateway/upnp/Firewall.ts"
+import type { FirewallRoute, FirewallView } from "../gateway/upnp/Firewall.ts"
 import type { Protocol } from "../gateway/Mapping.ts"
 import type { Service } from "../kube/objects.ts"
-import { pinholeKey, type RecordedPinhole } from "./PinholeRecord.ts"
+import { isOpened, pinholeKey, type RecordedPinhole } from "./PinholeRecord.ts"
 import { portNameOf } from "./ServiceSpec.ts"
 
 /** How far apart two readings of one boot's time may be: whole-second uptime plus the calls' own time. */
@@ -39,12 +40,12 @@ export const pinholePorts = (service: Service): ReadonlyArray<PinholePort> =>
 
 /** A router step for one pinhole. */
 export type PinholeStep =
-  /** AddPinhole; `settle`: an earlier pass may have added it already, so UpdatePinhole follows at once. */
-  | { readonly _tag: "Add"; readonly port: PinholePort; readonly settle: boolean }
-  /** UpdatePinhole of a provably ours UniqueID. */
-  | { readonly _tag: "Renew"; readonly port: PinholePort; readonly entry: RecordedPinhole; readonly uniqueId: number }
-  /** DeletePinhole of a provably ours UniqueID no longer wanted. */
-  | { readonly _tag: "Delete"; readonly entry: RecordedPinhole; readonly uniqueId: number }
+  /** Open it through `router`; `settle`: an earlier pass may have added it already, so a renewal follows at once. */
+  | { readonly _tag: "Add"; readonly port: PinholePort; readonly router: string; readonly settle: boolean }
+  /** Renew a provably ours pinhole. */
+  | { readonly _tag: "Renew"; readonly port: PinholePort; readonly entry: RecordedPinhole }
+  /** Delete a provably ours pinhole no longer wanted. */
+  | { readonly _tag: "Delete"; readonly entry: RecordedPinhole }
 
 /** What became of one wanted port. */
 export type PinholeOutcome =
@@ -64,7 +65,7 @@ export interface PinholePlan {
   readonly steps: ReadonlyArray<PinholeStep>
   /** Ports open and not due for renewal: no call. */
   readonly open: ReadonlyArray<PinholePort>
-  /** Ports the router cannot open (below 1024 over UPnP): no call. */
+  /** Ports no route can open (below 1024 with UPnP only): no call. */
   readonly refused: ReadonlyArray<PinholeOutcome>
   /** Recorded entries dropped without a call: their UniqueID may now name another pinhole. */
   readonly forgotten: ReadonlyArray<RecordedPinhole>
@@ -78,30 +79,40 @@ export interface PinholeInputs {
   /** Clock ms. */
   readonly now: number
   readonly leaseSeconds: number
-  /** When this process last added or updated each recorded UniqueID (Clock ms), if it did. */
-  readonly renewedAt: ReadonlyMap<number, number>
+  /** When this process last opened or renewed each recorded pinhole (by `pinholeKey`, Clock ms), if it did. */
+  readonly renewedAt: ReadonlyMap<string, number>
 }
 
-/** Whether a recorded UniqueID is, beyond doubt, the one this router gave for this node in its current boot. */
-export const provablyOurs = (entry: RecordedPinhole, view: FirewallView): entry is RecordedPinhole & { readonly uniqueId: number } =>
-  entry.uniqueId !== undefined && entry.router === view.router && entry.internalClient === view.nodeAddress &&
-  entry.bootedAt !== undefined && view.bootedAt !== undefined &&
-  Math.abs(entry.bootedAt - view.bootedAt) <= PINHOLE_BOOT_TOLERANCE_MS
+const routeOf = (entry: RecordedPinhole, view: FirewallView): FirewallRoute | undefined =>
+  view.routes.find((route) => route.router === entry.router)
+
+/** Whether a recorded handle is, beyond doubt, the one this router gave for this node in its current boot. */
+export const provablyOurs = (entry: RecordedPinhole, view: FirewallView): boolean => {
+  const route = routeOf(entry, view)
+  return isOpened(entry) && route !== undefined && entry.internalClient === view.nodeAddress &&
+    entry.bootedAt !== undefined && route.bootedAt !== undefined &&
+    Math.abs(entry.bootedAt - route.bootedAt) <= PINHOLE_BOOT_TOLERANCE_MS
+}
 
 /**
- * Whether a recorded UniqueID may stand until its renewal on a router that gives no boot time:
- * never updated or deleted (no proof), but not re-added on every pass either.
+ * Whether a recorded handle may stand until its renewal on a route that gives no boot time:
+ * never renewed or deleted (no proof), but not re-added on every pass either.
  */
-const standsUnproven = (entry: RecordedPinhole, view: FirewallView): boolean =>
-  view.bootedAt === undefined && entry.uniqueId !== undefined && entry.router === view.router &&
-  entry.internalClient === view.nodeAddress
+const standsUnproven = (entry: RecordedPinhole, view: FirewallView): boolean => {
+  const route = routeOf(entry, view)
+  return route !== undefined && route.bootedAt === undefined && isOpened(entry) && entry.internalClient === view.nodeAddress
+}
 
-/** A pending entry: recorded before its AddPinhole. */
-export const pendingEntry = (port: PinholePort, view: FirewallView): RecordedPinhole => ({
+/** The route a new pinhole on `port` goes through: the first that opens it. */
+const routeFor = (port: number, view: FirewallView): FirewallRoute | undefined =>
+  view.routes.find((route) => port >= LOWEST_UPNP_PINHOLE_PORT || route.opensLowPorts)
+
+/** A pending entry: recorded before its add. */
+export const pendingEntry = (port: PinholePort, router: string, nodeAddress: string): RecordedPinhole => ({
   protocol: port.protocol,
   port: port.port,
-  internalClient: view.nodeAddress,
-  router: view.router
+  internalClient: nodeAddress,
+  router
 })
 
 /** Plans the IPv6 half of a pass over a live Service. */
@@ -114,20 +125,22 @@ export const planPinholes = (inputs: PinholeInputs): PinholePlan => {
   const open: Array<PinholePort> = []
   const refused: Array<PinholeOutcome> = []
   const forgotten: Array<RecordedPinhole> = []
-  const due = (uniqueId: number) => {
-    const last = inputs.renewedAt.get(uniqueId)
+  const due = (entry: RecordedPinhole) => {
+    const last = inputs.renewedAt.get(pinholeKey(entry))
     return last === undefined || inputs.now >= last + (inputs.leaseSeconds * 1000) / 2
   }
 
   for (const port of inputs.ports) {
     const key = pinholeKey(port)
     if (wanted.has(key)) continue
-    if (port.port < LOWEST_UPNP_PINHOLE_PORT) {
+    const route = routeFor(port.port, view)
+    if (route === undefined) {
       refused.push({
         _tag: "Failed",
         port,
         reason: "LowPort",
-        message: `the router opens no IPv6 pinhole to a port below ${LOWEST_UPNP_PINHOLE_PORT} over UPnP (miniupnpd refuses it)`,
+        message: `the router opens no IPv6 pinhole to a port below ${LOWEST_UPNP_PINHOLE_PORT} over UPnP (miniupnpd refuses it), ` +
+          "and it does not answer PCP, which could",
         retryable: false
       })
       continue
@@ -136,25 +149,26 @@ export const planPinholes = (inputs: PinholeInputs): PinholePlan => {
     const entry = recorded.get(key)
     if (entry !== undefined && provablyOurs(entry, view)) {
       recordBefore.push(entry)
-      if (due(entry.uniqueId)) steps.push({ _tag: "Renew", port, entry, uniqueId: entry.uniqueId })
+      if (due(entry)) steps.push({ _tag: "Renew", port, entry })
       else open.push(port)
       continue
     }
-    if (entry !== undefined && standsUnproven(entry, view) && entry.uniqueId !== undefined && !due(entry.uniqueId)) {
+    if (entry !== undefined && standsUnproven(entry, view) && !due(entry)) {
       recordBefore.push(entry)
       open.push(port)
       continue
     }
-    if (entry !== undefined && entry.uniqueId !== undefined) forgotten.push(entry)
-    recordBefore.push(pendingEntry(port, view))
-    steps.push({ _tag: "Add", port, settle: entry !== undefined })
+    if (entry !== undefined && isOpened(entry)) forgotten.push(entry)
+    recordBefore.push(pendingEntry(port, route.router, view.nodeAddress))
+    // The router may hold it already, perhaps under another spelling of its URL (miniupnpd then spoils its expiry).
+    steps.push({ _tag: "Add", port, router: route.router, settle: entry !== undefined })
   }
 
   for (const entry of inputs.record) {
     if (wanted.has(pinholeKey(entry))) continue
     if (provablyOurs(entry, view)) {
       recordBefore.push(entry)
-      steps.push({ _tag: "Delete", entry, uniqueId: entry.uniqueId })
+      steps.push({ _tag: "Delete", entry })
     } else {
       forgotten.push(entry)
     }
@@ -170,7 +184,7 @@ export const planPinholeRemoval = (
   const deletes: Array<PinholeStep & { readonly _tag: "Delete" }> = []
   const forgotten: Array<RecordedPinhole> = []
   for (const entry of record) {
-    if (view !== undefined && provablyOurs(entry, view)) deletes.push({ _tag: "Delete", entry, uniqueId: entry.uniqueId })
+    if (view !== undefined && provablyOurs(entry, view)) deletes.push({ _tag: "Delete", entry })
     else forgotten.push(entry)
   }
   return { deletes, forgotten }

@@ -5,7 +5,7 @@
  * condition, never an error: the IPv4 half is not touched either way.
  */
 import { Clock, Duration, Effect } from "effect"
-import type { Firewall, FirewallError, FirewallView } from "../gateway/upnp/Firewall.ts"
+import type { Firewall, FirewallError, FirewallView, PinholeHandle } from "../gateway/upnp/Firewall.ts"
 import type { Announcement } from "./Announcer.ts"
 import {
   describePinhole,
@@ -16,7 +16,8 @@ import {
   planPinholeRemoval,
   planPinholes
 } from "./pinholePlan.ts"
-import { pinholeKey, type ReadPinholes, type RecordedPinhole, samePinholes } from "./PinholeRecord.ts"
+import * as metrics from "./metrics.ts"
+import { isOpened, pinholeKey, type ReadPinholes, type RecordedPinhole, samePinholes } from "./PinholeRecord.ts"
 
 /** The IPv6 part of a Service's status: the node's address and the pinhole ports. */
 export interface Ipv6Ingress {
@@ -55,7 +56,7 @@ const failedOutcome = (port: PinholePort, error: FirewallError): PinholeOutcome 
   port,
   reason: "PinholeFailed",
   message: error.message,
-  retryable: error._tag !== "PinholeError" || error.retryable || error.pinholeGone
+  retryable: error._tag === "PinholeError" ? error.retryable || error.pinholeGone : error._tag === "PortControlError" ? error.retryable : true
 })
 
 const isGone = (error: FirewallError) => error._tag === "PinholeError" && error.pinholeGone
@@ -70,42 +71,47 @@ export const runPinholeSteps = Effect.fnUntraced(function*(
   const outcomes: Array<PinholeOutcome> = [...plan.open.map((port): PinholeOutcome => ({ _tag: "Open", port })), ...plan.refused]
   const repaired: Array<PinholePort> = []
   const lease = firewall.leaseSeconds
-  const opened = (port: PinholePort, uniqueId: number): RecordedPinhole => ({
-    protocol: port.protocol,
-    port: port.port,
-    internalClient: view.nodeAddress,
-    router: view.router,
-    uniqueId,
-    ...(view.bootedAt === undefined ? {} : { bootedAt: view.bootedAt })
-  })
-  const add = (port: PinholePort, settle: boolean) =>
-    firewall.add({ internalClient: view.nodeAddress, port: port.port, protocol: port.protocol, leaseSeconds: lease }).pipe(
+  const opened = (port: PinholePort, router: string, handle: PinholeHandle): RecordedPinhole => {
+    const bootedAt = view.routes.find((route) => route.router === router)?.bootedAt
+    return {
+      protocol: port.protocol,
+      port: port.port,
+      internalClient: view.nodeAddress,
+      router,
+      ...(handle.uniqueId === undefined ? {} : { uniqueId: handle.uniqueId }),
+      ...(handle.nonce === undefined ? {} : { nonce: handle.nonce }),
+      ...(bootedAt === undefined ? {} : { bootedAt })
+    }
+  }
+  const add = (port: PinholePort, router: string, settle: boolean) =>
+    firewall.add(router, { internalClient: view.nodeAddress, port: port.port, protocol: port.protocol, leaseSeconds: lease }).pipe(
       // The router may have held it already (an interrupted pass, a false reboot alarm): then
-      // its answer carried a far-off expiry, which UpdatePinhole sets right.
-      Effect.tap((uniqueId) => settle ? firewall.update(uniqueId, lease) : Effect.void)
+      // its answer carried a far-off expiry, which a renewal sets right.
+      Effect.flatMap((handle) => settle ? firewall.update(opened(port, router, handle), lease) : Effect.succeed(handle)),
+      Effect.map((handle) => ({ router, handle }))
     )
   for (const step of plan.steps) {
     if (step._tag === "Delete") {
-      const deleted = yield* Effect.result(firewall.remove(step.uniqueId))
+      const deleted = yield* Effect.result(firewall.remove(step.entry))
       if (deleted._tag === "Success" || isGone(deleted.failure)) record.delete(pinholeKey(step.entry))
       continue
     }
     const port = step.port
     const result = step._tag === "Add"
-      ? yield* Effect.result(add(port, step.settle))
+      ? yield* Effect.result(add(port, step.router, step.settle))
       : yield* Effect.result(
-        firewall.update(step.uniqueId, lease).pipe(
-          Effect.as(step.uniqueId),
+        firewall.update(step.entry, lease).pipe(
+          Effect.map((handle) => ({ router: step.entry.router, handle })),
           // Gone (expired, deleted by hand, a reboot not yet seen): open it again, and say so.
           Effect.catchIf(isGone, () =>
             Effect.sync(() => repaired.push(port)).pipe(
-              Effect.andThen(Effect.sync(() => record.set(pinholeKey(port), pendingEntry(port, view)))),
-              Effect.andThen(add(port, true))
+              Effect.andThen(Effect.sync(() => record.set(pinholeKey(port), pendingEntry(port, step.entry.router, view.nodeAddress)))),
+              Effect.andThen(add(port, step.entry.router, true))
             ))
         )
       )
     if (result._tag === "Success") {
-      record.set(pinholeKey(port), opened(port, result.success))
+      record.set(pinholeKey(port), opened(port, result.success.router, result.success.handle))
       outcomes.push({ _tag: "Open", port })
     } else {
       outcomes.push(failedOutcome(port, result.failure))
@@ -157,13 +163,14 @@ export const ensurePinholes = Effect.fnUntraced(function*<E>(
   if (plan.forgotten.length > 0) {
     // Their IDs may name other pinholes now (a reboot, another router or node address): never touched again.
     yield* Effect.logInfo(
-      `${plan.forgotten.map(describePinhole).join(", ")}: recorded pinhole IDs not provably this router's ` +
-        `since its last boot (${view.router}); opening again where still wanted`
+      `${plan.forgotten.map(describePinhole).join(", ")}: recorded pinholes not provably this router's ` +
+        `since its last boot (${view.routes.map((route) => route.router).join(", ")}); opening again where still wanted`
     )
   }
   // The entries first: whatever happens next, cleanup knows what the router may hold.
   if (!samePinholes(plan.recordBefore, read.trusted) || read.refused !== undefined) yield* deps.writeRecord(plan.recordBefore)
   const run = yield* runPinholeSteps(firewall, plan, view)
+  for (const _ of run.repaired) yield* metrics.count(metrics.driftRepairs, { family: "ipv6" })
   if (!samePinholes(run.record, plan.recordBefore)) yield* deps.writeRecord(run.record)
 
   const failed = run.outcomes.filter((o): o is PinholeOutcome & { readonly _tag: "Failed" } => o._tag === "Failed")
@@ -190,7 +197,7 @@ export const ensurePinholes = Effect.fnUntraced(function*<E>(
       type: "Normal",
       reason: "MappingRepaired",
       action: "Map",
-      note: `${run.repaired.map(describePinhole).join(", ")} had no pinhole on ${view.router} any more and ` +
+      note: `${run.repaired.map(describePinhole).join(", ")} had no pinhole on the router any more and ` +
         `${run.repaired.length === 1 ? "has" : "have"} been opened again`
     }],
     failure: retry?.message,
@@ -210,7 +217,7 @@ export const removePinholes = Effect.fnUntraced(function*(firewall: Firewall["Se
   const deleted: Array<RecordedPinhole> = []
   const failures: Array<string> = []
   for (const step of deletes) {
-    const result = yield* Effect.result(firewall.remove(step.uniqueId))
+    const result = yield* Effect.result(firewall.remove(step.entry))
     if (result._tag === "Success" || isGone(result.failure)) deleted.push(step.entry)
     else failures.push(`${describePinhole(step.entry)}: ${result.failure.message}`)
   }
@@ -219,11 +226,11 @@ export const removePinholes = Effect.fnUntraced(function*(firewall: Firewall["Se
 
 const renewals = (firewall: Firewall["Service"], record: ReadonlyArray<RecordedPinhole>) =>
   Effect.gen(function*() {
-    const known = new Map<number, number>()
+    const known = new Map<string, number>()
     for (const entry of record) {
-      if (entry.uniqueId === undefined) continue
-      const at = yield* firewall.renewedAt(entry.uniqueId)
-      if (at !== undefined) known.set(entry.uniqueId, at)
+      if (!isOpened(entry)) continue
+      const at = yield* firewall.renewedAt(entry)
+      if (at !== undefined) known.set(pinholeKey(entry), at)
     }
-    return known as ReadonlyMap<number, number>
+    return known as ReadonlyMap<string, number>
   })

@@ -217,3 +217,16 @@ const UPNP_ERROR_MEANINGS: Record<number, string> = {
   729: "ConflictWithOtherMechanisms",
   732: "WildCardNotPermittedInIntPort"
 }
+
+/**
+ * The router opens no IPv6 pinholes for us: no firewall service, inbound pinholes not
+ * allowed, no usable node address, or nothing configured. Said once per Service, never an
+ * error per pass: IPv4 goes on unaffected.
+ */
+export class FirewallUnavailable extends Schema.TaggedError<FirewallUnavailable>()("FirewallUnavailable", {
+  reason: Schema.String
+}) {
+  override get message(): string {
+    return this.reason
+  }
+}

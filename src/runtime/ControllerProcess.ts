@@ -5,15 +5,17 @@
  * too, or compose the pieces itself (see src/index.ts).
  */
 import { hostname } from "node:os"
-import { NodeHttpClient } from "@effect/platform-node"
+import { NodeFileSystem, NodeHttpClient } from "@effect/platform-node"
 import { Clock, Context, Duration, Effect, Layer, type LogLevel, Option, Ref, SubscriptionRef } from "effect"
 import { Controller } from "../controller/Controller.ts"
 import { RecordKey } from "../controller/RecordKey.ts"
 import { ANNOTATION_PREFIX, isBystander } from "../controller/ServiceSpec.ts"
 import { Gateways } from "../gateway/Gateways.ts"
+import { ipv6DefaultGateway, ipv6DefaultRouter } from "../gateway/Ipv6DefaultRoute.ts"
 import { Description } from "../gateway/upnp/Description.ts"
 import { Firewall } from "../gateway/upnp/Firewall.ts"
 import { SoapTransport } from "../gateway/upnp/SoapTransport.ts"
+import { searchFirewallDescription6 } from "../gateway/upnp/SsdpSearch6.ts"
 import { AccessReview } from "../kube/AccessReview.ts"
 import { Kube } from "../kube/Kube.ts"
 import { KubeHttp } from "../kube/KubeHttp.ts"
@@ -93,6 +95,14 @@ export const runControllerProcess = (settings: RunSettings, logLevel: LogLevel.L
   })
   // IPv6 pinholes go to the firewall the flags name, over their own SOAP transport.
   const firewall = Firewall.layer({
+    protocol: settings.ipv6.pinholeProtocol,
+    defaultRouterIpv6: Effect.provide(ipv6DefaultRouter, NodeFileSystem.layer),
+    // Neither URL given: the description is searched for over IPv6, from the default route's interface.
+    discoverDescription: settings.gatewayUrl === undefined && settings.ipv6.firewallUrl === undefined
+      ? Effect.provide(ipv6DefaultGateway, NodeFileSystem.layer).pipe(
+        Effect.flatMap((route) => searchFirewallDescription6({ device: route.device, router: settings.ipv6.routerAddress ?? route.gateway }))
+      )
+      : undefined,
     firewallUrl: settings.ipv6.firewallUrl,
     descriptionUrl: settings.gatewayUrl,
     routerIpv6: settings.ipv6.routerAddress,

@@ -115,6 +115,12 @@ export const runFlags = {
     "IPv6"
   ),
   pinholeLease: duration("pinhole-lease", "lease of each IPv6 pinhole, 1s to 1d, renewed at half", "10m"),
+  pinholeProtocol: choice(
+    "pinhole-protocol",
+    ["auto", "upnp-igd", "pcp"],
+    "what opens IPv6 pinholes: auto is UPnP IGD:2, and PCP over IPv6 for the ports below 1024 or when UPnP has no firewall",
+    "auto"
+  ),
   ipv6AllowLinkLocal: boolean("ipv6-allow-link-local", "publish a link-local node address when it is the only one toward the router"),
   ipv6AllowUniqueLocal: boolean(
     "ipv6-allow-unique-local",
@@ -200,6 +206,7 @@ export interface RunSettings {
     readonly firewallUrl: string | undefined
     readonly routerAddress: string | undefined
     readonly pinholeLease: Duration.Duration
+    readonly pinholeProtocol: "auto" | "upnp-igd" | "pcp"
     readonly allowLinkLocal: boolean
     readonly allowUniqueLocal: boolean
   }
@@ -245,6 +252,7 @@ export const toRunSettings = (flags: ParsedFlags): RunSettings => ({
     firewallUrl: Option.getOrUndefined(flags.firewallUrl),
     routerAddress: Option.getOrUndefined(flags.gatewayAddress6),
     pinholeLease: flags.pinholeLease,
+    pinholeProtocol: flags.pinholeProtocol,
     allowLinkLocal: flags.ipv6AllowLinkLocal,
     allowUniqueLocal: flags.ipv6AllowUniqueLocal
   },

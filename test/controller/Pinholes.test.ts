@@ -5,9 +5,9 @@
  * UpdatePinhole only, deletion, and no Update or Delete of a UniqueID after a reboot.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Effect } from "effect"
+import { Effect, Metric } from "effect"
 import { TestClock } from "effect/testing"
-import type { FirewallView } from "../../src/gateway/upnp/Firewall.ts"
+import type { FirewallRoute, FirewallView } from "../../src/gateway/upnp/Firewall.ts"
 import type { Service } from "../../src/kube/objects.ts"
 import { pinholePorts, type PinholePort, planPinholes } from "../../src/controller/pinholePlan.ts"
 import {
@@ -18,14 +18,18 @@ import {
   type RecordedPinhole
 } from "../../src/controller/PinholeRecord.ts"
 import { ensurePinholes, removePinholes } from "../../src/controller/pinholes.ts"
+import * as metrics from "../../src/controller/metrics.ts"
 import { recordAnnotations } from "../../src/controller/MappingRecord.ts"
-import { CONTROL_URL, makeInMemoryFirewall, NODE_ADDRESS } from "../support/InMemoryFirewall.ts"
+import { CONTROL_URL, makeInMemoryFirewall, NODE_ADDRESS, PCP_ROUTER } from "../support/InMemoryFirewall.ts"
 import { testRecordCheck, testRecordKeyService } from "../support/records.ts"
 
 const LEASE = 600
 const http: PinholePort = { portName: "http", protocol: "TCP", port: 8080 }
 const dns: PinholePort = { portName: "dns", protocol: "UDP", port: 5353 }
-const view: FirewallView = { router: CONTROL_URL, nodeAddress: NODE_ADDRESS, bootedAt: 1_000 }
+const upnpRoute = (bootedAt: number | undefined): FirewallRoute => ({ router: CONTROL_URL, protocol: "upnp-igd", bootedAt, opensLowPorts: false })
+const pcpRoute: FirewallRoute = { router: PCP_ROUTER, protocol: "pcp", bootedAt: 1_000, opensLowPorts: true }
+const booted = (bootedAt: number | undefined): FirewallView => ({ nodeAddress: NODE_ADDRESS, routes: [upnpRoute(bootedAt)] })
+const view: FirewallView = booted(1_000)
 const entry = (overrides: Partial<RecordedPinhole> = {}): RecordedPinhole => ({
   protocol: "TCP",
   port: 8080,
@@ -36,7 +40,7 @@ const entry = (overrides: Partial<RecordedPinhole> = {}): RecordedPinhole => ({
   ...overrides
 })
 const plan = (record: ReadonlyArray<RecordedPinhole>, overrides: Partial<Parameters<typeof planPinholes>[0]> = {}) =>
-  planPinholes({ ports: [http], record, view, now: 10_000, leaseSeconds: LEASE, renewedAt: new Map([[3, 9_000]]), ...overrides })
+  planPinholes({ ports: [http], record, view, now: 10_000, leaseSeconds: LEASE, renewedAt: new Map([["TCP/8080", 9_000]]), ...overrides })
 const tags = (steps: ReadonlyArray<{ readonly _tag: string }>) => steps.map((step) => step._tag)
 
 describe("which ports a Service opens over IPv6", () => {
@@ -62,7 +66,7 @@ describe("which ports a Service opens over IPv6", () => {
 describe("planPinholes", () => {
   it("a new port: recorded without an ID, then added (no settling update)", () => {
     const p = plan([])
-    expect(p.steps).toEqual([{ _tag: "Add", port: http, settle: false }])
+    expect(p.steps).toEqual([{ _tag: "Add", port: http, router: CONTROL_URL, settle: false }])
     expect(p.recordBefore).toEqual([{ protocol: "TCP", port: 8080, internalClient: NODE_ADDRESS, router: CONTROL_URL }])
   })
   it("a pinhole renewed less than half a lease ago: no call", () => {
@@ -73,36 +77,60 @@ describe("planPinholes", () => {
   })
   it("past half the lease, or never renewed by this process: UpdatePinhole of the recorded ID", () => {
     expect(tags(plan([entry()], { now: 9_000 + (LEASE / 2) * 1000 }).steps)).toEqual(["Renew"])
-    expect(plan([entry()], { renewedAt: new Map() }).steps).toEqual([{ _tag: "Renew", port: http, entry: entry(), uniqueId: 3 }])
+    expect(plan([entry()], { renewedAt: new Map() }).steps).toEqual([{ _tag: "Renew", port: http, entry: entry() }])
   })
   it("the router rebooted since the ID was recorded: forgotten without a call, added again and settled", () => {
     for (const bootedAt of [1_000 + 3_001, 1_000 - 3_001]) {
-      const p = plan([entry()], { view: { ...view, bootedAt } })
-      expect(p.steps).toEqual([{ _tag: "Add", port: http, settle: true }])
+      const p = plan([entry()], { view: booted(bootedAt) })
+      expect(p.steps).toEqual([{ _tag: "Add", port: http, router: CONTROL_URL, settle: true }])
       expect(p.forgotten).toEqual([entry()])
       expect(p.recordBefore.every((e) => e.uniqueId === undefined)).toBe(true)
     }
     // Within the tolerance (whole-second uptime), the same boot.
-    expect(tags(plan([entry()], { view: { ...view, bootedAt: 1_000 + 3_000 } }).steps)).toEqual([])
+    expect(tags(plan([entry()], { view: booted(1_000 + 3_000) }).steps)).toEqual([])
   })
   it("another router or another node address: the ID is not ours to touch", () => {
-    expect(plan([entry({ router: "http://[2001:db8:9::1]:5000/ctl" })]).steps).toEqual([{ _tag: "Add", port: http, settle: true }])
+    expect(plan([entry({ router: "http://[2001:db8:9::1]:5000/ctl" })]).steps).toEqual([
+      { _tag: "Add", port: http, router: CONTROL_URL, settle: true }
+    ])
     expect(plan([entry({ internalClient: "2001:db8:2::11" })]).forgotten).toHaveLength(1)
   })
   it("a router without uptime: a recorded ID is never updated or deleted, and re-added (then settled) at half-life", () => {
-    const blind = { ...view, bootedAt: undefined }
+    const blind = booted(undefined)
     expect(plan([entry()], { view: blind }).steps).toEqual([])
-    expect(plan([entry()], { view: blind, now: 9_000 + 300_000 }).steps).toEqual([{ _tag: "Add", port: http, settle: true }])
+    expect(plan([entry()], { view: blind, now: 9_000 + 300_000 }).steps).toEqual([
+      { _tag: "Add", port: http, router: CONTROL_URL, settle: true }
+    ])
     expect(plan([entry()], { view: blind, ports: [] }).steps).toEqual([])
   })
   it("a port below 1024 is refused without a call, and says why", () => {
     const p = plan([], { ports: [{ portName: "web", protocol: "TCP", port: 80 }] })
     expect(p.steps).toEqual([])
     expect(p.refused).toMatchObject([{ _tag: "Failed", reason: "LowPort", retryable: false }])
+    expect(p.refused[0]?._tag === "Failed" && p.refused[0].message).toMatch(/below 1024 over UPnP.*does not answer PCP/)
+  })
+  it("a port below 1024 goes through PCP when the router answers it; the others stay on UPnP", () => {
+    const web: PinholePort = { portName: "web", protocol: "TCP", port: 80 }
+    const p = plan([], { ports: [web, http], view: { nodeAddress: NODE_ADDRESS, routes: [upnpRoute(1_000), pcpRoute] } })
+    expect(p.refused).toEqual([])
+    expect(p.steps).toEqual([
+      { _tag: "Add", port: web, router: PCP_ROUTER, settle: false },
+      { _tag: "Add", port: http, router: CONTROL_URL, settle: false }
+    ])
+  })
+  it("PCP alone: every port through it; a PCP entry is renewed by its nonce, not an ID", () => {
+    const pcpOnly: FirewallView = { nodeAddress: NODE_ADDRESS, routes: [pcpRoute] }
+    expect(plan([], { view: pcpOnly }).steps).toEqual([{ _tag: "Add", port: http, router: PCP_ROUTER, settle: false }])
+    const held = entry({ router: PCP_ROUTER, nonce: "0123456789abcdef01234567" })
+    delete (held as { uniqueId?: number }).uniqueId
+    expect(plan([held], { view: pcpOnly, renewedAt: new Map() }).steps).toEqual([{ _tag: "Renew", port: http, entry: held }])
+    // Without a handle the add never completed: added again, nothing to renew.
+    const pending = { protocol: "TCP" as const, port: 8080, internalClient: NODE_ADDRESS, router: PCP_ROUTER, bootedAt: 1_000 }
+    expect(tags(plan([pending], { view: pcpOnly }).steps)).toEqual(["Add"])
   })
   it("a port no longer wanted: deleted when provably ours, else forgotten", () => {
-    expect(plan([entry()], { ports: [] }).steps).toEqual([{ _tag: "Delete", entry: entry(), uniqueId: 3 }])
-    const rebooted = plan([entry()], { ports: [], view: { ...view, bootedAt: 60_000 } })
+    expect(plan([entry()], { ports: [] }).steps).toEqual([{ _tag: "Delete", entry: entry() }])
+    const rebooted = plan([entry()], { ports: [], view: booted(60_000) })
     expect(rebooted.steps).toEqual([])
     expect(rebooted.forgotten).toEqual([entry()])
   })
@@ -142,14 +170,18 @@ describe("the pinhole record", () => {
 })
 
 /** A Service's IPv6 half over the in-memory firewall, its record writes in the same journal. */
-const world = (options: { readonly ports?: ReadonlyArray<PinholePort> } = {}) => {
+const world = (options: { readonly ports?: ReadonlyArray<PinholePort>; readonly upnp?: boolean; readonly pcp?: boolean } = {}) => {
   const firewall = makeInMemoryFirewall({ leaseSeconds: LEASE })
+  firewall.upnp = options.upnp ?? true
+  firewall.pcp = options.pcp ?? false
   let record: ReadonlyArray<RecordedPinhole> = []
   let mark = 0
   const writeRecord = (next: ReadonlyArray<RecordedPinhole>) =>
     Effect.sync(() => {
       record = next
-      firewall.journal.push(`kube write pinholes ${next.map((e) => `${e.protocol}/${e.port}#${e.uniqueId ?? "?"}`).join(",")}`)
+      firewall.journal.push(
+        `kube write pinholes ${next.map((e) => `${e.protocol}/${e.port}#${e.uniqueId ?? e.nonce?.replace(/^0+/, "n") ?? "?"}`).join(",")}`
+      )
     })
   return {
     firewall,
@@ -251,10 +283,44 @@ describe("the IPv6 half's calls, in order", () => {
       yield* w.pass()
       w.firewall.pinholes.clear()
       yield* TestClock.adjust("300 seconds")
+      const repairs = Metric.value(Metric.withAttributes(metrics.driftRepairs, { family: "ipv6" }))
+      const before = (yield* repairs).count
       w.calls()
       const result = yield* w.pass()
       expect(w.calls()).toEqual(["firewall update 1 -> 402", "firewall add TCP/8080 -> 2", "firewall update 2", "kube write pinholes TCP/8080#2"])
       expect(result.events.map((e) => e.reason)).toEqual(["MappingRepaired"])
+      // Counted as a repair of the IPv6 family.
+      expect((yield* repairs).count).toBe(before + 1)
+    }))
+
+  it.effect("PCP alone: opened under a nonce, renewed by replacing it (recorded), deleted with the latest one", () =>
+    Effect.gen(function*() {
+      const w = world({ upnp: false, pcp: true, ports: [{ portName: "web", protocol: "TCP", port: 80 }] })
+      const result = yield* w.pass()
+      expect(w.calls()).toEqual(["kube write pinholes TCP/80#?", "firewall pcp add TCP/80 -> n1", "kube write pinholes TCP/80#n1"])
+      expect(result.ingress).toEqual({ ip: NODE_ADDRESS, ports: [{ port: 80, protocol: "TCP" }] })
+      yield* TestClock.adjust("300 seconds")
+      yield* w.pass()
+      expect(w.calls()).toEqual(["firewall pcp replace TCP/80 -> n2", "kube write pinholes TCP/80#n2"])
+      const removal = yield* w.cleanup
+      expect(w.calls()).toEqual(["firewall pcp delete TCP/80"])
+      expect(removal.failures).toEqual([])
+      expect(w.firewall.pcpPinholes.size).toBe(0)
+    }))
+
+  it.effect("auto: a port below 1024 through PCP, the others through UPnP, each deleted through its own route", () =>
+    Effect.gen(function*() {
+      const w = world({ pcp: true, ports: [{ portName: "web", protocol: "TCP", port: 80 }, http] })
+      const result = yield* w.pass()
+      expect(w.calls()).toEqual([
+        "kube write pinholes TCP/80#?,TCP/8080#?",
+        "firewall pcp add TCP/80 -> n1",
+        "firewall add TCP/8080 -> 1",
+        "kube write pinholes TCP/80#n1,TCP/8080#1"
+      ])
+      expect(result.ingress?.ports.every((port) => port.error === undefined)).toBe(true)
+      yield* w.cleanup
+      expect(w.calls()).toEqual(["firewall pcp delete TCP/80", "firewall delete 1"])
     }))
 
   it.effect("a router without the firewall service: one IPv6NotPublished condition, no call, no failure", () =>

@@ -14,13 +14,16 @@ import {
   sample,
   startController
 } from "./support/controller.ts"
+import { createDualStackService } from "./support/dualStack.ts"
 import {
   curlFromWan,
   ensureNamespace,
+  inNamespace,
   kubectl,
   kubectlJson,
   type LabProcess,
   loadLab,
+  nftPinholes,
   reconfigureGateway,
   restoreGateway,
   spawnInNamespace,
@@ -31,6 +34,7 @@ import {
 const NAMESPACE = "edge-ccm-system"
 const NODE_1 = "192.168.77.10"
 const NODE_2 = "192.168.77.11"
+const NODE_2_IP6 = "2001:db8:2::11"
 const PORT = 8801
 
 type Controller = ControllerUnderTest
@@ -150,6 +154,64 @@ describe("failover", () => {
     console.log(`graceful handover: mapping re-pointed ${handover} ms after SIGTERM`)
     // Faster than waiting for a 15 s Lease to expire.
     expect(handover).toBeLessThan(10_000)
+  })
+
+  it("dual-stack: the IPv6 ingress moves to the new leader's own address, its pinhole opens, curl over IPv6 works again", async () => {
+    const lab = loadLab()
+    const [node1Ip6, node2Ip6] = [lab.nodeIp6, NODE_2_IP6]
+    const flags = ["--gateway-url", lab.rootDescUrl, "--gateway-address6", lab.gatewayLanIp6, "--pinhole-lease", "30s"]
+    const first = await start("lan", flags)
+    await waitFor(async () => (await holder()) === "node-1", { description: "node-1 to lead" })
+    await start("lan2", flags)
+    await createDualStackService("failover", { ports: [{ name: "http", port: PORT }] })
+    const ingress6 = async () => (await getService("failover"))?.status?.loadBalancer?.ingress?.find((i) => i.ip?.includes(":"))?.ip
+    await waitFor(async () => (await ingress6()) === node1Ip6, { description: "node-1's IPv6 address published" })
+    const [old] = (await nftPinholes()).filter((p) => p.port === PORT)
+    expect(old?.internalClient).toBe(node1Ip6)
+    const node2Ipv6Server = spawnInNamespace("lan2", [
+      process.execPath,
+      "-e",
+      `require("node:http").createServer((q, s) => s.end("node-2 over IPv6\\n")).listen(${PORT}, "${node2Ip6}")`
+    ])
+    try {
+      await stop(first, "SIGKILL")
+      const killed = Date.now()
+      await waitFor(async () => (await ingress6()) === node2Ip6, {
+        description: "node-2's IPv6 address published",
+        timeoutMs: 30_000,
+        intervalMs: 200
+      })
+      const moved = Date.now() - killed
+      const pinholes = (await nftPinholes()).filter((p) => p.port === PORT)
+      const mine = pinholes.find((p) => p.internalClient === node2Ip6)
+      expect(mine).toBeDefined()
+      const answer = await waitFor(async () => {
+        const r = await curlFromWan(`http://[${node2Ip6}]:${PORT}/`)
+        return r.ok ? r : undefined
+      }, { description: "curl over IPv6 to the new leader's node" })
+      expect(answer.body).toBe("node-2 over IPv6\n")
+      console.log(`IPv6 failover: node-2's address published ${moved} ms after SIGKILL; pinholes on ${PORT}: ` +
+        pinholes.map((p) => `${p.uniqueId} -> ${p.internalClient} ts ${p.expiresAt}`).join(", "))
+      // node-1's pinhole cannot be deleted from node-2: miniupnpd lets only the pinhole's own address touch it.
+      const stillThere = pinholes.find((p) => p.uniqueId === old!.uniqueId)
+      expect(stillThere?.internalClient).toBe(node1Ip6)
+      const refused = await inNamespace("lan2", ["upnpc", "-6", "-u", lab.rootDescUrl6, "-D", String(old!.uniqueId)])
+      console.log(`DeletePinhole ${old!.uniqueId} from node-2: ${refused.stdout.trim().split("\n").at(-1)}`)
+      expect(refused.stdout).toMatch(/606/)
+      expect((await nftPinholes()).some((p) => p.uniqueId === old!.uniqueId)).toBe(true)
+      // ...so it is left to its 30 s lease, and the record the new leader writes no longer names it.
+      await waitFor(async () => !(await nftPinholes()).some((p) => p.uniqueId === old!.uniqueId), {
+        description: "node-1's pinhole to expire",
+        timeoutMs: 40_000,
+        intervalMs: 500
+      })
+      console.log(`node-1's pinhole expired ${Date.now() - killed} ms after SIGKILL`)
+      const record = (await getService("failover"))?.metadata.annotations?.["midokura.com/pinholes"] ?? ""
+      expect(record).toContain(node2Ip6)
+      expect(record).not.toContain(node1Ip6)
+    } finally {
+      await node2Ipv6Server.stop()
+    }
   })
 
   it("on a secure-mode router, waits for the old leader's mapping to expire, says so, then takes over", async () => {

@@ -12,10 +12,9 @@ import {
   eventsFor,
   fullPasses,
   getService,
-  loadBalancerService,
-  type ServiceView,
   startController
 } from "./support/controller.ts"
+import { createDualStackService, expectDroppedOverIpv6, expectReachedOverIpv4, ingressIps } from "./support/dualStack.ts"
 import {
   curlFromWan,
   kernelUptime,
@@ -43,7 +42,6 @@ let state: LabState
 let controller: ControllerUnderTest
 const servers: Array<NodePortServer> = []
 
-const ingressIps = (service: ServiceView | undefined) => (service?.status?.loadBalancer?.ingress ?? []).map((i) => i.ip)
 const pinholesOn = async (port: number) => (await nftPinholes()).filter((p) => p.port === port)
 
 beforeAll(async () => {
@@ -93,23 +91,12 @@ describe("a dual-stack Service", () => {
     expect(pinholes[0]?.internalClient).toBe(state.nodeIp6)
     expect(service.metadata.annotations?.["midokura.com/pinholes"]).toContain(`"uniqueId":${pinholes[0]?.uniqueId}`)
 
-    const nodePort = service.spec.ports.find((p) => p.port === PORT)?.nodePort
-    expect(nodePort).toBeGreaterThanOrEqual(30000)
-    const ipv4 = await serveNodePort(nodePort!)
-    try {
-      const answer = await curlFromWan(`http://${PUBLIC_IP}:${PORT}/`)
-      expect(answer.ok, answer.error).toBe(true)
-      expect(answer.body).toBe(ipv4.body)
-    } finally {
-      await ipv4.close()
-    }
+    await expectReachedOverIpv4(service, PUBLIC_IP, PORT)
     const over6 = await curlFromWan(`http://[${state.nodeIp6}]:${PORT}/`)
     expect(over6.ok, over6.error).toBe(true)
     expect(over6.body).toBe("dual-stack over IPv6\n")
 
-    const closed = await curlFromWan(`http://[${state.nodeIp6}]:${CLOSED_PORT}/`, { timeoutMs: 3000 })
-    expect(closed.curlExitCode).toBe(28) // timed out: dropped by the gateway's forward chain
-    expect(servers[1]!.requests()).toBe(0)
+    await expectDroppedOverIpv6(state.nodeIp6, CLOSED_PORT, servers[1]!)
     const events = await eventsFor(NAME)
     console.log(events.map((e) => `${e.type} ${e.reason}: ${e.note}`).join("\n"))
     expect(events.map((e) => e.reason)).toContain("EnsuredLoadBalancer")
@@ -172,13 +159,7 @@ describe("a router with IPv6 off", () => {
   it("maps IPv4 as ever, says once why IPv6 is not published, and logs no error per pass", async () => {
     await reconfigureGateway({ enableIpv6: false })
     const name = "dual-stack-v4-only-router"
-    const manifest = JSON.parse(loadBalancerService(name, { ports: [{ name: "http", port: 8181 }] })) as {
-      spec: Record<string, unknown>
-    }
-    manifest.spec["ipFamilyPolicy"] = "PreferDualStack"
-    manifest.spec["ipFamilies"] = ["IPv4", "IPv6"]
-    const created = await kubectl(["create", "-f", "-"], { input: JSON.stringify(manifest) })
-    expect(created.code, created.stderr).toBe(0)
+    await createDualStackService(name, { ports: [{ name: "http", port: 8181 }] })
     // The router's address alone: the node's IPv6 address is not published where no pinhole opens.
     await waitFor(async () => {
       const s = await getService(name)

@@ -37,7 +37,7 @@ export const NONCE_PATTERN = /^[0-9a-f]{24}$/
 const UNDERSTOOD_NOTHING = new Set([PCP_UNSUPP_VERSION, PCP_MALFORMED_REQUEST, PCP_UNSUPP_OPCODE])
 
 /** An answer to this MAP request: same nonce, protocol and internal port (RFC 6887 §11.3). */
-const matchMap = (nonce: string, protocol: Protocol, internalPort: number) => (payload: Uint8Array): Verdict<PcpResponse> => {
+export const matchMap = (nonce: string, protocol: Protocol, internalPort: number) => (payload: Uint8Array): Verdict<PcpResponse> => {
   const decoded = decodeResponse(payload)
   if (Result.isFailure(decoded)) return { _tag: "Unusable", ...decoded.failure }
   const response = decoded.success

@@ -98,8 +98,9 @@ export const exchange = <A>(
   Effect.gen(function*() {
     const unreachable = (reason: string) =>
       new GatewayUnreachable({ router: endpoint.router, action: request.action, reason })
-    const gatewayIp = NetAddress.ipv4FromString(endpoint.gateway)
-    if (Result.isFailure(gatewayIp)) return yield* unreachable(`gateway address ${endpoint.gateway} is not IPv4`)
+    // IPv4 for mappings; IPv6 for pinholes opened by PCP (docs/ipv6-field-notes.md, section 7).
+    const gatewayIp = NetAddress.ipFromString(endpoint.gateway)
+    if (Result.isFailure(gatewayIp)) return yield* unreachable(`gateway address ${endpoint.gateway} is not an IP address`)
     const destination = NetAddress.inetAddressUnsafe(gatewayIp.success, endpoint.port)
     const socket = yield* open(endpoint.localAddress)
     const reader = yield* socket.reader.pipe(

@@ -51,7 +51,8 @@ const router = (
     )
     const http = Layer.succeed(HttpClient.HttpClient, client)
     const firewall = (settings: FirewallOptions) =>
-      Firewall.layer({ sourceAddress: () => Effect.succeed("2001:db8:2::10"), ...settings }).pipe(
+      // UPnP only: PCP would send real datagrams (its route is tested over loopback in pcp/).
+      Firewall.layer({ protocol: "upnp-igd", sourceAddress: () => Effect.succeed("2001:db8:2::10"), ...settings }).pipe(
         // No retries: a refused connection is answered at once (the test clock never sleeps).
         Layer.provide(Layer.mergeAll(SoapTransport.layer({ retry: { times: 0, base: "1 millis", cap: "1 millis" } }), Description.layer())),
         Layer.provide(http)
@@ -73,9 +74,8 @@ describe("Firewall", () => {
       const { firewall, fake } = yield* viewWith({ descriptionUrl: LOCATION, routerIpv6: "2001:DB8:2:0::1" })
       const view = yield* firewall.view
       assert.deepStrictEqual(view, {
-        router: "http://[2001:db8:2::1]:49536/ctl/IP6FCtl",
         nodeAddress: "2001:db8:2::10",
-        bootedAt: 100_000 - 15_000
+        routes: [{ router: "http://[2001:db8:2::1]:49536/ctl/IP6FCtl", protocol: "upnp-igd", bootedAt: 100_000 - 15_000, opensLowPorts: false }]
       })
       yield* firewall.view
       // The description and the firewall's status once; the uptime at every look.
@@ -87,15 +87,51 @@ describe("Firewall", () => {
       ])
     }))
 
+  it.effect("no URL given: the description found over IPv6 is used, and the uptime read on the router's IPv6 address", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(100_000)
+      const location6 = "http://[2001:db8:2::1]:49536/rootDesc.xml"
+      const { firewall, fake } = yield* viewWith({ discoverDescription: Effect.succeed(location6) })
+      const view = yield* firewall.view
+      assert.deepStrictEqual(view.routes, [
+        { router: "http://[2001:db8:2::1]:49536/ctl/IP6FCtl", protocol: "upnp-igd", bootedAt: 100_000 - 15_000, opensLowPorts: false }
+      ])
+      assert.deepStrictEqual(yield* Ref.get(fake.sent), [
+        `GET ${location6}`,
+        "GetFirewallStatus http://[2001:db8:2::1]:49536/ctl/IP6FCtl",
+        "GetStatusInfo http://[2001:db8:2::1]:49536/ctl/IPConn"
+      ])
+    }))
+
+  it.effect("a search that found nothing: unavailable, and not searched again before the quiet time", () =>
+    Effect.gen(function*() {
+      let searches = 0
+      const discoverDescription = Effect.sync(() => {
+        searches += 1
+        return undefined
+      })
+      const { firewall } = yield* viewWith({ discoverDescription, rediscoverAfter: 60_000 })
+      for (const _ of [1, 2]) {
+        const result = yield* Effect.result(firewall.view)
+        assert.isTrue(Result.isFailure(result) && result.failure._tag === "FirewallUnavailable")
+      }
+      assert.strictEqual(searches, 1)
+      yield* TestClock.adjust("60 seconds")
+      yield* Effect.result(firewall.view)
+      assert.strictEqual(searches, 2)
+    }))
+
   it.effect("add remembers when, for renewal at half the lease; the static URL gives no boot time", () =>
     Effect.gen(function*() {
       yield* TestClock.setTime(5_000)
       const { firewall } = yield* viewWith({ firewallUrl: "http://[2001:db8:2::1]:49536/ctl/IP6FCtl" })
-      assert.strictEqual((yield* firewall.view).bootedAt, undefined)
-      const id = yield* firewall.add({ internalClient: "2001:db8:2::10", port: 8080, protocol: "TCP", leaseSeconds: 600 })
-      assert.strictEqual(id, 1)
-      assert.strictEqual(yield* firewall.renewedAt(id), 5_000)
-      assert.strictEqual(yield* firewall.renewedAt(7), undefined)
+      const router = "http://[2001:db8:2::1]:49536/ctl/IP6FCtl"
+      assert.strictEqual((yield* firewall.view).routes[0]?.bootedAt, undefined)
+      const handle = yield* firewall.add(router, { internalClient: "2001:db8:2::10", port: 8080, protocol: "TCP", leaseSeconds: 600 })
+      assert.deepStrictEqual(handle, { uniqueId: 1 })
+      const held = { protocol: "TCP" as const, port: 8080, internalClient: "2001:db8:2::10", router, uniqueId: 1 }
+      assert.strictEqual(yield* firewall.renewedAt(held), 5_000)
+      assert.strictEqual(yield* firewall.renewedAt({ ...held, port: 8081 }), undefined)
     }))
 
   const unavailable = (settings: FirewallOptions, routerOptions: Parameters<typeof router>[0], expected: RegExp) =>

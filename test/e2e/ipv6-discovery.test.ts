@@ -1,0 +1,79 @@
+/**
+ * The router's IPv6 firewall found without a flag, on the real lab: the controller runs with no
+ * --gateway-url, --firewall-url or --gateway-address6, finds the IPv4 gateway by SSDP on
+ * 239.255.255.250 as ever, and the IGD:2 description by an M-SEARCH to ff02::c from the
+ * interface of the node's IPv6 default route; the pinhole is then asked of the control URL on
+ * the router's IPv6 address.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
+import { type ControllerUnderTest, deleteTestServices, getService, startController } from "./support/controller.ts"
+import { bothAddressesPublished, createDualStackService, ingressIps } from "./support/dualStack.ts"
+import { curlFromWan, kubectl, type LabState, loadLab, nftPinholes, type NodePortServer, serveNodePort, waitFor } from "./support/lab.ts"
+
+const NAME = "dual-stack-discovered"
+const PUBLIC_IP = "122.112.219.229"
+const PORT = 8282
+const DROPPED_PORT = 8283
+
+let state: LabState
+let controller: ControllerUnderTest
+let server: NodePortServer
+
+
+beforeAll(async () => {
+  state = loadLab()
+  controller = await startController({ flags: ["--pinhole-protocol", "upnp-igd"] })
+  server = await serveNodePort(PORT, { ip: state.nodeIp6, body: "found without flags\n" })
+})
+
+afterAll(async () => {
+  await deleteTestServices()
+  await server?.close()
+  await controller?.stop()
+})
+
+afterEach(async (context) => {
+  if (context.task.result?.state === "fail") console.log(`controller output (last 4000 chars):\n${controller.output().slice(-4000)}`)
+})
+
+describe("no router flags at all", () => {
+  it("the IPv6 firewall is found by SSDP on ff02::c and called on the router's IPv6 address; curl over IPv6 reaches the node", async () => {
+    const created = Date.now()
+    await createDualStackService(NAME, { ports: [{ name: "http", port: PORT }, { name: "extra", port: DROPPED_PORT }] })
+    const service = await bothAddressesPublished(NAME, created, 20_000)
+    expect(ingressIps(service)).toEqual([PUBLIC_IP, state.nodeIp6])
+    const record = service.metadata.annotations?.["midokura.com/pinholes"] ?? ""
+    console.log(`pinhole record: ${record}`)
+    expect(record).toContain(`"router":"${state.firewallControlUrl}"`)
+    expect((await nftPinholes()).filter((p) => p.port === DROPPED_PORT)).toHaveLength(1)
+    const [pinhole] = (await nftPinholes()).filter((p) => p.port === PORT)
+    expect(pinhole?.internalClient).toBe(state.nodeIp6)
+    expect(record).toContain(`"uniqueId":${pinhole?.uniqueId}`)
+    // The router's boot time, read over IPv6 too: the proof that lets the ID be renewed and deleted.
+    expect(record).toMatch(/"bootedAt":\d+/)
+    const over6 = await curlFromWan(`http://[${state.nodeIp6}]:${PORT}/`)
+    expect(over6.ok, over6.error).toBe(true)
+    expect(over6.body).toBe("found without flags\n")
+  })
+
+  it("a port removed while the controller was down: its recorded pinhole is deleted by the first pass after the restart", async () => {
+    await controller.stop()
+    const patched = await kubectl(["patch", "service", NAME, "--type", "json", "-p", '[{"op":"remove","path":"/spec/ports/1"}]'])
+    expect(patched.code, patched.stderr).toBe(0)
+    expect((await nftPinholes()).filter((p) => p.port === DROPPED_PORT)).toHaveLength(1)
+    const restarted = Date.now()
+    controller = await startController({ flags: ["--pinhole-protocol", "upnp-igd"] })
+    await waitFor(async () => (await nftPinholes()).every((p) => p.port !== DROPPED_PORT), {
+      description: `the pinhole on ${DROPPED_PORT} deleted`,
+      timeoutMs: 20_000,
+      intervalMs: 200
+    })
+    console.log(`the dropped port's pinhole deleted ${Date.now() - restarted} ms after the controller was started again`)
+    const record = await waitFor(async () => {
+      const text = (await getService(NAME))?.metadata.annotations?.["midokura.com/pinholes"]
+      return text !== undefined && !text.includes(`"port":${DROPPED_PORT}`) ? text : undefined
+    }, { description: "the record without the dropped port", timeoutMs: 5_000 })
+    expect(record).toContain(`"port":${PORT}`)
+    expect((await nftPinholes()).filter((p) => p.port === PORT)).toHaveLength(1)
+  })
+})
