@@ -4,7 +4,7 @@
  * on), and do that. Fails with a typed `ReconcileError`; the workers hand it to the error policy.
  */
 import { Context, Effect, Layer, Option } from "effect"
-import { Firewall, firewallOff } from "../gateway/upnp/Firewall.ts"
+import { Firewall, firewallOff } from "../gateway/Firewall.ts"
 import type { Service } from "../kube/objects.ts"
 import { apply } from "./apply.ts"
 import { cleanup } from "./cleanup.ts"

@@ -4,7 +4,7 @@
  * cleanup, without their importing each other.
  */
 import type { Duration } from "effect"
-import type { Firewall } from "../gateway/upnp/Firewall.ts"
+import type { Firewall } from "../gateway/Firewall.ts"
 import type { ClusterState } from "./ClusterState.ts"
 import type { RecordCheck } from "./MappingRecord.ts"
 import type { NeighbourOptions } from "./neighbours.ts"

@@ -9,7 +9,7 @@
  * is forgotten without a call. A new pinhole goes through the first route that opens its port.
  */
 import { LOWEST_UPNP_PINHOLE_PORT } from "../gateway/upnp/PinholeError.ts"
-import type { FirewallRoute, FirewallView } from "../gateway/upnp/Firewall.ts"
+import type { FirewallRoute, FirewallView } from "../gateway/Firewall.ts"
 import type { Protocol } from "../gateway/Mapping.ts"
 import type { Service } from "../kube/objects.ts"
 import { isOpened, pinholeKey, type RecordedPinhole } from "./PinholeRecord.ts"

@@ -5,7 +5,7 @@
  * condition, never an error: the IPv4 half is not touched either way.
  */
 import { Clock, Duration, Effect } from "effect"
-import type { Firewall, FirewallError, FirewallView, PinholeHandle } from "../gateway/upnp/Firewall.ts"
+import type { Firewall, FirewallError, FirewallView, PinholeHandle } from "../gateway/Firewall.ts"
 import type { Announcement } from "./Announcer.ts"
 import {
   describePinhole,

@@ -7,7 +7,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Metric } from "effect"
 import { TestClock } from "effect/testing"
-import type { FirewallRoute, FirewallView } from "../../src/gateway/upnp/Firewall.ts"
+import type { FirewallRoute, FirewallView } from "../../src/gateway/Firewall.ts"
 import type { Service } from "../../src/kube/objects.ts"
 import { pinholePorts, type PinholePort, planPinholes } from "../../src/controller/pinholePlan.ts"
 import {

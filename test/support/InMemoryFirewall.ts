@@ -8,7 +8,7 @@
  * the exact sequence of calls.
  */
 import { Clock, Effect } from "effect"
-import { Firewall, type FirewallError, FirewallUnavailable, type FirewallView } from "../../src/gateway/upnp/Firewall.ts"
+import { Firewall, type FirewallError, FirewallUnavailable, type FirewallView } from "../../src/gateway/Firewall.ts"
 import { PinholeError, pinholeFaultMeaning } from "../../src/gateway/upnp/PinholeError.ts"
 import { PortControlError } from "../../src/gateway/GatewayError.ts"
 

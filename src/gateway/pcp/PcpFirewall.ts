@@ -15,7 +15,7 @@ import { Clock, Effect, Ref } from "effect"
 import { FirewallUnavailable, InvalidMapping, PortControlError } from "../GatewayError.ts"
 import type { Protocol } from "../Mapping.ts"
 import { type Endpoint, exchange, nodeSocket, type OpenSocket, type Retransmission } from "../portcontrol/Exchange.ts"
-import type { FirewallBackend } from "../upnp/Firewall.ts"
+import type { FirewallBackend } from "../FirewallBackend.ts"
 import { defaultPcpRetransmission } from "./PcpGateway.ts"
 import { matchMap, randomNonce } from "./PcpMapExchange.ts"
 import {
