@@ -77,15 +77,11 @@ export const runSteps = Effect.fnUntraced(function*(
       case "Renew":
       case "Replace":
         return mapStep(routers, router, gateway, desired, step, nonces.get(portKey(step.port))).pipe(
-          Effect.tap((outcome) =>
+          Effect.flatMap((outcome) =>
             step._tag === "Add" && step.repair && outcome._tag === "Mapped"
-              ? metrics.count(metrics.driftRepairs, { family: "ipv4" })
-              : Effect.void
-          ),
-          Effect.map((outcome) => ({
-            outcome,
-            ...(step._tag === "Add" && step.repair && outcome._tag === "Mapped" ? { repaired: step.port } : {})
-          }))
+              ? Effect.as(metrics.count(metrics.driftRepairs, { family: "ipv4" }), { outcome, repaired: step.port })
+              : Effect.succeed({ outcome })
+          )
         )
       case "Conflict":
         return Effect.succeed({ outcome: { _tag: "Failed", port: step.port, reason: "PortConflict", message: step.reason } })
