@@ -83,7 +83,8 @@ describe("hearing the router (UPnP events)", () => {
       yield* settle
       // Every 30 s while subscribed.
       expect(probes()).toBe(1)
-      gateway.eventing.refuses = true
+      // Lost, and the new SUBSCRIBE goes unanswered for now.
+      gateway.eventing.unanswered = true
       gateway.eventing.lose("renewal failed: renewal answered HTTP 412")
       yield* settle
       const lost = probes()

@@ -52,8 +52,10 @@ export interface InMemoryGateway {
     /** SIDs granted, in order; the last is alive unless unsubscribed. */
     readonly granted: Array<string>
     readonly unsubscribed: Array<string>
-    /** Whether SUBSCRIBE is answered (else refused with 412). */
+    /** Whether SUBSCRIBE is refused with 412 (the watch fails). */
     refuses: boolean
+    /** Whether SUBSCRIBE goes unanswered (the watch is still trying). */
+    unanswered: boolean
     readonly notify: (connectionStatus?: string) => void
     readonly lose: (reason: string) => void
   }
@@ -119,6 +121,7 @@ export const makeInMemoryGateway = (
     granted: [],
     unsubscribed: [],
     refuses: false,
+    unanswered: false,
     notify: (connectionStatus = "Connected") => {
       const current = subscriber
       if (current === undefined) return
@@ -140,6 +143,10 @@ export const makeInMemoryGateway = (
     if (eventing.refuses) {
       calls.push("subscribe refused")
       return to.refused()
+    }
+    if (eventing.unanswered) {
+      calls.push("subscribe unanswered")
+      return
     }
     const sid = `uuid:in-memory-${eventing.granted.length + 1}`
     eventing.granted.push(sid)
