@@ -86,6 +86,8 @@ export class Routers extends Context.Service<Routers, {
    * `AddressChanged`, as a probe would say. With nothing to compare it to, a whole probe.
    */
   readonly reread: (router: Router) => Effect.Effect<ProbeVerdict>
+  /** When the router last answered a probe (Clock time), by any loop. */
+  readonly probedAt: (router: Router) => Effect.Effect<number | undefined>
   /** A listing of the router's table was asked for at this Clock time. */
   readonly listed: (router: Router, at: number) => Effect.Effect<void>
   /** The router announced a restart now. */
@@ -254,6 +256,7 @@ export class Routers extends Context.Service<Routers, {
         }),
         probe,
         reread,
+        probedAt: (router) => Effect.map(stateOf(router), (state) => state.probedAt),
         listed: Effect.fn("Routers.listed")(function*(router: Router, at: number) {
           yield* change(router, (state) => ({ ...state, listedAt: at }))
         }),

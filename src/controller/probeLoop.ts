@@ -7,8 +7,7 @@
  * `--gateway-probe-interval-subscribed`: the probe then only stands behind the subscription. The
  * tick itself counts for liveness: with no router in use there is nothing to probe.
  */
-import { Clock, Duration, Effect, Layer, Ref, Schedule } from "effect"
-import type { Backend } from "../gateway/Mapping.ts"
+import { Clock, Duration, Effect, Layer, Schedule } from "effect"
 import { RouterEvents } from "./routerEvents.ts"
 import { type Router, Routers } from "./Routers.ts"
 import { actOnVerdict } from "./verdicts.ts"
@@ -41,16 +40,14 @@ export const probeOnce = probeRouters()
 export const probeLoopLayer = (interval: Duration.Duration, subscribedInterval: Duration.Duration) =>
   Layer.effectDiscard(Effect.gen(function*() {
     const events = yield* RouterEvents
-    const lastProbed = yield* Ref.make<ReadonlyMap<Backend, number>>(new Map())
+    const routers = yield* Routers
     const relaxed = Duration.toMillis(subscribedInterval)
+    // Any probe counts (the resync's too): subscribed, a router is asked once per relaxed interval.
     const due = (router: Router) =>
       Effect.gen(function*() {
-        const now = yield* Clock.currentTimeMillis
-        const last = (yield* Ref.get(lastProbed)).get(router.backend)
-        const heard = yield* events.subscribed(router)
-        if (heard && last !== undefined && now - last < relaxed) return false
-        yield* Ref.update(lastProbed, (all) => new Map(all).set(router.backend, now))
-        return true
+        if (!(yield* events.subscribed(router))) return true
+        const last = yield* routers.probedAt(router)
+        return last === undefined || (yield* Clock.currentTimeMillis) - last >= relaxed
       })
     yield* probeRouters(due).pipe(Effect.repeat(Schedule.spaced(interval)), Effect.forkScoped)
   }))
