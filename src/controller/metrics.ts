@@ -54,7 +54,7 @@ export const gatewayReboots = Metric.counter("edge_ccm_gateway_reboots_total", {
   incremental: true
 })
 
-/** Whether the router's events are heard (a GENA subscription alive), per router. */
+/** Whether the router's events are heard (a GENA subscription alive), per router (one per protocol). */
 export const eventSubscription = Metric.gauge("edge_ccm_gateway_event_subscription", {
   description: "1 while a UPnP event subscription to the router is alive (its probe then relaxed), 0 while it is probed instead"
 })

@@ -89,7 +89,7 @@ const make = (options: RouterEventsOptions) =>
 
     const setHeard = (router: Router, value: boolean) =>
       Ref.update(heard, (all) => new Map(all).set(router.backend, value)).pipe(
-        Effect.andThen(Metric.update(Metric.withAttributes(metrics.eventSubscription, { router: router.backend }), value ? 1 : 0))
+        Effect.andThen(Metric.update(Metric.withAttributes(metrics.eventSubscription, { protocol: router.backend }), value ? 1 : 0))
       )
 
     /** Reads the address and does what a new one calls for, as the probe does. */

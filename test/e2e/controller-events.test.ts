@@ -90,7 +90,7 @@ describe("the controller hears the router", () => {
       description: "the subscription logged",
       timeoutMs: 15_000
     })
-    expect(sample(await metricsText(controller!), 'edge_ccm_gateway_event_subscription{router="upnp-igd"}')).toBe(1)
+    expect(sample(await metricsText(controller!), 'edge_ccm_gateway_event_subscription{protocol="upnp-igd"}')).toBe(1)
     let addedAt = 0
     await setGatewayWanAddress("122.112.219.230/24", {
       // miniupnpd drops a change made while its NOTIFY of the previous one is in flight.
