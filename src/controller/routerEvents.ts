@@ -57,12 +57,6 @@ export class RouterEvents extends Context.Service<RouterEvents, {
   static layer(options: Partial<RouterEventsOptions> = {}): Layer.Layer<RouterEvents, never, Routers | FullPass> {
     return Layer.effect(RouterEvents, make({ ...defaultRouterEventsOptions, ...options }))
   }
-
-  /** No events heard from any router: every router is probed at the normal interval. */
-  static readonly layerNone: Layer.Layer<RouterEvents> = Layer.succeed(
-    RouterEvents,
-    RouterEvents.of({ subscribed: () => Effect.succeed(false), resubscribe: () => Effect.void })
-  )
 }
 
 /** What a subscription's stream ended with: a failure, or a wake-up to subscribe afresh. */
