@@ -84,8 +84,10 @@ export class Routers extends Context.Service<Routers, {
   /**
    * Reads only the router's external address (a cue said it may have changed): a new one is
    * `AddressChanged`, as a probe would say. With nothing to compare it to, a whole probe.
+   * `holdMissing`: no address at all is taken for a passing state (a WAN reconnect) and
+   * changes nothing; a later read decides.
    */
-  readonly reread: (router: Router) => Effect.Effect<ProbeVerdict>
+  readonly reread: (router: Router, options?: { readonly holdMissing?: boolean }) => Effect.Effect<ProbeVerdict>
   /** When the router last answered a probe (Clock time), by any loop. */
   readonly probedAt: (router: Router) => Effect.Effect<number | undefined>
   /** A listing of the router's table was asked for at this Clock time. */
@@ -184,12 +186,13 @@ export class Routers extends Context.Service<Routers, {
           : { _tag: "Quiet" } satisfies ProbeVerdict
       })
 
-      const reread = Effect.fn("Routers.reread")(function*(router: Router) {
+      const reread = Effect.fn("Routers.reread")(function*(router: Router, options?: { readonly holdMissing?: boolean }) {
         const previous = (yield* stateOf(router)).status
         if (previous === undefined) return yield* probe(router)
         const read = yield* Effect.result(router.mapper.externalAddress)
         if (read._tag === "Failure") return { _tag: "Failed", error: read.failure } satisfies ProbeVerdict
         const next = read.success
+        if (options?.holdMissing === true && next.class === "missing") return { _tag: "Quiet" } satisfies ProbeVerdict
         yield* metrics.setExternalIp(previous.externalAddress, next)
         yield* change(router, (state) => ({
           ...state,

@@ -86,9 +86,14 @@ const make = (options: RouterEventsOptions) =>
         Effect.andThen(Metric.update(Metric.withAttributes(metrics.eventSubscription, { protocol: router.backend }), value ? 1 : 0))
       )
 
-    /** Reads the address and does what a new one calls for, as the probe does. */
-    const reread = (router: Router) =>
-      Effect.flatMap(routers.reread(router), actOnVerdict).pipe(Effect.provideService(FullPass, fullPass))
+    /**
+     * Reads the address and does what a new one calls for, as the probe does. At the NOTIFY
+     * itself no address is a passing state (a renumbering's removal, a reconnect: the new
+     * address follows within milliseconds): the status is withdrawn only if the second read
+     * still finds none, so a DNS record fed from it does not flap.
+     */
+    const reread = (router: Router, holdMissing: boolean) =>
+      Effect.flatMap(routers.reread(router, { holdMissing }), actOnVerdict).pipe(Effect.provideService(FullPass, fullPass))
 
     const follow = (router: Router, events: NonNullable<Router["mapper"]["events"]>) =>
       Effect.gen(function*() {
@@ -123,8 +128,8 @@ const make = (options: RouterEventsOptions) =>
                 if (cue === lastCue) return
                 lastCue = cue
                 yield* Effect.log(`${notifyOf(event)}; reading the router's external address now and in ${Duration.format(options.eventRecheckDelay)}`)
-                yield* reread(router)
-                yield* FiberHandle.run(recheck, Effect.delay(reread(router), options.eventRecheckDelay))
+                yield* reread(router, true)
+                yield* FiberHandle.run(recheck, Effect.delay(reread(router, false), options.eventRecheckDelay))
               }
             }
           })

@@ -60,16 +60,31 @@ describe("hearing the router (UPnP events)", () => {
       gateway.state.externalIp = undefined
       gateway.state.externalClass = "missing"
       gateway.eventing.notify("Disconnected")
-      yield* until("withdrawn", () => KEYS.every((key) => ip(kube, key) === undefined))
+      yield* until("the address read", () => callsSince().includes("externalAddress"))
       // ...and the new one comes while that NOTIFY is in flight: miniupnpd sends nothing for it.
       gateway.state.externalIp = "122.112.219.230"
       gateway.state.externalClass = "public"
       yield* settle
       yield* TestClock.adjust(Duration.millis(1500))
       yield* until("every Service follows", () => KEYS.every((key) => ip(kube, key) === "122.112.219.230"))
+      yield* untilEvents(kube, "ExternalIPChanged", 3)
       expect(callsSince().filter((call) => call === "externalAddress")).toHaveLength(2)
       // The probe had no part in it: it is relaxed while the subscription lives.
       expect(callsSince()).not.toContain("status")
+    }))
+
+  it.effect("no address at the NOTIFY is a passing state: the status is withdrawn only if the second read finds none either", () =>
+    Effect.gen(function*() {
+      const { gateway, kube, callsSince } = yield* threePublished()
+      gateway.state.externalIp = undefined
+      gateway.state.externalClass = "missing"
+      gateway.eventing.notify("Disconnected")
+      yield* until("the address read", () => callsSince().includes("externalAddress"))
+      yield* settle
+      // Still published: a DNS record fed from it does not flap on a reconnect.
+      expect(KEYS.map((key) => ip(kube, key))).toEqual(KEYS.map(() => "122.112.219.229"))
+      yield* TestClock.adjust(Duration.millis(1500))
+      yield* until("withdrawn", () => KEYS.every((key) => ip(kube, key) === undefined))
     }))
 
   it.effect("relaxes the probe while subscribed, and probes at the normal interval once the subscription is lost", () =>
