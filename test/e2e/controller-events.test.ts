@@ -11,6 +11,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import {
   counterBy,
   deleteTestServices,
+  eventsFor,
   gatewayCalls,
   getService,
   ingressIp,
@@ -112,6 +113,11 @@ describe("the controller hears the router", () => {
     expect(cause).toHaveLength(1)
     const after = messages().slice(messages().indexOf(cause[0]!))
     expect(after).toContain("router external address is now 122.112.219.230")
+    // The removal's NOTIFY did not withdraw the address (a passing state): the change is one Event.
+    await waitFor(async () => (await eventsFor("events-web")).some((event) => event.reason === "ExternalIPChanged"), {
+      description: "the ExternalIPChanged Event",
+      timeoutMs: 10_000
+    })
     const notifies = await counterBy(controller!, "edge_ccm_gateway_event_notifies_total", "result")
     expect(notifies["accepted"]).toBeGreaterThanOrEqual(3)
   })
