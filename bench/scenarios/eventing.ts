@@ -135,6 +135,8 @@ export async function eventing(ctx: Context): Promise<ScenarioResult> {
         for (let i = 0; i < changes; i++) {
           const ip = ADDRESSES[i % 2]!
           latency[mode]!.push(await renumber(ctx, controller, list, ip, mode === "on"))
+          // The second read (1.5 s after the NOTIFY) done before the next change.
+          await waitIdle(controller, { quietMs: 2_000, timeoutMs: 30_000 })
           if (mode === "on") floors.push(await floorSample(ctx, floorName))
         }
         log(`eventing ${mode}: ${changes} renumberings, p95 ${summarize(latency[mode]!)?.p95?.toFixed(0)} ms`)
