@@ -32,6 +32,15 @@ const threePublished = (options: { readonly refuses?: boolean; readonly upnpEven
     return { gateway, kube, callsSince: () => gateway.calls.slice(since) }
   })
 
+/** The router's WAN address goes, and its NOTIFY says so: waits for the read it cues. */
+const addressGone = (gateway: ReturnType<typeof setup>["gateway"], callsSince: () => ReadonlyArray<string>) =>
+  Effect.gen(function*() {
+    gateway.state.externalIp = undefined
+    gateway.state.externalClass = "missing"
+    gateway.eventing.notify("Disconnected")
+    yield* until("the address read", () => callsSince().includes("externalAddress"))
+  })
+
 /** Log lines at or above Info, captured. */
 const captureLogs = () => {
   const lines: Array<string> = []
@@ -57,10 +66,7 @@ describe("hearing the router (UPnP events)", () => {
     Effect.gen(function*() {
       const { gateway, kube, callsSince } = yield* threePublished()
       // The old address goes: its NOTIFY says so...
-      gateway.state.externalIp = undefined
-      gateway.state.externalClass = "missing"
-      gateway.eventing.notify("Disconnected")
-      yield* until("the address read", () => callsSince().includes("externalAddress"))
+      yield* addressGone(gateway, callsSince)
       // ...and the new one comes while that NOTIFY is in flight: miniupnpd sends nothing for it.
       gateway.state.externalIp = "122.112.219.230"
       gateway.state.externalClass = "public"
@@ -76,10 +82,7 @@ describe("hearing the router (UPnP events)", () => {
   it.effect("no address at the NOTIFY is a passing state: the status is withdrawn only if the second read finds none either", () =>
     Effect.gen(function*() {
       const { gateway, kube, callsSince } = yield* threePublished()
-      gateway.state.externalIp = undefined
-      gateway.state.externalClass = "missing"
-      gateway.eventing.notify("Disconnected")
-      yield* until("the address read", () => callsSince().includes("externalAddress"))
+      yield* addressGone(gateway, callsSince)
       // Whatever the read set off has run by the time the clock moved on, short of the second read.
       yield* TestClock.adjust(Duration.millis(1000))
       yield* settle
