@@ -22,6 +22,7 @@ import { now, ratioOf, renderTable, type Row } from "./lib/stats.ts"
 import { renderProfile, summariseProfile } from "./profile-summary.ts"
 import { timeToAddress } from "./scenarios/address.ts"
 import { bulk } from "./scenarios/bulk.ts"
+import { eventing } from "./scenarios/eventing.ts"
 import { everyday } from "./scenarios/everyday.ts"
 import { flood } from "./scenarios/flood.ts"
 import { footprint } from "./scenarios/footprint.ts"
@@ -35,13 +36,15 @@ const SCENARIOS: ReadonlyArray<readonly [string, (ctx: Context) => Promise<Scena
   ["startup", startup],
   ["listing", listing],
   ["flood", flood],
-  ["everyday", everyday]
+  ["everyday", everyday],
+  ["eventing", eventing]
 ]
 /**
  * Run only when named in --only: listing kills the lab's gateway on purpose, flood spoofs it,
- * everyday starts the controller with its default flags and holds it a minute.
+ * everyday starts the controller with its default flags and holds it a minute, eventing renumbers
+ * the router's WAN 40 times and holds 100 Services twice for 3 minutes.
  */
-const OPT_IN = new Set(["listing", "flood", "everyday"])
+const OPT_IN = new Set(["listing", "flood", "everyday", "eventing"])
 
 const { values } = parseArgs({
   options: {

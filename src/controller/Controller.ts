@@ -18,6 +18,7 @@ import { Reconciler } from "./Reconciler.ts"
 import type { RecordKey } from "./RecordKey.ts"
 import { resyncLoopLayer } from "./resyncLoop.ts"
 import { restartAnnouncementsLayer } from "./restartAnnouncements.ts"
+import { defaultRouterEventsOptions, RouterEvents, type RouterEventsOptions } from "./routerEvents.ts"
 import { Routers } from "./Routers.ts"
 import { ServiceEvents } from "./ServiceEvents.ts"
 import { ServiceWrites } from "./ServiceWrites.ts"
@@ -28,7 +29,7 @@ import { WorkQueue } from "./WorkQueue.ts"
 export { EXCLUDE_FROM_LOAD_BALANCERS_LABEL } from "./ClusterState.ts"
 
 /** Everything the controller is told: the cluster's name and class, leases, quotas, timings. */
-export interface ControllerOptions {
+export interface ControllerOptions extends RouterEventsOptions {
   /** The first part of every mapping's description. */
   readonly clusterName: string
   /** Services of this `spec.loadBalancerClass` are ours without the annotation. */
@@ -41,8 +42,6 @@ export interface ControllerOptions {
   readonly ipMode: "VIP" | "Proxy" | undefined
   /** How often every router's table is listed and every Service reconciled from it. */
   readonly resyncInterval: Duration.Duration
-  /** How often the router is asked for its uptime and address, to notice a reboot quickly. */
-  readonly probeInterval: Duration.Duration
   /** The Node this controller runs on (for the exclusion label and local endpoints). */
   readonly nodeName: string | undefined
   /** Services reconciled in parallel (the router's own limit applies beneath). */
@@ -58,7 +57,7 @@ export const defaultControllerOptions: ControllerOptions = {
   maxMappingsPerNamespace: 256,
   ipMode: undefined,
   resyncInterval: Duration.seconds(30),
-  probeInterval: Duration.seconds(2),
+  ...defaultRouterEventsOptions,
   nodeName: undefined,
   workers: 8
 }
@@ -102,11 +101,11 @@ export class Controller extends Context.Service<Controller, {
     const services = Layer.mergeAll(ServiceEvents.layer, ServiceWrites.layer, FullPass.layer(settings)).pipe(
       Layer.provideMerge(state)
     )
-    const core = Reconciler.layer(settings).pipe(Layer.provideMerge(services))
+    const core = Layer.merge(Reconciler.layer(settings), RouterEvents.layer(settings)).pipe(Layer.provideMerge(services))
     const loops = Layer.mergeAll(
       watchesLayer(settings),
       workersLayer(settings),
-      probeLoopLayer(settings.probeInterval),
+      probeLoopLayer(settings.probeInterval, settings.probeIntervalSubscribed),
       restartAnnouncementsLayer,
       resyncLoopLayer(settings.resyncInterval),
       orphanSweepLayer(settings)

@@ -81,6 +81,15 @@ export class Routers extends Context.Service<Routers, {
   readonly failing: (router: Router) => Effect.Effect<boolean>
   /** Asks the router for its state, and says what the answer calls for. */
   readonly probe: (router: Router) => Effect.Effect<ProbeVerdict>
+  /**
+   * Reads only the router's external address (a cue said it may have changed): a new one is
+   * `AddressChanged`, as a probe would say. With nothing to compare it to, a whole probe.
+   * `holdMissing`: no address at all is taken for a passing state (a WAN reconnect) and
+   * changes nothing; a later read decides.
+   */
+  readonly reread: (router: Router, options?: { readonly holdMissing?: boolean }) => Effect.Effect<ProbeVerdict>
+  /** When the router last answered a probe (Clock time), by any loop. */
+  readonly probedAt: (router: Router) => Effect.Effect<number | undefined>
   /** A listing of the router's table was asked for at this Clock time. */
   readonly listed: (router: Router, at: number) => Effect.Effect<void>
   /** The router announced a restart now. */
@@ -177,6 +186,23 @@ export class Routers extends Context.Service<Routers, {
           : { _tag: "Quiet" } satisfies ProbeVerdict
       })
 
+      const reread = Effect.fn("Routers.reread")(function*(router: Router, options?: { readonly holdMissing?: boolean }) {
+        const previous = (yield* stateOf(router)).status
+        if (previous === undefined) return yield* probe(router)
+        const read = yield* Effect.result(router.mapper.externalAddress)
+        if (read._tag === "Failure") return { _tag: "Failed", error: read.failure } satisfies ProbeVerdict
+        const next = read.success
+        if (options?.holdMissing === true && next.class === "missing") return { _tag: "Quiet" } satisfies ProbeVerdict
+        yield* metrics.setExternalIp(previous.externalAddress, next)
+        yield* change(router, (state) => ({
+          ...state,
+          status: state.status === undefined ? undefined : { ...state.status, externalAddress: next }
+        }))
+        return previous.externalAddress.ip !== next.ip || previous.externalAddress.class !== next.class
+          ? { _tag: "AddressChanged", ip: next.ip } satisfies ProbeVerdict
+          : { _tag: "Quiet" } satisfies ProbeVerdict
+      })
+
       const tableReader = gateways.tableReader.pipe(
         Effect.flatMap((choice) => register(choice.backend, choice.mapper)),
         Effect.withSpan("Routers.tableReader")
@@ -232,6 +258,8 @@ export class Routers extends Context.Service<Routers, {
           return (yield* stateOf(router)).error !== undefined
         }),
         probe,
+        reread,
+        probedAt: (router) => Effect.map(stateOf(router), (state) => state.probedAt),
         listed: Effect.fn("Routers.listed")(function*(router: Router, at: number) {
           yield* change(router, (state) => ({ ...state, listedAt: at }))
         }),

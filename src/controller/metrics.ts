@@ -54,6 +54,11 @@ export const gatewayReboots = Metric.counter("edge_ccm_gateway_reboots_total", {
   incremental: true
 })
 
+/** Whether the router's events are heard (a GENA subscription alive), per router (one per protocol). */
+export const eventSubscription = Metric.gauge("edge_ccm_gateway_event_subscription", {
+  description: "1 while a UPnP event subscription to the router is alive (its probe then relaxed), 0 while it is probed instead"
+})
+
 /** The router's external address, as a labelled gauge. */
 export const externalIpInfo = Metric.gauge("edge_ccm_external_ip_info", {
   description: "1 for the router's current external address and its class (public, private, missing)"

@@ -4,10 +4,12 @@
  * router is. Announcements can be forged by anyone on the LAN, and each starts a full pass, so
  * one router's start at most one pass per RESTART_PASS_WINDOW (restartWindow.ts).
  */
-import { Effect, FiberMap, Layer, Ref, Stream, SubscriptionRef } from "effect"
+import { Effect, FiberMap, Layer, Stream } from "effect"
 import type { Backend } from "../gateway/Mapping.ts"
+import { forEachNewRouter } from "./followRouters.ts"
 import { FullPass } from "./FullPass.ts"
 import * as metrics from "./metrics.ts"
+import { RouterEvents } from "./routerEvents.ts"
 import { atMostOncePer, RESTART_PASS_WINDOW } from "./restartWindow.ts"
 import { type Router, Routers } from "./Routers.ts"
 
@@ -15,15 +17,16 @@ import { type Router, Routers } from "./Routers.ts"
 export const restartAnnouncementsLayer = Layer.effectDiscard(Effect.gen(function*() {
   const routers = yield* Routers
   const fullPass = yield* FullPass
+  const events = yield* RouterEvents
   const listeners = yield* FiberMap.make<Backend>()
-  // The router each listener follows: a router forgotten and registered again gets a new one.
-  const followed = yield* Ref.make<ReadonlyMap<Backend, Router>>(new Map())
 
   const reassert = (router: Router) => (announcement: string) =>
     routers.announced(router).pipe(
       Effect.andThen(Effect.logWarning(`${announcement}: the router restarted, re-asserting every mapping`)),
       Effect.andThen(metrics.count(metrics.gatewayReboots)),
       Effect.andThen(router.table.invalidate),
+      // Its event subscription went with the restart: made afresh now, not at the renewal's 412.
+      Effect.andThen(events.resubscribe(router, announcement)),
       Effect.andThen(fullPass.run)
     )
 
@@ -37,15 +40,5 @@ export const restartAnnouncementsLayer = Layer.effectDiscard(Effect.gen(function
     ))
   }
 
-  yield* SubscriptionRef.changes(routers.registry).pipe(
-    Stream.runForEach((registered) =>
-      Effect.forEach(registered.values(), (router) =>
-        Effect.flatMap(
-          Ref.modify(followed, (known) =>
-            known.get(router.backend) === router ? [false, known] as const : [true, new Map(known).set(router.backend, router)] as const),
-          (isNew) => isNew ? listen(router) : Effect.void
-        ), { discard: true })
-    ),
-    Effect.forkScoped
-  )
+  yield* forEachNewRouter(listen)
 }))

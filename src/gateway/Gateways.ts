@@ -136,6 +136,7 @@ export class Gateways extends Context.Service<Gateways, {
       return PortMapper.of({
         capabilities: mapper.capabilities,
         restarts: mapper.restarts,
+        events: mapper.events,
         selection: mapper.selection,
         externalAddress: watch(mapper.externalAddress),
         status: watch(mapper.status),

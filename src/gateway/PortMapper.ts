@@ -4,6 +4,7 @@
  */
 import { Context, type Effect, type Stream } from "effect"
 import type { GatewayError } from "./GatewayError.ts"
+import type { EventSubscriptionFailed, WanEvent } from "./upnp/Eventing.ts"
 import type { ExternalAddress, GatewayStatus, GrantedMapping, MappingEntry, MappingRequest, Protocol } from "./Mapping.ts"
 
 /**
@@ -38,6 +39,12 @@ export class PortMapper extends Context.Service<PortMapper, {
    * new BOOTID.UPNP.ORG), faster than any polling. Absent where the protocol has none.
    */
   readonly restarts?: Stream.Stream<string> | undefined
+  /**
+   * The router's own word of a new external address or connection status (UPnP eventing),
+   * subscribed while the stream runs. Fails when the router has no event URL or refuses to
+   * subscribe: then only polling tells. Absent where the protocol has none.
+   */
+  readonly events?: Stream.Stream<WanEvent, EventSubscriptionFailed | GatewayError> | undefined
   /**
    * The router in use and why (as `GatewayStatus.selection`), or undefined before one was
    * chosen. Kept while the router does not answer: only another choice changes it.

@@ -20,6 +20,13 @@ export const gatewayRequestDuration = Metric.histogram("edge_ccm_gateway_request
   boundaries: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]
 })
 
+/** GENA NOTIFYs from the router, by router address and result. */
+export const eventNotifies = Metric.counter("edge_ccm_gateway_event_notifies_total", {
+  description: "UPnP event NOTIFYs at the callback server, by router and result (accepted: ours and in sequence; " +
+    "refused before the body was read: another source, SID, path or size)",
+  incremental: true
+})
+
 const errorCode = (error: GatewayError): string => {
   switch (error._tag) {
     case "UpnpError":

@@ -82,6 +82,8 @@ export const runControllerProcess = (settings: RunSettings, logLevel: LogLevel.L
     ipMode: settings.ipMode,
     resyncInterval: settings.resyncInterval,
     probeInterval: settings.gatewayProbeInterval,
+    probeIntervalSubscribed: settings.gatewayProbeIntervalSubscribed,
+    upnpEvents: settings.upnpEvents,
     nodeName: settings.nodeName
   }).pipe(Layer.provide(RecordKey.layerSecret({ namespace: settings.controllerNamespace })))
   // Built once for the process, not per leadership term: a standby finds the router while it

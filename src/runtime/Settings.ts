@@ -149,6 +149,19 @@ export const runFlags = {
   ),
   resyncInterval: duration("resync-interval", "how often every mapping is verified against the router", "30s"),
   gatewayProbeInterval: duration("gateway-probe-interval", "how often the router's uptime is read to notice a reboot", "2s"),
+  gatewayProbeIntervalSubscribed: duration(
+    "gateway-probe-interval-subscribed",
+    "the probe interval while the router's UPnP events are heard (its NOTIFYs then tell of a new address)",
+    "30s"
+  ),
+  upnpEvents: Flag.Boolean("upnp-events").pipe(
+    Flag.withDescription(
+      `subscribe to the UPnP router's events (GENA) to hear of a new external address at once; ` +
+        `--upnp-events=false: probe only (default true) [env ${environmentName("upnp-events")}]`
+    ),
+    Flag.withFallbackConfig(Config.Boolean(environmentName("upnp-events"))),
+    Flag.withDefault(true)
+  ),
   gatewayConcurrency: integer("gateway-concurrency", "router calls in flight at once", 4),
   loadBalancerClass: text("load-balancer-class", "spec.loadBalancerClass handled besides the annotation (default midokura.com/edge)")
     .pipe(Flag.withDefault("midokura.com/edge")),
@@ -217,6 +230,10 @@ export interface RunSettings {
   readonly controllerNamespace: string
   readonly resyncInterval: Duration.Duration
   readonly gatewayProbeInterval: Duration.Duration
+  /** The probe interval while the router's events are heard. */
+  readonly gatewayProbeIntervalSubscribed: Duration.Duration
+  /** Whether to subscribe to the UPnP router's events. */
+  readonly upnpEvents: boolean
   readonly gatewayConcurrency: number
   readonly loadBalancerClass: string
   readonly ipMode: "VIP" | "Proxy" | undefined
@@ -261,6 +278,8 @@ export const toRunSettings = (flags: ParsedFlags): RunSettings => ({
   controllerNamespace: flags.leaderElectNamespace,
   resyncInterval: flags.resyncInterval,
   gatewayProbeInterval: flags.gatewayProbeInterval,
+  gatewayProbeIntervalSubscribed: flags.gatewayProbeIntervalSubscribed,
+  upnpEvents: flags.upnpEvents,
   gatewayConcurrency: flags.gatewayConcurrency,
   loadBalancerClass: flags.loadBalancerClass,
   ipMode: flags.ipMode === "unset" ? undefined : flags.ipMode,

@@ -8,9 +8,9 @@ describe("edge-ccm gateway watch output", () => {
     assert.deepStrictEqual(
       [
         eventLine({ _tag: "Subscribed", sid: "uuid:1", timeoutSeconds: 1800 }),
-        eventLine({ _tag: "ExternalIPAddressChanged", externalIp: "122.112.219.229", previous: undefined }),
-        eventLine({ _tag: "ExternalIPAddressChanged", externalIp: "", previous: "122.112.219.229" }),
-        eventLine({ _tag: "ConnectionStatusChanged", status: "Disconnected", previous: "Connected" }),
+        eventLine({ _tag: "ExternalIPAddressChanged", externalIp: "122.112.219.229", previous: undefined, sid: "uuid:1", seq: 0 }),
+        eventLine({ _tag: "ExternalIPAddressChanged", externalIp: "", previous: "122.112.219.229", sid: "uuid:1", seq: 1 }),
+        eventLine({ _tag: "ConnectionStatusChanged", status: "Disconnected", previous: "Connected", sid: "uuid:1", seq: 1 }),
         eventLine({ _tag: "SubscriptionLost", sid: "uuid:1", reason: "renewal failed: renewal answered HTTP 412" })
       ],
       [
@@ -24,13 +24,15 @@ describe("edge-ccm gateway watch output", () => {
   })
 
   it("--json: one object per line, `event` naming it, null where a value is unknown", () => {
-    const line = eventJson({ _tag: "ExternalIPAddressChanged", externalIp: "122.112.219.229", previous: undefined }, at)
+    const line = eventJson({ _tag: "ExternalIPAddressChanged", externalIp: "122.112.219.229", previous: undefined, sid: "uuid:1", seq: 0 }, at)
     assert.notInclude(line, "\n")
     assert.deepStrictEqual(JSON.parse(line), {
       at: "2026-12-07T08:01:00.688Z",
       event: "ExternalIPAddressChanged",
       externalIp: "122.112.219.229",
-      previous: null
+      previous: null,
+      sid: "uuid:1",
+      seq: 0
     })
   })
 })

@@ -8,11 +8,12 @@
  * after the add, or a later listing, can tell. Like a real router, it reports what is left of a
  * lease it granted (by the Clock, so TestClock runs it down).
  */
-import { Clock, Effect, Layer, Queue, Stream } from "effect"
+import { Cause, Clock, Effect, Layer, Queue, Stream } from "effect"
 import { DoubleNat, GatewayProtocolError, GatewayUnreachable, PortConflict, UpnpError } from "../../src/gateway/GatewayError.ts"
 import type { GatewayError } from "../../src/gateway/GatewayError.ts"
 import type { ExternalIpClass, GrantedMapping, MappingEntry } from "../../src/gateway/Mapping.ts"
 import { PortMapper } from "../../src/gateway/PortMapper.ts"
+import { EventSubscriptionFailed, type WanEvent } from "../../src/gateway/upnp/Eventing.ts"
 import { changed } from "./quiescence.ts"
 
 export const ROUTER = "http://192.168.77.1:49536/ctl/IPConn"
@@ -44,6 +45,22 @@ export interface InMemoryGateway {
   readonly reboot: (options?: { readonly announce?: boolean }) => void
   /** Sends what SSDP's NOTIFY with a new BOOTID would, without a reboot (a spoofed one). */
   readonly announce: (announcement: string) => void
+  /**
+   * With `eventing`: the router's event subscriptions as GENA would make them. `notify` sends
+   * the current subscriber a NOTIFY of the router's present address and status (as miniupnpd
+   * writes the body when it sends); `lose` ends the subscription as a refused renewal does.
+   */
+  readonly eventing: {
+    /** SIDs granted, in order; the last is alive unless unsubscribed. */
+    readonly granted: Array<string>
+    readonly unsubscribed: Array<string>
+    /** Whether SUBSCRIBE is refused with 412 (the watch fails). */
+    refuses: boolean
+    /** Whether SUBSCRIBE goes unanswered (the watch is still trying). */
+    unanswered: boolean
+    readonly notify: (connectionStatus?: string) => void
+    readonly lose: (reason: string) => void
+  }
   /** A mapping made by someone else on the LAN. */
   readonly addForeign: (entry: Partial<MappingEntry> & Pick<MappingEntry, "externalPort" | "protocol">) => void
 }
@@ -55,6 +72,8 @@ export const makeInMemoryGateway = (
   options: {
     /** A log shared with the Kubernetes fake: every call appended as `router map TCP/8080`. */
     readonly journal?: Array<string>
+    /** UPnP only: the router offers events (GENA); without it, it has no event URL. */
+    readonly eventing?: boolean
   } = {}
 ): InMemoryGateway => {
   const readable = protocol === "upnp-igd"
@@ -105,6 +124,76 @@ export const makeInMemoryGateway = (
       () => Effect.sync(() => void writesInFlight.now--)
     )
 
+  // The one subscriber's queue and its SEQ, while a subscription is alive.
+  interface Subscriber {
+    readonly offer: (event: WanEvent) => void
+    readonly refused: () => void
+  }
+  let subscriber: { readonly sid: string; seq: number; readonly to: Subscriber } | undefined
+  const eventing: InMemoryGateway["eventing"] = {
+    granted: [],
+    unsubscribed: [],
+    refuses: false,
+    unanswered: false,
+    notify: (connectionStatus = "Connected") => {
+      const current = subscriber
+      if (current === undefined) return
+      const seq = current.seq++
+      current.to.offer({ _tag: "ExternalIPAddressChanged", externalIp: state.externalIp ?? "0.0.0.0", previous: undefined, sid: current.sid, seq })
+      current.to.offer({ _tag: "ConnectionStatusChanged", status: connectionStatus, previous: undefined, sid: current.sid, seq })
+    },
+    lose: (reason) => {
+      const current = subscriber
+      if (current === undefined) return
+      subscriber = undefined
+      current.to.offer({ _tag: "SubscriptionLost", sid: current.sid, reason })
+      subscribe(current.to)
+    }
+  }
+  /** A SUBSCRIBE: granted, with its initial NOTIFY, or refused (the watch then fails). */
+  const subscribe = (to: Subscriber) => {
+    changed()
+    if (eventing.refuses) {
+      calls.push("subscribe refused")
+      return to.refused()
+    }
+    if (eventing.unanswered) {
+      calls.push("subscribe unanswered")
+      return
+    }
+    const sid = `uuid:in-memory-${eventing.granted.length + 1}`
+    eventing.granted.push(sid)
+    calls.push("subscribe")
+    subscriber = { sid, seq: 0, to }
+    to.offer({ _tag: "Subscribed", sid, timeoutSeconds: 1800 })
+    eventing.notify()
+  }
+  const events = Stream.callback<WanEvent, EventSubscriptionFailed>((queue) =>
+    Effect.acquireRelease(
+      Effect.sync(() =>
+        subscribe({
+          offer: (event) => void Queue.offerUnsafe(queue, event),
+          refused: () =>
+            void Queue.failCauseUnsafe(
+              queue,
+              Cause.fail(
+                new EventSubscriptionFailed({ router: "192.168.77.1", eventUrl: `${ROUTER}/evt`, reason: "SUBSCRIBE answered HTTP 412" })
+              )
+            )
+        })
+      ),
+      () =>
+        Effect.sync(() => {
+          const current = subscriber
+          if (current === undefined) return
+          subscriber = undefined
+          eventing.unsubscribed.push(current.sid)
+          calls.push("unsubscribe")
+          changed()
+        })
+    )
+  )
+
   const mapper = PortMapper.of({
     capabilities: {
       readsTable: readable,
@@ -126,6 +215,7 @@ export const makeInMemoryGateway = (
         )
       }
       : {}),
+    ...(readable && options.eventing === true ? { events } : {}),
     selection: Effect.sync(() => state.selection),
     externalAddress: call("externalAddress", () =>
       Effect.succeed({ ip: state.externalIp, class: state.externalClass })),
@@ -253,6 +343,7 @@ export const makeInMemoryGateway = (
       state.stateLosses += 1
       if (options?.announce === true) for (const listener of restartListeners) listener(`${ROUTER} announced a new BOOTID.UPNP.ORG`)
     },
+    eventing,
     addForeign: (entry) => {
       expiries.delete(key(entry.externalPort, entry.protocol))
       table.set(key(entry.externalPort, entry.protocol), {

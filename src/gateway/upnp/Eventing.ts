@@ -9,7 +9,8 @@
  */
 import { randomBytes } from "node:crypto"
 import { request as httpRequest } from "node:http"
-import { Duration, Effect, Queue, Result, Schedule, Schema, Semaphore, Stream } from "effect"
+import { Duration, Effect, Metric, Queue, Result, Schedule, Schema, Semaphore, Stream } from "effect"
+import * as metrics from "../metrics.ts"
 import { type AcceptedNotify, listenForNotify } from "./EventCallbackServer.ts"
 import { type Grant, nextSeq, readGrant, readPropertySet, readSeq, type WanEventedVariables } from "./GenaMessages.ts"
 
@@ -30,9 +31,24 @@ export type WanEvent =
   | { readonly _tag: "Renewed"; readonly sid: string; readonly timeoutSeconds: number }
   /** The subscription ended without our asking; a new one is being made. */
   | { readonly _tag: "SubscriptionLost"; readonly sid: string; readonly reason: string }
-  /** The first value (`previous` undefined) and every change. `""` or `0.0.0.0`: no address. */
-  | { readonly _tag: "ExternalIPAddressChanged"; readonly externalIp: string; readonly previous: string | undefined }
-  | { readonly _tag: "ConnectionStatusChanged"; readonly status: string; readonly previous: string | undefined }
+  /**
+   * The first value (`previous` undefined) and every change, with the SID and SEQ of the NOTIFY
+   * that carried it. `""` or `0.0.0.0`: no address.
+   */
+  | {
+    readonly _tag: "ExternalIPAddressChanged"
+    readonly externalIp: string
+    readonly previous: string | undefined
+    readonly sid: string
+    readonly seq: number
+  }
+  | {
+    readonly _tag: "ConnectionStatusChanged"
+    readonly status: string
+    readonly previous: string | undefined
+    readonly sid: string
+    readonly seq: number
+  }
 
 /** Where to subscribe, and how. */
 export interface EventingOptions {
@@ -137,13 +153,21 @@ export const watchWanEvents = (
 
       // NOTIFYs wait here for the handler; a flood beyond it is dropped, not buffered.
       const inbox = yield* Queue.dropping<AcceptedNotify>(16)
+      const countNotify = (result: "accepted" | "refused") =>
+        Metric.update(Metric.withAttributes(metrics.eventNotifies, { router: routerAddress, result }), 1)
+      // Refusals are counted off the server's callback, by a fiber; a flood only loses counts.
+      const refusals = yield* Queue.sliding<void>(256)
+      yield* Effect.forkScoped(Effect.forever(Effect.andThen(Queue.take(refusals), countNotify("refused"))))
       const port = yield* listenForNotify(settings.localAddress, settings.callbackPort, {
         routerAddress,
         path: () => path,
         acceptsSid: (candidate) => candidate === sid || pending,
         maxBodyBytes: settings.maxBodyBytes,
         deliver: (notify) => Queue.offerUnsafe(inbox, notify),
-        refused: settings.onRefused
+        refused: (reason, status) => {
+          Queue.offerUnsafe(refusals, undefined)
+          settings.onRefused?.(reason, status)
+        }
       }).pipe(Effect.mapError((error) => fail(error.reason)))
 
       const emit = (event: WanEvent) => Queue.offer(events, event)
@@ -214,17 +238,18 @@ export const watchWanEvents = (
       const handle = (notify: AcceptedNotify) =>
         Effect.gen(function*() {
           // Wait for a SUBSCRIBE in flight: its initial NOTIFY may arrive before its answer.
+          const seq = readSeq(notify.seq)
           const verdict = yield* Effect.sync(() => {
             if (notify.sid !== sid) return "stale" as const
-            const seq = readSeq(notify.seq)
             if (seq === undefined) return "bad seq" as const
             if (expectedSeq !== undefined && seq !== expectedSeq) return `gap: expected SEQ ${expectedSeq}, got ${seq}`
             if (expectedSeq === undefined && seq !== 0) return `the first NOTIFY has SEQ ${seq}, not 0`
             expectedSeq = nextSeq(seq)
             return "next" as const
           }).pipe(Semaphore.withPermit(lock))
-          if (verdict === "stale" || verdict === "bad seq") return
+          if (verdict === "stale" || verdict === "bad seq" || seq === undefined) return
           if (verdict !== "next") return yield* resubscribe(`missed NOTIFY (${verdict})`).pipe(Effect.asVoid)
+          yield* countNotify("accepted")
           const variables: WanEventedVariables | undefined = yield* readPropertySet(notify.body).pipe(
             Effect.catch((reason) => Effect.as(Effect.logWarning(`NOTIFY from ${routerAddress} ignored: ${reason}`), undefined))
           )
@@ -232,12 +257,12 @@ export const watchWanEvents = (
           if (variables.ExternalIPAddress !== undefined && variables.ExternalIPAddress !== externalIp) {
             const previous = externalIp
             externalIp = variables.ExternalIPAddress
-            yield* emit({ _tag: "ExternalIPAddressChanged", externalIp: variables.ExternalIPAddress, previous })
+            yield* emit({ _tag: "ExternalIPAddressChanged", externalIp: variables.ExternalIPAddress, previous, sid: notify.sid, seq })
           }
           if (variables.ConnectionStatus !== undefined && variables.ConnectionStatus !== status) {
             const previous = status
             status = variables.ConnectionStatus
-            yield* emit({ _tag: "ConnectionStatusChanged", status: variables.ConnectionStatus, previous })
+            yield* emit({ _tag: "ConnectionStatusChanged", status: variables.ConnectionStatus, previous, sid: notify.sid, seq })
           }
         })
 

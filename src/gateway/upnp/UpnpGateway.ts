@@ -21,6 +21,7 @@ import { makeBootIdMemory } from "./BootIdMemory.ts"
 import { addChecked } from "./CheckedMapping.ts"
 import { Description, type RootDescription, type WanService } from "./Description.ts"
 import { Discovery, type DiscoveryOptions, type IgnoredResponder } from "./Discovery.ts"
+import { EventSubscriptionFailed, watchWanEvents } from "./Eventing.ts"
 import * as IgdClient from "./IgdClient.ts"
 import { isOnDirectlyConnectedLan } from "./LanGuard.ts"
 import { makePortReads } from "./PortReads.ts"
@@ -317,6 +318,20 @@ export class UpnpGateway extends Context.Service<UpnpGateway, {
       )
     )
 
+    /** The selected WAN service's events, with the callback server on our address toward it. */
+    const events = Stream.unwrap(Effect.map(selected, (gateway) => {
+      const eventUrl = gateway.service.eventSubUrl
+      return eventUrl === undefined
+        ? Stream.fail(
+          new EventSubscriptionFailed({
+            router: gateway.service.controlUrl,
+            eventUrl: "",
+            reason: "the WAN service's description has no usable eventSubURL"
+          })
+        )
+        : watchWanEvents({ eventUrl, localAddress: gateway.localAddress })
+    }))
+
     const portMapper = PortMapper.of({
       capabilities: { readsTable: true, deletesByInternalPort: false, drawNonce: undefined },
       externalAddress,
@@ -326,6 +341,7 @@ export class UpnpGateway extends Context.Service<UpnpGateway, {
       get,
       list: Effect.map(listing, (listed) => listed.entries),
       restarts,
+      events,
       selection: Effect.sync(() => announced?.selection)
     })
     const upnp = UpnpGateway.of({ discover, selected, listing, invalidate })
