@@ -57,11 +57,7 @@ export const observe = Effect.fnUntraced(function*(
   return new Map<string, MappingEntry | null>(entries) as ObservedTable
 })
 
-/**
- * Runs one Service's router steps: those of different ports at once (the router's own bound on
- * calls in flight still holds), each port's in order. A router that deletes by internal port
- * (NAT-PMP) gets them one after the other: a delete there may take another port's fresh mapping.
- */
+/** Runs one Service's router steps, one after the other. */
 export const runSteps = Effect.fnUntraced(function*(
   routers: Routers["Service"],
   router: Router,
@@ -71,75 +67,40 @@ export const runSteps = Effect.fnUntraced(function*(
   /** The nonce recorded for each port (PCP), by `TCP/8080`. */
   nonces: ReadonlyMap<string, string>
 ) {
-  const run = (step: Step): Effect.Effect<StepResult> => {
+  const outcomes: Array<PortOutcome> = []
+  const removed: Array<RecordedMapping> = []
+  const repaired: Array<DesiredPort> = []
+  for (const step of steps) {
     switch (step._tag) {
       case "Add":
       case "Renew":
-      case "Replace":
-        return mapStep(routers, router, gateway, desired, step, nonces.get(portKey(step.port))).pipe(
-          Effect.flatMap((outcome) =>
-            step._tag === "Add" && step.repair && outcome._tag === "Mapped"
-              ? Effect.as(metrics.count(metrics.driftRepairs, { family: "ipv4" }), { outcome, repaired: step.port })
-              : Effect.succeed({ outcome })
-          )
-        )
+      case "Replace": {
+        const outcome = yield* mapStep(routers, router, gateway, desired, step, nonces.get(portKey(step.port)))
+        outcomes.push(outcome)
+        if (step._tag === "Add" && step.repair && outcome._tag === "Mapped") {
+          repaired.push(step.port)
+          yield* metrics.count(metrics.driftRepairs, { family: "ipv4" })
+        }
+        break
+      }
       case "Conflict":
-        return Effect.succeed({ outcome: { _tag: "Failed", port: step.port, reason: "PortConflict", message: step.reason } })
+        outcomes.push({ _tag: "Failed", port: step.port, reason: "PortConflict", message: step.reason })
+        break
       case "OverQuota":
-        return Effect.succeed({ outcome: { _tag: "Failed", port: step.port, reason: "QuotaExceeded", message: step.reason } })
-      case "Delete":
-        return Effect.result(unmap(router, step.mapping)).pipe(
-          Effect.flatMap((deleted) =>
-            deleted._tag === "Success"
-              ? Effect.succeed({ removed: step.mapping })
-              : Effect.as(Effect.logWarning(`could not delete ${describePort(step.mapping)}: ${deleted.failure.message}`), {})
-          )
-        )
+        outcomes.push({ _tag: "Failed", port: step.port, reason: "QuotaExceeded", message: step.reason })
+        break
+      case "Delete": {
+        const deleted = yield* Effect.result(unmap(router, step.mapping))
+        if (deleted._tag === "Success") removed.push(step.mapping)
+        else yield* Effect.logWarning(`could not delete ${describePort(step.mapping)}: ${deleted.failure.message}`)
+        break
+      }
       case "Orphan":
-        return Effect.succeed({})
+        break
     }
   }
-  const results = yield* portByPort(router, steps, (step) => portKey(stepPort(step)), run)
-  return {
-    outcomes: results.flatMap((result) => result.outcome === undefined ? [] : [result.outcome]),
-    removed: results.flatMap((result) => result.removed === undefined ? [] : [result.removed]),
-    repaired: results.flatMap((result) => result.repaired === undefined ? [] : [result.repaired])
-  } satisfies StepResults
+  return { outcomes, removed, repaired } satisfies StepResults
 })
-
-/** What one step gave: its port's outcome, the mapping it removed, the port it repaired. */
-interface StepResult {
-  readonly outcome?: PortOutcome
-  readonly removed?: RecordedMapping
-  readonly repaired?: DesiredPort
-}
-
-const stepPort = (step: Step) => step._tag === "Delete" ? step.mapping : step._tag === "Orphan" ? step.entry : step.port
-
-/**
- * Runs `run` over `items`, the items of different ports at once and those of one port in order,
- * or all in order on a router that deletes by internal port; results in the items' order.
- */
-const portByPort = <A, B>(
-  router: Router,
-  items: ReadonlyArray<A>,
-  keyOf: (item: A) => string,
-  run: (item: A) => Effect.Effect<B>
-): Effect.Effect<ReadonlyArray<B>> => {
-  if (router.mapper.capabilities.deletesByInternalPort) return Effect.forEach(items, run)
-  const byPort = new Map<string, Array<number>>()
-  items.forEach((item, index) => {
-    const key = keyOf(item)
-    byPort.set(key, [...(byPort.get(key) ?? []), index])
-  })
-  return Effect.forEach(
-    [...byPort.values()],
-    (indices) => Effect.forEach(indices, (index) => Effect.map(run(items[index]!), (result) => [index, result] as const)),
-    { concurrency: "unbounded" }
-  ).pipe(
-    Effect.map((groups) => groups.flat().sort((a, b) => a[0] - b[0]).map(([, result]) => result))
-  )
-}
 
 const mapStep = (
   routers: Routers["Service"],
@@ -251,13 +212,11 @@ export const removeRecorded = Effect.fnUntraced(function*(
       router.mapper.capabilities.deletesByInternalPort ? internalPortHolder : undefined
     )
     gone.push(...plan.alreadyGone)
-    const results = yield* portByPort(router, plan.steps, (step) => portKey(step.mapping), (step) =>
-      Effect.result(unmap(router, step.mapping)))
-    results.forEach((result, index) => {
-      const mapping = plan.steps[index]!.mapping
-      if (result._tag === "Success") deleted.push(mapping)
-      else failures.push(`${describePort(mapping)}: ${result.failure.message}`)
-    })
+    for (const step of plan.steps) {
+      const result = yield* Effect.result(unmap(router, step.mapping))
+      if (result._tag === "Success") deleted.push(step.mapping)
+      else failures.push(`${describePort(step.mapping)}: ${result.failure.message}`)
+    }
   }
   return { deleted, gone, failures }
 })

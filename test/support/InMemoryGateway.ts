@@ -27,8 +27,6 @@ export interface InMemoryGateway {
   readonly nonces: Map<string, string>
   /** The adds that asked to be read back (`TCP/8080`). */
   readonly readBacks: Array<string>
-  /** The most adds and deletes that were in flight at once (each yields once midway). */
-  readonly writesInFlight: { now: number; most: number }
   readonly state: {
     localAddress: string
     externalIp: string | undefined
@@ -83,7 +81,6 @@ export const makeInMemoryGateway = (
   const expiries = new Map<string, number>()
   const calls: Array<string> = []
   const readBacks: Array<string> = []
-  const writesInFlight = { now: 0, most: 0 }
   let drawn = 0
   const restartListeners = new Set<(announcement: string) => void>()
   const router = readable ? ROUTER : "192.168.77.1:5351"
@@ -113,16 +110,6 @@ export const makeInMemoryGateway = (
       }
       return effect()
     }).pipe(Effect.ensuring(Effect.sync(changed)))
-  /** A write that lets other fibers run while it is in flight, as a real router's does. */
-  const write = <A, E>(name: string, effect: () => Effect.Effect<A, E>) =>
-    Effect.acquireUseRelease(
-      Effect.sync(() => {
-        writesInFlight.now++
-        writesInFlight.most = Math.max(writesInFlight.most, writesInFlight.now)
-      }),
-      () => Effect.andThen(Effect.yieldNow, call(name, effect)),
-      () => Effect.sync(() => void writesInFlight.now--)
-    )
 
   // The one subscriber's queue and its SEQ, while a subscription is alive.
   interface Subscriber {
@@ -231,7 +218,7 @@ export const makeInMemoryGateway = (
         selection: state.selection
       })),
     map: (request) =>
-      write(`map ${key(request.externalPort, request.protocol)}`, () => Effect.flatMap(Clock.currentTimeMillis, (now): Effect.Effect<GrantedMapping, GatewayError> => {
+      call(`map ${key(request.externalPort, request.protocol)}`, () => Effect.flatMap(Clock.currentTimeMillis, (now): Effect.Effect<GrantedMapping, GatewayError> => {
         if (state.externalClass !== "public") {
           return Effect.fail(new DoubleNat({ router: ROUTER, reason: "forwarding disabled: private WAN address" }))
         }
@@ -280,7 +267,7 @@ export const makeInMemoryGateway = (
         return Effect.succeed({ ...entry, leaseSeconds: request.leaseSeconds, nonce })
       })),
     unmap: (mapping) =>
-      write(`unmap ${key(mapping.externalPort, mapping.protocol)}`, (): Effect.Effect<void, GatewayError> => {
+      call(`unmap ${key(mapping.externalPort, mapping.protocol)}`, (): Effect.Effect<void, GatewayError> => {
         if (protocol === "nat-pmp") {
           // RFC 6886 §3.4: a lifetime of 0 deletes this client's mapping of that internal port,
           // whatever external port it has.
@@ -330,7 +317,6 @@ export const makeInMemoryGateway = (
     calls,
     nonces,
     readBacks,
-    writesInFlight,
     state,
     announce: (announcement) => {
       for (const listener of restartListeners) listener(announcement)
