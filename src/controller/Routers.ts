@@ -12,6 +12,7 @@ import type { GatewayStatus } from "../gateway/Mapping.ts"
 import type { PortMapper } from "../gateway/PortMapper.ts"
 import * as metrics from "./metrics.ts"
 import type { GatewayView } from "./planner.ts"
+import { reassertedSinceBoot } from "./rebootJudgement.ts"
 import { makeTableCache, type TableCache } from "./TableCache.ts"
 
 /** One router protocol in use: its mapper, and what we know of its table. */
@@ -165,14 +166,7 @@ export class Routers extends Context.Service<Routers, {
             : routerChanged
             ? `the gateway is now ${next.router}`
             : `router ${next.router} is reachable again`
-          // Its announcement usually comes first: a listing asked for since the boot re-asserts.
-          // The uptime counts whole seconds; an announcement since the last probe dates the boot
-          // (it is sent once the router is up again).
-          const bootedAt = now - (next.uptimeSeconds ?? 0) * 1000
-          const listedAt = before.listedAt ?? 0
-          const announced = before.announcedAt !== undefined && before.probedAt !== undefined &&
-            before.announcedAt >= before.probedAt && listedAt >= before.announcedAt
-          if (rebooted && next.uptimeSeconds !== undefined && (listedAt > bootedAt || announced)) {
+          if (rebooted && next.uptimeSeconds !== undefined && reassertedSinceBoot({ ...before, now, uptimeSeconds: next.uptimeSeconds })) {
             return { _tag: "AlreadyReasserted", why } satisfies ProbeVerdict
           }
           if (rebooted) yield* metrics.count(metrics.gatewayReboots)

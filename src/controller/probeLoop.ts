@@ -3,8 +3,8 @@
  * concurrently (one that does not answer must not delay noticing another's reboot). A router
  * that rebooted, changed, or answers again after failing gets a full pass; a new external
  * address requeues every Service, whose status follows it. A router whose events are heard (a
- * GENA subscription alive, routerEvents.ts) is probed only every
- * `--gateway-probe-interval-subscribed`: the probe then only stands behind the subscription. The
+ * GENA subscription alive, routerEvents.ts) and whose restarts are announced (SSDP) is probed
+ * only every `--gateway-probe-interval-subscribed`: the probe then only stands behind them. The
  * tick itself counts for liveness: with no router in use there is nothing to probe.
  */
 import { Clock, Duration, Effect, Layer, Schedule } from "effect"
@@ -45,7 +45,9 @@ export const probeLoopLayer = (interval: Duration.Duration, subscribedInterval: 
     // Any probe counts (the resync's too): subscribed, a router is asked once per relaxed interval.
     const due = (router: Router) =>
       Effect.gen(function*() {
-        if (!(yield* events.subscribed(router))) return true
+        // Events say nothing of a restart (the router forgets the subscription in silence): a
+        // router whose restarts are not announced over SSDP has the probe as its only sign of one.
+        if (router.mapper.restarts === undefined || !(yield* events.subscribed(router))) return true
         const last = yield* routers.probedAt(router)
         return last === undefined || (yield* Clock.currentTimeMillis) - last >= relaxed
       })

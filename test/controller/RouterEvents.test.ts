@@ -15,11 +15,13 @@ const ip = (kube: ReturnType<typeof setup>["kube"], key: string) => kube.get(key
 const KEYS = ["default/a", "default/b", "default/c"]
 
 /** Three Services published at the router's first address, by a controller that hears its events. */
-const threePublished = (options: { readonly refuses?: boolean; readonly upnpEvents?: boolean } = {}) =>
+const threePublished = (
+  options: { readonly refuses?: boolean; readonly upnpEvents?: boolean; readonly announcesRestarts?: boolean } = {}
+) =>
   Effect.gen(function*() {
     const { gateway, kube, start } = setup(
       { resyncInterval: Duration.hours(1), ...(options.upnpEvents === undefined ? {} : { upnpEvents: options.upnpEvents }) },
-      { eventing: true }
+      { eventing: true, ...(options.announcesRestarts === undefined ? {} : { announcesRestarts: options.announcesRestarts }) }
     )
     gateway.eventing.refuses = options.refuses === true
     yield* start
@@ -113,6 +115,23 @@ describe("hearing the router (UPnP events)", () => {
       yield* TestClock.adjust(Duration.seconds(2))
       yield* settle
       expect(probes()).toBe(lost + 2)
+    }))
+
+  it.effect("a router whose restarts are not announced (its URL given, no SSDP) is probed as before though subscribed", () =>
+    Effect.gen(function*() {
+      const { gateway, kube, callsSince } = yield* threePublished({ announcesRestarts: false })
+      expect(gateway.eventing.granted).toHaveLength(1)
+      const probes = () => callsSince().filter((call) => call === "status").length
+      yield* TestClock.adjust(Duration.seconds(2))
+      yield* settle
+      yield* TestClock.adjust(Duration.seconds(2))
+      yield* settle
+      expect(probes()).toBe(2)
+      // A restart, which no NOTIFY tells: the next probe sees it and every mapping comes back.
+      gateway.reboot()
+      yield* TestClock.adjust(Duration.seconds(2))
+      yield* until("restored", () => gateway.table.size === KEYS.length)
+      expect(KEYS.every((key) => ip(kube, key) === "122.112.219.229")).toBe(true)
     }))
 
   it.effect("a router that refuses to subscribe is probed as before, said in one log line, not one per pass", () =>

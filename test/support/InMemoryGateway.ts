@@ -72,6 +72,8 @@ export const makeInMemoryGateway = (
     readonly journal?: Array<string>
     /** UPnP only: the router offers events (GENA); without it, it has no event URL. */
     readonly eventing?: boolean
+    /** UPnP only: its restarts are heard (SSDP, found by discovery; default); not with a URL given. */
+    readonly announcesRestarts?: boolean
   } = {}
 ): InMemoryGateway => {
   const readable = protocol === "upnp-igd"
@@ -188,7 +190,7 @@ export const makeInMemoryGateway = (
       // PCP: nonces the controller records, drawn by the backend, as PcpGateway does.
       drawNonce: protocol === "pcp" ? Effect.sync(() => `${(++drawn).toString(16).padStart(24, "0")}`) : undefined
     },
-    ...(readable
+    ...(readable && options.announcesRestarts !== false
       ? {
         restarts: Stream.callback<string>((queue) =>
           Effect.acquireRelease(

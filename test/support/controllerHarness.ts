@@ -47,12 +47,21 @@ export const SEED_DESCRIPTION = "kubernetes/default/http-nginx-service/http"
  */
 export const setup = (
   options: Partial<ControllerOptions> = {},
-  fakes: { readonly protocol?: "upnp-igd" | "pcp" | "nat-pmp"; readonly journal?: Array<string>; readonly eventing?: boolean } = {}
+  fakes: {
+    readonly protocol?: "upnp-igd" | "pcp" | "nat-pmp"
+    readonly journal?: Array<string>
+    readonly eventing?: boolean
+    readonly announcesRestarts?: boolean
+  } = {}
 ) => {
   const protocol = fakes.protocol ?? "upnp-igd"
   const journalOption = fakes.journal === undefined ? {} : { journal: fakes.journal }
   const kube = makeInMemoryKube([node("node-1", "192.168.77.10"), node("node-2", "192.168.77.11")], journalOption)
-  const gateway = makeInMemoryGateway("192.168.77.10", protocol, { ...journalOption, eventing: fakes.eventing === true })
+  const gateway = makeInMemoryGateway("192.168.77.10", protocol, {
+    ...journalOption,
+    eventing: fakes.eventing === true,
+    ...(fakes.announcesRestarts === undefined ? {} : { announcesRestarts: fakes.announcesRestarts })
+  })
   const start = controllerOver(kube, Routers.layerTest(protocol, gateway.layer), options)
   return { kube, gateway, start }
 }
