@@ -8,6 +8,7 @@
  */
 import * as fs from "node:fs"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
+import { showOutputOnFailure } from "./support/failureOutput.ts"
 import {
   counterBy,
   deleteTestServices,
@@ -76,10 +77,9 @@ afterAll(async () => {
   await controller?.stop()
 })
 
-afterEach(async (context) => {
-  if (context.task.result?.state === "fail") {
-    console.log(`controller output (last 4000 chars):\n${controller?.output().slice(-4000)}`)
-  }
+showOutputOnFailure({ controller: () => controller })
+
+afterEach(async () => {
   await restoreGateway()
 })
 

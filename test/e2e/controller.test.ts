@@ -3,7 +3,8 @@
  * controller as a process in the node namespace, and curl from the Internet side.
  */
 import * as path from "node:path"
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { showOutputOnFailure } from "./support/failureOutput.ts"
 import {
   deleteTestServices,
   eventsFor,
@@ -64,11 +65,7 @@ afterAll(async () => {
   await controller?.stop()
 })
 
-afterEach(async (context) => {
-  if (context.task.result?.state === "fail") {
-    console.log(`controller output (last 4000 chars):\n${controller.output().slice(-4000)}`)
-  }
-})
+showOutputOnFailure({ controller: () => controller })
 
 describe("the seed's walkthrough", () => {
   it("publishes the router's address, maps 8080 to the nodePort, and carries curl from the Internet", async () => {

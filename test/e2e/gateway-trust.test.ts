@@ -6,7 +6,8 @@
  * `--gateway-address 192.168.77.50`, it uses the fake, and says so.
  */
 import * as path from "node:path"
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { showOutputOnFailure } from "./support/failureOutput.ts"
 import {
   deleteTestServices,
   edgeCcm,
@@ -76,12 +77,7 @@ afterAll(async () => {
   await fake?.stop()
 })
 
-afterEach(async (context) => {
-  if (context.task.result?.state === "fail") {
-    console.log(`controller output (last 4000 chars):\n${controller?.output().slice(-4000)}`)
-    console.log(`fake output (last 2000 chars):\n${fake.output().slice(-2000)}`)
-  }
-})
+showOutputOnFailure({ controller: () => controller, fake: () => fake })
 
 describe("a fake IGDv2 on another LAN host", () => {
   it("answers the SSDP search, and is listed as ignored: not the default gateway", async () => {

@@ -5,7 +5,8 @@
  * side over IPv4 (the mapping) and over IPv6 (the pinhole, to the node's own address).
  */
 import * as path from "node:path"
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { showOutputOnFailure } from "./support/failureOutput.ts"
 import {
   type ControllerUnderTest,
   deleteTestServices,
@@ -66,9 +67,7 @@ afterAll(async () => {
   await controller?.stop()
 })
 
-afterEach(async (context) => {
-  if (context.task.result?.state === "fail") console.log(`controller output (last 4000 chars):\n${controller.output().slice(-4000)}`)
-})
+showOutputOnFailure({ controller: () => controller })
 
 describe("a dual-stack Service", () => {
   it("lists both addresses, and curl from the Internet reaches it over IPv4 and over IPv6; a port without pinhole is dropped", async () => {

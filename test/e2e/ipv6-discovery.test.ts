@@ -5,7 +5,8 @@
  * interface of the node's IPv6 default route; the pinhole is then asked of the control URL on
  * the router's IPv6 address.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { showOutputOnFailure } from "./support/failureOutput.ts"
 import { type ControllerUnderTest, deleteTestServices, getService, startController } from "./support/controller.ts"
 import { bothAddressesPublished, createDualStackService, ingressIps } from "./support/dualStack.ts"
 import { curlFromWan, kubectl, type LabState, loadLab, nftPinholes, type NodePortServer, serveNodePort, waitFor } from "./support/lab.ts"
@@ -32,9 +33,7 @@ afterAll(async () => {
   await controller?.stop()
 })
 
-afterEach(async (context) => {
-  if (context.task.result?.state === "fail") console.log(`controller output (last 4000 chars):\n${controller.output().slice(-4000)}`)
-})
+showOutputOnFailure({ controller: () => controller })
 
 describe("no router flags at all", () => {
   it("the IPv6 firewall is found by SSDP on ff02::c and called on the router's IPv6 address; curl over IPv6 reaches the node", async () => {

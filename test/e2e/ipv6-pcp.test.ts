@@ -5,7 +5,8 @@
  * address, including port 80, which UPnP refuses. curl from the Internet side proves each
  * pinhole; miniupnpd's nftables chain is the router's truth (the PCP nonce is in its userdata).
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { showOutputOnFailure } from "./support/failureOutput.ts"
 import { type ControllerUnderTest, deleteTestServices, eventsFor, getService, startController } from "./support/controller.ts"
 import {
   bothAddressesPublished,
@@ -62,9 +63,7 @@ afterAll(async () => {
   await controller?.stop()
 })
 
-afterEach(async (context) => {
-  if (context.task.result?.state === "fail") console.log(`controller output (last 4000 chars):\n${controller.output().slice(-4000)}`)
-})
+showOutputOnFailure({ controller: () => controller })
 
 describe("a dual-stack Service with UPnP off on the router", () => {
   it("lists both addresses; PCP opens 8080 and 80 to the node's address; curl reaches both over IPv6, and IPv4 through the mapping", async () => {
