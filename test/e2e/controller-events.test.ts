@@ -144,7 +144,7 @@ describe("the controller hears the router", () => {
     }
     const refusedBefore = (await counterBy(controller!, "edge_ccm_gateway_event_notifies_total", "result"))["refused"] ?? 0
     const rssBefore = rssKb(controller!.pid)
-    expect(await forge("peer", `-H 'SID: ${sid}'`, 0)).toBe("412")
+    expect(await forge("peer", `-H 'SID: ${sid}'`, 0)).toBe("000")
     expect(await forge("gw", "-H 'SID: uuid:00000000-0000-0000-0000-00000000dead'", 0)).toBe("412")
     const big = await Promise.all(Array.from({ length: 8 }, () => forge("gw", `-H 'SID: ${sid}'`, 1024 * 1024)))
     // curl may see the connection closed while it still sends: 413 (or 412: not our path) or nothing, never 200.

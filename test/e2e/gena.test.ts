@@ -125,7 +125,7 @@ describe("GENA against the lab's miniupnpd", () => {
       const url = `http://${state.nodeIp}:40123/gena/${"0".repeat(32)}`
       const genaHeaders = { "NT": "upnp:event", "NTS": "upnp:propchange", "SEQ": "1" }
       const rssBefore = process.memoryUsage().rss
-      expect(await forgeNotify("peer", url, { ...genaHeaders, "SID": sid }, 0)).toBe("412")
+      expect(await forgeNotify("peer", url, { ...genaHeaders, "SID": sid }, 0)).toBe("000")
       // From the router's own address (another process on the router), as an attacker there could.
       const fromRouter = (headers: Record<string, string>, bytes: number) =>
         forgeNotify("gw", url, { ...genaHeaders, ...headers }, bytes)
@@ -137,7 +137,7 @@ describe("GENA against the lab's miniupnpd", () => {
       console.log(`8 forged 1 MiB NOTIFYs: RSS ${(rssGrowth >= 0 ? "+" : "")}${rssGrowth.toFixed(1)} MiB`)
       expect(rssGrowth).toBeLessThan(8)
       await lab.waitFor(() => watch.refused.length >= 10, { timeoutMs: 10_000, description: "ten refusals" })
-      expect(watch.refused[0]).toBe(`412 NOTIFY from ${state.peerIp}, not the router ${state.gatewayLanIp}`)
+      expect(watch.refused[0]).toBe(`0 connection from ${state.peerIp}, not the router ${state.gatewayLanIp}`)
       expect(watch.refused[1]).toBe("412 unknown SID")
       for (const refusal of watch.refused.slice(2)) expect(refusal).toMatch(/^413 body of 10487\d\d bytes is over 16384$/)
       // Nothing forged got through, and the genuine stream goes on.

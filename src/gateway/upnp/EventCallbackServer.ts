@@ -1,7 +1,7 @@
 /**
  * The HTTP server a router sends its GENA NOTIFYs to. Any LAN host can connect to it, so it is
- * bound to the node's address toward the router only, and a request is refused before its body
- * is read unless it is a NOTIFY from the router's own address, to the current subscription's
+ * bound to the node's address toward the router only, another host's connection is closed as it
+ * opens, and a request is refused before its body is read unless it is a NOTIFY from the router's own address, to the current subscription's
  * secret path, with a SID we hold and a body within the cap. The body is then read under that
  * cap and handed on as bytes; parsing is the caller's, with the strict parser.
  */
@@ -19,7 +19,7 @@ export interface AcceptedNotify {
 
 /** What the server accepts, asked afresh for every request. */
 export interface NotifyGate {
-  /** The router's IPv4 address: NOTIFYs from anywhere else are refused. */
+  /** The router's IPv4 address: connections from anywhere else are closed as they open. */
   readonly routerAddress: string
   /** The path of the current subscription's CALLBACK. */
   readonly path: () => string
@@ -27,7 +27,7 @@ export interface NotifyGate {
   readonly acceptsSid: (sid: string) => boolean
   readonly maxBodyBytes: number
   readonly deliver: (notify: AcceptedNotify) => void
-  /** Told of each refusal, with the status sent (for tests and the log). */
+  /** Told of each refusal, with the status sent (0: the connection closed unanswered; for tests and the log). */
   readonly refused?: ((reason: string, status: number) => void) | undefined
 }
 
@@ -41,8 +41,6 @@ const answer = (response: ServerResponse, status: number) => {
 
 /** Checks a request before its body; undefined when it may be read. */
 const refusal = (request: IncomingMessage, gate: NotifyGate): readonly [reason: string, status: number] | undefined => {
-  const source = unmapped(request.socket.remoteAddress)
-  if (source !== gate.routerAddress) return [`NOTIFY from ${source}, not the router ${gate.routerAddress}`, 412]
   if (request.method !== "NOTIFY") return [`method ${request.method ?? "?"} is not NOTIFY`, 405]
   const sid = request.headers["sid"]
   if (typeof sid !== "string" || !isWellFormedSid(sid) || !gate.acceptsSid(sid)) return ["unknown SID", 412]
@@ -112,6 +110,15 @@ export const listenForNotify = (
   Effect.acquireRelease(
     Effect.callback<Server, GatewayUnreachable>((resume) => {
       const server = bounded(createServer({ maxHeaderSize: 8 * 1024 }, handle(gate)))
+      // Another host's connection is closed as it opens: idle, it would hold one of the few
+      // places (and Node checks the header timeout only every 30 s) until the router's NOTIFY
+      // finds none left.
+      server.on("connection", (socket) => {
+        const source = unmapped(socket.remoteAddress)
+        if (source === gate.routerAddress) return
+        socket.destroy()
+        gate.refused?.(`connection from ${source}, not the router ${gate.routerAddress}`, 0)
+      })
       server.once("error", (error) =>
         resume(Effect.fail(
           new GatewayUnreachable({ router: gate.routerAddress, action: "event callback server", reason: error.message })

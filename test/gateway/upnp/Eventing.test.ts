@@ -1,3 +1,4 @@
+import { connect, type Socket } from "node:net"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit, Fiber, Result, Stream } from "effect"
 import { type EventingOptions, type WanEvent, watchWanEvents } from "../../../src/gateway/upnp/Eventing.ts"
@@ -165,10 +166,12 @@ describe("watchWanEvents against a fake router on 127.0.0.1", () => {
           ])
         )
         // The big bodies may be cut off mid-write: what counts is that they were never taken in.
-        assert.deepStrictEqual(outcomes.slice(0, 4), [{ status: 412 }, { status: 412 }, { status: 412 }, { status: 405 }])
+        assert.deepStrictEqual(outcomes.slice(1, 4), [{ status: 412 }, { status: 412 }, { status: 405 }])
+        // Another host's connection is closed unanswered.
+        assert.match(outcomes[0] !== undefined && "error" in outcomes[0] ? outcomes[0].error : "answered", /ECONNRESET|socket hang up/)
         yield* eventually("six refusals", () => w.refused.length === 6)
         assert.sameMembers(w.refused, [
-          "412 NOTIFY from 127.0.0.2, not the router 127.0.0.1",
+          "0 connection from 127.0.0.2, not the router 127.0.0.1",
           "412 unknown SID",
           "412 not the current subscription's callback path",
           "405 method POST is not NOTIFY",
@@ -177,6 +180,27 @@ describe("watchWanEvents against a fake router on 127.0.0.1", () => {
         ])
         // SEQ 1 was never consumed by a forgery: the router's own next NOTIFY is in sequence.
         yield* genuineChangeArrives(w, { sid, url, seq: "1" }, "122.112.219.230")
+      })
+    ))
+
+  it.live("idle connections from another LAN host hold no place: the router's NOTIFY is still taken", () =>
+    withFake((fake) =>
+      Effect.gen(function*() {
+        const { w, sid, url } = yield* watchPastInitial(fake)
+        const port = Number(new URL(url).port)
+        // More than the server's connection limit, opened and left silent.
+        const idle = yield* Effect.promise(() =>
+          Promise.all(Array.from({ length: 24 }, () =>
+            new Promise<Socket>((resolve) => {
+              const socket = connect({ host: "127.0.0.1", port, localAddress: "127.0.0.2" }, () => resolve(socket))
+              socket.on("error", () => resolve(socket))
+            })))
+        )
+        try {
+          yield* genuineChangeArrives(w, { sid, url, seq: "1" }, "122.112.219.230")
+        } finally {
+          for (const socket of idle) socket.destroy()
+        }
       })
     ))
 
