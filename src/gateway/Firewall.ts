@@ -7,7 +7,7 @@
  * remembers when it last opened or renewed each pinhole, so renewals come at half the lease
  * without a record write per renewal.
  */
-import { Clock, Context, Effect, Layer, Ref, Result } from "effect"
+import { Clock, Context, Effect, Layer, Predicate, Ref, Result } from "effect"
 import type {
   FirewallBackend,
   FirewallError,
@@ -139,10 +139,8 @@ const makeFirewall = Effect.fnUntraced(function*(options: FirewallOptions) {
   /** A failure may mean another router or a moved service: find it again next time. */
   const forgetOnFailure = (backend: FirewallBackend) => <A, E>(effect: Effect.Effect<A, E>) =>
     Effect.tapError(effect, (error) =>
-      typeof error === "object" && error !== null && "_tag" in error &&
-        (error._tag === "PinholeError" || error._tag === "PortControlError")
-        ? Effect.void
-        : backend.forget)
+      // The router's own answer to this request says nothing about where the route is.
+      Predicate.isTagged(error, "PinholeError") || Predicate.isTagged(error, "PortControlError") ? Effect.void : backend.forget)
 
   const backendOf = (router: string) =>
     Effect.flatMap(Ref.get(routes), (known) => {

@@ -50,11 +50,11 @@ const address = (name: string, description: string, family: "IPv4" | "IPv6") =>
     Flag.optional
   )
 
-const boolean = (name: string, description: string) =>
+const boolean = (name: string, description: string, fallback = false) =>
   Flag.Boolean(name).pipe(
-    Flag.withDescription(`${description} (default false) [env ${environmentName(name)}]`),
+    Flag.withDescription(`${description} (default ${fallback}) [env ${environmentName(name)}]`),
     Flag.withFallbackConfig(Config.Boolean(environmentName(name))),
-    Flag.withDefault(false)
+    Flag.withDefault(fallback)
   )
 
 const choice = <const Values extends ReadonlyArray<string>>(
@@ -154,13 +154,10 @@ export const runFlags = {
     "the probe interval while the router's UPnP events are heard (its NOTIFYs then tell of a new address)",
     "30s"
   ),
-  upnpEvents: Flag.Boolean("upnp-events").pipe(
-    Flag.withDescription(
-      `subscribe to the UPnP router's events (GENA) to hear of a new external address at once; ` +
-        `--upnp-events=false: probe only (default true) [env ${environmentName("upnp-events")}]`
-    ),
-    Flag.withFallbackConfig(Config.Boolean(environmentName("upnp-events"))),
-    Flag.withDefault(true)
+  upnpEvents: boolean(
+    "upnp-events",
+    "subscribe to the UPnP router's events (GENA) to hear of a new external address at once; --upnp-events=false: probe only",
+    true
   ),
   gatewayConcurrency: integer("gateway-concurrency", "router calls in flight at once", 4),
   loadBalancerClass: text("load-balancer-class", "spec.loadBalancerClass handled besides the annotation (default midokura.com/edge)")

@@ -12,7 +12,7 @@
  */
 import * as Dgram from "node:dgram"
 import { Duration, Effect, Result } from "effect"
-import { canonicalIpv6 } from "../Ipv6Address.ts"
+import { sameIpv6 } from "../Ipv6Address.ts"
 import { clampMx, decodeMessage, encodeMSearch, SSDP_PORT } from "./Ssdp.ts"
 import { FIREWALL_SERVICE_TYPE } from "./Pinholes.ts"
 
@@ -42,10 +42,8 @@ export interface Ipv6SearchOptions {
 
 const sameHost = (location: string, router: string): boolean => {
   const url = URL.canParse(location) ? new URL(location) : undefined
-  if (url === undefined || url.protocol !== "http:" || !url.hostname.startsWith("[")) return false
-  const host = canonicalIpv6(url.hostname.slice(1, -1))
-  const expected = canonicalIpv6(router)
-  return Result.isSuccess(host) && Result.isSuccess(expected) && host.success === expected.success
+  return url !== undefined && url.protocol === "http:" && url.hostname.startsWith("[") &&
+    sameIpv6(url.hostname.slice(1, -1), router)
 }
 
 /**
