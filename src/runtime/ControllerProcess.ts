@@ -15,6 +15,7 @@ import { ipv6DefaultGateway, ipv6DefaultRouter } from "../gateway/Ipv6DefaultRou
 import { Description } from "../gateway/upnp/Description.ts"
 import { Firewall } from "../gateway/Firewall.ts"
 import { SoapTransport } from "../gateway/upnp/SoapTransport.ts"
+import { localIpv6Networks } from "../gateway/upnp/LanGuard.ts"
 import { searchFirewallDescription6 } from "../gateway/upnp/SsdpSearch6.ts"
 import { AccessReview } from "../kube/AccessReview.ts"
 import { Kube } from "../kube/Kube.ts"
@@ -102,7 +103,13 @@ export const runControllerProcess = (settings: RunSettings, logLevel: LogLevel.L
     // Neither URL given: the description is searched for over IPv6, from the default route's interface.
     discoverDescription: settings.gatewayUrl === undefined && settings.ipv6.firewallUrl === undefined
       ? Effect.provide(ipv6DefaultGateway, NodeFileSystem.layer).pipe(
-        Effect.flatMap((route) => searchFirewallDescription6({ device: route.device, router: settings.ipv6.routerAddress ?? route.gateway }))
+        Effect.flatMap((route) =>
+          searchFirewallDescription6({
+            device: route.device,
+            router: settings.ipv6.routerAddress ?? route.gateway,
+            lan: localIpv6Networks(route.device)
+          })
+        )
       )
       : undefined,
     firewallUrl: settings.ipv6.firewallUrl,

@@ -3,23 +3,49 @@
  * --gateway-url, --firewall-url or --gateway-address6, finds the IPv4 gateway by SSDP on
  * 239.255.255.250 as ever, and the IGD:2 description by an M-SEARCH to ff02::c from the
  * interface of the node's IPv6 default route; the pinhole is then asked of the control URL on
- * the router's IPv6 address.
+ * the router's IPv6 address. Then again with the node's IPv6 default route via the router's
+ * link-local address, as router advertisements set it up on a home LAN.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { showOutputOnFailure } from "./support/failureOutput.ts"
 import { type ControllerUnderTest, deleteTestServices, getService, startController } from "./support/controller.ts"
 import { bothAddressesPublished, createDualStackService, ingressIps } from "./support/dualStack.ts"
-import { curlFromWan, kubectl, type LabState, loadLab, nftPinholes, type NodePortServer, serveNodePort, waitFor } from "./support/lab.ts"
+import {
+  curlFromWan,
+  inNamespace,
+  kubectl,
+  type LabState,
+  loadLab,
+  nftPinholes,
+  type NodePortServer,
+  serveNodePort,
+  waitFor
+} from "./support/lab.ts"
 
 const NAME = "dual-stack-discovered"
 const PUBLIC_IP = "122.112.219.229"
 const PORT = 8282
 const DROPPED_PORT = 8283
+const RA_NAME = "dual-stack-link-local-route"
+const RA_PORT = 8284
 
 let state: LabState
 let controller: ControllerUnderTest
 let server: NodePortServer
 
+/** Points the node's IPv6 default route at `via` on its LAN interface. */
+const setDefaultRoute6 = async (via: string) => {
+  const r = await inNamespace("lan", ["ip", "-6", "route", "replace", "default", "via", via, "dev", "eth0"])
+  if (r.code !== 0) throw new Error(`ip -6 route replace default via ${via}: ${r.stderr.trim()}`)
+}
+
+/** The router's link-local address on its LAN bridge: where router advertisements come from. */
+const routerLinkLocal = async (): Promise<string> => {
+  const r = await inNamespace("gw", ["ip", "-6", "-o", "addr", "show", "dev", "br0", "scope", "link"])
+  const found = /inet6 (fe80:[0-9a-f:]+)\//.exec(r.stdout)?.[1]
+  if (found === undefined) throw new Error(`no link-local address on the router's br0: ${r.stdout}${r.stderr}`)
+  return found
+}
 
 beforeAll(async () => {
   state = loadLab()
@@ -74,5 +100,32 @@ describe("no router flags at all", () => {
     }, { description: "the record without the dropped port", timeoutMs: 5_000 })
     expect(record).toContain(`"port":${PORT}`)
     expect((await nftPinholes()).filter((p) => p.port === PORT)).toHaveLength(1)
+  })
+})
+
+describe("a default route via the router's link-local address, as router advertisements give", () => {
+  it("the router's own SSDP reply names its global address: found and used with no flag, under --pinhole-protocol auto", async () => {
+    const linkLocal = await routerLinkLocal()
+    await controller.stop()
+    await setDefaultRoute6(linkLocal)
+    const pinholes = await serveNodePort(RA_PORT, { ip: state.nodeIp6, body: "found through a link-local route\n" })
+    try {
+      controller = await startController({})
+      const created = Date.now()
+      await createDualStackService(RA_NAME, { ports: [{ name: "http", port: RA_PORT }] })
+      const service = await bothAddressesPublished(RA_NAME, created, 20_000)
+      expect(ingressIps(service)).toEqual([PUBLIC_IP, state.nodeIp6])
+      const record = service.metadata.annotations?.["midokura.com/pinholes"] ?? ""
+      console.log(`default route via ${linkLocal}; pinhole record: ${record}`)
+      expect(record).toContain(`"router":"${state.firewallControlUrl}"`)
+      const [pinhole] = (await nftPinholes()).filter((p) => p.port === RA_PORT)
+      expect(pinhole?.internalClient).toBe(state.nodeIp6)
+      const over6 = await curlFromWan(`http://[${state.nodeIp6}]:${RA_PORT}/`)
+      expect(over6.ok, over6.error).toBe(true)
+      expect(over6.body).toBe("found through a link-local route\n")
+    } finally {
+      await pinholes.close()
+      await setDefaultRoute6(state.gatewayLanIp6)
+    }
   })
 })

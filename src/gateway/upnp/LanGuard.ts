@@ -7,6 +7,7 @@
 import * as Os from "node:os"
 import { Equal, Option, Result, Schema } from "effect"
 import { IpInterface, IpNetwork, NetAddress } from "effect/net"
+import { ipv6Scope } from "../Ipv6Address.ts"
 
 /** An IPv4 subnet one of our (non-loopback) interfaces is directly attached to. */
 export interface LocalSubnet {
@@ -34,6 +35,20 @@ export const localSubnets = (interfaces: NetworkInterfaces = Os.networkInterface
   }
   return subnets
 }
+
+/**
+ * The global IPv6 networks `device` is directly attached to, from `os.networkInterfaces()` (or
+ * the table given): where the router's own global address lies, seen from an IPv6 LAN.
+ */
+export const localIpv6Networks = (
+  device: string,
+  interfaces: NetworkInterfaces = Os.networkInterfaces()
+): ReadonlyArray<IpNetwork.IpNetwork> =>
+  (interfaces[device] ?? []).flatMap((info) => {
+    if (info.family !== "IPv6" || info.internal || info.cidr === null || ipv6Scope(info.address) !== "global") return []
+    const parsed = IpInterface.ipv6FromString(info.cidr)
+    return Result.isSuccess(parsed) ? [IpNetwork.fromInterface(parsed.success)] : []
+  })
 
 const parseIpv4 = (ip: string): NetAddress.Ipv4Address | undefined => {
   const parsed = NetAddress.ipv4FromString(ip)

@@ -5,14 +5,20 @@
  * 1); a description read there resolves the firewall's control URL on the router's IPv6
  * address, which is where AddPinhole must go.
  *
- * Trust: only a LOCATION whose host is the router (the IPv6 default route's gateway, or the
- * address configured) is kept, whoever sent the reply: a LAN host can at most point us at the
- * real router. Replies are capped in size (the SSDP decoder's) and number, and the search ends
+ * Trust: a LOCATION whose host is the router (the IPv6 default route's gateway, or the address
+ * configured) is kept, whoever sent the reply: a LAN host can at most point us at the real
+ * router. A default route via a link-local gateway (what router advertisements give) names no
+ * global address to compare with; then a reply whose source is that gateway may name a global
+ * address on the LAN (a network the interface is attached to): the router's own, which is what
+ * miniupnpd sends. That is the trust the IPv4 search gives the default gateway's replies.
+ * Every datagram is decoded under the SSDP decoder's size cap and none is kept: a flood of
+ * replies costs the window's CPU but cannot hide the router's answer, and the search ends
  * after its window.
  */
 import * as Dgram from "node:dgram"
 import { Duration, Effect, Result } from "effect"
-import { sameIpv6 } from "../Ipv6Address.ts"
+import { IpNetwork, NetAddress } from "effect/net"
+import { ipv6Scope, sameIpv6 } from "../Ipv6Address.ts"
 import { clampMx, decodeMessage, encodeMSearch, SSDP_PORT } from "./Ssdp.ts"
 import { FIREWALL_SERVICE_TYPE } from "./Pinholes.ts"
 
@@ -25,25 +31,46 @@ export const FIREWALL_SEARCH_TARGETS: ReadonlyArray<string> = [
   "urn:schemas-upnp-org:device:InternetGatewayDevice:2"
 ]
 
-/** Replies looked at per search, at most: a flood costs nothing beyond this. */
-const MAX_REPLIES = 64
-
 /** Where and how long to search. */
 export interface Ipv6SearchOptions {
   /** The interface the search leaves on (the IPv6 default route's). */
   readonly device: string
-  /** The router's IPv6 address: only a LOCATION on it is kept. */
+  /** The router's IPv6 address: a LOCATION on it is kept. */
   readonly router: string
+  /**
+   * The global networks the interface is attached to (`localIpv6Networks`): when `router` is
+   * link-local, its own replies may name a LOCATION in one of these.
+   */
+  readonly lan?: ReadonlyArray<IpNetwork.IpNetwork> | undefined
   readonly timeout?: Duration.Input | undefined
   /** Default `[ff02::c]:1900`; tests aim at a loopback fake. */
   readonly group?: string | undefined
   readonly port?: number | undefined
 }
 
-const sameHost = (location: string, router: string): boolean => {
-  const url = URL.canParse(location) ? new URL(location) : undefined
-  return url !== undefined && url.protocol === "http:" && url.hostname.startsWith("[") &&
-    sameIpv6(url.hostname.slice(1, -1), router)
+/** The IPv6 host of an `http:` URL, or undefined. */
+const ipv6HostOf = (location: string): string | undefined => {
+  const url = URL.parse(location)
+  return url !== null && url.protocol === "http:" && url.hostname.startsWith("[") ? url.hostname.slice(1, -1) : undefined
+}
+
+/**
+ * Whether a reply's LOCATION may be followed: its host is the router, or the router is
+ * link-local, sent the reply itself (`source`, its zone dropped), and names a global address on
+ * the LAN.
+ */
+export const isRouterLocation = (
+  location: string,
+  source: string,
+  options: Pick<Ipv6SearchOptions, "router" | "lan">
+): boolean => {
+  const host = ipv6HostOf(location)
+  if (host === undefined) return false
+  if (sameIpv6(host, options.router)) return true
+  if (ipv6Scope(options.router) !== "link-local" || !sameIpv6(source.replace(/%.*$/, ""), options.router)) return false
+  const address = NetAddress.ipv6FromString(host)
+  return Result.isSuccess(address) && ipv6Scope(host) === "global" &&
+    (options.lan ?? []).some((network) => IpNetwork.contains(network, address.success))
 }
 
 /**
@@ -57,7 +84,6 @@ export const searchFirewallDescription6 = (options: Ipv6SearchOptions): Effect.E
     const windowMs = Duration.toMillis(Duration.fromInputUnsafe(options.timeout ?? "2 seconds"))
     const loopback = group === "::1"
     const socket = Dgram.createSocket({ type: "udp6", reuseAddr: true })
-    let replies = 0
     let done = false
     const finish = (location: string | undefined) => {
       if (done) return
@@ -69,12 +95,10 @@ export const searchFirewallDescription6 = (options: Ipv6SearchOptions): Effect.E
     const timer = setTimeout(() => finish(undefined), windowMs)
     socket.on("error", () => finish(undefined))
     socket.on("message", (payload, from) => {
-      replies += 1
-      if (replies > MAX_REPLIES) return
       const decoded = decodeMessage(payload, from.address)
       if (Result.isFailure(decoded) || decoded.success._tag !== "SearchReply") return
       const reply = decoded.success
-      if (FIREWALL_SEARCH_TARGETS.includes(reply.searchTarget.trim()) && sameHost(reply.location, options.router)) {
+      if (FIREWALL_SEARCH_TARGETS.includes(reply.searchTarget.trim()) && isRouterLocation(reply.location, from.address, options)) {
         finish(reply.location)
       }
     })

@@ -3,6 +3,7 @@ import type * as Os from "node:os"
 import { Arbitrary, Effect, Result, Schema } from "effect"
 import {
   isOnDirectlyConnectedLan,
+  localIpv6Networks,
   localSubnets,
   type LocationRefused,
   type NetworkInterfaces,
@@ -45,6 +46,28 @@ describe("localSubnets", () => {
         subnets.map((subnet) => [subnet.interfaceName, `${subnet.network}`]),
         [["eth0", "192.168.1.0/24"], ["tun0", "10.8.0.2/32"]]
       )
+    }))
+})
+
+describe("localIpv6Networks", () => {
+  const ipv6 = (cidr: string): Os.NetworkInterfaceInfoIPv6 => ({
+    address: cidr.split("/")[0]!,
+    netmask: "",
+    family: "IPv6",
+    mac: "02:00:00:00:00:01",
+    internal: false,
+    cidr,
+    scopeid: 0
+  })
+  it.effect("the device's global IPv6 networks only: not its link-local or unique-local ones, not another device's", () =>
+    Effect.sync(() => {
+      const table: NetworkInterfaces = {
+        ...MACHINE,
+        eth0: [...MACHINE["eth0"]!, ipv6("2001:db8:2::10/64"), ipv6("fd00:1::10/64")],
+        eth2: [ipv6("2001:db8:9::10/64")]
+      }
+      assert.deepStrictEqual(localIpv6Networks("eth0", table).map(String), ["2001:db8:2::/64"])
+      assert.deepStrictEqual(localIpv6Networks("wlan0", table), [])
     }))
 })
 

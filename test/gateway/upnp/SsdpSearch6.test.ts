@@ -1,11 +1,13 @@
 /**
  * The IPv6 search for the router's firewall description, against a fake SSDP responder on ::1:
- * only a LOCATION on the router's address is kept, whoever answers; silence ends the window.
+ * only a LOCATION on the router's address is kept, whoever answers; silence ends the window;
+ * a flood of other replies does not hide the router's. And the rule for a link-local router.
  */
 import * as Dgram from "node:dgram"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { searchFirewallDescription6 } from "../../../src/gateway/upnp/SsdpSearch6.ts"
+import { IpNetwork } from "effect/net"
+import { isRouterLocation, searchFirewallDescription6 } from "../../../src/gateway/upnp/SsdpSearch6.ts"
 
 const ROUTER = "2001:db8:2::1"
 const reply = (location: string, st = "urn:schemas-upnp-org:service:WANIPv6FirewallControl:1") =>
@@ -49,6 +51,13 @@ describe("SSDP over IPv6 for the firewall description", () => {
       assert.isAbove(fake.searches.length, 0)
     }).pipe(Effect.scoped))
 
+  it.live("100 other replies before the router's (more than a cap of 64 would look at) do not hide it", () =>
+    Effect.gen(function*() {
+      const flood = Array.from({ length: 100 }, (_, i) => reply(`http://[2001:db8:2::${i + 2}]:49536/rootDesc.xml`))
+      const fake = yield* responder([...flood, reply(`http://[${ROUTER}]:49536/rootDesc.xml`)])
+      assert.strictEqual(yield* search(fake.port), `http://[${ROUTER}]:49536/rootDesc.xml`)
+    }).pipe(Effect.scoped))
+
   it.live("no answer: undefined at the end of the window", () =>
     Effect.gen(function*() {
       const fake = yield* responder([])
@@ -56,4 +65,29 @@ describe("SSDP over IPv6 for the firewall description", () => {
       assert.strictEqual(yield* search(fake.port), undefined)
       assert.isAtLeast(Date.now() - started, 250)
     }).pipe(Effect.scoped))
+})
+
+describe("isRouterLocation: which LOCATION a reply may name", () => {
+  const lan = [IpNetwork.fromStringUnsafe("2001:db8:2::/64")]
+  const GLOBAL = "http://[2001:db8:2::1]:49536/rootDesc.xml"
+
+  it("a router given by its global address: a LOCATION on that address only, whoever sent it", () => {
+    assert.isTrue(isRouterLocation(GLOBAL, "fe80::99%eth0", { router: ROUTER, lan }))
+    assert.isFalse(isRouterLocation("http://[2001:db8:2::50]:49536/rootDesc.xml", ROUTER, { router: ROUTER, lan }))
+  })
+
+  it("a link-local router (router advertisements): its own reply may name a global address on the LAN", () => {
+    const router = "fe80::1"
+    assert.isTrue(isRouterLocation(GLOBAL, "fe80::1%eth0", { router, lan }))
+    assert.isTrue(isRouterLocation(`http://[${router}]:49536/rootDesc.xml`, "fe80::99%eth0", { router, lan }))
+  })
+
+  it("a link-local router: another host's reply, a host beyond the LAN, or one not global, is not followed", () => {
+    const router = "fe80::1"
+    assert.isFalse(isRouterLocation(GLOBAL, "fe80::99%eth0", { router, lan }))
+    assert.isFalse(isRouterLocation("http://[2001:db8:7::1]:49536/rootDesc.xml", "fe80::1%eth0", { router, lan }))
+    assert.isFalse(isRouterLocation("http://[fd00::1]:49536/rootDesc.xml", "fe80::1%eth0", { router, lan: [IpNetwork.fromStringUnsafe("fd00::/64")] }))
+    assert.isFalse(isRouterLocation("http://192.168.77.1:49536/rootDesc.xml", "fe80::1%eth0", { router, lan }))
+    assert.isFalse(isRouterLocation(GLOBAL, "fe80::1%eth0", { router }))
+  })
 })
