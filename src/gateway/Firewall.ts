@@ -7,7 +7,7 @@
  * remembers when it last opened or renewed each pinhole, so renewals come at half the lease
  * without a record write per renewal.
  */
-import { Clock, Context, Effect, Layer, Predicate, Ref, Result } from "effect"
+import { Clock, Context, Duration, Effect, Exit, Layer, Predicate, Ref, Result } from "effect"
 import type {
   FirewallBackend,
   FirewallError,
@@ -120,6 +120,9 @@ const pcpRouterAddress = (options: FirewallOptions): Effect.Effect<string, Firew
     Effect.fail(new FirewallUnavailable({ reason: "no router IPv6 address for PCP: give --gateway-address6" }))
 }
 
+/** How long one look at the firewall serves the passes that ask after it. */
+export const VIEW_SHARED_FOR = Duration.seconds(1)
+
 const makeFirewall = Effect.fnUntraced(function*(options: FirewallOptions) {
   const protocol = options.protocol ?? "auto"
   const backends: Array<FirewallBackend> = []
@@ -150,7 +153,7 @@ const makeFirewall = Effect.fnUntraced(function*(options: FirewallOptions) {
         : Effect.succeed(backend)
     })
 
-  const view = Effect.gen(function*() {
+  const freshView = Effect.gen(function*() {
     const found: Array<{ readonly backend: FirewallBackend; readonly location: RouteLocation }> = []
     const unavailable: Array<string> = []
     for (const backend of backends) {
@@ -180,6 +183,10 @@ const makeFirewall = Effect.fnUntraced(function*(options: FirewallOptions) {
     yield* Ref.set(routes, known)
     return { nodeAddress, routes: answered } satisfies FirewallView
   }).pipe(Effect.withSpan("Firewall.view"))
+  // The passes of one burst (a resync, a reboot's repair) share one answer, asked once, instead
+  // of one uptime read (and one PCP exchange) per dual-stack Service. A view this young proves no
+  // less than a pass's own, which its later steps rely on for as long; failures are not kept.
+  const view = yield* Effect.cachedWithTTL(freshView, (exit) => Exit.isSuccess(exit) ? VIEW_SHARED_FOR : Duration.zero)
 
   return Firewall.of({
     leaseSeconds,

@@ -77,8 +77,15 @@ describe("Firewall", () => {
         nodeAddress: "2001:db8:2::10",
         routes: [{ router: "http://[2001:db8:2::1]:49536/ctl/IP6FCtl", protocol: "upnp-igd", bootedAt: 100_000 - 15_000, opensLowPorts: false }]
       })
+      // Eight passes of one burst, at once and within the second: the same answer, not asked again.
+      const shared = yield* Effect.all(Array.from({ length: 8 }, () => firewall.view), { concurrency: "unbounded" })
+      for (const again of shared) assert.deepStrictEqual(again, view)
+      yield* TestClock.adjust("999 millis")
       yield* firewall.view
-      // The description and the firewall's status once; the uptime at every look.
+      // A second on, the uptime is read afresh: the boot time is the proof a pass acts on.
+      yield* TestClock.adjust("1 millis")
+      yield* firewall.view
+      // The description and the firewall's status once; the uptime once per second of looks.
       assert.deepStrictEqual(yield* Ref.get(fake.sent), [
         `GET ${LOCATION}`,
         "GetFirewallStatus http://[2001:db8:2::1]:49536/ctl/IP6FCtl",
