@@ -12,7 +12,15 @@ import { request as httpRequest } from "node:http"
 import { Duration, Effect, Metric, Queue, Result, Schedule, Schema, Semaphore, Stream } from "effect"
 import * as metrics from "../metrics.ts"
 import { type AcceptedNotify, listenForNotify } from "./EventCallbackServer.ts"
-import { type Grant, nextSeq, readGrant, readPropertySet, readSeq, type WanEventedVariables } from "./GenaMessages.ts"
+import {
+  type Grant,
+  MAX_NOTIFY_BODY_BYTES,
+  nextSeq,
+  readGrant,
+  readPropertySet,
+  readSeq,
+  type WanEventedVariables
+} from "./GenaMessages.ts"
 
 /** SUBSCRIBE was refused, timed out, or the subscription could not be kept: poll instead. */
 export class EventSubscriptionFailed extends Schema.TaggedError<EventSubscriptionFailed>()("EventSubscriptionFailed", {
@@ -78,7 +86,7 @@ export const defaultEventingOptions: Omit<EventingOptions, "eventUrl" | "localAd
   requestTimeout: "5 seconds",
   attempts: 3,
   retryBase: "1 second",
-  maxBodyBytes: 16 * 1024
+  maxBodyBytes: MAX_NOTIFY_BODY_BYTES
 }
 
 /** The answer to one GENA request: its status and the two headers we read. */
@@ -250,7 +258,7 @@ export const watchWanEvents = (
           if (verdict === "stale" || verdict === "bad seq" || seq === undefined) return
           if (verdict !== "next") return yield* resubscribe(`missed NOTIFY (${verdict})`).pipe(Effect.asVoid)
           yield* countNotify("accepted")
-          const variables: WanEventedVariables | undefined = yield* readPropertySet(notify.body).pipe(
+          const variables: WanEventedVariables | undefined = yield* readPropertySet(notify.body, settings.maxBodyBytes).pipe(
             Effect.catch((reason) => Effect.as(Effect.logWarning(`NOTIFY from ${routerAddress} ignored: ${reason}`), undefined))
           )
           if (variables === undefined) return

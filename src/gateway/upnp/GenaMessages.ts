@@ -63,12 +63,15 @@ export type WanEventedVariables = typeof WanEventedVariables.Type
 
 const decodeVariables = Schema.decodeUnknownResult(WanEventedVariables)
 
+/** The largest NOTIFY body taken: a WAN connection's property set is a few hundred bytes. */
+export const MAX_NOTIFY_BODY_BYTES = 16 * 1024
+
 /**
  * Reads a NOTIFY body: an `e:propertyset` of `e:property` elements, each holding one variable.
  * The strict parser refuses a DOCTYPE and never expands entities; the first value of a name wins.
  */
-export const readPropertySet = (body: Uint8Array): Effect.Effect<WanEventedVariables, string> =>
-  parseDocument(decodeText(body), { maxSize: 16 * 1024 }).pipe(
+export const readPropertySet = (body: Uint8Array, maxBytes = MAX_NOTIFY_BODY_BYTES): Effect.Effect<WanEventedVariables, string> =>
+  parseDocument(decodeText(body), { maxSize: maxBytes }).pipe(
     Effect.mapError((problem) => problem.reason),
     Effect.flatMap((root) => {
       if (localName(root.name).toLowerCase() !== "propertyset") {
