@@ -1,5 +1,6 @@
 /**
- * Which live Services ask for each external port, each internal port (nodePort), and which are
+ * Which live Services ask for each external port (an IPv4 mapping's, or an IPv6 pinhole's under
+ * its family-qualified key, familyClaims.ts), each internal port (nodePort), and which are
  * in each namespace, kept in step with the watch's store, so finding a Service's rivals, the
  * holder of a nodePort or a namespace's quota costs its own ports, not a scan of every Service
  * in the cluster. An immutable value: each change returns a new index (persistent maps, so a
@@ -7,7 +8,8 @@
  */
 import type { Service } from "../kube/objects.ts"
 import { HashMap, HashSet, Option } from "effect"
-import { portKey } from "./MappingRecord.ts"
+import { claimantOf } from "./familyClaims.ts"
+import { claimKey } from "./planner.ts"
 import { type DesiredOptions, liveDesired, type SelectionOptions, serviceKey } from "./ServiceSpec.ts"
 
 /** Value (a port key, a namespace) → keys of the Services that ask for it. */
@@ -26,9 +28,11 @@ export type PortIndexOptions = SelectionOptions & DesiredOptions
 /** No Service at all. */
 export const emptyPortIndex: PortIndex = { external: HashMap.empty(), internal: HashMap.empty(), namespaces: HashMap.empty() }
 
-/** The port keys a Service asks for: ours and not being deleted, else none. */
-export const wantedPorts = (service: Service, options: PortIndexOptions): ReadonlyArray<string> =>
-  liveDesired(service, options)?.ports.map(portKey) ?? []
+/** The claim keys of the router entries a Service asks for (both families): ours and not being deleted, else none. */
+export const wantedPorts = (service: Service, options: PortIndexOptions): ReadonlyArray<string> => {
+  const desired = liveDesired(service, options)
+  return desired === undefined ? [] : claimantOf(service, desired).ports.map(claimKey)
+}
 
 const internalPorts = (service: Service, options: PortIndexOptions): ReadonlyArray<string> =>
   liveDesired(service, options)?.ports.map((port) => `${port.protocol}/${port.internalPort}`) ?? []
@@ -82,7 +86,7 @@ const keysOf = (multimap: Multimap, value: string): ReadonlySet<string> =>
 
 const none: ReadonlySet<string> = new Set()
 
-/** Keys of the live Services that ask for this external port (`TCP/8080`). */
+/** Keys of the live Services that ask for this external port (`TCP/8080`, a pinhole's `TCP/8080/IPv6`). */
 export const claimants = (index: PortIndex, port: string): ReadonlySet<string> => keysOf(index.external, port)
 
 /** Keys of the live Services that forward to this internal port (`TCP/30080`). */
