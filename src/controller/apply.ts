@@ -12,7 +12,7 @@ import { gatewayDown, gatewaySelected, invalidRecord, warningsOf } from "./condi
 import { observe, removeRecorded, runSteps } from "./executor.ts"
 import { portKey, readRecord, type RecordedMapping } from "./MappingRecord.ts"
 import { claimantOf, ipv4Claims, pinholeClaims } from "./familyClaims.ts"
-import { holdingOf, internalPortHolder, pinholesWantedElsewhere, quotaDenied, rivalsOf } from "./neighbours.ts"
+import { holdingOf, internalPortHolder, pinholesHeldElsewhere, quotaDenied, rivalsOf } from "./neighbours.ts"
 import { conclude, planEnsure, recordAfter, withRecord } from "./passPlan.ts"
 import { pinholePorts } from "./pinholePlan.ts"
 import { readPinholes } from "./PinholeRecord.ts"
@@ -101,7 +101,7 @@ export const apply = Effect.fnUntraced(function*(
     pinholeClaims(entryClaims, {
       namespace: desired.namespace,
       quota: options.maxMappingsPerNamespace,
-      heldElsewhere: pinholesWantedElsewhere(snapshot, desired.key, [...pinholePorts(service), ...pinholeRecord.trusted])
+      heldElsewhere: pinholesHeldElsewhere(snapshot, context.recordCheck, desired.key, [...pinholePorts(service), ...pinholeRecord.trusted])
     }),
     pinholeRecord
   )

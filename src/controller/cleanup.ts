@@ -12,7 +12,7 @@ import { CleanupBlocked } from "./errorPolicy.ts"
 import { removeRecorded } from "./executor.ts"
 import { isOwned } from "./planner.ts"
 import { portKey, readRecord, type RecordedMapping } from "./MappingRecord.ts"
-import { internalPortHolder, pinholesWantedElsewhere } from "./neighbours.ts"
+import { internalPortHolder, pinholesHeldElsewhere } from "./neighbours.ts"
 import { describePinhole } from "./pinholePlan.ts"
 import { readPinholes } from "./PinholeRecord.ts"
 import { removePinholes } from "./pinholes.ts"
@@ -51,12 +51,12 @@ export const cleanup = (context: PassContext, service: Service) =>
     const removal = yield* removeRecorded(routers, record, ownership, internalPortHolder(snapshot, serviceKey(service)))
     if (removal.failures.length > 0) return yield* blocked(removal.failures.join("; "))
     // The IPv6 pinholes the record proves ours in the router's current boot, but for those on a
-    // port another Service asks for (the same pinhole, theirs now); the rest expire.
+    // port another Service asks for or records (the same pinhole, theirs now); the rest expire.
     const pinholeRecord = readPinholes(service, context.recordCheck).trusted
     const pinholes = yield* removePinholes(
       context.firewall,
       pinholeRecord,
-      pinholesWantedElsewhere(snapshot, serviceKey(service), pinholeRecord)
+      pinholesHeldElsewhere(snapshot, context.recordCheck, serviceKey(service), pinholeRecord)
     )
     if (pinholes.failures.length > 0) return yield* blocked(pinholes.failures.join("; "))
     const removed = [...removal.deleted.map(describePort), ...pinholes.deleted.map(describePinhole)]

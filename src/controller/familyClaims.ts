@@ -62,7 +62,7 @@ export const pinholeClaims = (
   context: {
     readonly namespace: string
     readonly quota: number
-    /** Ports (`pinholeKey`) another live Service asks for too. */
+    /** Ports (`pinholeKey`) another Service asks for or records (neighbours.ts `pinholesHeldElsewhere`). */
     readonly heldElsewhere: ReadonlySet<string>
   }
 ): PinholeClaims => ({

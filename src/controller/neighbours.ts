@@ -10,7 +10,14 @@ import { claimantOf, type EntryPort, pinholeClaimKey } from "./familyClaims.ts"
 import { portKey, readRecord, type RecordCheck } from "./MappingRecord.ts"
 import { pinholeKey, readPinholes } from "./PinholeRecord.ts"
 import { type Claimant, claimKey, resolveQuota } from "./planner.ts"
-import { claimants, internalClaimants, namespaceMembers, type PortIndexOptions, wantedPorts } from "./PortIndex.ts"
+import {
+  claimants,
+  internalClaimants,
+  namespaceMembers,
+  pinholeRecorders,
+  type PortIndexOptions,
+  wantedPorts
+} from "./PortIndex.ts"
 import { liveDesired, serviceKey } from "./ServiceSpec.ts"
 
 /** What reading the neighbours needs: how to read a Service, and the namespace quota. */
@@ -55,17 +62,27 @@ export const holdingOf = (snapshot: ClusterSnapshot, check: RecordCheck) => (key
 }
 
 /**
- * Of these pinhole ports, those (`pinholeKey`) another live Service asks for too: their pinhole
- * is one on the router whichever Service opened it, so it is never deleted on this one's behalf.
+ * Of these pinhole ports, those (`pinholeKey`) another live Service asks for, or another
+ * Service's checked record names: their pinhole is one on the router whichever Service opened
+ * it, so it is never deleted on this one's behalf, and opening it may find it open already.
  */
-export const pinholesWantedElsewhere = (
+export const pinholesHeldElsewhere = (
   snapshot: ClusterSnapshot,
+  check: RecordCheck,
   self: string,
   ports: ReadonlyArray<{ readonly protocol: "TCP" | "UDP"; readonly port: number }>
-): ReadonlySet<string> =>
-  new Set(
-    ports.filter((port) => [...claimants(snapshot.index, pinholeClaimKey(port))].some((key) => key !== self)).map(pinholeKey)
+): ReadonlySet<string> => {
+  const recordedBy = (key: string, port: string): boolean => {
+    const service = key === self ? undefined : serviceIn(snapshot, key)
+    return service !== undefined && readPinholes(service, check).trusted.some((entry) => pinholeKey(entry) === port)
+  }
+  return new Set(
+    ports.map(pinholeKey).filter((port, index) =>
+      [...claimants(snapshot.index, pinholeClaimKey(ports[index]!))].some((key) => key !== self) ||
+      [...pinholeRecorders(snapshot.index, port)].some((key) => recordedBy(key, port))
+    )
   )
+}
 
 /**
  * The ports (`claimKey`) of this Service (`self`, of namespace `namespace`) past its namespace's

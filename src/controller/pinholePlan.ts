@@ -11,8 +11,8 @@
  * And among Services: only the ports the claims and the quota grant (familyClaims.ts) are asked
  * for. Two Services' pinholes on one port are one pinhole on the router (the same node address,
  * port and protocol: miniupnpd answers a second AddPinhole with the first one's UniqueID), so a
- * recorded pinhole on a port another live Service asks for is never deleted for this one: it is
- * left to that Service, which opens (and so adopts) it.
+ * recorded pinhole on a port another Service asks for or records is never deleted for this one:
+ * it is left to that Service, which opens (and so adopts) it, or to its lease.
  */
 import { LOWEST_UPNP_PINHOLE_PORT } from "../gateway/upnp/PinholeError.ts"
 import type { FirewallRoute, FirewallView } from "../gateway/Firewall.ts"
@@ -89,7 +89,10 @@ export interface PinholeClaims {
   readonly granted: ReadonlyArray<PinholePort>
   /** The ports it asks for and may not open (contested, over quota): their outcome, without a call. */
   readonly withheld: ReadonlyArray<PinholeOutcome>
-  /** Ports (`pinholeKey`) another live Service asks for too: a pinhole on one is never deleted for this one. */
+  /**
+   * Ports (`pinholeKey`) another live Service asks for, or another Service's record names: a
+   * pinhole on one is never deleted for this one, and one added may be open already.
+   */
   readonly heldElsewhere: ReadonlySet<string>
 }
 
@@ -205,7 +208,7 @@ export const planPinholes = (inputs: PinholeInputs): PinholePlan => {
 
 /**
  * The cleanup of a Service that goes: the deletes its record allows, the rest forgotten (a
- * pinhole on a port another live Service asks for, in `heldElsewhere`, is that Service's now).
+ * pinhole on a port another Service asks for or records, in `heldElsewhere`, is left to it).
  */
 export const planPinholeRemoval = (
   record: ReadonlyArray<RecordedPinhole>,

@@ -200,7 +200,8 @@ export const ensurePinholes = Effect.fnUntraced(function*<E>(
           ? o.reason
           : "SyncLoadBalancerFailed",
         action: "Ensure",
-        note: `${describePinhole(o.port)}: ${o.message}`
+        note: `${describePinhole(o.port)}: ${o.message}`,
+        family: "ipv6"
       }))
     ],
     events: run.repaired.length === 0 ? [] : [{
@@ -217,7 +218,7 @@ export const ensurePinholes = Effect.fnUntraced(function*<E>(
 
 /**
  * The cleanup of a Service that goes: what it could not delete, one line each (empty: done).
- * `heldElsewhere`: ports (`pinholeKey`) another live Service asks for, whose pinhole is left to it.
+ * `heldElsewhere`: ports (`pinholeKey`) another Service asks for or records, whose pinhole is left to it.
  */
 export const removePinholes = Effect.fnUntraced(function*(
   firewall: Firewall["Service"],
