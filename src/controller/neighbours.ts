@@ -76,12 +76,10 @@ export const pinholesHeldElsewhere = (
     const service = key === self ? undefined : serviceIn(snapshot, key)
     return service !== undefined && readPinholes(service, check).trusted.some((entry) => pinholeKey(entry) === port)
   }
-  return new Set(
-    ports.map(pinholeKey).filter((port, index) =>
-      [...claimants(snapshot.index, pinholeClaimKey(ports[index]!))].some((key) => key !== self) ||
-      [...pinholeRecorders(snapshot.index, port)].some((key) => recordedBy(key, port))
-    )
-  )
+  const heldElsewhere = (port: { readonly protocol: "TCP" | "UDP"; readonly port: number }): boolean =>
+    [...claimants(snapshot.index, pinholeClaimKey(port))].some((key) => key !== self) ||
+    [...pinholeRecorders(snapshot.index, pinholeKey(port))].some((key) => recordedBy(key, pinholeKey(port)))
+  return new Set(ports.filter(heldElsewhere).map(pinholeKey))
 }
 
 /**
