@@ -11,6 +11,8 @@ export interface Announcement {
   readonly reason: string
   readonly action: string
   readonly note: string
+  /** The address family it is about, for the metrics (absent: IPv4); not part of the Event. */
+  readonly family?: "ipv6"
 }
 
 /** Which conditions each Service has had announced. */

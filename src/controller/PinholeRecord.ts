@@ -79,6 +79,17 @@ const readMemo = perServiceObject((service: Service, key: RecordKey["Service"]):
   }
 })
 
+/**
+ * The ports (`pinholeKey`) a Service's pinhole record names, read without checking its
+ * signature: for the port index, to find the Services whose record to check (`readPinholes`).
+ */
+export const recordedPinholeKeys = perServiceObject((service: Service): ReadonlyArray<string> => {
+  const text = service.metadata?.annotations?.[PINHOLES_ANNOTATION]
+  if (text === undefined || text === "") return []
+  const decoded = decode(text)
+  return Result.isSuccess(decoded) ? decoded.success.map(pinholeKey) : []
+})
+
 /** Whether the router gave the entry a handle (its add completed). */
 export const isOpened = (entry: RecordedPinhole): boolean => entry.uniqueId !== undefined || entry.nonce !== undefined
 

@@ -1,34 +1,46 @@
 /**
- * Which live Services ask for each external port, each internal port (nodePort), and which are
- * in each namespace, kept in step with the watch's store, so finding a Service's rivals, the
+ * Which live Services ask for each external port (an IPv4 mapping's, or an IPv6 pinhole's under
+ * its family-qualified key, familyClaims.ts), each internal port (nodePort), and which are
+ * in each namespace, and which Services' pinhole records name each port, kept in step with the watch's store, so finding a Service's rivals, the
  * holder of a nodePort or a namespace's quota costs its own ports, not a scan of every Service
  * in the cluster. An immutable value: each change returns a new index (persistent maps, so a
  * change costs the Service's own ports), and `ClusterState` keeps the current one in its `Ref`.
  */
 import type { Service } from "../kube/objects.ts"
 import { HashMap, HashSet, Option } from "effect"
-import { portKey } from "./MappingRecord.ts"
+import { claimantOf } from "./familyClaims.ts"
+import { recordedPinholeKeys } from "./PinholeRecord.ts"
+import { claimKey } from "./planner.ts"
 import { type DesiredOptions, liveDesired, type SelectionOptions, serviceKey } from "./ServiceSpec.ts"
 
 /** Value (a port key, a namespace) → keys of the Services that ask for it. */
 type Multimap = HashMap.HashMap<string, HashSet.HashSet<string>>
 
-/** The three indexes, by external port, internal port and namespace. */
+/** The four indexes, by external port, internal port, namespace and recorded pinhole. */
 export interface PortIndex {
   readonly external: Multimap
   readonly internal: Multimap
   readonly namespaces: Multimap
+  /** By `pinholeKey`, every Service (live or going) whose pinhole record names it, signed or not. */
+  readonly pinholeRecords: Multimap
 }
 
 /** What the index needs to read a Service's ports. */
 export type PortIndexOptions = SelectionOptions & DesiredOptions
 
 /** No Service at all. */
-export const emptyPortIndex: PortIndex = { external: HashMap.empty(), internal: HashMap.empty(), namespaces: HashMap.empty() }
+export const emptyPortIndex: PortIndex = {
+  external: HashMap.empty(),
+  internal: HashMap.empty(),
+  namespaces: HashMap.empty(),
+  pinholeRecords: HashMap.empty()
+}
 
-/** The port keys a Service asks for: ours and not being deleted, else none. */
-export const wantedPorts = (service: Service, options: PortIndexOptions): ReadonlyArray<string> =>
-  liveDesired(service, options)?.ports.map(portKey) ?? []
+/** The claim keys of the router entries a Service asks for (both families): ours and not being deleted, else none. */
+export const wantedPorts = (service: Service, options: PortIndexOptions): ReadonlyArray<string> => {
+  const desired = liveDesired(service, options)
+  return desired === undefined ? [] : claimantOf(service, desired).ports.map(claimKey)
+}
 
 const internalPorts = (service: Service, options: PortIndexOptions): ReadonlyArray<string> =>
   liveDesired(service, options)?.ports.map((port) => `${port.protocol}/${port.internalPort}`) ?? []
@@ -50,13 +62,14 @@ const change = (
   apply: (multimap: Multimap, value: string, key: string) => Multimap
 ): PortIndex => {
   const key = serviceKey(service)
-  let { external, internal, namespaces } = index
+  let { external, internal, namespaces, pinholeRecords } = index
   for (const port of wantedPorts(service, options)) external = apply(external, port, key)
   for (const port of internalPorts(service, options)) internal = apply(internal, port, key)
   if (liveDesired(service, options) !== undefined) {
     namespaces = apply(namespaces, service.metadata?.namespace ?? "default", key)
   }
-  return { external, internal, namespaces }
+  for (const port of recordedPinholeKeys(service)) pinholeRecords = apply(pinholeRecords, port, key)
+  return { external, internal, namespaces, pinholeRecords }
 }
 
 /** The index after the store's entry for a Service changed (`next` undefined: deleted). */
@@ -82,11 +95,14 @@ const keysOf = (multimap: Multimap, value: string): ReadonlySet<string> =>
 
 const none: ReadonlySet<string> = new Set()
 
-/** Keys of the live Services that ask for this external port (`TCP/8080`). */
+/** Keys of the live Services that ask for this external port (`TCP/8080`, a pinhole's `TCP/8080/IPv6`). */
 export const claimants = (index: PortIndex, port: string): ReadonlySet<string> => keysOf(index.external, port)
 
 /** Keys of the live Services that forward to this internal port (`TCP/30080`). */
 export const internalClaimants = (index: PortIndex, port: string): ReadonlySet<string> => keysOf(index.internal, port)
+
+/** Keys of the Services whose pinhole record (unchecked) names this port (`TCP/8080`). */
+export const pinholeRecorders = (index: PortIndex, port: string): ReadonlySet<string> => keysOf(index.pinholeRecords, port)
 
 /** Keys of the live Services of this namespace. */
 export const namespaceMembers = (index: PortIndex, namespace: string): ReadonlySet<string> =>

@@ -49,8 +49,8 @@ export class ServiceEvents extends Context.Service<ServiceEvents, {
       const announcer = yield* makeAnnouncer
 
       const send = Effect.fn("ServiceEvents.send")(
-        function*(service: Service, announcement: Announcement, options?: RecordOptions) {
-          if (announcement.reason === "PortConflict") yield* metrics.count(metrics.portConflicts, { family: "ipv4" })
+        function*(service: Service, { family, ...announcement }: Announcement, options?: RecordOptions) {
+          if (announcement.reason === "PortConflict") yield* metrics.count(metrics.portConflicts, { family: family ?? "ipv4" })
           yield* sink.record({ regarding: { ...refOf(service), kind: "Service", apiVersion: "v1" }, ...announcement }, serviceKey(service), options)
         }
       )

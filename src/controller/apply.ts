@@ -11,7 +11,8 @@ import { localTrafficWarning, ownershipOf } from "./ClusterState.ts"
 import { gatewayDown, gatewaySelected, invalidRecord, warningsOf } from "./conditions.ts"
 import { observe, removeRecorded, runSteps } from "./executor.ts"
 import { portKey, readRecord, type RecordedMapping } from "./MappingRecord.ts"
-import { holdingOf, internalPortHolder, quotaDenied, rivalsOf } from "./neighbours.ts"
+import { claimantOf, ipv4Claims, pinholeClaims } from "./familyClaims.ts"
+import { holdingOf, internalPortHolder, pinholesHeldElsewhere, quotaDenied, rivalsOf } from "./neighbours.ts"
 import { conclude, planEnsure, recordAfter, withRecord } from "./passPlan.ts"
 import { pinholePorts } from "./pinholePlan.ts"
 import { readPinholes } from "./PinholeRecord.ts"
@@ -42,11 +43,14 @@ export const apply = Effect.fnUntraced(function*(
   noticed.push(...invalidRecord(record))
 
   const snapshot = yield* cluster.snapshot
-  const claims = withQuota(
-    resolveClaims(rivalsOf(snapshot, options, desired), holdingOf(snapshot, context.recordCheck)).get(desired.key) ??
-      { granted: desired.ports, contested: [], overQuota: [] },
-    quotaDenied(snapshot, options, desired)
+  // One rule for both families: the IPv4 mappings and the IPv6 pinholes are claimed and counted together.
+  const self = claimantOf(service, desired)
+  const entryClaims = withQuota(
+    resolveClaims(rivalsOf(snapshot, options, self), holdingOf(snapshot, context.recordCheck)).get(desired.key) ??
+      { granted: self.ports, contested: [], overQuota: [] },
+    quotaDenied(snapshot, options, desired.namespace, self)
   )
+  const claims = ipv4Claims(entryClaims)
   const recordedHere = record.trusted.filter((mapping) => mapping.backend === router.backend)
   const observed = yield* observe(router, [...claims.granted, ...recordedHere], pass.verify, recordedHere).pipe(
     Effect.tapError((error) =>
@@ -88,13 +92,18 @@ export const apply = Effect.fnUntraced(function*(
     if (written._tag === "Success") current = written.success
   }
   // The IPv6 half, after the IPv4 one: whatever befalls it, the IPv4 mappings are in place.
+  const pinholeRecord = readPinholes(service, context.recordCheck)
   const ipv6 = yield* ensurePinholes(
     {
       firewall: context.firewall,
       writeRecord: (record) => Effect.map(writes.pinholes(current, record), (written) => void (current = written))
     },
-    pinholePorts(service),
-    readPinholes(service, context.recordCheck)
+    pinholeClaims(entryClaims, {
+      namespace: desired.namespace,
+      quota: options.maxMappingsPerNamespace,
+      heldElsewhere: pinholesHeldElsewhere(snapshot, context.recordCheck, desired.key, [...pinholePorts(service), ...pinholeRecord.trusted])
+    }),
+    pinholeRecord
   )
   const conclusion = conclude(
     plan,

@@ -12,7 +12,7 @@ import { CleanupBlocked } from "./errorPolicy.ts"
 import { removeRecorded } from "./executor.ts"
 import { isOwned } from "./planner.ts"
 import { portKey, readRecord, type RecordedMapping } from "./MappingRecord.ts"
-import { internalPortHolder } from "./neighbours.ts"
+import { internalPortHolder, pinholesHeldElsewhere } from "./neighbours.ts"
 import { describePinhole } from "./pinholePlan.ts"
 import { readPinholes } from "./PinholeRecord.ts"
 import { removePinholes } from "./pinholes.ts"
@@ -50,8 +50,14 @@ export const cleanup = (context: PassContext, service: Service) =>
     }
     const removal = yield* removeRecorded(routers, record, ownership, internalPortHolder(snapshot, serviceKey(service)))
     if (removal.failures.length > 0) return yield* blocked(removal.failures.join("; "))
-    // The IPv6 pinholes the record proves ours in the router's current boot; the rest expire.
-    const pinholes = yield* removePinholes(context.firewall, readPinholes(service, context.recordCheck).trusted)
+    // The IPv6 pinholes the record proves ours in the router's current boot, but for those on a
+    // port another Service asks for or records (the same pinhole, theirs now); the rest expire.
+    const pinholeRecord = readPinholes(service, context.recordCheck).trusted
+    const pinholes = yield* removePinholes(
+      context.firewall,
+      pinholeRecord,
+      pinholesHeldElsewhere(snapshot, context.recordCheck, serviceKey(service), pinholeRecord)
+    )
     if (pinholes.failures.length > 0) return yield* blocked(pinholes.failures.join("; "))
     const removed = [...removal.deleted.map(describePort), ...pinholes.deleted.map(describePinhole)]
 

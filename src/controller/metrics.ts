@@ -30,7 +30,7 @@ export const desiredMappings = Metric.gauge("edge_ccm_desired_mappings", {
   description: "Router mappings the selected Services ask for"
 })
 
-/** Ports found held by someone else (`family` "ipv4": a pinhole has no external port to contend for). */
+/** Ports found held by someone else: IPv4 mappings (`family` "ipv4"), pinholes another Service holds ("ipv6"). */
 export const portConflicts = Metric.counter("edge_ccm_port_conflicts_total", {
   description: "Ports found held by someone else (announced once per conflict)",
   incremental: true

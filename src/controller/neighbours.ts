@@ -1,14 +1,24 @@
 /**
  * The other Services one Service's pass must consider, read from a cluster snapshot: those that
- * want the same external port (the older one wins), those of its namespace (they share a quota),
- * and the one that forwards to a nodePort (NAT-PMP deletes by it). Pure, like the planner.
+ * want the same external port, IPv4 or IPv6 (the older one wins), those of its namespace (they
+ * share a quota of router entries of both families), and the one that forwards to a nodePort
+ * (NAT-PMP deletes by it). Pure, like the planner.
  */
 import type { Service } from "../kube/objects.ts"
 import { type ClusterSnapshot, serviceIn } from "./ClusterState.ts"
+import { claimantOf, type EntryPort, pinholeClaimKey } from "./familyClaims.ts"
 import { portKey, readRecord, type RecordCheck } from "./MappingRecord.ts"
-import { resolveQuota } from "./planner.ts"
-import { claimants, internalClaimants, namespaceMembers, type PortIndexOptions, wantedPorts } from "./PortIndex.ts"
-import { type DesiredService, liveDesired, serviceKey } from "./ServiceSpec.ts"
+import { pinholeKey, readPinholes } from "./PinholeRecord.ts"
+import { type Claimant, claimKey, resolveQuota } from "./planner.ts"
+import {
+  claimants,
+  internalClaimants,
+  namespaceMembers,
+  pinholeRecorders,
+  type PortIndexOptions,
+  wantedPorts
+} from "./PortIndex.ts"
+import { liveDesired, serviceKey } from "./ServiceSpec.ts"
 
 /** What reading the neighbours needs: how to read a Service, and the namespace quota. */
 export interface NeighbourOptions extends PortIndexOptions {
@@ -16,51 +26,83 @@ export interface NeighbourOptions extends PortIndexOptions {
   readonly maxMappingsPerNamespace: number
 }
 
-/** This Service and every live one that asks for one of its external ports. */
+/** The router entries of a live Service in the snapshot, of both families; undefined if it asks for none. */
+const claimantIn = (snapshot: ClusterSnapshot, options: NeighbourOptions, key: string): Claimant<EntryPort> | undefined => {
+  const service = serviceIn(snapshot, key)
+  const desired = service === undefined ? undefined : liveDesired(service, options)
+  return service === undefined || desired === undefined ? undefined : claimantOf(service, desired)
+}
+
+/** This Service (`self`) and every live one that asks for one of its external ports, of either family. */
 export const rivalsOf = (
   snapshot: ClusterSnapshot,
   options: NeighbourOptions,
-  desired: DesiredService
-): ReadonlyArray<DesiredService> => {
-  const keys = new Set(desired.ports.flatMap((port) => [...claimants(snapshot.index, portKey(port))]))
-  keys.delete(desired.key)
-  const result: Array<DesiredService> = [desired]
+  self: Claimant<EntryPort>
+): ReadonlyArray<Claimant<EntryPort>> => {
+  const keys = new Set(self.ports.flatMap((port) => [...claimants(snapshot.index, claimKey(port))]))
+  keys.delete(self.key)
+  const result: Array<Claimant<EntryPort>> = [self]
   for (const key of keys) {
-    const service = serviceIn(snapshot, key)
-    const other = service === undefined ? undefined : liveDesired(service, options)
+    const other = claimantIn(snapshot, options, key)
     if (other !== undefined) result.push(other)
   }
   return result
 }
 
-/** The ports each Service's record holds: the incumbent keeps a port against an equally old rival. */
+/** The claim keys of what a Service's records hold, mappings and pinholes. */
+const recordedKeys = (service: Service, check: RecordCheck): ReadonlyArray<string> => [
+  ...readRecord(service, check).trusted.map(portKey),
+  ...readPinholes(service, check).trusted.map(pinholeClaimKey)
+]
+
+/** The ports each Service's records hold: the incumbent keeps a port against an equally old rival. */
 export const holdingOf = (snapshot: ClusterSnapshot, check: RecordCheck) => (key: string): ReadonlySet<string> => {
   const service = serviceIn(snapshot, key)
-  return new Set(service === undefined ? [] : readRecord(service, check).trusted.map(portKey))
+  return new Set(service === undefined ? [] : recordedKeys(service, check))
 }
 
-/** The ports of this Service past its namespace's quota, or undefined when the namespace is within it. */
+/**
+ * Of these pinhole ports, those (`pinholeKey`) another live Service asks for, or another
+ * Service's checked record names: their pinhole is one on the router whichever Service opened
+ * it, so it is never deleted on this one's behalf, and opening it may find it open already.
+ */
+export const pinholesHeldElsewhere = (
+  snapshot: ClusterSnapshot,
+  check: RecordCheck,
+  self: string,
+  ports: ReadonlyArray<{ readonly protocol: "TCP" | "UDP"; readonly port: number }>
+): ReadonlySet<string> => {
+  const recordedBy = (key: string, port: string): boolean => {
+    const service = key === self ? undefined : serviceIn(snapshot, key)
+    return service !== undefined && readPinholes(service, check).trusted.some((entry) => pinholeKey(entry) === port)
+  }
+  const heldElsewhere = (port: { readonly protocol: "TCP" | "UDP"; readonly port: number }): boolean =>
+    [...claimants(snapshot.index, pinholeClaimKey(port))].some((key) => key !== self) ||
+    [...pinholeRecorders(snapshot.index, pinholeKey(port))].some((key) => recordedBy(key, pinholeKey(port)))
+  return new Set(ports.filter(heldElsewhere).map(pinholeKey))
+}
+
+/**
+ * The ports (`claimKey`) of this Service (`self`, of namespace `namespace`) past its namespace's
+ * quota of router entries, IPv4 mappings and IPv6 pinholes alike; undefined when the namespace is within it.
+ */
 export const quotaDenied = (
   snapshot: ClusterSnapshot,
   options: NeighbourOptions,
-  desired: DesiredService
+  namespace: string,
+  self: Claimant<EntryPort>
 ): ReadonlySet<string> | undefined => {
   const limit = options.maxMappingsPerNamespace
   if (limit <= 0) return undefined
-  const members: Array<DesiredService> = []
-  let wanted = 0
-  for (const key of namespaceMembers(snapshot.index, desired.namespace)) {
-    const service = key === desired.key ? undefined : serviceIn(snapshot, key)
-    const member = key === desired.key ? desired : service === undefined ? undefined : liveDesired(service, options)
+  const members: Array<Claimant<EntryPort>> = [self]
+  let wanted = self.ports.length
+  for (const key of namespaceMembers(snapshot.index, namespace)) {
+    const member = key === self.key ? undefined : claimantIn(snapshot, options, key)
     if (member === undefined) continue
     members.push(member)
     wanted += member.ports.length
   }
-  if (!members.includes(desired)) {
-    members.push(desired)
-    wanted += desired.ports.length
-  }
-  return wanted <= limit ? undefined : resolveQuota(members, limit).get(desired.key)
+  return wanted <= limit ? undefined : resolveQuota(members, limit).get(self.key)
 }
 
 /** Another live Service asking for an internal port (a nodePort), if any. */
@@ -70,8 +112,9 @@ export const internalPortHolder = (snapshot: ClusterSnapshot, self: string) => (
 }
 
 /**
- * Other Services asking for an external port this one asks (or asked) for, or holds on the
- * router by its record: a port it gives up, or frees once its cleanup is done, is theirs to take.
+ * Other Services asking for an external port (either family) this one asks (or asked) for, or
+ * holds on the router by its records: a port it gives up, or frees once its cleanup is done, is
+ * theirs to take.
  */
 export const contenders = (
   snapshot: ClusterSnapshot,
@@ -85,7 +128,7 @@ export const contenders = (
   for (const version of versions) {
     if (version === undefined) continue
     for (const port of wantedPorts(version, options)) ports.add(port)
-    for (const mapping of readRecord(version, check).trusted) ports.add(portKey(mapping))
+    for (const port of recordedKeys(version, check)) ports.add(port)
   }
   const others = new Set<string>()
   for (const port of ports) for (const key of claimants(snapshot.index, port)) others.add(key)

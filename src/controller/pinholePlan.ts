@@ -7,6 +7,12 @@
  * only while it is provably the one the router gave us, i.e. the same route, the same node
  * address, and no reboot since (miniupnpd numbers pinholes from 1 again after one). Otherwise it
  * is forgotten without a call. A new pinhole goes through the first route that opens its port.
+ *
+ * And among Services: only the ports the claims and the quota grant (familyClaims.ts) are asked
+ * for. Two Services' pinholes on one port are one pinhole on the router (the same node address,
+ * port and protocol: miniupnpd answers a second AddPinhole with the first one's UniqueID), so a
+ * recorded pinhole on a port another Service asks for or records is never deleted for this one:
+ * it is left to that Service, which opens (and so adopts) it, or to its lease.
  */
 import { LOWEST_UPNP_PINHOLE_PORT } from "../gateway/upnp/PinholeError.ts"
 import type { FirewallRoute, FirewallView } from "../gateway/Firewall.ts"
@@ -53,7 +59,8 @@ export type PinholeOutcome =
   | {
     readonly _tag: "Failed"
     readonly port: PinholePort
-    readonly reason: "LowPort" | "PinholeFailed"
+    /** PortConflict, QuotaExceeded: withheld by the claims or the quota, never asked for. */
+    readonly reason: "LowPort" | "PinholeFailed" | "PortConflict" | "QuotaExceeded"
     readonly message: string
     readonly retryable: boolean
   }
@@ -65,15 +72,33 @@ export interface PinholePlan {
   readonly steps: ReadonlyArray<PinholeStep>
   /** Ports open and not due for renewal: no call. */
   readonly open: ReadonlyArray<PinholePort>
-  /** Ports no route can open (below 1024 with UPnP only): no call. */
+  /**
+   * Ports not asked for: no call. Withheld by the claims or the quota, or no route opens them
+   * (below 1024 with UPnP only).
+   */
   readonly refused: ReadonlyArray<PinholeOutcome>
   /** Recorded entries dropped without a call: their UniqueID may now name another pinhole. */
   readonly forgotten: ReadonlyArray<RecordedPinhole>
+  /** Recorded entries dropped without a call: another Service asks for the port, and the pinhole is its now. */
+  readonly handedOver: ReadonlyArray<RecordedPinhole>
+}
+
+/** What the claims and the quota leave a Service's pinholes (familyClaims.ts). */
+export interface PinholeClaims {
+  /** The ports it may open. */
+  readonly granted: ReadonlyArray<PinholePort>
+  /** The ports it asks for and may not open (contested, over quota): their outcome, without a call. */
+  readonly withheld: ReadonlyArray<PinholeOutcome>
+  /**
+   * Ports (`pinholeKey`) another live Service asks for, or another Service's record names: a
+   * pinhole on one is never deleted for this one, and one added may be open already.
+   */
+  readonly heldElsewhere: ReadonlySet<string>
 }
 
 /** What the plan is made from. */
 export interface PinholeInputs {
-  readonly ports: ReadonlyArray<PinholePort>
+  readonly claims: PinholeClaims
   readonly record: ReadonlyArray<RecordedPinhole>
   readonly view: FirewallView
   /** Clock ms. */
@@ -123,14 +148,16 @@ export const planPinholes = (inputs: PinholeInputs): PinholePlan => {
   const recordBefore: Array<RecordedPinhole> = []
   const steps: Array<PinholeStep> = []
   const open: Array<PinholePort> = []
-  const refused: Array<PinholeOutcome> = []
+  const refused: Array<PinholeOutcome> = [...inputs.claims.withheld]
   const forgotten: Array<RecordedPinhole> = []
+  const handedOver: Array<RecordedPinhole> = []
+  const { heldElsewhere } = inputs.claims
   const due = (entry: RecordedPinhole) => {
     const last = inputs.renewedAt.get(pinholeKey(entry))
     return last === undefined || inputs.now >= last + (inputs.leaseSeconds * 1000) / 2
   }
 
-  for (const port of inputs.ports) {
+  for (const port of inputs.claims.granted) {
     const key = pinholeKey(port)
     if (wanted.has(key)) continue
     const route = routeFor(port.port, view)
@@ -160,31 +187,38 @@ export const planPinholes = (inputs: PinholeInputs): PinholePlan => {
     }
     if (entry !== undefined && isOpened(entry)) forgotten.push(entry)
     recordBefore.push(pendingEntry(port, route.router, view.nodeAddress))
-    // The router may hold it already, perhaps under another spelling of its URL (miniupnpd then spoils its expiry).
-    steps.push({ _tag: "Add", port, router: route.router, settle: entry !== undefined })
+    // The router may hold it already, perhaps under another spelling of its URL, or opened for a
+    // Service that asked for the port before (miniupnpd then spoils its expiry).
+    steps.push({ _tag: "Add", port, router: route.router, settle: entry !== undefined || heldElsewhere.has(key) })
   }
 
   for (const entry of inputs.record) {
     if (wanted.has(pinholeKey(entry))) continue
-    if (provablyOurs(entry, view)) {
+    if (heldElsewhere.has(pinholeKey(entry))) {
+      handedOver.push(entry)
+    } else if (provablyOurs(entry, view)) {
       recordBefore.push(entry)
       steps.push({ _tag: "Delete", entry })
     } else {
       forgotten.push(entry)
     }
   }
-  return { recordBefore, steps, open, refused, forgotten }
+  return { recordBefore, steps, open, refused, forgotten, handedOver }
 }
 
-/** The cleanup of a Service that goes: the deletes its record allows, the rest forgotten. */
+/**
+ * The cleanup of a Service that goes: the deletes its record allows, the rest forgotten (a
+ * pinhole on a port another Service asks for or records, in `heldElsewhere`, is left to it).
+ */
 export const planPinholeRemoval = (
   record: ReadonlyArray<RecordedPinhole>,
-  view: FirewallView | undefined
+  view: FirewallView | undefined,
+  heldElsewhere: ReadonlySet<string>
 ): { readonly deletes: ReadonlyArray<PinholeStep & { readonly _tag: "Delete" }>; readonly forgotten: ReadonlyArray<RecordedPinhole> } => {
   const deletes: Array<PinholeStep & { readonly _tag: "Delete" }> = []
   const forgotten: Array<RecordedPinhole> = []
   for (const entry of record) {
-    if (view !== undefined && provablyOurs(entry, view)) deletes.push({ _tag: "Delete", entry })
+    if (view !== undefined && provablyOurs(entry, view) && !heldElsewhere.has(pinholeKey(entry))) deletes.push({ _tag: "Delete", entry })
     else forgotten.push(entry)
   }
   return { deletes, forgotten }

@@ -9,6 +9,7 @@ import type { Firewall, FirewallError, FirewallView, PinholeHandle } from "../ga
 import type { Announcement } from "./Announcer.ts"
 import {
   describePinhole,
+  type PinholeClaims,
   type PinholeOutcome,
   type PinholePlan,
   type PinholePort,
@@ -120,13 +121,14 @@ export const runPinholeSteps = Effect.fnUntraced(function*(
   return { record: [...record.values()], outcomes, repaired } satisfies StepRun
 })
 
-/** The IPv6 half of a pass over a live Service that wants `ports` opened. */
+/** The IPv6 half of a pass over a live Service: the ports its claims grant opened, the withheld ones told. */
 export const ensurePinholes = Effect.fnUntraced(function*<E>(
   deps: PinholeDeps<E>,
-  ports: ReadonlyArray<PinholePort>,
+  claims: PinholeClaims,
   read: ReadPinholes
 ) {
   const { firewall } = deps
+  const ports = [...claims.granted, ...claims.withheld.map((outcome) => outcome.port)]
   const invalid: Array<Announcement> = read.refused === undefined
     ? []
     : [{ type: "Warning", reason: "InvalidRecord", action: "Ensure", note: read.refused }]
@@ -153,7 +155,7 @@ export const ensurePinholes = Effect.fnUntraced(function*<E>(
   }
   const view = viewed.success
   const plan = planPinholes({
-    ports,
+    claims,
     record: read.trusted,
     view,
     now: yield* Clock.currentTimeMillis,
@@ -166,6 +168,10 @@ export const ensurePinholes = Effect.fnUntraced(function*<E>(
       `${plan.forgotten.map(describePinhole).join(", ")}: recorded pinholes not provably this router's ` +
         `since its last boot (${view.routes.map((route) => route.router).join(", ")}); opening again where still wanted`
     )
+  }
+  if (plan.handedOver.length > 0) {
+    // The same pinhole on the router: deleting it would close the port for the Service now asking for it.
+    yield* Effect.logInfo(`${plan.handedOver.map(describePinhole).join(", ")}: left to the Service that now holds the port`)
   }
   // The entries first: whatever happens next, cleanup knows what the router may hold.
   if (!samePinholes(plan.recordBefore, read.trusted) || read.refused !== undefined) yield* deps.writeRecord(plan.recordBefore)
@@ -188,9 +194,14 @@ export const ensurePinholes = Effect.fnUntraced(function*<E>(
       ...invalid,
       ...failed.map((o): Announcement => ({
         type: "Warning",
-        reason: o.reason === "LowPort" ? "IPv6PortRefused" : "SyncLoadBalancerFailed",
+        reason: o.reason === "LowPort"
+          ? "IPv6PortRefused"
+          : o.reason === "PortConflict" || o.reason === "QuotaExceeded"
+          ? o.reason
+          : "SyncLoadBalancerFailed",
         action: "Ensure",
-        note: `${describePinhole(o.port)}: ${o.message}`
+        note: `${describePinhole(o.port)}: ${o.message}`,
+        family: "ipv6"
       }))
     ],
     events: run.repaired.length === 0 ? [] : [{
@@ -201,19 +212,26 @@ export const ensurePinholes = Effect.fnUntraced(function*<E>(
         `${run.repaired.length === 1 ? "has" : "have"} been opened again`
     }],
     failure: retry?.message,
-    renewAfter: ports.length === 0 ? undefined : Duration.seconds(firewall.leaseSeconds / 2)
+    renewAfter: claims.granted.length === 0 ? undefined : Duration.seconds(firewall.leaseSeconds / 2)
   } satisfies PinholeResult
 })
 
-/** The cleanup of a Service that goes: what it could not delete, one line each (empty: done). */
-export const removePinholes = Effect.fnUntraced(function*(firewall: Firewall["Service"], record: ReadonlyArray<RecordedPinhole>) {
+/**
+ * The cleanup of a Service that goes: what it could not delete, one line each (empty: done).
+ * `heldElsewhere`: ports (`pinholeKey`) another Service asks for or records, whose pinhole is left to it.
+ */
+export const removePinholes = Effect.fnUntraced(function*(
+  firewall: Firewall["Service"],
+  record: ReadonlyArray<RecordedPinhole>,
+  heldElsewhere: ReadonlySet<string>
+) {
   if (record.length === 0) return { deleted: [] as ReadonlyArray<RecordedPinhole>, failures: [] as ReadonlyArray<string> }
   const viewed = yield* Effect.result(firewall.view)
   if (viewed._tag === "Failure" && viewed.failure._tag !== "FirewallUnavailable") {
     return { deleted: [], failures: [`IPv6 firewall: ${viewed.failure.message}`] }
   }
   // A firewall that opens nothing for us now cannot be asked: the pinholes expire with their lease.
-  const { deletes } = planPinholeRemoval(record, viewed._tag === "Success" ? viewed.success : undefined)
+  const { deletes } = planPinholeRemoval(record, viewed._tag === "Success" ? viewed.success : undefined, heldElsewhere)
   const deleted: Array<RecordedPinhole> = []
   const failures: Array<string> = []
   for (const step of deletes) {

@@ -3,7 +3,7 @@
  * Service records say, to the steps that reconcile them. No Effect services, no I/O: every
  * decision about ownership, conflicts, renewal and cleanup is made here and tested with data.
  */
-import type { ExternalAddress, MappingEntry } from "../gateway/Mapping.ts"
+import type { ExternalAddress, MappingEntry, Protocol } from "../gateway/Mapping.ts"
 import { portKey, type RecordedMapping } from "./MappingRecord.ts"
 import { type DesiredPort, type DesiredService, isClusterDescription } from "./ServiceSpec.ts"
 
@@ -33,9 +33,31 @@ export const isOwned = (entry: MappingEntry, ownership: Ownership): boolean =>
 // ---------------------------------------------------------------------------------------------
 // Claims: two Services on one external port. Decided before any router call.
 
+/**
+ * A port as claims and the quota see it: an IPv4 mapping's external port, or (`family: "IPv6"`)
+ * the port of an IPv6 pinhole, which opens the node's address at the Service port.
+ */
+export interface ClaimedPort {
+  readonly protocol: Protocol
+  readonly externalPort: number
+  readonly family?: "IPv6"
+}
+
+/** `TCP/8080`, or `TCP/8080/IPv6` for a pinhole: each family's ports are contended for apart. */
+export const claimKey = (port: ClaimedPort): string =>
+  port.family === "IPv6" ? `${portKey(port)}/IPv6` : portKey(port)
+
+/** Who asks for router entries, as claims and the quota weigh it (a `DesiredService` is one). */
+export interface Claimant<P extends ClaimedPort = DesiredPort> {
+  readonly key: string
+  /** creationTimestamp in ms: the oldest wins. */
+  readonly createdAt: number
+  readonly ports: ReadonlyArray<P>
+}
+
 /** A port a Service wants that another Service has a better claim to. */
-export interface ContestedPort {
-  readonly port: DesiredPort
+export interface ContestedPort<P extends ClaimedPort = DesiredPort> {
+  readonly port: P
   /**
    * The Service that holds the port: the oldest by creationTimestamp; among equally old ones
    * (the timestamp has one-second resolution), the one already holding it; then namespace/name.
@@ -44,33 +66,33 @@ export interface ContestedPort {
 }
 
 /** Which of a Service's ports it may map, and which go to other Services. */
-export interface Claims {
-  readonly granted: ReadonlyArray<DesiredPort>
-  readonly contested: ReadonlyArray<ContestedPort>
+export interface Claims<P extends ClaimedPort = DesiredPort> {
+  readonly granted: ReadonlyArray<P>
+  readonly contested: ReadonlyArray<ContestedPort<P>>
   /** Ports past the namespace's quota of mappings (see `resolveQuota`). */
-  readonly overQuota: ReadonlyArray<DesiredPort>
+  readonly overQuota: ReadonlyArray<P>
 }
 
 /** Gives each contested port to the oldest Service that wants it (the one holding it among equals). */
-export const resolveClaims = (
-  services: ReadonlyArray<DesiredService>,
-  /** Which ports each Service's record says it holds now, by Service key. */
+export const resolveClaims = <P extends ClaimedPort = DesiredPort>(
+  services: ReadonlyArray<Claimant<P>>,
+  /** Which ports (`claimKey`) each Service's record says it holds now, by Service key. */
   holding: (serviceKey: string) => ReadonlySet<string> = () => new Set()
-): ReadonlyMap<string, Claims> => {
-  const winners = new Map<string, DesiredService>()
+): ReadonlyMap<string, Claims<P>> => {
+  const winners = new Map<string, Claimant<P>>()
   for (const service of services) {
     for (const port of service.ports) {
-      const key = portKey(port)
+      const key = claimKey(port)
       const current = winners.get(key)
       if (current === undefined || comesFirst(service, current, key, holding)) winners.set(key, service)
     }
   }
-  const claims = new Map<string, Claims>()
+  const claims = new Map<string, Claims<P>>()
   for (const service of services) {
-    const granted: Array<DesiredPort> = []
-    const contested: Array<ContestedPort> = []
+    const granted: Array<P> = []
+    const contested: Array<ContestedPort<P>> = []
     for (const port of service.ports) {
-      const holder = winners.get(portKey(port))!
+      const holder = winners.get(claimKey(port))!
       if (holder.key === service.key) granted.push(port)
       else contested.push({ port, holder: holder.key })
     }
@@ -80,8 +102,8 @@ export const resolveClaims = (
 }
 
 const comesFirst = (
-  a: DesiredService,
-  b: DesiredService,
+  a: Claimant<ClaimedPort>,
+  b: Claimant<ClaimedPort>,
   port: string,
   holding: (serviceKey: string) => ReadonlySet<string>
 ): boolean => {
@@ -92,15 +114,15 @@ const comesFirst = (
 }
 
 // ---------------------------------------------------------------------------------------------
-// Quota: how many router mappings one namespace's Services may hold.
+// Quota: how many router entries (IPv4 mappings and IPv6 pinholes) one namespace's Services may hold.
 
 /**
- * The ports of each Service past its namespace's quota. The namespace's Services are served
- * oldest first (creationTimestamp, then name), each in its own port order, so a newcomer never
- * takes mappings away from Services that had them. `limit` 0 means no quota.
+ * The ports (`claimKey`) of each Service past its namespace's quota. The namespace's Services
+ * are served oldest first (creationTimestamp, then name), each in its own port order, so a
+ * newcomer never takes mappings away from Services that had them. `limit` 0 means no quota.
  */
 export const resolveQuota = (
-  namespaceServices: ReadonlyArray<DesiredService>,
+  namespaceServices: ReadonlyArray<Claimant<ClaimedPort>>,
   limit: number
 ): ReadonlyMap<string, ReadonlySet<string>> => {
   const denied = new Map<string, ReadonlySet<string>>()
@@ -111,19 +133,28 @@ export const resolveQuota = (
     const over = new Set<string>()
     for (const port of service.ports) {
       if (used < limit) used++
-      else over.add(portKey(port))
+      else over.add(claimKey(port))
     }
     if (over.size > 0) denied.set(service.key, over)
   }
   return denied
 }
 
+/** Why a port past the namespace's quota gets no router entry (IPv4 and IPv6 alike). */
+export const overQuotaReason = (namespace: string, quota: number | undefined): string =>
+  `namespace ${namespace} already holds its quota of ${quota ?? "?"} router entries ` +
+  "(IPv4 mappings and IPv6 pinholes, --max-mappings-per-namespace); older Services come first"
+
+/** Why a port another Service holds gets no router entry (`port`: as Events name it). */
+export const contestedReason = (holder: string, port: string): string =>
+  `Service ${holder} is older and already claims ${port}`
+
 /** Moves the ports the quota denies out of `granted`. */
-export const withQuota = (claims: Claims, denied: ReadonlySet<string> | undefined): Claims =>
+export const withQuota = <P extends ClaimedPort>(claims: Claims<P>, denied: ReadonlySet<string> | undefined): Claims<P> =>
   denied === undefined || denied.size === 0 ? claims : {
-    granted: claims.granted.filter((port) => !denied.has(portKey(port))),
+    granted: claims.granted.filter((port) => !denied.has(claimKey(port))),
     contested: claims.contested,
-    overQuota: [...claims.overQuota, ...claims.granted.filter((port) => denied.has(portKey(port)))]
+    overQuota: [...claims.overQuota, ...claims.granted.filter((port) => denied.has(claimKey(port)))]
   }
 
 // ---------------------------------------------------------------------------------------------
@@ -198,8 +229,7 @@ export const planService = (input: ServicePlanInput): ServicePlan => {
     steps.push({
       _tag: "OverQuota",
       port,
-      reason: `namespace ${service.namespace} already holds its quota of ${input.quota ?? "?"} router mappings ` +
-        "(--max-mappings-per-namespace); older Services come first"
+      reason: overQuotaReason(service.namespace, input.quota)
     })
   }
   const inPlace: Array<DesiredPort> = []
@@ -212,7 +242,7 @@ export const planService = (input: ServicePlanInput): ServicePlan => {
       _tag: "Conflict",
       port,
       holder: `Service ${holder}`,
-      reason: `Service ${holder} is older and already claims ${port.protocol} ${port.externalPort}`
+      reason: contestedReason(holder, `${port.protocol} ${port.externalPort}`)
     })
   }
   for (const port of claims.granted) {

@@ -139,7 +139,7 @@ export const runFlags = {
   ),
   maxMappingsPerNamespace: Flag.Int("max-mappings-per-namespace").pipe(
     Flag.withDescription(
-      `router mappings the Services of one namespace may hold together; 0: no limit (default 256) [env ${
+      `router entries (IPv4 mappings and IPv6 pinholes) the Services of one namespace may hold together; 0: no limit (default 256) [env ${
         environmentName("max-mappings-per-namespace")
       }]`
     ),

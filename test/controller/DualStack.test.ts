@@ -5,34 +5,16 @@
  * reboot that loses the pinhole, and a controller built without a firewall.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Layer } from "effect"
+import { Effect } from "effect"
 import { TestClock } from "effect/testing"
-import { Routers } from "../../src/controller/Routers.ts"
 import { FINALIZER } from "../../src/controller/ServiceSpec.ts"
-import { Firewall } from "../../src/gateway/Firewall.ts"
-import { controllerOver, SEED_KEY, seedService, settle, setup, until } from "../support/controllerHarness.ts"
-import { makeInMemoryFirewall, NODE_ADDRESS } from "../support/InMemoryFirewall.ts"
-import { journalReader } from "../support/journal.ts"
+import { SEED_KEY, seedService } from "../support/controllerHarness.ts"
+import { dualStackWorld } from "../support/dualStackWorld.ts"
+import { NODE_ADDRESS } from "../support/InMemoryFirewall.ts"
 
 const dualStack = () => seedService({}, { ipFamilies: ["IPv4", "IPv6"] })
 
-/** A controller over one router and its IPv6 firewall; every call in one journal. */
-const world = (options: { readonly firewall?: boolean } = {}) => {
-  const journal: Array<string> = []
-  const fakes = setup({}, { journal })
-  const firewall = makeInMemoryFirewall({ leaseSeconds: 600, journal })
-  const routers = options.firewall === false
-    ? Routers.layerTest("upnp-igd", fakes.gateway.layer)
-    : Layer.merge(Routers.layerTest("upnp-igd", fakes.gateway.layer), Layer.succeed(Firewall, firewall.service))
-  const { calls } = journalReader(journal)
-  return {
-    ...fakes,
-    firewall,
-    start: Effect.andThen(controllerOver(fakes.kube, routers), Effect.sync(calls)),
-    callsOnce: (description: string, condition: () => boolean) =>
-      until(description, condition).pipe(Effect.andThen(settle), Effect.andThen(Effect.sync(calls)))
-  }
-}
+const world = dualStackWorld
 
 const ingress = (w: ReturnType<typeof world>) => w.kube.get(SEED_KEY)?.status?.loadBalancer?.ingress ?? []
 const sent = (w: ReturnType<typeof world>, reason: string) => w.kube.events.some((e) => e.reason === reason)

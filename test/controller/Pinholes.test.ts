@@ -9,7 +9,13 @@ import { Effect, Metric } from "effect"
 import { TestClock } from "effect/testing"
 import type { FirewallRoute, FirewallView } from "../../src/gateway/Firewall.ts"
 import type { Service } from "../../src/kube/objects.ts"
-import { pinholePorts, type PinholePort, planPinholes } from "../../src/controller/pinholePlan.ts"
+import {
+  type PinholeClaims,
+  type PinholeOutcome,
+  pinholePorts,
+  type PinholePort,
+  planPinholes
+} from "../../src/controller/pinholePlan.ts"
 import {
   pinholeAnnotations,
   PINHOLES_ANNOTATION,
@@ -39,8 +45,24 @@ const entry = (overrides: Partial<RecordedPinhole> = {}): RecordedPinhole => ({
   bootedAt: 1_000,
   ...overrides
 })
-const plan = (record: ReadonlyArray<RecordedPinhole>, overrides: Partial<Parameters<typeof planPinholes>[0]> = {}) =>
-  planPinholes({ ports: [http], record, view, now: 10_000, leaseSeconds: LEASE, renewedAt: new Map([["TCP/8080", 9_000]]), ...overrides })
+/** Claims that grant `ports` (withhold `withheld`; `heldElsewhere`: asked for by another Service too). */
+const claims = (
+  ports: ReadonlyArray<PinholePort>,
+  options: { readonly withheld?: ReadonlyArray<PinholeOutcome>; readonly heldElsewhere?: ReadonlyArray<string> } = {}
+): PinholeClaims => ({ granted: ports, withheld: options.withheld ?? [], heldElsewhere: new Set(options.heldElsewhere ?? []) })
+const plan = (
+  record: ReadonlyArray<RecordedPinhole>,
+  { ports = [http], ...overrides }: Partial<Parameters<typeof planPinholes>[0]> & { readonly ports?: ReadonlyArray<PinholePort> } = {}
+) =>
+  planPinholes({
+    claims: claims(ports),
+    record,
+    view,
+    now: 10_000,
+    leaseSeconds: LEASE,
+    renewedAt: new Map([["TCP/8080", 9_000]]),
+    ...overrides
+  })
 const tags = (steps: ReadonlyArray<{ readonly _tag: string }>) => steps.map((step) => step._tag)
 
 describe("which ports a Service opens over IPv6", () => {
@@ -186,9 +208,13 @@ const world = (options: { readonly ports?: ReadonlyArray<PinholePort>; readonly 
   return {
     firewall,
     record: () => record,
-    pass: (ports: ReadonlyArray<PinholePort> = options.ports ?? [http]) =>
-      ensurePinholes({ firewall: firewall.service, writeRecord }, ports, { trusted: record, refused: undefined }),
-    cleanup: Effect.suspend(() => removePinholes(firewall.service, record)),
+    pass: (granted: PinholeClaims | ReadonlyArray<PinholePort> = options.ports ?? [http]) =>
+      ensurePinholes(
+        { firewall: firewall.service, writeRecord },
+        "granted" in granted ? granted : claims(granted),
+        { trusted: record, refused: undefined }
+      ),
+    cleanup: (heldElsewhere: ReadonlyArray<string> = []) => Effect.suspend(() => removePinholes(firewall.service, record, new Set(heldElsewhere))),
     /** The calls since the last look. */
     calls: () => {
       const since = firewall.journal.slice(mark)
@@ -239,7 +265,7 @@ describe("the IPv6 half's calls, in order", () => {
       const w = world()
       yield* w.pass()
       w.calls()
-      const removal = yield* w.cleanup
+      const removal = yield* w.cleanup()
       expect(w.calls()).toEqual(["firewall delete 1"])
       expect(removal.failures).toEqual([])
       expect(w.firewall.pinholes.size).toBe(0)
@@ -272,7 +298,7 @@ describe("the IPv6 half's calls, in order", () => {
       yield* TestClock.adjust("10 seconds")
       yield* w.firewall.reboot
       w.calls()
-      const removal = yield* w.cleanup
+      const removal = yield* w.cleanup()
       expect(w.calls()).toEqual([])
       expect(removal.failures).toEqual([])
     }))
@@ -302,7 +328,7 @@ describe("the IPv6 half's calls, in order", () => {
       yield* TestClock.adjust("300 seconds")
       yield* w.pass()
       expect(w.calls()).toEqual(["firewall pcp replace TCP/80 -> n2", "kube write pinholes TCP/80#n2"])
-      const removal = yield* w.cleanup
+      const removal = yield* w.cleanup()
       expect(w.calls()).toEqual(["firewall pcp delete TCP/80"])
       expect(removal.failures).toEqual([])
       expect(w.firewall.pcpPinholes.size).toBe(0)
@@ -319,7 +345,7 @@ describe("the IPv6 half's calls, in order", () => {
         "kube write pinholes TCP/80#n1,TCP/8080#1"
       ])
       expect(result.ingress?.ports.every((port) => port.error === undefined)).toBe(true)
-      yield* w.cleanup
+      yield* w.cleanup()
       expect(w.calls()).toEqual(["firewall pcp delete TCP/80", "firewall delete 1"])
     }))
 
