@@ -22,8 +22,8 @@ import {
   kubectl,
   type LabState,
   loadLab,
-  nftPinholes,
   type NodePortServer,
+  pinholesOn,
   rebootGateway,
   reconfigureGateway,
   restoreGateway,
@@ -43,7 +43,6 @@ let state: LabState
 let controller: ControllerUnderTest
 const servers: Array<NodePortServer> = []
 
-const pinholesOn = async (port: number) => (await nftPinholes()).filter((p) => p.port === port)
 
 beforeAll(async () => {
   state = loadLab()

@@ -21,8 +21,8 @@ import {
   type LabState,
   loadLab,
   nftMappingOn,
-  nftPinholes,
   type NodePortServer,
+  pinholesOn,
   reconfigureGateway,
   restoreGateway,
   serveNodePort,
@@ -40,7 +40,6 @@ let state: LabState
 let controller: ControllerUnderTest
 const servers: Array<NodePortServer> = []
 
-const pinholesOn = async (port: number) => (await nftPinholes()).filter((p) => p.port === port)
 /** The nonce miniupnpd keeps in a PCP pinhole's description, in the record's spelling (it swaps each 4-byte word). */
 const recordedNonce = (description: string) => {
   const hex = /^PCP MAP ([0-9a-f]{24})$/.exec(description)?.[1]

@@ -24,8 +24,8 @@ import {
   type LabState,
   loadLab,
   nftMappingOn,
-  nftPinholes,
   type NodePortServer,
+  pinholesOn,
   serveNodePort,
   waitFor
 } from "./support/lab.ts"
@@ -63,7 +63,6 @@ const service = (namespace: string, name: string, port: number, families: Readon
 
 /** The ports of the Service's IPv6 ingress entry (the node's address). */
 const ipv6Ports = (s: ServiceView | undefined) => s?.status?.loadBalancer?.ingress?.find((i) => i.ip === state.nodeIp6)?.ports ?? []
-const pinholesOn = async (port: number) => (await nftPinholes()).filter((p) => p.port === port)
 const recordedIds = (s: ServiceView | undefined) =>
   [...(s?.metadata.annotations?.["midokura.com/pinholes"] ?? "").matchAll(/"uniqueId":(\d+)/g)].map((m) => Number(m[1]))
 const pinholeCalls = async () => {

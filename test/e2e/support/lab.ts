@@ -517,6 +517,11 @@ export async function nftPinholes(): Promise<Array<NftPinhole>> {
   return parseNftPinholes(r.stdout)
 }
 
+/** The gateway's pinholes on one port. */
+export async function pinholesOn(port: number): Promise<Array<NftPinhole>> {
+  return (await nftPinholes()).filter((pinhole) => pinhole.port === port)
+}
+
 /** The kernel's uptime in seconds: the clock of a pinhole's `expiresAt` (all namespaces share it). */
 export function kernelUptime(): number {
   return Number(fs.readFileSync("/proc/uptime", "utf8").split(" ")[0])
