@@ -47,7 +47,7 @@ export interface ImageSet {
 /** The sandbox image containerd is configured with (kubelet 1.34's default tag). */
 export const PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
 
-/** The machine's CA bundle, which rootfs.sh copies into the Node bases (an input of every image). */
+/** The machine's CA bundle, which rootfs.sh copies into the Node base (an input of every image). */
 const CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 const here = path.dirname(new URL(import.meta.url).pathname)
 const rootfsScript = path.join(here, "images", "rootfs.sh")
@@ -160,7 +160,7 @@ export function planDockerfile(text: string): DockerfilePlan {
 
 export interface BaseRecipe {
   /** The rootfs.sh recipe. */
-  readonly recipe: "distroless-nodejs" | "node-slim"
+  readonly recipe: "node-slim"
   /** `podman import --change` instructions: the image's configuration. */
   readonly config: ReadonlyArray<string>
 }
@@ -172,19 +172,6 @@ const standardPath = "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin
  * Dockerfile then names a base the lab cannot make: add its recipe here and in rootfs.sh).
  */
 export function baseRecipe(local: string): BaseRecipe | undefined {
-  const distroless = /^gcr\.io\/distroless\/nodejs\d+-debian12:(nonroot|latest|debug-nonroot|debug)$/.exec(local)
-  if (distroless !== null) {
-    const nonroot = distroless[1]?.includes("nonroot") === true
-    return {
-      recipe: "distroless-nodejs",
-      config: [
-        ...(nonroot ? ["USER 65532:65532", "WORKDIR /home/nonroot"] : []),
-        standardPath,
-        "ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt",
-        'ENTRYPOINT ["/nodejs/bin/node"]'
-      ]
-    }
-  }
   if (/^docker\.io\/library\/node:\d+(\.\d+)*-bookworm-slim$/.test(local)) {
     // Where the machine's TLS passes a proxy, npm (in the Dockerfile's npm ci) needs its CA, as on the machine.
     const extraCa = process.env["NODE_EXTRA_CA_CERTS"] === undefined ? [] : ["ENV NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt"]
@@ -193,10 +180,9 @@ export function baseRecipe(local: string): BaseRecipe | undefined {
   return undefined
 }
 
-/** The Node major version a base's name asks for (`nodejs24`, `node:24-…`), if it names one. */
+/** The Node major version a base's name asks for (`node:24-…`), if it names one. */
 export function nodeMajorOf(local: string): number | undefined {
-  const m = /nodejs(\d+)-|\/node:(\d+)/.exec(local)
-  const major = m?.[1] ?? m?.[2]
+  const major = /\/node:(\d+)/.exec(local)?.[1]
   return major === undefined ? undefined : Number(major)
 }
 
@@ -397,8 +383,7 @@ class Builder {
       if (major !== undefined && !node.version.startsWith(`${major}.`)) {
         throw new Error(`${base.local} asks for Node ${major}, but the node devDependency is ${node.version}`)
       }
-      const extra = recipe.recipe === "node-slim" ? [node.binary, npmDir] : [node.binary]
-      baseInputs.push(await this.fromRootfs(base.local, recipe.recipe, recipe.config, extra))
+      baseInputs.push(await this.fromRootfs(base.local, recipe.recipe, recipe.config, [node.binary, npmDir]))
       if (base.arg !== null) buildArgs.push("--build-arg", `${base.arg}=${base.local}`)
     }
     const files = (await Promise.all(["Dockerfile", ".dockerignore", ...plan.copySources].map((s) => contextFiles(repoRoot, s)))).flat()
