@@ -23,7 +23,7 @@ ARG NODE_IMAGE=node:24-bookworm-slim@sha256:a9f5f7c91a432850b2a8a7797adf5eadb6c7
 # under the paths it names with links resolved; the users root and 65532 (distroless's "nonroot",
 # the user the manifests name); glibc's lookups from files (and DNS for hosts).
 FROM ${NODE_IMAGE} AS rootfs
-# strip takes Node's symbol table and debug sections off: the image is 4.6 MB smaller compressed
+# strip takes Node's symbol table and debug sections off: the image is 4.5 MB smaller compressed
 # (docs/benchmarks.md, "The image"). Native frames keep the names Node exports (.dynsym), which
 # its own crash reports and diagnostic reports use; perf and gdb see no names for the others.
 RUN apt-get update \
