@@ -15,6 +15,7 @@
 import { spawn } from "node:child_process"
 import { createHash } from "node:crypto"
 import * as fs from "node:fs"
+import * as os from "node:os"
 import * as path from "node:path"
 import { run, runOk, tailFile } from "./proc.ts"
 
@@ -248,6 +249,22 @@ export function exampleImage(repoRoot: string): string {
   return normalizeReference(image)
 }
 
+/** Where the images of `arch` are kept under `<cache>`, and podman on that storage with its environment. */
+export function imageStore(cacheRoot: string, arch: Arch): Pick<ImageSet, "podman" | "podmanEnv"> & { readonly dir: string } {
+  const dir = path.join(cacheRoot, "images", arch)
+  const podman = [
+    "podman",
+    "--root", path.join(dir, "storage"),
+    "--runroot", path.join(dir, "run"),
+    "--tmpdir", path.join(dir, "tmp"),
+    "--storage-driver", "overlay",
+    "--cgroup-manager", "cgroupfs",
+    "--events-backend", "file",
+    "--runtime", "runc"
+  ]
+  return { dir, podman, podmanEnv: { CONTAINERS_CONF: containersConf, TMPDIR: path.join(dir, "tmp") } }
+}
+
 class Builder {
   readonly dir: string
   readonly podman: ReadonlyArray<string>
@@ -255,19 +272,11 @@ class Builder {
   readonly options: BuildOptions
   constructor(options: BuildOptions) {
     this.options = options
-    this.dir = path.join(options.cacheRoot, "images", options.arch)
+    const store = imageStore(options.cacheRoot, options.arch)
+    this.dir = store.dir
+    this.podman = store.podman
+    this.env = { ...store.podmanEnv }
     for (const sub of ["storage", "run", "tmp", "archives", "stamps", "logs", "node"]) fs.mkdirSync(path.join(this.dir, sub), { recursive: true })
-    this.podman = [
-      "podman",
-      "--root", path.join(this.dir, "storage"),
-      "--runroot", path.join(this.dir, "run"),
-      "--tmpdir", path.join(this.dir, "tmp"),
-      "--storage-driver", "overlay",
-      "--cgroup-manager", "cgroupfs",
-      "--events-backend", "file",
-      "--runtime", "runc"
-    ]
-    this.env = { CONTAINERS_CONF: containersConf, TMPDIR: path.join(this.dir, "tmp") }
   }
 
   private stamp(name: string): string {
@@ -476,6 +485,38 @@ export async function runHelp(set: ImageSet): Promise<{ command: string; output:
   const r = await withPodman(() => withEmulation(set.arch, () => {}, () => run(argv, { env: set.podmanEnv, timeoutMs: 120_000 })))
   const command = `podman run --rm --platform linux/${set.arch} --network=none --read-only --cap-drop=ALL --security-opt=no-new-privileges ${controller.reference} --help`
   return { command, output: `${r.stdout}${r.stderr}`, code: r.code }
+}
+
+/** An image's size as a registry stores it: its config and gzip-compressed layers, in bytes. */
+export interface CompressedSize {
+  readonly total: number
+  readonly config: number
+  /** The layers' sizes, the base's first. */
+  readonly layers: ReadonlyArray<number>
+}
+
+interface OciIndex { readonly manifests: ReadonlyArray<{ readonly digest: string }> }
+interface OciManifest { readonly config: { readonly size: number }; readonly layers: ReadonlyArray<{ readonly size: number }> }
+
+/**
+ * Measures an image of the set as docs/benchmarks.md does: `podman push --compression-format
+ * gzip` into an OCI layout (a scratch directory, removed after), then the sizes of the blobs its
+ * manifest names.
+ */
+export async function compressedSize(set: Pick<ImageSet, "podman" | "podmanEnv">, reference: string): Promise<CompressedSize> {
+  const layout = fs.mkdtempSync(path.join(set.podmanEnv["TMPDIR"] ?? os.tmpdir(), "oci-"))
+  try {
+    await withPodman(() => runOk([...set.podman, "push", "--quiet", "--compression-format", "gzip", reference, `oci:${layout}:measured`], { env: set.podmanEnv, timeoutMs: 300_000 }))
+    const blob = (digest: string) => path.join(layout, "blobs", ...digest.split(":"))
+    const index = JSON.parse(fs.readFileSync(path.join(layout, "index.json"), "utf8")) as OciIndex
+    const digest = index.manifests[0]?.digest
+    if (digest === undefined) throw new Error(`podman push of ${reference} wrote no manifest`)
+    const manifest = JSON.parse(fs.readFileSync(blob(digest), "utf8")) as OciManifest
+    const layers = manifest.layers.map((layer) => layer.size)
+    return { total: manifest.config.size + layers.reduce((a, b) => a + b, 0), config: manifest.config.size, layers }
+  } finally {
+    fs.rmSync(layout, { recursive: true, force: true })
+  }
 }
 
 async function build(options: BuildOptions): Promise<ImageSet> {
