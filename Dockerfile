@@ -2,18 +2,45 @@
 # Build:  docker build -t edge-cloud-controller-manager:0.1.0 .
 # Runs `edge-ccm run` as a non-root user on a read-only root filesystem (see manifests/).
 #
-# The base images are pinned by the digest of their multi-platform index, so every build uses
-# exactly these images:
-# - node:24-bookworm-slim: the digest recorded for that tag by the official images'
-#   docker-library/repo-info (repos/node/remote/24-bookworm-slim.md; Node 24.19.0, 2026-08-25);
-# - gcr.io/distroless/nodejs24-debian12:nonroot: the digest pinned for that tag in public
-#   Dockerfiles, not checked against the registry from here.
+# The image holds only what Node runs on: its binary (stripped) and the shared libraries it
+# links, found with ldd in the build stage, so every architecture gets its own (linux/amd64 and
+# linux/arm64 alike); a passwd and group naming the user 65532; nsswitch.conf; the bundle, its
+# source maps and its compile cache. No shell, no package manager, no CA store: the apiserver's
+# CA comes from the ServiceAccount (or the kubeconfig), and Node carries its own root
+# certificates, ICU and time zone data. Sizes: docs/benchmarks.md ("The image").
+#
+# The base image is pinned by the digest of its multi-platform index, so every build uses
+# exactly that image: the digest recorded for node:24-bookworm-slim by the official images'
+# docker-library/repo-info (repos/node/remote/24-bookworm-slim.md; Node 24.19.0, 2026-08-25).
 # To update: `crane digest node:24-bookworm-slim` (or `docker buildx imagetools inspect`), or let
-# Renovate's dockerfile manager keep these ARG defaults current. A build against images of the
-# same names without a registry passes them instead:
-#   docker build --build-arg NODE_IMAGE=node:24-bookworm-slim --build-arg RUNTIME_IMAGE=... .
+# Renovate's dockerfile manager keep the ARG default current. A build against an image of the
+# same name without a registry passes it instead:
+#   docker build --build-arg NODE_IMAGE=node:24-bookworm-slim .
 ARG NODE_IMAGE=node:24-bookworm-slim@sha256:a9f5f7c91a432850b2a8a7797adf5eadb6c733ceed61167806cee7ea7fbc29df
-ARG RUNTIME_IMAGE=gcr.io/distroless/nodejs24-debian12:nonroot@sha256:14d42e2511532589a7c7e01a753667a74fcc96266e137e8125006b87b0c32d0a
+
+# The runtime's root filesystem, in /rootfs: Node, stripped; the dynamic loader and every library
+# Node links (libc, libm, libstdc++, libgcc_s…) as ldd finds them for this architecture, copied
+# under the paths it names with links resolved; the users root and 65532 (distroless's "nonroot",
+# the user the manifests name); glibc's lookups from files (and DNS for hosts).
+FROM ${NODE_IMAGE} AS rootfs
+# strip takes Node's symbol table and debug sections off: the image is 4.5 MB smaller compressed
+# (docs/benchmarks.md, "The image"). Native frames keep the names Node exports (.dynsym), which
+# its own crash reports and diagnostic reports use; perf and gdb see no names for the others.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends binutils \
+ && rm -rf /var/lib/apt/lists/*
+RUN set -eu; \
+    node="$(command -v node)"; \
+    install -d /rootfs/nodejs/bin /rootfs/etc; \
+    strip -o /rootfs/nodejs/bin/node "$node"; \
+    libs="$(ldd "$node" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }')"; \
+    [ -n "$libs" ]; \
+    cp --parents -L $libs /rootfs; \
+    printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' > /rootfs/etc/passwd; \
+    printf 'root:x:0:\nnonroot:x:65532:\n' > /rootfs/etc/group; \
+    printf 'passwd: files\ngroup: files\nhosts: files dns\n' > /rootfs/etc/nsswitch.conf; \
+    install -d -m 0700 -o 65532 -g 65532 /rootfs/home/nonroot; \
+    install -d -m 1777 /rootfs/tmp
 
 FROM ${NODE_IMAGE} AS build
 WORKDIR /src
@@ -25,14 +52,15 @@ COPY src ./src
 # One tree-shaken bundle (and its source maps): the image needs no node_modules.
 RUN node scripts/bundle.ts && mkdir /compile-cache
 
-FROM ${RUNTIME_IMAGE}
+FROM scratch
+COPY --from=rootfs /rootfs/ /
+ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 LABEL org.opencontainers.image.title="edge-cloud-controller-manager" \
       org.opencontainers.image.description="Kubernetes LoadBalancer controller for edge and home clusters: publishes Services through the LAN's Internet gateway (UPnP IGD, NAT-PMP, PCP)" \
       org.opencontainers.image.version="0.1.0" \
       org.opencontainers.image.licenses="Apache-2.0"
 WORKDIR /app
 COPY --from=build /src/dist/edge-ccm*.mjs /src/dist/edge-ccm*.mjs.map ./
-# 65532 is distroless's "nonroot".
 USER 65532:65532
 # The bundle's compiled code, made here by the user and the Node that run it: a start then skips
 # most compiling (docs/benchmarks.md, "Startup"). Only read at run time, on a read-only root.

@@ -3,7 +3,7 @@
  *
  *   up      [--name dev] [--no-control-plane] [--nodes 1|2] [--real-node] [--secure-mode yes|no]
  *           [--enable-upnp yes|no] [--enable-natpmp yes|no] [--keep-logs] [--json]
- *   images  [--arch amd64|arm64] [--run-help]   build (or find cached) the images a real node runs
+ *   images  [--arch amd64|arm64] [--run-help] [--size]   build (or find cached) the images a real node runs
  *   down    [--name dev | --all] [--keep-logs]
  *   status  [--name dev] [--json]
  *   reboot-gateway       [--name dev]
@@ -34,7 +34,7 @@ import {
   up
 } from "./driver.ts"
 import type { LabStateFile } from "./driver.ts"
-import { type Arch, buildImages, runHelp } from "./images.ts"
+import { type Arch, buildImages, compressedSize, runHelp } from "./images.ts"
 
 const usage = `usage: npm run lab -- <command> [options]
 
@@ -42,8 +42,9 @@ const usage = `usage: npm run lab -- <command> [options]
           [--enable-upnp yes|no] [--enable-natpmp yes|no] [--keep-logs] [--json]
           --real-node: containerd, kubelet and kube-proxy on every node, the scheduler and
           controller-manager, the images built here and imported (one such lab at a time)
-  images  [--arch amd64|arm64] [--run-help]   the images a real node runs, built and cached;
-          --run-help starts the controller image with --help (arm64: under qemu-user)
+  images  [--arch amd64|arm64] [--run-help] [--size]   the images a real node runs, built and cached;
+          --run-help starts the controller image with --help (arm64: under qemu-user);
+          --size: the controller image's size compressed (gzip layers in an OCI layout)
   down    [--name dev | --all] [--keep-logs]
   status  [--name NAME] [--json]
   reboot-gateway       [--name dev]   stop miniupnpd, flush its chains, start it
@@ -63,6 +64,7 @@ const { values, positionals } = parseArgs({
     "real-node": { type: "boolean", default: false },
     arch: { type: "string", default: "amd64" },
     "run-help": { type: "boolean", default: false },
+    size: { type: "boolean", default: false },
     nodes: { type: "string", default: "1" },
     "secure-mode": { type: "string" },
     "enable-upnp": { type: "string" },
@@ -210,6 +212,12 @@ async function main(): Promise<number> {
       const binDir = await controlPlaneBinDir()
       const set = await buildImages({ repoRoot, cacheRoot: path.dirname(binDir), arch: architecture(), kubectl: path.join(binDir, "kubectl"), log: (m) => process.stderr.write(`[images] ${m}\n`) })
       for (const image of set.images) process.stdout.write(`${image.role.padEnd(11)} ${image.reference.padEnd(56)} ${image.archive}\n`)
+      if (values.size) {
+        const controller = set.images.find((i) => i.role === "controller")!
+        const size = await compressedSize(set, controller.reference)
+        const mb = (bytes: number) => `${(bytes / 1e6).toFixed(2)} MB`
+        process.stdout.write(`\n${controller.reference} (linux/${set.arch}), gzip in an OCI layout: ${mb(size.total)} (${size.total} bytes): layers ${size.layers.map(mb).join(", ")}; config ${size.config} bytes\n`)
+      }
       if (values["run-help"]) {
         const help = await runHelp(set)
         process.stdout.write(`\n$ ${help.command}\n${help.output}`)

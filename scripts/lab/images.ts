@@ -15,6 +15,7 @@
 import { spawn } from "node:child_process"
 import { createHash } from "node:crypto"
 import * as fs from "node:fs"
+import * as os from "node:os"
 import * as path from "node:path"
 import { run, runOk, tailFile } from "./proc.ts"
 
@@ -47,7 +48,7 @@ export interface ImageSet {
 /** The sandbox image containerd is configured with (kubelet 1.34's default tag). */
 export const PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
 
-/** The machine's CA bundle, which rootfs.sh copies into the Node bases (an input of every image). */
+/** The machine's CA bundle, which rootfs.sh copies into the Node base (an input of every image). */
 const CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 const here = path.dirname(new URL(import.meta.url).pathname)
 const rootfsScript = path.join(here, "images", "rootfs.sh")
@@ -160,7 +161,7 @@ export function planDockerfile(text: string): DockerfilePlan {
 
 export interface BaseRecipe {
   /** The rootfs.sh recipe. */
-  readonly recipe: "distroless-nodejs" | "node-slim"
+  readonly recipe: "node-slim"
   /** `podman import --change` instructions: the image's configuration. */
   readonly config: ReadonlyArray<string>
 }
@@ -172,19 +173,6 @@ const standardPath = "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin
  * Dockerfile then names a base the lab cannot make: add its recipe here and in rootfs.sh).
  */
 export function baseRecipe(local: string): BaseRecipe | undefined {
-  const distroless = /^gcr\.io\/distroless\/nodejs\d+-debian12:(nonroot|latest|debug-nonroot|debug)$/.exec(local)
-  if (distroless !== null) {
-    const nonroot = distroless[1]?.includes("nonroot") === true
-    return {
-      recipe: "distroless-nodejs",
-      config: [
-        ...(nonroot ? ["USER 65532:65532", "WORKDIR /home/nonroot"] : []),
-        standardPath,
-        "ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt",
-        'ENTRYPOINT ["/nodejs/bin/node"]'
-      ]
-    }
-  }
   if (/^docker\.io\/library\/node:\d+(\.\d+)*-bookworm-slim$/.test(local)) {
     // Where the machine's TLS passes a proxy, npm (in the Dockerfile's npm ci) needs its CA, as on the machine.
     const extraCa = process.env["NODE_EXTRA_CA_CERTS"] === undefined ? [] : ["ENV NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt"]
@@ -193,10 +181,9 @@ export function baseRecipe(local: string): BaseRecipe | undefined {
   return undefined
 }
 
-/** The Node major version a base's name asks for (`nodejs24`, `node:24-…`), if it names one. */
+/** The Node major version a base's name asks for (`node:24-…`), if it names one. */
 export function nodeMajorOf(local: string): number | undefined {
-  const m = /nodejs(\d+)-|\/node:(\d+)/.exec(local)
-  const major = m?.[1] ?? m?.[2]
+  const major = /\/node:(\d+)/.exec(local)?.[1]
   return major === undefined ? undefined : Number(major)
 }
 
@@ -262,6 +249,22 @@ export function exampleImage(repoRoot: string): string {
   return normalizeReference(image)
 }
 
+/** Where the images of `arch` are kept under `<cache>`, and podman on that storage with its environment. */
+export function imageStore(cacheRoot: string, arch: Arch): Pick<ImageSet, "podman" | "podmanEnv"> & { readonly dir: string } {
+  const dir = path.join(cacheRoot, "images", arch)
+  const podman = [
+    "podman",
+    "--root", path.join(dir, "storage"),
+    "--runroot", path.join(dir, "run"),
+    "--tmpdir", path.join(dir, "tmp"),
+    "--storage-driver", "overlay",
+    "--cgroup-manager", "cgroupfs",
+    "--events-backend", "file",
+    "--runtime", "runc"
+  ]
+  return { dir, podman, podmanEnv: { CONTAINERS_CONF: containersConf, TMPDIR: path.join(dir, "tmp") } }
+}
+
 class Builder {
   readonly dir: string
   readonly podman: ReadonlyArray<string>
@@ -269,19 +272,11 @@ class Builder {
   readonly options: BuildOptions
   constructor(options: BuildOptions) {
     this.options = options
-    this.dir = path.join(options.cacheRoot, "images", options.arch)
+    const store = imageStore(options.cacheRoot, options.arch)
+    this.dir = store.dir
+    this.podman = store.podman
+    this.env = { ...store.podmanEnv }
     for (const sub of ["storage", "run", "tmp", "archives", "stamps", "logs", "node"]) fs.mkdirSync(path.join(this.dir, sub), { recursive: true })
-    this.podman = [
-      "podman",
-      "--root", path.join(this.dir, "storage"),
-      "--runroot", path.join(this.dir, "run"),
-      "--tmpdir", path.join(this.dir, "tmp"),
-      "--storage-driver", "overlay",
-      "--cgroup-manager", "cgroupfs",
-      "--events-backend", "file",
-      "--runtime", "runc"
-    ]
-    this.env = { CONTAINERS_CONF: containersConf, TMPDIR: path.join(this.dir, "tmp") }
   }
 
   private stamp(name: string): string {
@@ -397,8 +392,7 @@ class Builder {
       if (major !== undefined && !node.version.startsWith(`${major}.`)) {
         throw new Error(`${base.local} asks for Node ${major}, but the node devDependency is ${node.version}`)
       }
-      const extra = recipe.recipe === "node-slim" ? [node.binary, npmDir] : [node.binary]
-      baseInputs.push(await this.fromRootfs(base.local, recipe.recipe, recipe.config, extra))
+      baseInputs.push(await this.fromRootfs(base.local, recipe.recipe, recipe.config, [node.binary, npmDir]))
       if (base.arg !== null) buildArgs.push("--build-arg", `${base.arg}=${base.local}`)
     }
     const files = (await Promise.all(["Dockerfile", ".dockerignore", ...plan.copySources].map((s) => contextFiles(repoRoot, s)))).flat()
@@ -491,6 +485,38 @@ export async function runHelp(set: ImageSet): Promise<{ command: string; output:
   const r = await withPodman(() => withEmulation(set.arch, () => {}, () => run(argv, { env: set.podmanEnv, timeoutMs: 120_000 })))
   const command = `podman run --rm --platform linux/${set.arch} --network=none --read-only --cap-drop=ALL --security-opt=no-new-privileges ${controller.reference} --help`
   return { command, output: `${r.stdout}${r.stderr}`, code: r.code }
+}
+
+/** An image's size as a registry stores it: its config and gzip-compressed layers, in bytes. */
+export interface CompressedSize {
+  readonly total: number
+  readonly config: number
+  /** The layers' sizes, the base's first. */
+  readonly layers: ReadonlyArray<number>
+}
+
+interface OciIndex { readonly manifests: ReadonlyArray<{ readonly digest: string }> }
+interface OciManifest { readonly config: { readonly size: number }; readonly layers: ReadonlyArray<{ readonly size: number }> }
+
+/**
+ * Measures an image of the set as docs/benchmarks.md does: `podman push --compression-format
+ * gzip` into an OCI layout (a scratch directory, removed after), then the sizes of the blobs its
+ * manifest names.
+ */
+export async function compressedSize(set: Pick<ImageSet, "podman" | "podmanEnv">, reference: string): Promise<CompressedSize> {
+  const layout = fs.mkdtempSync(path.join(set.podmanEnv["TMPDIR"] ?? os.tmpdir(), "oci-"))
+  try {
+    await withPodman(() => runOk([...set.podman, "push", "--quiet", "--compression-format", "gzip", reference, `oci:${layout}:measured`], { env: set.podmanEnv, timeoutMs: 300_000 }))
+    const blob = (digest: string) => path.join(layout, "blobs", ...digest.split(":"))
+    const index = JSON.parse(fs.readFileSync(path.join(layout, "index.json"), "utf8")) as OciIndex
+    const digest = index.manifests[0]?.digest
+    if (digest === undefined) throw new Error(`podman push of ${reference} wrote no manifest`)
+    const manifest = JSON.parse(fs.readFileSync(blob(digest), "utf8")) as OciManifest
+    const layers = manifest.layers.map((layer) => layer.size)
+    return { total: manifest.config.size + layers.reduce((a, b) => a + b, 0), config: manifest.config.size, layers }
+  } finally {
+    fs.rmSync(layout, { recursive: true, force: true })
+  }
 }
 
 async function build(options: BuildOptions): Promise<ImageSet> {

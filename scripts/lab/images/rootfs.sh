@@ -6,12 +6,10 @@
 #   rootfs.sh RECIPE ARCH OUT.tar [NODE_BINARY NPM_DIR]
 #
 # Recipes (stand-ins for images the Dockerfile and the example name):
-#   distroless-nodejs  libc6, libgcc-s1, libstdc++6, CA certificates, /nodejs/bin/node, the
-#                      users root, nobody and nonroot (65532): what gcr.io/distroless/nodejs* holds
-#   node-slim          Debian minbase + /usr/local/bin/node + npm: what node:*-bookworm-slim holds,
-#                      with the machine's CA bundle
-#   nginx              Debian minbase + nginx-light, answering every request with the pod's name
-#   pause              Debian's catatonit as /pause: the pod sandbox's init
+#   node-slim  Debian minbase + /usr/local/bin/node + npm: what node:*-bookworm-slim holds, with
+#              the machine's CA bundle
+#   nginx      Debian minbase + nginx-light, answering every request with the pod's name
+#   pause      Debian's catatonit as /pause: the pod sandbox's init
 set -euo pipefail
 recipe=$1 arch=$2 out=$3 node_binary=${4:-} npm_dir=${5:-}
 suite=bookworm
@@ -32,22 +30,11 @@ debian() { # variant packages...
   rm -f "$root/etc/resolv.conf" "$root/etc/hostname"
 }
 
-# The machine's CA bundle: Debian's (its postinst does not run in an extract), plus whatever CA
-# the machine adds for a proxy its TLS passes through (npm ci in the build needs that one).
+# The machine's CA bundle: Debian's, plus whatever CA the machine adds for a proxy its TLS passes
+# through (npm ci in the build needs that one).
 ca_bundle() { install -D -m 0644 /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"; }
 
 case "$recipe" in
-  distroless-nodejs)
-    debian extract libc6 libgcc-s1 libstdc++6
-    rm -rf "$root/etc/apt" "$root/var/lib/apt" "$root/var/cache/apt" "$root/dev"
-    mkdir -p "$root/dev" "$root/tmp" "$root/root" "$root/home/nonroot"
-    chmod 1777 "$root/tmp"; chmod 700 "$root/root" "$root/home/nonroot"; chown 65532:65532 "$root/home/nonroot"
-    ca_bundle
-    printf 'root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' > "$root/etc/passwd"
-    printf 'root:x:0:\nnobody:x:65534:\nnonroot:x:65532:\n' > "$root/etc/group"
-    printf 'hosts: files dns\n' > "$root/etc/nsswitch.conf"
-    install -D -m 0755 "$node_binary" "$root/nodejs/bin/node"
-    ;;
   node-slim)
     debian minbase ca-certificates
     ca_bundle

@@ -3,7 +3,8 @@
  * The product as users deploy it, on one real node: `kubectl apply -k manifests` (no patch: the
  * lab-built image carries the manifests' name), the controller as a DaemonSet pod from that
  * image, the seed example with real nginx pods, curl from the Internet answered by one of them
- * through the router's mapping, the nodePort and kube-proxy; the pod's logs and its memory.
+ * through the router's mapping, the nodePort and kube-proxy; the pod's logs and its memory; the
+ * image's size as a registry would store it.
  */
 import * as fs from "node:fs"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
@@ -53,6 +54,13 @@ describe("the seed walkthrough on a real node", () => {
     expect(status).toMatch(/^NoNewPrivs:\s+1$/m)
     const rootMount = fs.readFileSync(`/proc/${node.containerPid(pod!, "controller")}/mountinfo`, "utf8").split("\n").find((l) => l.split(" ")[4] === "/")
     expect(rootMount?.split(" ")[5]).toMatch(/^ro\b/)
+  })
+
+  it("runs an image of at most 50 MB compressed, as a registry would store it", async () => {
+    const size = await node.controllerImageSize()
+    console.log(`[figure] the controller image, gzip in an OCI layout: ${(size.total / 1e6).toFixed(2)} MB (layers ${size.layers.map((l) => (l / 1e6).toFixed(2)).join(", ")} MB)`)
+    expect(size.layers.length).toBeGreaterThan(1)
+    expect(size.total).toBeLessThanOrEqual(50_000_000)
   })
 
   it("publishes the seed example, served by real nginx pods: EXTERNAL-IP, upnpc -l, curl from the WAN answered by a pod", async () => {

@@ -6,6 +6,7 @@
 import * as fs from "node:fs"
 import * as path from "node:path"
 import type { RealNodeState } from "../../../scripts/lab/driver.ts"
+import { compressedSize, type CompressedSize, hostArch, imageStore } from "../../../scripts/lab/images.ts"
 import { run, type RunResult } from "../../../scripts/lab/proc.ts"
 import { curlFromWan, kubectl, kubectlJson, loadLab, waitFor } from "./lab.ts"
 
@@ -142,6 +143,17 @@ export function podMemory(pod: PodView): PodMemory {
   }))
   const usage = read("memory.usage_in_bytes")
   return { usage, limit: read("memory.limit_in_bytes"), rss: stat.get("total_rss") ?? 0, workingSet: usage - (stat.get("total_inactive_file") ?? 0) }
+}
+
+/**
+ * The controller image the nodes imported, measured as docs/benchmarks.md measures it (gzip
+ * layers in an OCI layout), from the lab's image store beside the node's binaries.
+ */
+export function controllerImageSize(): Promise<CompressedSize> {
+  const state = realNode()
+  const image = state.images.find((i) => i.role === "controller")
+  if (image === undefined) throw new Error("the real node imported no controller image")
+  return compressedSize(imageStore(path.dirname(state.binDir), hostArch()), image.reference)
 }
 
 export const mib = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MiB`
