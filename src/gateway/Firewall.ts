@@ -98,6 +98,11 @@ export interface FirewallOptions extends Ipv6SourceOptions, UpnpFirewallOptions 
   readonly pcp?: Omit<PcpFirewallOptions, "routerAddress"> | undefined
   /** Seconds, 1-86400 (default `DEFAULT_PINHOLE_LEASE_SECONDS`). */
   readonly leaseSeconds?: number | undefined
+  /**
+   * Where PCP goes when no flag or URL names the router (`ipv6DefaultPcpServer`: the default
+   * route's gateway, a link-local one with its interface); else `defaultRouterIpv6`.
+   */
+  readonly defaultPcpServer?: Effect.Effect<string, FirewallUnavailable> | undefined
   /** How the node's address toward the router is found (default: the kernel's choice, `localIpv6AddressToward`). */
   readonly sourceAddress?:
     | ((routerIp: string, routerPort: number) => Effect.Effect<string, NoGlobalIpv6Address | GatewayUnreachable>)
@@ -111,12 +116,12 @@ export interface FirewallOptions extends Ipv6SourceOptions, UpnpFirewallOptions 
  */
 export const DEFAULT_PINHOLE_LEASE_SECONDS = 600
 
-/** The router's IPv6 address for PCP: the flag, the firewall URL's host, or the IPv6 default route's gateway. */
+/** The router's IPv6 address for PCP: the flag, the firewall URL's host, or the IPv6 default route's gateway (link-local too). */
 const pcpRouterAddress = (options: FirewallOptions): Effect.Effect<string, FirewallUnavailable> => {
   if (options.routerIpv6 !== undefined) return Effect.succeed(options.routerIpv6)
   const fromUrl = options.firewallUrl === undefined ? undefined : Pinholes.firewallEndpoint(options.firewallUrl)
   if (fromUrl !== undefined && Result.isSuccess(fromUrl)) return Effect.succeed(fromUrl.success.routerIp)
-  return options.defaultRouterIpv6 ??
+  return options.defaultPcpServer ?? options.defaultRouterIpv6 ??
     Effect.fail(new FirewallUnavailable({ reason: "no router IPv6 address for PCP: give --gateway-address6" }))
 }
 

@@ -1,9 +1,10 @@
 /**
  * The router's IPv6 address when no flag names it: the gateway of the IPv6 default route, read
- * from Linux's /proc/net/ipv6_route (nothing to install in a container). PCP over IPv6 is sent
- * there. A link-local gateway (what router advertisements usually give) is not used: the PCP
- * request would leave from a link-local source, which miniupnpd compares with the client
- * address we send, our global one.
+ * from Linux's /proc/net/ipv6_route (nothing to install in a container). A description read
+ * over IPv4 is called there, so it must be global (a URL cannot name an interface). PCP over
+ * IPv6 is sent there too, and to a link-local gateway (what router advertisements usually give)
+ * as `fe80::1%eth0`: its socket is bound to the node's global address, which the router then sees
+ * as the source and compares with the client address we send.
  */
 import { Effect, FileSystem, Result } from "effect"
 import { FirewallUnavailable } from "./GatewayError.ts"
@@ -71,4 +72,14 @@ export const ipv6DefaultRouter: Effect.Effect<string, FirewallUnavailable, FileS
     })
   }
   return found.gateway
+})
+
+/**
+ * Where PCP goes when no flag names the router: the IPv6 default route's gateway, a link-local
+ * one with its interface (`fe80::1%eth0`).
+ */
+export const ipv6DefaultPcpServer: Effect.Effect<string, FirewallUnavailable, FileSystem.FileSystem> = Effect.gen(function*() {
+  const found = yield* ipv6DefaultGateway
+  if (ipv6Scope(found.gateway) === "link-local") return `${found.gateway}%${found.device}`
+  return yield* ipv6DefaultRouter
 })

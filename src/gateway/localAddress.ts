@@ -17,6 +17,9 @@ export const localAddressToward = Effect.fn("localAddressToward")(
   }
 )
 
+/** Any global unicast address (2000::/3): only routed, never sent to (connecting a UDP socket sends nothing). */
+const GLOBAL_DESTINATION = "2000::1"
+
 /** Which non-global source addresses `localIpv6AddressToward` may return. */
 export interface Ipv6SourceOptions {
   /** fe80::/10: reachable only on the link, never from the Internet. */
@@ -35,7 +38,12 @@ export interface Ipv6SourceOptions {
 export const localIpv6AddressToward = Effect.fn("localIpv6AddressToward")(
   function*(routerIp: string, routerPort: number, options: Ipv6SourceOptions = {}) {
     const router = `[${routerIp}]:${routerPort}`
-    const address = yield* kernelSourceAddress("udp6", routerIp, routerPort, router)
+    // Toward a link-local router (`fe80::1%eth0`) the kernel picks a link-local source; the
+    // address the Internet reaches is the one it picks toward a global destination.
+    const toward = ipv6Scope(routerIp.replace(/%.*$/, "")) === "link-local" && options.allowLinkLocal !== true
+      ? GLOBAL_DESTINATION
+      : routerIp
+    const address = yield* kernelSourceAddress("udp6", toward, routerPort, router)
     return yield* Effect.fromResult(acceptIpv6Source(router, address, options))
   }
 )
@@ -49,8 +57,10 @@ export const acceptIpv6Source = (
   address: string,
   options: Ipv6SourceOptions = {}
 ): Result.Result<string, NoGlobalIpv6Address> => {
-  const canonical = canonicalIpv6(address)
-  const scope = ipv6Scope(address)
+  // A link-local source comes with its interface (`fe80::…%eth0`): the address is what counts.
+  const bare = address.replace(/%.*$/, "")
+  const canonical = canonicalIpv6(bare)
+  const scope = ipv6Scope(bare)
   if (Result.isFailure(canonical) || scope === undefined) {
     return Result.fail(new NoGlobalIpv6Address({ router, address, reason: "the kernel chose no IPv6 source address" }))
   }

@@ -11,7 +11,7 @@ import { Controller } from "../controller/Controller.ts"
 import { RecordKey } from "../controller/RecordKey.ts"
 import { ANNOTATION_PREFIX, isBystander } from "../controller/ServiceSpec.ts"
 import { Gateways } from "../gateway/Gateways.ts"
-import { ipv6DefaultGateway, ipv6DefaultRouter } from "../gateway/Ipv6DefaultRoute.ts"
+import { ipv6DefaultGateway, ipv6DefaultPcpServer, ipv6DefaultRouter } from "../gateway/Ipv6DefaultRoute.ts"
 import { Description } from "../gateway/upnp/Description.ts"
 import { Firewall } from "../gateway/Firewall.ts"
 import { SoapTransport } from "../gateway/upnp/SoapTransport.ts"
@@ -100,6 +100,7 @@ export const runControllerProcess = (settings: RunSettings, logLevel: LogLevel.L
   const firewall = Firewall.layer({
     protocol: settings.ipv6.pinholeProtocol,
     defaultRouterIpv6: Effect.provide(ipv6DefaultRouter, NodeFileSystem.layer),
+    defaultPcpServer: Effect.provide(ipv6DefaultPcpServer, NodeFileSystem.layer),
     // Neither URL given: the description is searched for over IPv6, from the default route's interface.
     discoverDescription: settings.gatewayUrl === undefined && settings.ipv6.firewallUrl === undefined
       ? Effect.provide(ipv6DefaultGateway, NodeFileSystem.layer).pipe(

@@ -28,6 +28,8 @@ const PORT = 8282
 const DROPPED_PORT = 8283
 const RA_NAME = "dual-stack-link-local-route"
 const RA_PORT = 8284
+const RA_LOW_NAME = "dual-stack-link-local-https"
+const RA_LOW_PORT = 443
 
 let state: LabState
 let controller: ControllerUnderTest
@@ -125,6 +127,32 @@ describe("a default route via the router's link-local address, as router adverti
       expect(over6.body).toBe("found through a link-local route\n")
     } finally {
       await pinholes.close()
+      await setDefaultRoute6(state.gatewayLanIp6)
+    }
+  })
+
+  it("--pinhole-protocol pcp: the pinhole is asked of the router's link-local address, from the node's global one", async () => {
+    const linkLocal = await routerLinkLocal()
+    await controller.stop()
+    await setDefaultRoute6(linkLocal)
+    const https = await serveNodePort(RA_LOW_PORT, { ip: state.nodeIp6, body: "PCP through a link-local route\n" })
+    try {
+      // PCP alone: the node's address is then found toward the link-local router too.
+      controller = await startController({ flags: ["--pinhole-protocol", "pcp"] })
+      const created = Date.now()
+      await createDualStackService(RA_LOW_NAME, { ports: [{ name: "https", port: RA_LOW_PORT }] })
+      const service = await bothAddressesPublished(RA_LOW_NAME, created, 20_000)
+      expect(ingressIps(service)).toEqual([PUBLIC_IP, state.nodeIp6])
+      const record = service.metadata.annotations?.["midokura.com/pinholes"] ?? ""
+      console.log(`default route via ${linkLocal}; pinhole record: ${record}`)
+      expect(record).toContain(`"router":"pcp://[${linkLocal}%eth0]:5351"`)
+      const [pinhole] = (await nftPinholes()).filter((p) => p.port === RA_LOW_PORT)
+      expect(pinhole?.internalClient).toBe(state.nodeIp6)
+      const over6 = await curlFromWan(`http://[${state.nodeIp6}]:${RA_LOW_PORT}/`)
+      expect(over6.ok, over6.error).toBe(true)
+      expect(over6.body).toBe("PCP through a link-local route\n")
+    } finally {
+      await https.close()
       await setDefaultRoute6(state.gatewayLanIp6)
     }
   })

@@ -60,6 +60,11 @@ describe("acceptIpv6Source", () => {
     assert.strictEqual(accepted("FD00:1::10", { allowUniqueLocal: true }), "fd00:1::10")
   })
 
+  it("a link-local source as the kernel names it, with its interface: judged by its address", () => {
+    assert.match(refused("fe80::d028:d8ff:fecc:108b%eth0").reason, /link-local, which the Internet cannot reach/)
+    assert.strictEqual(accepted("fe80::d028:d8ff:fecc:108b%eth0", { allowLinkLocal: true }), "fe80::d028:d8ff:fecc:108b")
+  })
+
   it("refuses what no flag allows: loopback, unspecified, IPv4-mapped, not an address", () => {
     const all = { allowLinkLocal: true, allowUniqueLocal: true }
     for (const address of ["::1", "::", "::ffff:192.0.2.10", "192.0.2.10", ""]) {

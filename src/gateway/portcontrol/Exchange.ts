@@ -6,6 +6,7 @@
  * so that a silent gateway never holds a caller for RFC 6887's open-ended retries.
  */
 import * as NodeDatagramSocket from "@effect/platform-node/NodeDatagramSocket"
+import * as Os from "node:os"
 import { Clock, Deferred, Duration, Effect, Equal, Option, Random, Result } from "effect"
 import { NetAddress } from "effect/net"
 import type { DatagramSocket } from "effect/socket"
@@ -39,6 +40,10 @@ export interface Endpoint {
 
 /** Opens the socket for one exchange, bound to `localAddress` on an ephemeral port. */
 export type OpenSocket = (localAddress: string) => Effect.Effect<DatagramSocket.DatagramSocket>
+
+/** The interfaces' scope ids, read only for an address that names one (`fe80::1%eth0`). */
+const interfaceScopeIds = (host: string): ReadonlyMap<string, number> | undefined =>
+  host.includes("%") ? NetAddress.scopeIdsFromInterfaces(Object.entries(Os.networkInterfaces())) : undefined
 
 /** A UDP socket on Node, bound to our address toward the gateway. */
 export const nodeSocket: OpenSocket = (localAddress) => NodeDatagramSocket.make({ bind: { address: localAddress, port: 0 } })
@@ -99,9 +104,12 @@ export const exchange = <A>(
     const unreachable = (reason: string) =>
       new GatewayUnreachable({ router: endpoint.router, action: request.action, reason })
     // IPv4 for mappings; IPv6 for pinholes opened by PCP (docs/ipv6-field-notes.md, section 7).
-    const gatewayIp = NetAddress.ipFromString(endpoint.gateway)
-    if (Result.isFailure(gatewayIp)) return yield* unreachable(`gateway address ${endpoint.gateway} is not an IP address`)
-    const destination = NetAddress.inetAddressUnsafe(gatewayIp.success, endpoint.port)
+    // A link-local gateway carries its interface (`fe80::1%eth0`): the zone becomes its scope id.
+    const parsed = NetAddress.inetAddressFromHostString(endpoint.gateway, endpoint.port, interfaceScopeIds(endpoint.gateway))
+    if (Result.isFailure(parsed)) {
+      return yield* unreachable(`gateway address ${endpoint.gateway} is not an IP address (${parsed.failure.message})`)
+    }
+    const destination = parsed.success
     const socket = yield* open(endpoint.localAddress)
     const reader = yield* socket.reader.pipe(
       Effect.mapError((error) => unreachable(`cannot open a UDP socket on ${endpoint.localAddress}: ${error.message}`))
@@ -113,7 +121,7 @@ export const exchange = <A>(
     const accept = (datagram: DatagramSocket.Datagram): Effect.Effect<void> => {
       const from = datagram.address
       // Only the gateway's own address and port may answer: anything else on the LAN could forge.
-      if (from.port !== endpoint.port || !Equal.equals(from.address, gatewayIp.success)) {
+      if (from.port !== endpoint.port || !Equal.equals(from.address, destination.address)) {
         return Effect.logDebug("ignored a datagram not from the gateway", {
           router: endpoint.router,
           from: NetAddress.formatInet(from)

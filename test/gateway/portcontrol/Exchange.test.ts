@@ -117,6 +117,24 @@ describe("answers", () => {
       assert.strictEqual(yield* exchange(endpoint, gateway.open, rfc6886, request), "answer 3")
     }))
 
+  it.effect("a link-local gateway with its interface (numeric here): sent to that scope, its answer taken", () =>
+    Effect.gen(function*() {
+      const gateway = yield* makeMemoryGateway(() => [{ address: "fe80::1", port: 5351, payload: Uint8Array.from([42, 4]) }])
+      const scoped: Endpoint = { router: "pcp://[fe80::1%1]:5351", gateway: "fe80::1%1", port: 5351, localAddress: "2001:db8:2::10" }
+      assert.strictEqual(yield* exchange(scoped, gateway.open, rfc6886, request), "answer 4")
+      assert.deepStrictEqual((yield* gateway.sent).map((s) => s.to), ["[fe80::1%1]:5351"])
+    }))
+
+  it.effect("a gateway naming an interface this machine does not have: unreachable, saying which", () =>
+    Effect.gen(function*() {
+      const gateway = yield* makeMemoryGateway()
+      const scoped: Endpoint = { router: "pcp://[fe80::1%nosuch0]:5351", gateway: "fe80::1%nosuch0", port: 5351, localAddress: "2001:db8:2::10" }
+      const error = yield* Effect.flip(exchange(scoped, gateway.open, rfc6886, request))
+      assert.strictEqual(error._tag, "GatewayUnreachable")
+      assert.match(error.message, /fe80::1%nosuch0/)
+      assert.deepStrictEqual(yield* gateway.sent, [])
+    }))
+
   it.effect("a reply to another request is ignored and the request sent again", () =>
     Effect.gen(function*() {
       const gateway = yield* makeMemoryGateway((_, count) =>
