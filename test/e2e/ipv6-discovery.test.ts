@@ -106,54 +106,47 @@ describe("no router flags at all", () => {
 })
 
 describe("a default route via the router's link-local address, as router advertisements give", () => {
-  it("the router's own SSDP reply names its global address: found and used with no flag, under --pinhole-protocol auto", async () => {
+  /**
+   * With the node's default route via the router's link-local address, a controller started
+   * with `flags` publishes a dual-stack Service on `port`: the pinhole opens for the node's
+   * global address through the route `expectedRouter(linkLocal)` names, and curl over IPv6
+   * from the WAN reaches the node. The route is put back whatever happens.
+   */
+  const publishedThroughLinkLocalRoute = async (
+    name: string,
+    port: number,
+    flags: ReadonlyArray<string>,
+    expectedRouter: (linkLocal: string) => string
+  ) => {
     const linkLocal = await routerLinkLocal()
     await controller.stop()
     await setDefaultRoute6(linkLocal)
-    const pinholes = await serveNodePort(RA_PORT, { ip: state.nodeIp6, body: "found through a link-local route\n" })
+    const body = `${name} through a link-local route\n`
+    const served = await serveNodePort(port, { ip: state.nodeIp6, body })
     try {
-      controller = await startController({})
+      controller = await startController({ flags: [...flags] })
       const created = Date.now()
-      await createDualStackService(RA_NAME, { ports: [{ name: "http", port: RA_PORT }] })
-      const service = await bothAddressesPublished(RA_NAME, created, 20_000)
+      await createDualStackService(name, { ports: [{ name: "web", port }] })
+      const service = await bothAddressesPublished(name, created, 20_000)
       expect(ingressIps(service)).toEqual([PUBLIC_IP, state.nodeIp6])
       const record = service.metadata.annotations?.["midokura.com/pinholes"] ?? ""
       console.log(`default route via ${linkLocal}; pinhole record: ${record}`)
-      expect(record).toContain(`"router":"${state.firewallControlUrl}"`)
-      const [pinhole] = (await nftPinholes()).filter((p) => p.port === RA_PORT)
+      expect(record).toContain(`"router":"${expectedRouter(linkLocal)}"`)
+      const [pinhole] = (await nftPinholes()).filter((p) => p.port === port)
       expect(pinhole?.internalClient).toBe(state.nodeIp6)
-      const over6 = await curlFromWan(`http://[${state.nodeIp6}]:${RA_PORT}/`)
+      const over6 = await curlFromWan(`http://[${state.nodeIp6}]:${port}/`)
       expect(over6.ok, over6.error).toBe(true)
-      expect(over6.body).toBe("found through a link-local route\n")
+      expect(over6.body).toBe(body)
     } finally {
-      await pinholes.close()
+      await served.close()
       await setDefaultRoute6(state.gatewayLanIp6)
     }
-  })
+  }
 
-  it("--pinhole-protocol pcp: the pinhole is asked of the router's link-local address, from the node's global one", async () => {
-    const linkLocal = await routerLinkLocal()
-    await controller.stop()
-    await setDefaultRoute6(linkLocal)
-    const https = await serveNodePort(RA_LOW_PORT, { ip: state.nodeIp6, body: "PCP through a link-local route\n" })
-    try {
-      // PCP alone: the node's address is then found toward the link-local router too.
-      controller = await startController({ flags: ["--pinhole-protocol", "pcp"] })
-      const created = Date.now()
-      await createDualStackService(RA_LOW_NAME, { ports: [{ name: "https", port: RA_LOW_PORT }] })
-      const service = await bothAddressesPublished(RA_LOW_NAME, created, 20_000)
-      expect(ingressIps(service)).toEqual([PUBLIC_IP, state.nodeIp6])
-      const record = service.metadata.annotations?.["midokura.com/pinholes"] ?? ""
-      console.log(`default route via ${linkLocal}; pinhole record: ${record}`)
-      expect(record).toContain(`"router":"pcp://[${linkLocal}%eth0]:5351"`)
-      const [pinhole] = (await nftPinholes()).filter((p) => p.port === RA_LOW_PORT)
-      expect(pinhole?.internalClient).toBe(state.nodeIp6)
-      const over6 = await curlFromWan(`http://[${state.nodeIp6}]:${RA_LOW_PORT}/`)
-      expect(over6.ok, over6.error).toBe(true)
-      expect(over6.body).toBe("PCP through a link-local route\n")
-    } finally {
-      await https.close()
-      await setDefaultRoute6(state.gatewayLanIp6)
-    }
-  })
+  it("the router's own SSDP reply names its global address: found and used with no flag, under --pinhole-protocol auto", () =>
+    publishedThroughLinkLocalRoute(RA_NAME, RA_PORT, [], () => state.firewallControlUrl))
+
+  // PCP alone: the node's address is then found toward the link-local router too.
+  it("--pinhole-protocol pcp: the pinhole is asked of the router's link-local address, from the node's global one", () =>
+    publishedThroughLinkLocalRoute(RA_LOW_NAME, RA_LOW_PORT, ["--pinhole-protocol", "pcp"], (linkLocal) => `pcp://[${linkLocal}%eth0]:5351`))
 })
