@@ -25,6 +25,9 @@ export const canonicalIpv6 = (text: string): Result.Result<string, Ipv6TextProbl
   return Result.succeed(NetAddress.formatIp(parsed.success))
 }
 
+/** An address as the kernel names a link-local one (`fe80::1%eth0`), without its interface. */
+export const withoutZone = (text: string): string => text.replace(/%.*$/, "")
+
 /** Whether two texts name the same IPv6 address, whatever their spelling. */
 export const sameIpv6 = (a: string, b: string): boolean => {
   const x = canonicalIpv6(a)

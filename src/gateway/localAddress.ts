@@ -7,7 +7,7 @@
 import * as Dgram from "node:dgram"
 import { Effect, Result } from "effect"
 import { GatewayUnreachable, NoGlobalIpv6Address } from "./GatewayError.ts"
-import { canonicalIpv6, ipv6Scope } from "./Ipv6Address.ts"
+import { canonicalIpv6, ipv6Scope, withoutZone } from "./Ipv6Address.ts"
 import { isMappablePort } from "./Mapping.ts"
 
 /** The local IPv4 address the kernel would use to reach `routerIp:routerPort`. */
@@ -40,7 +40,7 @@ export const localIpv6AddressToward = Effect.fn("localIpv6AddressToward")(
     const router = `[${routerIp}]:${routerPort}`
     // Toward a link-local router (`fe80::1%eth0`) the kernel picks a link-local source; the
     // address the Internet reaches is the one it picks toward a global destination.
-    const toward = ipv6Scope(routerIp.replace(/%.*$/, "")) === "link-local" && options.allowLinkLocal !== true
+    const toward = ipv6Scope(withoutZone(routerIp)) === "link-local" && options.allowLinkLocal !== true
       ? GLOBAL_DESTINATION
       : routerIp
     const address = yield* kernelSourceAddress("udp6", toward, routerPort, router)
@@ -58,7 +58,7 @@ export const acceptIpv6Source = (
   options: Ipv6SourceOptions = {}
 ): Result.Result<string, NoGlobalIpv6Address> => {
   // A link-local source comes with its interface (`fe80::…%eth0`): the address is what counts.
-  const bare = address.replace(/%.*$/, "")
+  const bare = withoutZone(address)
   const canonical = canonicalIpv6(bare)
   const scope = ipv6Scope(bare)
   if (Result.isFailure(canonical) || scope === undefined) {

@@ -18,7 +18,7 @@
 import * as Dgram from "node:dgram"
 import { Duration, Effect, Result } from "effect"
 import { IpNetwork, NetAddress } from "effect/net"
-import { ipv6Scope, sameIpv6 } from "../Ipv6Address.ts"
+import { ipv6Scope, sameIpv6, withoutZone } from "../Ipv6Address.ts"
 import { clampMx, decodeMessage, encodeMSearch, SSDP_PORT } from "./Ssdp.ts"
 import { FIREWALL_SERVICE_TYPE } from "./Pinholes.ts"
 
@@ -67,7 +67,7 @@ export const isRouterLocation = (
   const host = ipv6HostOf(location)
   if (host === undefined) return false
   if (sameIpv6(host, options.router)) return true
-  if (ipv6Scope(options.router) !== "link-local" || !sameIpv6(source.replace(/%.*$/, ""), options.router)) return false
+  if (ipv6Scope(options.router) !== "link-local" || !sameIpv6(withoutZone(source), options.router)) return false
   const address = NetAddress.ipv6FromString(host)
   return Result.isSuccess(address) && ipv6Scope(host) === "global" &&
     (options.lan ?? []).some((network) => IpNetwork.contains(network, address.success))
