@@ -10,7 +10,11 @@
  * router. A default route via a link-local gateway (what router advertisements give) names no
  * global address to compare with; then a reply whose source is that gateway may name a global
  * address on the LAN (a network the interface is attached to): the router's own, which is what
- * miniupnpd sends. That is the trust the IPv4 search gives the default gateway's replies.
+ * miniupnpd sends. That is weaker than the IPv4 search, which fetches from the replying address
+ * itself: a LAN host that forges the router's link-local source can point the search at its own
+ * global address, so the Service's IPv6 address is published while the real router opens
+ * nothing (no worse for IPv6 than not finding the firewall; IPv4 is untouched). Telling the
+ * two addresses apart as one host would take the neighbour table, which only netlink gives.
  * Every datagram is decoded under the SSDP decoder's size cap and none is kept: a flood of
  * replies costs the window's CPU but cannot hide the router's answer, and the search ends
  * after its window.
