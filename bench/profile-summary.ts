@@ -2,7 +2,11 @@
  * Summarises V8 .cpuprofile files (from `node --cpu-prof`): self time by function and by
  * where the code lives (the controller's src/, effect, client-node, Node internals, GC).
  *
- *   node bench/profile-summary.ts <file.cpuprofile>... [--top 25]
+ *   node bench/profile-summary.ts <file.cpuprofile>... [--top 25] [--window FROM,TO]
+ *
+ * `--window` keeps the samples taken between two readings of the monotonic clock in µs
+ * (`process.hrtime.bigint() / 1000n`, the clock V8 stamps samples with), as the everyday
+ * scenario logs them for its delete when profiled.
  */
 import * as fs from "node:fs"
 import * as path from "node:path"
@@ -57,13 +61,27 @@ const shortUrl = (url: string): string => {
   return url.replace(/^file:\/\//, "")
 }
 
-export function summariseProfile(file: string, top = 25): ProfileSummary {
+/** A profile's samples taken from `fromUs` to `toUs` on the monotonic clock. */
+export interface ProfileWindow {
+  readonly fromUs: number
+  readonly toUs: number
+}
+
+export function summariseProfile(file: string, top = 25, window?: ProfileWindow): ProfileSummary {
   const profile = JSON.parse(fs.readFileSync(file, "utf8")) as CpuProfile
   const byId = new Map(profile.nodes.map((n) => [n.id, n]))
   const self = new Map<number, number>()
+  let at = profile.startTime
+  let first = Number.POSITIVE_INFINITY
+  let last = Number.NEGATIVE_INFINITY
   for (let i = 0; i < profile.samples.length; i++) {
+    const delta = profile.timeDeltas[i] ?? 0
+    at += delta
+    if (window !== undefined && (at < window.fromUs || at > window.toUs)) continue
+    first = Math.min(first, at - delta)
+    last = Math.max(last, at)
     const id = profile.samples[i]!
-    self.set(id, (self.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0) / 1000)
+    self.set(id, (self.get(id) ?? 0) + delta / 1000)
   }
   const areas = new Map<string, number>()
   const functions = new Map<string, { fn: string; where: string; ms: number }>()
@@ -94,7 +112,7 @@ export function summariseProfile(file: string, top = 25): ProfileSummary {
   const pct = (ms: number) => Math.round((1000 * ms) / Math.max(busy, 1e-9)) / 10
   return {
     file: path.basename(file),
-    wallMs: Math.round((profile.endTime - profile.startTime) / 1000),
+    wallMs: Math.round((window === undefined ? profile.endTime - profile.startTime : Math.max(0, last - first)) / 1000),
     busyMs: Math.round(busy),
     byArea: [...areas].sort((a, b) => b[1] - a[1]).map(([area, ms]) => ({ area, ms: Math.round(ms), percentOfBusy: pct(ms) })),
     topFunctions: [...functions.values()].sort((a, b) => b.ms - a.ms).slice(0, top)
@@ -158,10 +176,17 @@ export function callers(file: string, functionName: string, depth = 8, top = 8):
 if (import.meta.main) {
   const { positionals, values } = parseArgs({
     allowPositionals: true,
-    options: { top: { type: "string", default: "25" }, callers: { type: "string", multiple: true }, depth: { type: "string", default: "8" } }
+    options: {
+      top: { type: "string", default: "25" },
+      callers: { type: "string", multiple: true },
+      depth: { type: "string", default: "8" },
+      window: { type: "string" }
+    }
   })
+  const [fromUs, toUs] = (values.window ?? "").split(",").map(Number)
+  const window = fromUs !== undefined && toUs !== undefined && Number.isFinite(fromUs) && Number.isFinite(toUs) ? { fromUs, toUs } : undefined
   for (const file of positionals) {
-    console.log(renderProfile(summariseProfile(file, Number(values.top))))
+    console.log(renderProfile(summariseProfile(file, Number(values.top), window)))
     for (const fn of values.callers ?? []) console.log(`\n${callers(file, fn, Number(values.depth))}`)
   }
 }
