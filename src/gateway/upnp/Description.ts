@@ -6,7 +6,7 @@ import { Context, Duration, Effect, Layer, Result } from "effect"
 import { HttpClient, HttpClientRequest } from "effect/http"
 import { NetAddress } from "effect/net"
 import { GatewayProtocolError, GatewayUnreachable } from "../GatewayError.ts"
-import { fromHttpClientError, readBodyCapped, timedOut } from "./HttpExchange.ts"
+import { fromHttpClientError, readBodyCapped, routerClient, timedOut } from "./HttpExchange.ts"
 import { isOnDirectlyConnectedLan } from "./LanGuard.ts"
 import { childElements, decodeText, findChild, findPath, localName, parseDocument, textOf, type XmlElement } from "./XmlDocument.ts"
 
@@ -247,7 +247,7 @@ export class Description extends Context.Service<Description, {
     return Effect.gen(function*() {
       const settings = { ...defaultDescriptionOptions, ...options }
       const timeoutMillis = Duration.toMillis(settings.timeout)
-      const client = yield* HttpClient.HttpClient
+      const client = routerClient(yield* HttpClient.HttpClient)
       const fetch = Effect.fn("Description.fetch")(function*(location: string) {
         const context = { router: location, action: "root description" }
         if (parseAbsolute(location) === undefined) {

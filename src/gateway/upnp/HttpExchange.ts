@@ -1,10 +1,20 @@
 /**
- * What the description fetch and the SOAP transport share: reading a body under a size cap,
- * and turning HTTP client failures into gateway errors that say whether trying again helps.
+ * What the description fetch and the SOAP transport share: the client they speak through,
+ * reading a body under a size cap, and turning HTTP client failures into gateway errors that
+ * say whether trying again helps.
  */
 import { ByteSize, Effect } from "effect"
-import { type HttpClientError, type HttpClientResponse, HttpIncomingMessage } from "effect/http"
+import { HttpClient, type HttpClientError, type HttpClientResponse, HttpIncomingMessage } from "effect/http"
 import { GatewayProtocolError, GatewayUnreachable } from "../GatewayError.ts"
+
+/**
+ * The client as a router is spoken to: without the HTTP client's span and its trace headers.
+ * A LAN device has no use for `traceparent` and `b3` (and a small UPnP server, a small header
+ * buffer), and that span was a fifth of a SOAP call's CPU; `SoapTransport.call` and
+ * `Description.fetch` keep spans of their own.
+ */
+export const routerClient = (client: HttpClient.HttpClient): HttpClient.HttpClient =>
+  HttpClient.transform(client, (effect) => Effect.provideService(effect, HttpClient.TracerDisabledWhen, () => true))
 
 /**
  * Reads the whole body, failing as soon as it grows past `maxBytes` (chunked replies included).

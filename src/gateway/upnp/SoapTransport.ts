@@ -9,7 +9,7 @@ import { HttpClient, HttpClientRequest } from "effect/http"
 import { NetAddress } from "effect/net"
 import { GatewayProtocolError, GatewayUnreachable, UpnpError } from "../GatewayError.ts"
 import { measured } from "../metrics.ts"
-import { fromHttpClientError, readBodyCapped, timedOut } from "./HttpExchange.ts"
+import { fromHttpClientError, readBodyCapped, routerClient, timedOut } from "./HttpExchange.ts"
 import {
   childElements,
   childTexts,
@@ -146,7 +146,7 @@ export class SoapTransport extends Context.Service<SoapTransport, {
   static make(options?: Partial<SoapTransportOptions>) {
     return Effect.gen(function*() {
       const settings = { ...defaultSoapTransportOptions, ...options }
-      const client = yield* HttpClient.HttpClient
+      const client = routerClient(yield* HttpClient.HttpClient)
       const timeoutMillis = Duration.toMillis(settings.timeout)
       const permits = MutableHashMap.empty<string, Semaphore.Semaphore>()
       const semaphoreFor = (host: string): Semaphore.Semaphore => {

@@ -119,6 +119,8 @@ describe("SoapTransport against the fake IGD", () => {
       assert.notStrictEqual(headers["content-length"], String(add!.body.length))
       assert.strictEqual(headers["connection"], "close")
       assert.match(headers["host"] ?? "", /^127\.0\.0\.1:\d+$/)
+      // No trace context leaves for a LAN device, tracer or not.
+      assert.deepStrictEqual(Object.keys(headers).filter((name) => name === "traceparent" || name === "b3"), [])
       assert.deepStrictEqual(fake.mappings.map((mapping) => mapping.description), ["café ☕ & <tea>"])
     }).pipe(Effect.scoped, Effect.provide(transport())))
 
