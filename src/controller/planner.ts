@@ -400,11 +400,3 @@ export const planOrphans = (
   table
     .filter((entry) => isOwned(entry, ownership) && !liveDescriptions.has(entry.description))
     .map((entry) => ({ _tag: "Orphan", entry }))
-
-export {
-  type LoadBalancerStatus,
-  type PortErrorReason,
-  portErrorValue,
-  type PortOutcome,
-  serviceStatus
-} from "./status.ts"

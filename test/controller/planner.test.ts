@@ -10,9 +10,9 @@ import {
   planOrphans,
   planService,
   resolveClaims,
-  serviceStatus,
   toRecorded
 } from "../../src/controller/planner.ts"
+import { serviceStatus } from "../../src/controller/status.ts"
 import type { DesiredPort, DesiredService } from "../../src/controller/ServiceSpec.ts"
 import { desiredWeb, labGateway } from "../support/desired.ts"
 
