@@ -67,10 +67,10 @@ export interface IgdClient {
   /** The first port of the `rangeCapacity`-port range that holds this port. */
   readonly rangeOf: (port: number) => number
   /**
-   * One protocol's mappings in the `rangeCapacity`-port range that holds this port, by one
-   * GetListOfPortMappings (IGDv2): a range miniupnpd can always answer.
+   * One protocol's mappings on the ports from `first` to `last` (within one
+   * `rangeCapacity`-port range), by GetListOfPortMappings (IGDv2): a span miniupnpd can always answer.
    */
-  readonly listRangeHolding: (protocol: Protocol, port: number) => Effect.Effect<Listing, SoapError>
+  readonly listSpan: (protocol: Protocol, first: number, last: number) => Effect.Effect<Listing, SoapError>
   /** Whether this router has been found to accept only permanent leases. */
   readonly permanentLeasesOnly: Effect.Effect<boolean>
 }
@@ -218,7 +218,7 @@ export const make = Effect.fnUntraced(function*(
     getSpecificPortMappingEntry: getSpecific,
     listPortMappings: table.listAll,
     rangeOf: table.rangeOf,
-    listRangeHolding: table.listRangeHolding,
+    listSpan: table.listSpan,
     permanentLeasesOnly: Ref.get(permanentOnly)
   } satisfies IgdClient
 })

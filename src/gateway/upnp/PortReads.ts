@@ -1,8 +1,9 @@
 /**
  * Reads of single ports, batched across callers. Requests for ports of one protocol within one
  * range of the client's range size (128 ports), made within a few milliseconds by any fiber, are
- * answered by one GetListOfPortMappings over that range, so a burst of new Services checks its ports with a
- * handful of router calls instead of one per port. A lone request, a router without IGDv2, or
+ * answered by one GetListOfPortMappings from the lowest of their ports to the highest, so a
+ * burst of Services checks its ports with a handful of router calls instead of one per port,
+ * and each answer holds only the entries between them, not the whole range's. A lone request, a router without IGDv2, or
  * one whose listing turns out unusable, gets GetSpecificPortMappingEntry per port.
  *
  * One call per range is in flight at a time: a read made while one is waits for its answer and
@@ -50,10 +51,11 @@ export const makePortReads = () => {
       const answered = Latch.makeUnsafe(false)
       inFlight.set(key, answered)
       return Effect.gen(function*() {
-        const { client, externalPort, protocol } = entries[0].request
+        const { client, protocol } = entries[0].request
         const router = client.endpoint.controlUrl
         if (entries.length === 1 || !client.endpoint.igdV2 || noRanges.has(router)) return yield* eachAlone(entries)
-        const listed = yield* Effect.exit(client.listRangeHolding(protocol, externalPort))
+        const ports = entries.map((entry) => entry.request.externalPort)
+        const listed = yield* Effect.exit(client.listSpan(protocol, Math.min(...ports), Math.max(...ports)))
         if (Exit.isFailure(listed)) {
           const error = listed.cause.reasons.find((reason) => reason._tag === "Fail")?.error
           if (error !== undefined && isListingUnusable(error)) {

@@ -69,8 +69,11 @@ export interface TableListing {
   readonly listAll: Effect.Effect<Listing, SoapError>
   /** The first port of the `rangeCapacity`-port range that holds this port. */
   readonly rangeOf: (port: number) => number
-  /** One protocol's mappings in the `rangeCapacity`-port range that holds this port. */
-  readonly listRangeHolding: (protocol: Protocol, port: number) => Effect.Effect<Listing, SoapError>
+  /**
+   * One protocol's mappings on the ports from `first` to `last`, which lie in one
+   * `rangeCapacity`-port range (a span miniupnpd can always answer).
+   */
+  readonly listSpan: (protocol: Protocol, first: number, last: number) => Effect.Effect<Listing, SoapError>
   /**
    * A mapping was just made at this port: the next listing asks its range directly. Without it,
    * a table that grew from empty since the last listing is listed entry by entry (a call per
@@ -330,7 +333,7 @@ export const makeTableListing = Effect.fnUntraced(function*(
   return {
     listAll,
     rangeOf,
-    listRangeHolding: (protocol, port) => listRange(protocol, rangeOf(port), rangeEnd(rangeOf(port))),
+    listSpan: (protocol, first, last) => listRange(protocol, first, Math.min(last, rangeEnd(rangeOf(first)))),
     noteMapped
   } satisfies TableListing
 })
