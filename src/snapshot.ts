@@ -1,13 +1,14 @@
 /**
  * The `edge-ccm` command as a V8 startup snapshot: what the image runs. scripts/bundle.ts makes
  * a one-file CommonJS build of this entry (`dist/snapshot/edge-ccm.cjs`); the image's Node runs
- * it once with `--build-snapshot`, which loads every module of the CLI and the controller and
- * saves the heap in a blob. A start (`node --snapshot-blob edge-ccm.blob -- ARGS`) deserialises
- * that heap instead of loading the modules again (docs/benchmarks.md, "Footprint and startup").
+ * it once (`--build-snapshot-config snapshot.json`), which loads every module of the CLI and the
+ * controller and saves the heap in a blob. A start (`node --snapshot-blob edge-ccm.blob -- ARGS`)
+ * deserialises that heap instead of loading the modules again (docs/benchmarks.md, "Footprint
+ * and startup").
  *
  * Nothing here may run at build time that the start must do afresh: no arguments, environment,
  * clock or randomness is read before `setDeserializeMainFunction`'s function runs. Node's http,
- * https and tls modules cannot be in the snapshot; the build loads them on first use
+ * https, tls and http2 modules cannot be in the snapshot; the build loads them on first use
  * (scripts/bundle.ts), and Intl objects are made on first use (`snapshotIntl.ts`).
  */
 import { startupSnapshot } from "node:v8"
