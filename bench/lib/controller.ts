@@ -1,6 +1,6 @@
 /**
- * The controller under test, started from the bundle (dist/edge-ccm.mjs, as the image runs it;
- * bench/run.sh builds it) or from the sources, with the e2e tests' `startController()`
+ * The controller under test, started as the image runs it (the startup snapshot of the one-file
+ * bundle, dist/snapshot/edge-ccm.blob; bench/run.sh builds it) or from the sources, with the e2e tests' `startController()`
  * (optionally under Node's --cpu-prof), and what its /metrics say about its queue. /metrics is
  * served on the controller's loopback over plain HTTP here: the benchmarks poll it every 50 ms,
  * and TLS and token reviews would be measured with the controller.
@@ -9,6 +9,7 @@ import * as path from "node:path"
 import {
   type ControllerProcessOptions,
   type ControllerUnderTest,
+  imageEntry,
   metricsText,
   sample,
   startController
@@ -35,8 +36,8 @@ export interface StartOptions {
   readonly fromSources?: boolean | undefined
 }
 
-/** What the image runs: built by scripts/bundle.ts. */
-export const BUNDLE = path.join(root, "dist/edge-ccm.mjs")
+/** Where the image's startup snapshot is: built by `scripts/bundle.ts --snapshot-blob`. */
+export const SNAPSHOT_DIR = path.join(root, "dist/snapshot")
 
 export interface Started {
   readonly controller: Controller
@@ -55,7 +56,9 @@ export async function start(options: StartOptions): Promise<Started> {
       ? []
       : ["--cpu-prof", "--cpu-prof-dir", options.profileDir, ...(options.profileName === undefined ? [] : ["--cpu-prof-name", options.profileName])])
   ]
-  const entry = [process.execPath, ...nodeFlags, options.fromSources === true ? path.join(root, "src/bin.ts") : BUNDLE]
+  const entry = options.fromSources === true
+    ? [process.execPath, ...nodeFlags, path.join(root, "src/bin.ts")]
+    : imageEntry(SNAPSHOT_DIR, nodeFlags)
   const startOptions: ControllerProcessOptions = {
     flags: options.flags,
     metricsOn: "loopback",

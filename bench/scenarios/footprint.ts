@@ -38,8 +38,8 @@ export async function footprint(ctx: Context): Promise<ScenarioResult> {
 
 /**
  * Node's own floor (a bare process waiting on a timer), and the controller idle on an empty
- * cluster run from the sources, beside the bundle's figure (in `scaleFootprint`): what the
- * bundle saves.
+ * cluster run from the sources, beside the figure of the image's way, the startup snapshot of the
+ * bundle (in `scaleFootprint`): what the bundle and its snapshot save.
  */
 async function idleFloors(ctx: Context): Promise<{ rows: Array<Row>; raw: Record<string, unknown> }> {
   const floor = await nodeFloor()
@@ -61,7 +61,7 @@ async function idleFloors(ctx: Context): Promise<{ rows: Array<Row>; raw: Record
         figure: "controller RSS, idle, empty cluster, run from the sources",
         unit: "MiB",
         value: summarize(sources === undefined ? [] : [sources]),
-        note: "the same as the next row, but src/bin.ts instead of the bundle"
+        note: "the same as the next row, but src/bin.ts instead of the image's snapshot of the bundle"
       }
     ],
     raw: { floor, sourcesRssMiB: sources }
@@ -140,7 +140,7 @@ async function scaleFootprint(ctx: Context): Promise<{ rows: Array<Row>; raw: Re
     const windowS = Math.round(opts.idleWindowMs / 1000)
     return {
       rows: [
-        { section, figure: "controller RSS, idle, empty cluster (the bundle)", unit: "MiB", value: summarize(baseMemory === undefined ? [] : [baseMemory.rss]) },
+        { section, figure: "controller RSS, idle, empty cluster (as the image runs it)", unit: "MiB", value: summarize(baseMemory === undefined ? [] : [baseMemory.rss]) },
         { section, figure: `controller CPU, idle, empty cluster (${windowS} s)`, unit: "%", value: summarize([pct(baseCpu)]) },
         { section, figure: `controller RSS, idle, ${total} Services, ${opts.scaleOurs} ours`, unit: "MiB", value: summarize(loadedMemory === undefined ? [] : [loadedMemory.rss]), note: `high-water ${loadedMemory?.hwm.toFixed(0) ?? "-"} MiB` },
         { section, figure: `controller CPU, idle, ${total} Services, ${opts.scaleOurs} ours (${windowS} s)`, unit: "%", value: summarize([pct(loadedCpu)]) }

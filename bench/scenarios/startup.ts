@@ -3,11 +3,11 @@
  * by SSDP, in an empty cluster and with Services of ours whose mappings are held.
  */
 import { loadLab } from "../../test/e2e/support/lab.ts"
-import { waitIdle } from "../lib/controller.ts"
+import { SNAPSHOT_DIR, waitIdle } from "../lib/controller.ts"
 import type { Context, ScenarioResult } from "../lib/context.ts"
 import { waitTable } from "../lib/gateway.ts"
 import { loadBalancer, NAMESPACE, pool, retrying } from "../lib/kube.ts"
-import { BUNDLE } from "../lib/controller.ts"
+import { imageEntry } from "../../test/e2e/support/controller.ts"
 import { cpuMs, memoryMiB, nodeFloor, timed } from "../lib/machine.ts"
 import { type Row, summarize } from "../lib/stats.ts"
 
@@ -62,7 +62,7 @@ export async function startup(ctx: Context): Promise<ScenarioResult> {
   // The diagnostics CLI as a user meets it: one command, from start to its answer.
   const floor = await nodeFloor(200)
   const cli = Array.from({ length: ctx.opts.startupSamples }, () =>
-    timed([process.execPath, BUNDLE, "gateway", "status", "--gateway-url", lab.rootDescUrl])
+    timed([...imageEntry(SNAPSHOT_DIR), "gateway", "status", "--gateway-url", lab.rootDescUrl])
   )
   if (cli.some((run) => run.code !== 0)) throw new Error("edge-ccm gateway status failed")
   const section = "6. startup (process start → /readyz 200, gateway warm)"

@@ -1,14 +1,16 @@
 /**
  * In-cluster for real: the manifests applied to the real apiserver, and the controller run from
- * exactly what the image holds (the bundle dist/edge-ccm.mjs, no node_modules; built by
- * scripts/build-artifact.sh) as an unprivileged user, authenticated as the manifests'
- * ServiceAccount, with leader election on. Its permissions are the ClusterRole's, no more.
+ * exactly what the image holds (the startup snapshot built from the one-file bundle, no
+ * node_modules; built by scripts/build-artifact.sh) as an unprivileged user, authenticated as
+ * the manifests' ServiceAccount, with leader election on. Its permissions are the ClusterRole's,
+ * no more.
  */
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import {
   type ControllerUnderTest,
+  edgeCcmAsImage,
   eventsFor,
   getService,
   ingressIp,
@@ -18,7 +20,7 @@ import {
   NOBODY,
   startAsImage
 } from "./support/controller.ts"
-import { curlFromWan, ensureNamespace, kubectl, kubectlJson, serveNodePort, upnpcList, waitFor } from "./support/lab.ts"
+import { curlFromWan, ensureNamespace, kubectl, kubectlJson, loadLab, serveNodePort, upnpcList, waitFor } from "./support/lab.ts"
 
 const root = path.resolve(import.meta.dirname, "../..")
 
@@ -69,6 +71,17 @@ describe("the controller as the image runs it", () => {
       description: "the Service to be gone"
     })
     expect((await upnpcList()).find((m) => m.externalPort === 8080)).toBeUndefined()
+  })
+
+  it("as a command, takes its arguments and environment from its start, not from the build of its snapshot", async () => {
+    const byFlag = await edgeCcmAsImage(["gateway", "status", "--gateway-url", loadLab().rootDescUrl])
+    expect(byFlag.code, byFlag.stderr).toBe(0)
+    expect(byFlag.stdout).toMatch(/^external IP\s+122\.112\.219\.229 /m)
+    // Only the environment names this URL (the router, a closed port): the failure names it.
+    const closedPort = "http://192.168.77.1:9/rootDesc.xml"
+    const byEnvironment = await edgeCcmAsImage(["gateway", "status"], { env: { EDGE_CCM_GATEWAY_URL: closedPort } })
+    expect(byEnvironment.code).toBe(1)
+    expect(byEnvironment.stderr).toContain(`root description on ${closedPort}: gateway unreachable`)
   })
 
   it("serves /healthz and /readyz with nothing but ok, and Prometheus /metrics over HTTPS with its own reviews", async () => {

@@ -90,22 +90,45 @@ export const MANIFESTS_SERVICE_ACCOUNT = "edge-cloud-controller-manager"
 export const NOBODY = 65534
 
 /**
- * The controller as the image runs it: the bundle scripts/build-artifact.sh put in .lab/artifact
- * (no node_modules at all) on the pinned Node 24, as `nobody`,
- * authenticated as the manifests' ServiceAccount, with leader election in its namespace. Its
- * rights are RBAC's, no more: apply manifests/ first.
+ * The controller as the image runs it: the startup snapshot scripts/build-artifact.sh put in
+ * .lab/artifact (built from the one-file bundle, no node_modules at all) on the pinned Node 24,
+ * as `nobody`, authenticated as the manifests' ServiceAccount, with leader election in its
+ * namespace. Its rights are RBAC's, no more: apply manifests/ first.
  */
 export async function startAsImage(options: { readonly flags?: ReadonlyArray<string> } = {}): Promise<ControllerUnderTest> {
-  const artifact = path.join(root, ".lab/artifact")
-  if (!fs.existsSync(path.join(artifact, "edge-ccm.mjs"))) throw new Error("run scripts/build-artifact.sh first (npm test does)")
-  if (fs.existsSync(path.join(artifact, "node_modules"))) throw new Error("the artifact holds node_modules: the bundle must run alone")
   return await startController({
     kubeconfig: await serviceAccountKubeconfig(MANIFESTS_NAMESPACE, MANIFESTS_SERVICE_ACCOUNT, NOBODY),
-    entry: ["setpriv", `--reuid=${NOBODY}`, `--regid=${NOBODY}`, "--clear-groups", process.execPath,
-      path.join(artifact, "edge-ccm.mjs")],
+    entry: ["setpriv", `--reuid=${NOBODY}`, `--regid=${NOBODY}`, "--clear-groups", ...imageEntry(artifactDir())],
     flags: ["--leader-elect", "--leader-elect-namespace", MANIFESTS_NAMESPACE, ...(options.flags ?? [])]
   })
 }
+
+/** Runs `edge-ccm <args>` as the image runs it (the artifact's startup snapshot), in the node namespace. */
+export function edgeCcmAsImage(
+  args: ReadonlyArray<string>,
+  options: { readonly env?: Readonly<Record<string, string>>; readonly timeoutMs?: number } = {}
+) {
+  return run([...imageEntry(artifactDir()), ...args], {
+    cwd: root,
+    timeoutMs: options.timeoutMs ?? 30_000,
+    ...(options.env === undefined ? {} : { env: options.env })
+  })
+}
+
+/** .lab/artifact, once scripts/build-artifact.sh has filled it. */
+function artifactDir(): string {
+  const artifact = path.join(root, ".lab/artifact")
+  if (!fs.existsSync(path.join(artifact, "edge-ccm.blob"))) throw new Error("run scripts/build-artifact.sh first (npm test does)")
+  if (fs.existsSync(path.join(artifact, "node_modules"))) throw new Error("the artifact holds node_modules: the bundle must run alone")
+  return artifact
+}
+
+/**
+ * The image's command line (the Dockerfile's ENTRYPOINT) for the snapshot in `dir`, this
+ * process's Node in place of the image's: the command's arguments follow.
+ */
+export const imageEntry = (dir: string, nodeFlags: ReadonlyArray<string> = []): Array<string> =>
+  [process.execPath, ...nodeFlags, "--snapshot-blob", path.join(dir, "edge-ccm.blob"), "--"]
 
 /** Kept-alive connections for scrapes; the controller's certificate is self-signed (as curl -k). */
 const scrapeConnections = new Agent({ keepAlive: true, rejectUnauthorized: false })
