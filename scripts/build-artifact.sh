@@ -2,8 +2,8 @@
 # Builds what the container image holds, outside a container engine: the command as one CommonJS
 # file for the startup snapshot (dist/snapshot/edge-ccm.cjs), its source map and build
 # configuration, and the snapshot itself, built from it by the pinned Node that runs it, in
-# .lab/artifact/. The e2e tests run the
-# controller from there, as a non-root user, with the same command line as the image.
+# .lab/artifact/. The e2e tests run the controller from there, as a non-root user, with the same
+# command line as the image.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$PWD"

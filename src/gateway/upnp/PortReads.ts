@@ -3,8 +3,9 @@
  * range of the client's range size (128 ports), made within a few milliseconds by any fiber, are
  * answered by one GetListOfPortMappings from the lowest of their ports to the highest, so a
  * burst of Services checks its ports with a handful of router calls instead of one per port,
- * and each answer holds only the entries between them, not the whole range's. A lone request, a router without IGDv2, or
- * one whose listing turns out unusable, gets GetSpecificPortMappingEntry per port.
+ * and each answer holds only the entries between them, not the whole range's. A lone request,
+ * a router without IGDv2, or one whose listing turns out unusable, gets
+ * GetSpecificPortMappingEntry per port.
  *
  * One call per range is in flight at a time: a read made while one is waits for its answer and
  * joins the next, which is sent after the read was made (so its answer is never older than the
