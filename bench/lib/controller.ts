@@ -1,9 +1,9 @@
 /**
  * The controller under test, started as the image runs it (the startup snapshot of the one-file
  * bundle, dist/snapshot/edge-ccm.blob; bench/run.sh builds it) or from the sources, with the
- * e2e tests' `startController()` (optionally under Node's --cpu-prof), and what its /metrics say about its queue. /metrics is
- * served on the controller's loopback over plain HTTP here: the benchmarks poll it every 50 ms,
- * and TLS and token reviews would be measured with the controller.
+ * e2e tests' `startController()` (optionally under Node's --cpu-prof), and what its /metrics
+ * say about its queue. /metrics is served on the controller's loopback over plain HTTP here: the
+ * benchmarks poll it every 50 ms, and TLS and token reviews would be measured with the controller.
  */
 import * as path from "node:path"
 import {
