@@ -86,7 +86,8 @@ export class Routers extends Context.Service<Routers, {
    * Reads only the router's external address (a cue said it may have changed): a new one is
    * `AddressChanged`, as a probe would say. With nothing to compare it to, a whole probe.
    * `holdMissing`: no address at all is taken for a passing state (a WAN reconnect) and
-   * changes nothing; a later read decides.
+   * changes nothing; a later read decides. A failed read is recorded as a failed probe's is:
+   * the router's next answer is met as its return, with a full pass.
    */
   readonly reread: (router: Router, options?: { readonly holdMissing?: boolean }) => Effect.Effect<ProbeVerdict>
   /** When the router last answered a probe (Clock time), by any loop. */
@@ -130,13 +131,15 @@ export class Routers extends Context.Service<Routers, {
         return { router: yield* register(choice.backend, choice.mapper), reason: choice.reason } satisfies ChosenRouter
       })
 
+      /** A failed answer: the router is failing until it answers again, and is asked afresh then. */
+      const noteFailure = (router: Router, error: GatewayError) =>
+        change(router, (state) => ({ ...state, status: undefined, error }))
+
       /** Asks the router for its state; records the answer, and returns the one before it. */
       const ask = (router: Router) =>
         Effect.gen(function*() {
           const before = yield* stateOf(router)
-          const next = yield* router.mapper.status.pipe(
-            Effect.tapError((error) => change(router, (state) => ({ ...state, status: undefined, error })))
-          )
+          const next = yield* router.mapper.status.pipe(Effect.tapError((error) => noteFailure(router, error)))
           yield* metrics.setExternalIp(before.status?.externalAddress, next.externalAddress)
           const now = yield* Clock.currentTimeMillis
           yield* change(router, (state) => ({ ...state, status: next, probedAt: now, error: undefined }))
@@ -184,7 +187,11 @@ export class Routers extends Context.Service<Routers, {
         const previous = (yield* stateOf(router)).status
         if (previous === undefined) return yield* probe(router)
         const read = yield* Effect.result(router.mapper.externalAddress)
-        if (read._tag === "Failure") return { _tag: "Failed", error: read.failure } satisfies ProbeVerdict
+        if (read._tag === "Failure") {
+          // As a failed probe: the next answer is met as the router's return, with a full pass.
+          yield* noteFailure(router, read.failure)
+          return { _tag: "Failed", error: read.failure } satisfies ProbeVerdict
+        }
         const next = read.success
         if (options?.holdMissing === true && next.class === "missing") return { _tag: "Quiet" } satisfies ProbeVerdict
         yield* metrics.setExternalIp(previous.externalAddress, next)

@@ -94,6 +94,23 @@ describe("hearing the router (UPnP events)", () => {
       yield* until("withdrawn", () => KEYS.every((key) => ip(kube, key) === undefined))
     }))
 
+  it.effect("a cued read that fails counts as a failed probe: the router's next answer brings a full pass", () =>
+    Effect.gen(function*() {
+      const { gateway, kube, callsSince } = yield* threePublished()
+      // The router drops off the LAN and loses its table without rebooting (no uptime to tell),
+      // and its NOTIFY's read fails.
+      gateway.state.reachable = false
+      gateway.table.clear()
+      gateway.eventing.notify("Disconnected")
+      yield* until("the failed read", () => callsSince().includes("externalAddress"))
+      yield* settle
+      // Back before the second read: that read finds the router returned, and every mapping is put back.
+      gateway.state.reachable = true
+      yield* TestClock.adjust(Duration.millis(1500))
+      yield* until("restored", () => gateway.table.size === KEYS.length)
+      expect(KEYS.every((key) => ip(kube, key) === "122.112.219.229")).toBe(true)
+    }))
+
   it.effect("relaxes the probe while subscribed, and probes at the normal interval once the subscription is lost", () =>
     Effect.gen(function*() {
       const { gateway, callsSince } = yield* threePublished()
