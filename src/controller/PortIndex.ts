@@ -3,8 +3,9 @@
  * its family-qualified key, familyClaims.ts), each internal port (nodePort), which are in each
  * namespace, and which Services' pinhole records name each port, kept in step with the watch's
  * store, so finding a Service's rivals, the holder of a nodePort or a namespace's quota costs
- * its own ports, not a scan of every Service in the cluster. An immutable value: each change returns a new index (persistent maps, so a
- * change costs the Service's own ports), and `ClusterState` keeps the current one in its `Ref`.
+ * its own ports, not a scan of every Service in the cluster. An immutable value: each change
+ * returns a new index (persistent maps, so a change costs the Service's own ports), and
+ * `ClusterState` keeps the current one in its `Ref`.
  */
 import type { Service } from "../kube/objects.ts"
 import { HashMap, HashSet, Option } from "effect"

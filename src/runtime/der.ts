@@ -4,6 +4,7 @@
  * the rest of the controller's TLS.
  */
 import { isIPv4, isIPv6 } from "node:net"
+import { withoutZone } from "../gateway/Ipv6Address.ts"
 
 /** A DER length: short form below 128, else 0x80 | count followed by the big-endian bytes. */
 export const encodeLength = (length: number): Uint8Array => {
@@ -101,7 +102,7 @@ export const time = (at: Date): Uint8Array => {
 export const ipAddressBytes = (address: string): Uint8Array => {
   if (isIPv4(address)) return Uint8Array.from(address.split(".").map(Number))
   if (!isIPv6(address)) throw new RangeError(`not an IP address: ${address}`)
-  let text = address.replace(/%.*$/, "")
+  let text = withoutZone(address)
   // An embedded IPv4 tail (::ffff:192.0.2.1) becomes its two 16-bit groups.
   const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(text)
   if (v4 !== null) {

@@ -10,8 +10,8 @@ import { GatewayProtocolError, GatewayUnreachable } from "../GatewayError.ts"
 /**
  * The client as a router is spoken to: without the HTTP client's span and its trace headers.
  * A LAN device has no use for `traceparent` and `b3` (and a small UPnP server, a small header
- * buffer), and that span was a fifth of a SOAP call's CPU; `SoapTransport.call` and
- * `Description.fetch` keep spans of their own.
+ * buffer), and that span cost 0.2-0.3 ms of a SOAP call's 1.5-2 ms of CPU (docs/benchmarks.md,
+ * "The everyday case"); `SoapTransport.call` and `Description.fetch` keep spans of their own.
  */
 export const routerClient = (client: HttpClient.HttpClient): HttpClient.HttpClient =>
   HttpClient.transform(client, (effect) => Effect.provideService(effect, HttpClient.TracerDisabledWhen, () => true))
