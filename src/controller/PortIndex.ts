@@ -3,7 +3,10 @@
  * its family-qualified key, familyClaims.ts), each internal port (nodePort), which are in each
  * namespace, and which Services' pinhole records name each port, kept in step with the watch's
  * store, so finding a Service's rivals, the holder of a nodePort or a namespace's quota costs
- * its own ports, not a scan of every Service in the cluster. An immutable value: each change
+ * its own ports, not a scan of every Service in the cluster. It also counts the router entries
+ * each namespace's live Services ask for, so a namespace within its quota is known to be without
+ * looking at its members (one event's cost would otherwise grow with its namespace, and a burst's
+ * with the square of it). An immutable value: each change
  * returns a new index (persistent maps, so a change costs the Service's own ports), and
  * `ClusterState` keeps the current one in its `Ref`.
  */
@@ -22,6 +25,8 @@ export interface PortIndex {
   readonly external: Multimap
   readonly internal: Multimap
   readonly namespaces: Multimap
+  /** By namespace, the router entries (`wantedPorts`) its live Services ask for together. */
+  readonly entriesByNamespace: HashMap.HashMap<string, number>
   /** By `pinholeKey`, every Service (live or going) whose pinhole record names it, signed or not. */
   readonly pinholeRecords: Multimap
 }
@@ -34,6 +39,7 @@ export const emptyPortIndex: PortIndex = {
   external: HashMap.empty(),
   internal: HashMap.empty(),
   namespaces: HashMap.empty(),
+  entriesByNamespace: HashMap.empty(),
   pinholeRecords: HashMap.empty()
 }
 
@@ -56,21 +62,31 @@ const remove = (index: Multimap, value: string, key: string): Multimap => {
   return HashSet.size(left) === 0 ? HashMap.remove(index, value) : HashMap.set(index, value, left)
 }
 
+const countIn = (counts: HashMap.HashMap<string, number>, namespace: string): number =>
+  Option.getOrElse(HashMap.get(counts, namespace), () => 0)
+
 const change = (
   index: PortIndex,
   service: Service,
   options: PortIndexOptions,
-  apply: (multimap: Multimap, value: string, key: string) => Multimap
+  apply: (multimap: Multimap, value: string, key: string) => Multimap,
+  sign: 1 | -1
 ): PortIndex => {
   const key = serviceKey(service)
-  let { external, internal, namespaces, pinholeRecords } = index
-  for (const port of wantedPorts(service, options)) external = apply(external, port, key)
+  const wanted = wantedPorts(service, options)
+  let { external, internal, namespaces, entriesByNamespace, pinholeRecords } = index
+  for (const port of wanted) external = apply(external, port, key)
   for (const port of internalPorts(service, options)) internal = apply(internal, port, key)
   if (liveDesired(service, options) !== undefined) {
-    namespaces = apply(namespaces, service.metadata?.namespace ?? "default", key)
+    const namespace = service.metadata?.namespace ?? "default"
+    namespaces = apply(namespaces, namespace, key)
+    const entries = countIn(entriesByNamespace, namespace) + sign * wanted.length
+    entriesByNamespace = entries === 0
+      ? HashMap.remove(entriesByNamespace, namespace)
+      : HashMap.set(entriesByNamespace, namespace, entries)
   }
   for (const port of recordedPinholeKeys(service)) pinholeRecords = apply(pinholeRecords, port, key)
-  return { external, internal, namespaces, pinholeRecords }
+  return { external, internal, namespaces, entriesByNamespace, pinholeRecords }
 }
 
 /** The index after the store's entry for a Service changed (`next` undefined: deleted). */
@@ -80,14 +96,14 @@ export const updatePortIndex = (
   next: Service | undefined,
   options: PortIndexOptions
 ): PortIndex => {
-  const without = previous === undefined ? index : change(index, previous, options, remove)
-  return next === undefined ? without : change(without, next, options, add)
+  const without = previous === undefined ? index : change(index, previous, options, remove, -1)
+  return next === undefined ? without : change(without, next, options, add, 1)
 }
 
 /** The index of a whole store (after a relist). */
 export const buildPortIndex = (services: Iterable<Service>, options: PortIndexOptions): PortIndex => {
   let index = emptyPortIndex
-  for (const service of services) index = change(index, service, options, add)
+  for (const service of services) index = change(index, service, options, add, 1)
   return index
 }
 
@@ -108,3 +124,7 @@ export const pinholeRecorders = (index: PortIndex, port: string): ReadonlySet<st
 /** Keys of the live Services of this namespace. */
 export const namespaceMembers = (index: PortIndex, namespace: string): ReadonlySet<string> =>
   keysOf(index.namespaces, namespace)
+
+/** The router entries (`wantedPorts`, both families) the live Services of this namespace ask for together. */
+export const namespaceEntries = (index: PortIndex, namespace: string): number =>
+  countIn(index.entriesByNamespace, namespace)

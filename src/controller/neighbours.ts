@@ -13,6 +13,7 @@ import { type Claimant, claimKey, resolveQuota } from "./planner.ts"
 import {
   claimants,
   internalClaimants,
+  namespaceEntries,
   namespaceMembers,
   pinholeRecorders,
   type PortIndexOptions,
@@ -94,15 +95,14 @@ export const quotaDenied = (
 ): ReadonlySet<string> | undefined => {
   const limit = options.maxMappingsPerNamespace
   if (limit <= 0) return undefined
+  const indexedSelf = claimantIn(snapshot, options, self.key)?.ports.length ?? 0
+  if (namespaceEntries(snapshot.index, namespace) - indexedSelf + self.ports.length <= limit) return undefined
   const members: Array<Claimant<EntryPort>> = [self]
-  let wanted = self.ports.length
   for (const key of namespaceMembers(snapshot.index, namespace)) {
     const member = key === self.key ? undefined : claimantIn(snapshot, options, key)
-    if (member === undefined) continue
-    members.push(member)
-    wanted += member.ports.length
+    if (member !== undefined) members.push(member)
   }
-  return wanted <= limit ? undefined : resolveQuota(members, limit).get(self.key)
+  return resolveQuota(members, limit).get(self.key)
 }
 
 /** Another live Service asking for an internal port (a nodePort), if any. */
@@ -148,12 +148,7 @@ export const quotaContenders = (
 ): ReadonlyArray<string> => {
   if (options.maxMappingsPerNamespace <= 0) return []
   const namespace = next.metadata?.namespace ?? "default"
-  const members = namespaceMembers(snapshot.index, namespace)
-  let wanted = previous === undefined ? 0 : wantedPorts(previous, options).length
-  for (const member of members) {
-    const service = serviceIn(snapshot, member)
-    if (service !== undefined) wanted += wantedPorts(service, options).length
-  }
-  if (wanted <= options.maxMappingsPerNamespace) return []
-  return [...members].filter((member) => member !== serviceKey(next))
+  const before = previous === undefined ? 0 : wantedPorts(previous, options).length
+  if (before + namespaceEntries(snapshot.index, namespace) <= options.maxMappingsPerNamespace) return []
+  return [...namespaceMembers(snapshot.index, namespace)].filter((member) => member !== serviceKey(next))
 }

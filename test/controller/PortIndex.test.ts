@@ -6,6 +6,7 @@ import {
   buildPortIndex,
   claimants,
   internalClaimants,
+  namespaceEntries,
   namespaceMembers,
   updatePortIndex
 } from "../../src/controller/PortIndex.ts"
@@ -60,5 +61,26 @@ describe("PortIndex", () => {
     const deleting = updatePortIndex(index, a, service("a", [8080], { deletionTimestamp: new Date() }), options)
     assert.deepStrictEqual([...internalClaimants(deleting, "TCP/30080")], [])
     assert.deepStrictEqual([...namespaceMembers(deleting, "default")], [])
+  })
+
+  it("counts the router entries each namespace's live Services ask for, as they change, go, or start deleting", () => {
+    const a = service("a", [8080, 8443])
+    const b = service("b", [9090])
+    const c = service("c", [7070], { namespace: "other" })
+    const index = buildPortIndex([a, b, c], options)
+    assert.strictEqual(namespaceEntries(index, "default"), 3)
+    assert.strictEqual(namespaceEntries(index, "other"), 1)
+    assert.strictEqual(namespaceEntries(index, "empty"), 0)
+
+    const a2 = service("a", [8080, 8443, 8444, 8445])
+    const grown = updatePortIndex(index, a, a2, options)
+    assert.strictEqual(namespaceEntries(grown, "default"), 5)
+    const deleting = updatePortIndex(grown, b, service("b", [9090], { deletionTimestamp: new Date() }), options)
+    assert.strictEqual(namespaceEntries(deleting, "default"), 4)
+    const gone = updatePortIndex(updatePortIndex(deleting, a2, undefined, options), c, undefined, options)
+    assert.strictEqual(namespaceEntries(gone, "default"), 0)
+    assert.strictEqual(namespaceEntries(gone, "other"), 0)
+    // The index it was made from is as it was.
+    assert.strictEqual(namespaceEntries(index, "default"), 3)
   })
 })
