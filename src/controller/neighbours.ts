@@ -137,8 +137,11 @@ export const contenders = (
 }
 
 /**
- * The other Services of its namespace when the namespace is (or was, before this change) past
- * its quota: a change in one may give or take another's share.
+ * The other Services of its namespace when this change moves their shares of the quota: the
+ * Service now asks for more or fewer router entries (or came, or goes) while the namespace is
+ * (or was, before the change) past its quota. Shares go by age and by count alone, so a change
+ * that keeps the count (an echo of our own write, a new label) moves nobody's, and does not
+ * send the whole namespace through another pass.
  */
 export const quotaContenders = (
   snapshot: ClusterSnapshot,
@@ -149,6 +152,7 @@ export const quotaContenders = (
   if (options.maxMappingsPerNamespace <= 0) return []
   const namespace = next.metadata?.namespace ?? "default"
   const before = previous === undefined ? 0 : wantedPorts(previous, options).length
+  if (before === wantedPorts(next, options).length) return []
   if (before + namespaceEntries(snapshot.index, namespace) <= options.maxMappingsPerNamespace) return []
   return [...namespaceMembers(snapshot.index, namespace)].filter((member) => member !== serviceKey(next))
 }
