@@ -26,6 +26,7 @@ import { LeaderElection, LeaseStore } from "./LeaderElection.ts"
 import { loggingLayer } from "./Logging.ts"
 import { metricsServerLayer } from "./MetricsServer.ts"
 import { parseBindAddress, type RunSettings } from "./Settings.ts"
+import { processHeap, settleMemory } from "./memorySettle.ts"
 
 /** The controller while it runs (it does not while another replica leads). */
 class ActiveController extends Context.Service<ActiveController, Ref.Ref<Option.Option<Controller["Service"]>>>()(
@@ -144,7 +145,9 @@ export const runControllerProcess = (settings: RunSettings, logLevel: LogLevel.L
     const active = yield* ActiveController
     yield* Effect.addFinalizer(() => Ref.set(active, Option.none()))
     const context = yield* Layer.build(controller)
-    yield* Ref.set(active, Option.some(Context.get(context, Controller)))
+    const running = Context.get(context, Controller)
+    yield* Ref.set(active, Option.some(running))
+    yield* Effect.forkScoped(settleMemory({ idle: running.idle, ...processHeap }))
     return yield* Effect.never
   }).pipe(Effect.scoped)
 
