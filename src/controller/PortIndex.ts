@@ -4,11 +4,11 @@
  * namespace, and which Services' pinhole records name each port, kept in step with the watch's
  * store, so finding a Service's rivals, the holder of a nodePort or a namespace's quota costs
  * its own ports, not a scan of every Service in the cluster. It also counts the router entries
- * each namespace's live Services ask for, so a namespace within its quota is known to be without
- * looking at its members (one event's cost would otherwise grow with its namespace, and a burst's
- * with the square of it). An immutable value: each change
- * returns a new index (persistent maps, so a change costs the Service's own ports), and
- * `ClusterState` keeps the current one in its `Ref`.
+ * each namespace's live Services ask for, so a namespace within its quota is known to be within
+ * it without a look at its members (one event's cost would otherwise grow with its namespace,
+ * and a burst's with the square of it). An immutable value: each change returns a new index
+ * (persistent maps, so a change costs the Service's own ports), and `ClusterState` keeps the
+ * current one in its `Ref`.
  */
 import type { Service } from "../kube/objects.ts"
 import { HashMap, HashSet, Option } from "effect"
