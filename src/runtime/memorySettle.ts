@@ -3,7 +3,7 @@
  * after a burst but leaves most of what the burst committed in place (free old-generation pages,
  * a grown young generation): 500 Services applied at once left the process at 139 MiB RSS 40 s
  * later, and one "last resort" collection (which compacts and shrinks the young generation)
- * brought it to 99 MiB. That collection costs 100-250 ms of CPU, so it runs only after the heap
+ * brought it to 99 MiB. That collection costs 140-240 ms of CPU, so it runs only after the heap
  * has grown by `growth` since the last one, once no Service is queued or being reconciled.
  */
 import * as v8 from "node:v8"
