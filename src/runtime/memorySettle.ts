@@ -4,11 +4,12 @@
  * a grown young generation): 500 Services applied at once left the process at 139 MiB RSS 40 s
  * later, and one "last resort" collection (which compacts and shrinks the young generation)
  * brought it to 99 MiB. That collection costs 140-240 ms of CPU, so it runs only after the heap
- * has grown by `growth` since the last one, once no Service is queued or being reconciled.
+ * has grown by `growth` since the last one, at most once in `minInterval`, once no Service is
+ * queued or being reconciled.
  */
 import * as v8 from "node:v8"
 import * as vm from "node:vm"
-import { Duration, Effect } from "effect"
+import { Clock, Duration, Effect } from "effect"
 
 /** When memory is given back. */
 export interface MemorySettleOptions {
@@ -16,13 +17,17 @@ export interface MemorySettleOptions {
   readonly checkEvery: Duration.Input
   /** Bytes the heap (the young generation aside) must have grown by since the last collection (or the start). */
   readonly growth: number
+  /** The least time between two collections: the old generation's garbage at idle is not a burst. */
+  readonly minInterval: Duration.Input
 }
 
 export const defaultMemorySettleOptions: MemorySettleOptions = {
   checkEvery: Duration.seconds(15),
   // 100 new Services grew it by 4-14 MiB, 500 by more than 20; the young generation's 3 MiB
   // of regrowth at idle would otherwise bring a collection every 30-45 s.
-  growth: 4 * 1024 * 1024
+  growth: 4 * 1024 * 1024,
+  // With 100 Services held and a 30 s resync, the garbage reached 4 MiB about every 90 s.
+  minInterval: Duration.minutes(5)
 }
 
 /** What the loop acts on: the controller's queue, the heap's size, and the collection itself. */
@@ -54,15 +59,19 @@ const lastResortGc = (): GcFunction => {
 
 /**
  * Runs for as long as its fiber lives: after each `checkEvery`, when the heap has grown by
- * `growth`, waits for the work in hand to end and collects.
+ * `growth` and `minInterval` has passed since the last collection, waits for the work in hand to
+ * end and collects.
  */
 export const settleMemory = (deps: MemorySettleDeps, options: MemorySettleOptions = defaultMemorySettleOptions) =>
   Effect.gen(function*() {
     let baseline = deps.heapSize()
+    let last = Number.NEGATIVE_INFINITY
+    const minInterval = Duration.toMillis(Duration.fromInputUnsafe(options.minInterval))
     while (true) {
       yield* Effect.sleep(options.checkEvery)
-      if (deps.heapSize() - baseline < options.growth) continue
+      if (deps.heapSize() - baseline < options.growth || (yield* Clock.currentTimeMillis) - last < minInterval) continue
       yield* deps.idle
+      last = yield* Clock.currentTimeMillis
       const before = deps.heapSize()
       deps.collect()
       baseline = deps.heapSize()

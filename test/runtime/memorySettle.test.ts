@@ -4,7 +4,7 @@ import { TestClock } from "effect/testing"
 import { settleMemory } from "../../src/runtime/memorySettle.ts"
 
 const MiB = 1024 * 1024
-const options = { checkEvery: Duration.seconds(15), growth: 4 * MiB }
+const options = { checkEvery: Duration.seconds(15), growth: 4 * MiB, minInterval: Duration.minutes(5) }
 
 /** A heap whose size the test sets, and a collection that brings it back to `floor`. */
 const fakeHeap = (floor: number) => {
@@ -22,7 +22,7 @@ const fakeHeap = (floor: number) => {
 }
 
 describe("settleMemory", () => {
-  it.effect("collects once after the heap grew by a burst and the controller is quiet, not again until it grows again", () =>
+  it.effect("collects once after the heap grew by a burst and the controller is quiet, not again until it grows again and five minutes passed", () =>
     Effect.gen(function*() {
       const { deps, heap } = fakeHeap(20 * MiB)
       const fiber = yield* Effect.forkChild(settleMemory({ ...deps, idle: Effect.void }, options))
@@ -39,6 +39,8 @@ describe("settleMemory", () => {
       assert.strictEqual(heap.collections, 1, "back at its size: nothing more to give back")
       heap.size = 30 * MiB
       yield* TestClock.adjust(Duration.seconds(15))
+      assert.strictEqual(heap.collections, 1, "grown again, but within five minutes of the last")
+      yield* TestClock.adjust(Duration.minutes(4))
       assert.strictEqual(heap.collections, 2)
       yield* Fiber.interrupt(fiber)
     }))
