@@ -66,7 +66,7 @@ export const settleMemory = (deps: MemorySettleDeps, options: MemorySettleOption
   Effect.gen(function*() {
     let baseline = deps.heapSize()
     let last = Number.NEGATIVE_INFINITY
-    const minInterval = Duration.toMillis(Duration.fromInputUnsafe(options.minInterval))
+    const minInterval = Duration.toMillis(options.minInterval)
     while (true) {
       yield* Effect.sleep(options.checkEvery)
       if (deps.heapSize() - baseline < options.growth || (yield* Clock.currentTimeMillis) - last < minInterval) continue
