@@ -1,8 +1,8 @@
 /**
  * `npm run lab -- <command>`: the lab by hand.
  *
- *   up      [--name dev] [--no-control-plane] [--nodes 1|2] [--real-node] [--secure-mode yes|no]
- *           [--enable-upnp yes|no] [--enable-natpmp yes|no] [--keep-logs] [--json]
+ *   up      [--name dev] [--no-control-plane] [--nodes 1|2] [--real-node] [--wait-real-node SECONDS]
+ *           [--secure-mode yes|no] [--enable-upnp yes|no] [--enable-natpmp yes|no] [--keep-logs] [--json]
  *   images  [--arch amd64|arm64] [--run-help] [--size]   build (or find cached) the images a real node runs
  *   down    [--name dev | --all] [--keep-logs]
  *   status  [--name dev] [--json]
@@ -38,10 +38,11 @@ import { type Arch, buildImages, compressedSize, runHelp } from "./images.ts"
 
 const usage = `usage: npm run lab -- <command> [options]
 
-  up      [--name dev] [--no-control-plane] [--nodes 1|2] [--real-node] [--secure-mode yes|no]
-          [--enable-upnp yes|no] [--enable-natpmp yes|no] [--keep-logs] [--json]
+  up      [--name dev] [--no-control-plane] [--nodes 1|2] [--real-node] [--wait-real-node SECONDS]
+          [--secure-mode yes|no] [--enable-upnp yes|no] [--enable-natpmp yes|no] [--keep-logs] [--json]
           --real-node: containerd, kubelet and kube-proxy on every node, the scheduler and
-          controller-manager, the images built here and imported (one such lab at a time)
+          controller-manager, the images built here and imported (one such lab at a time);
+          --wait-real-node: while another lab runs the real node, wait for it that long (default 0)
   images  [--arch amd64|arm64] [--run-help] [--size]   the images a real node runs, built and cached;
           --run-help starts the controller image with --help (arm64: under qemu-user);
           --size: the controller image's size compressed (gzip layers in an OCI layout)
@@ -71,6 +72,7 @@ const { values, positionals } = parseArgs({
     "enable-natpmp": { type: "string" },
     "enable-ipv6": { type: "string" },
     "keep-logs": { type: "boolean", default: process.env["EDGE_CCM_LAB_KEEP_LOGS"] === "1" },
+    "wait-real-node": { type: "string", default: "0" },
     json: { type: "boolean", default: false },
     quiet: { type: "boolean", default: false },
     ns: { type: "string", default: "lan" },
@@ -104,6 +106,18 @@ function gatewaySettings(): Partial<GatewaySettings> {
 function architecture(): Arch {
   if (values.arch === "amd64" || values.arch === "arm64") return values.arch
   throw new Error(`--arch takes amd64 or arm64, not "${values.arch}"`)
+}
+
+function waitSeconds(value: string): number {
+  const seconds = Number(value)
+  if (/^\d+$/.test(value) && seconds <= 86_400) return seconds
+  throw new Error(`--wait-real-node takes whole seconds from 0 to 86400, not "${value}"`)
+}
+
+/** `in-lab.sh` names itself: the lab is its to end, and one it left up can be taken down. */
+function ownerPid(): number | undefined {
+  const pid = Number(process.env["EDGE_CCM_LAB_OWNER_PID"])
+  return Number.isInteger(pid) && pid > 0 ? pid : undefined
 }
 
 function loadNamed(): LabStateFile {
@@ -202,6 +216,8 @@ async function main(): Promise<number> {
         nodes,
         gateway: gatewaySettings(),
         keepLogs: values["keep-logs"],
+        waitRealNodeSeconds: waitSeconds(values["wait-real-node"]),
+        ownerPid: ownerPid(),
         signal: controller.signal,
         ...(values.quiet ? { log: () => {} } : {})
       })

@@ -40,6 +40,7 @@ import {
   acquireRealNodeLock,
   initialRealNodeState,
   type RealNodeLab,
+  RealNodeLockHeld,
   realNodeApiserverArgs,
   type RealNodeState,
   startRealNode,
@@ -197,6 +198,11 @@ export interface LabStateFile {
   controlPlane: ControlPlaneState | null
   /** containerd, kubelet, kube-proxy, kube-scheduler, kube-controller-manager (`--real-node`). */
   realNode: RealNodeState | null
+  /**
+   * The process whose exit ends this lab (`in-lab.sh`, from `EDGE_CCM_LAB_OWNER_PID`); null for a
+   * lab brought up by hand. A lab whose owner is gone was left up by a killed run.
+   */
+  readonly owner?: ProcessRecord | null
   readonly timings: Record<string, number>
 }
 
@@ -582,13 +588,24 @@ export async function setGatewayWanAddress(
   cidr: string,
   options: { readonly afterRemoval?: () => Promise<void> } = {}
 ): Promise<void> {
+  parseCidr(cidr) // a bad CIDR is refused before the old address goes
+  const gw = state.namespaces.gw
+  // IPv4 only: the WAN's IPv6 address and the pinholes that use it stay as they are.
+  await runOk(["ip", "-n", gw, "-4", "addr", "flush", "dev", IFACES.gatewayWan])
+  try {
+    await options.afterRemoval?.()
+  } finally {
+    // A failed wait must not leave the router without an address for every later test.
+    await putWanAddress(state, cidr)
+  }
+}
+
+/** Gives the gateway's WAN `cidr`, with the routes both sides need, and records it. */
+async function putWanAddress(state: LabStateFile, cidr: string): Promise<void> {
   const next = parseCidr(cidr)
   const gw = state.namespaces.gw
   const wan = state.namespaces.wan
   const clientIp = state.wanClientIp
-  // IPv4 only: the WAN's IPv6 address and the pinholes that use it stay as they are.
-  await runOk(["ip", "-n", gw, "-4", "addr", "flush", "dev", IFACES.gatewayWan])
-  await options.afterRemoval?.()
   await runOk(["ip", "-n", gw, "addr", "add", cidr, "dev", IFACES.gatewayWan])
   await runOk(["ip", "-n", gw, "route", "replace", `${clientIp}/32`, "dev", IFACES.gatewayWan])
   await runOk(["ip", "-n", gw, "route", "replace", "default", "via", clientIp, "dev", IFACES.gatewayWan, "onlink"])
@@ -910,6 +927,35 @@ async function createNodes(state: LabStateFile, signal: AbortSignal | undefined)
 // ---------------------------------------------------------------------------------------------
 // Up
 
+/** The real-node lock, waited for (polled every 2 s, a progress line every 30 s) within `waitRealNodeSeconds`. */
+async function takeRealNodeLock(name: string, statePath: string, options: UpOptions, log: Logger): Promise<string> {
+  const deadline = performance.now() + (options.waitRealNodeSeconds ?? 0) * 1000
+  let nextNote = 0
+  const takenDown = new Set<string>()
+  for (;;) {
+    try {
+      return acquireRealNodeLock(name, statePath, (other) => isInUse(readState(other)), log)
+    } catch (error) {
+      const now = performance.now()
+      if (!(error instanceof RealNodeLockHeld)) throw error
+      const holder = fs.existsSync(error.statePath) ? readState(error.statePath) : undefined
+      // Once per lab: a teardown that could not end it leaves the lock to the wait below.
+      if (holder?.owner != null && !isAlive(holder.owner) && !takenDown.has(holder.statePath)) {
+        takenDown.add(holder.statePath)
+        log(`lab "${holder.name}" was left up by a run that is gone (pid ${holder.owner.pid}): taking it down`)
+        await teardown(holder, { log })
+        continue
+      }
+      if (now >= deadline || options.signal?.aborted) throw error
+      if (now >= nextNote) {
+        log(`lab "${error.holder}" runs a real node: waiting for it to go down (at most ${Math.ceil((deadline - now) / 1000)} s more)`)
+        nextNote = now + 30_000
+      }
+      await new Promise((resolve) => setTimeout(resolve, 2_000))
+    }
+  }
+}
+
 export interface UpOptions {
   readonly name: string
   /** Start etcd + kube-apiserver too (default true). */
@@ -928,6 +974,13 @@ export interface UpOptions {
   readonly realNode?: boolean
   /** The images' architecture (default amd64). */
   readonly arch?: Arch
+  /**
+   * While another lab that is up holds the real node, wait up to this many seconds for it
+   * (default 0: fail at once, naming it). Two test runs on one machine take turns this way.
+   */
+  readonly waitRealNodeSeconds?: number
+  /** The process whose exit ends this lab (its runner): a lab it left up is taken down by the next. */
+  readonly ownerPid?: number | undefined
   /** Keep `.lab/<name>/logs` when a failed start tears down. */
   readonly keepLogs?: boolean
   /** Progress messages (default: stderr). */
@@ -1033,6 +1086,7 @@ function initialState(name: string, labDir: string, options: UpOptions, miniupnp
     },
     controlPlane: null,
     realNode: null,
+    owner: options.ownerPid === undefined ? null : recordProcess(options.ownerPid, "lab owner", null) ?? null,
     timings: {}
   }
 }
@@ -1147,7 +1201,7 @@ export async function up(options: UpOptions): Promise<LabStateFile> {
   if (images !== undefined) {
     state.timings["images"] = Math.round(performance.now() - imagesStarted)
     try {
-      const lock = acquireRealNodeLock(options.name, state.statePath, (other) => isInUse(readState(other)), log)
+      const lock = await takeRealNodeLock(options.name, state.statePath, options, log)
       state.realNode = initialRealNodeState(realNodeView(state, binDir), binDir, lock)
     } catch (error) {
       fs.rmSync(labDir, { recursive: true, force: true })

@@ -34,7 +34,9 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-"$node" scripts/lab/cli.ts up --name "$name" "${up_args[@]}" >/dev/null
+# This shell owns the lab: if it is killed before its trap runs, the next real-node lab takes the
+# one it left down.
+EDGE_CCM_LAB_OWNER_PID=$$ "$node" scripts/lab/cli.ts up --name "$name" "${up_args[@]}" >/dev/null
 lan="$("$node" -e 'process.stdout.write(JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).namespaces.lan)' "$state")"
 echo "[lab] lab $name is up; running in $lan: $*" >&2
 set +e

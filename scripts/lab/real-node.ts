@@ -107,8 +107,23 @@ interface LockHolder {
   readonly pid: number
 }
 
+/** The real-node lock is held by a lab that is up (or starting). */
+export class RealNodeLockHeld extends Error {
+  readonly holder: string
+  /** The holder's state file (it may be another checkout's lab). */
+  readonly statePath: string
+  constructor(holder: string, statePath: string) {
+    super(
+      `lab "${holder}" already runs a real node, and only one lab at a time can (kubelet and containerd write fixed host paths): ` +
+        `stop it first with \`npm run lab -- down --name ${holder}\`, or wait for it with --wait-real-node SECONDS (labs without --real-node can run beside it)`
+    )
+    this.holder = holder
+    this.statePath = statePath
+  }
+}
+
 /**
- * Takes the machine-wide real-node lock for this lab, or throws naming the lab that holds it.
+ * Takes the machine-wide real-node lock for this lab, or throws `RealNodeLockHeld`.
  * A lock whose lab is gone (no state file, or nothing of it left running) is taken over.
  */
 export function acquireRealNodeLock(lab: string, statePath: string, stillUp: (statePath: string) => boolean, log: Log): string {
@@ -129,10 +144,7 @@ export function acquireRealNodeLock(lab: string, statePath: string, stillUp: (st
     }
     const starting = current !== undefined && !fs.existsSync(current.statePath) && fs.existsSync(`/proc/${current.pid}`)
     if (current !== undefined && (starting || (fs.existsSync(current.statePath) && stillUp(current.statePath)))) {
-      throw new Error(
-        `lab "${current.lab}" already runs a real node, and only one lab at a time can (kubelet and containerd write fixed host paths): ` +
-          `stop it first with \`npm run lab -- down --name ${current.lab}\` (labs without --real-node can run beside it)`
-      )
+      throw new RealNodeLockHeld(current.lab, current.statePath)
     }
     log(`the real-node lock of lab "${current?.lab ?? "?"}" was left over: taking it`)
     fs.rmSync(REAL_NODE_LOCK, { force: true })

@@ -15,6 +15,8 @@
 #   EDGE_CCM_LAB_CONTROL_PLANE=0   shared lab: gateway only (no etcd / kube-apiserver)
 #   EDGE_CCM_LAB_NODES=1           shared lab: only one node namespace (default 2: node-2 at 192.168.77.11)
 #   EDGE_CCM_LAB_KEEP_LOGS=1       keep .lab/<name>/logs after teardown
+#   EDGE_CCM_LAB_WAIT_REAL_NODE=S  while another run's lab holds the real node, wait for it up to S
+#                                  seconds (default 1800)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root="$PWD"
@@ -68,6 +70,8 @@ for key in "${groups[@]}"; do
   else
     read -r -a up_args <<<"$flags"
   fi
+  # Another test run on this machine may hold the real node (one at a time): take turns with it.
+  case " $flags " in *" --real-node "*) up_args+=(--wait-real-node "${EDGE_CCM_LAB_WAIT_REAL_NODE:-1800}") ;; esac
   [ "${EDGE_CCM_LAB_KEEP_LOGS:-0}" = 1 ] && up_args+=(--keep-logs)
   args=()
   for arg in "${vitest_args[@]}"; do

@@ -172,6 +172,12 @@ describe("the controller hears the router", () => {
     // The renewal would come 15 min later: the announcement or the probe's reboot judgement did it.
     expect(logged(/subscribing to the upnp-igd router's events afresh$/).length).toBeGreaterThanOrEqual(1)
     const sid = /SID (uuid:\S+),/.exec(subscribed().at(-1)!)?.[1]
+    // miniupnpd drops a change made while a NOTIFY is in flight: the new subscription's first one
+    // (the address as it is) must be in before the renumbering.
+    await waitFor(() => logged(new RegExp(`^NOTIFY SID ${sid} SEQ 0: `)).length > 0, {
+      description: "the new subscription's initial NOTIFY",
+      timeoutMs: 10_000
+    })
     await setGatewayWanAddress("122.112.219.231/24", {
       afterRemoval: () =>
         waitFor(() => logged(new RegExp(`^NOTIFY SID ${sid} SEQ \\d+: ExternalIPAddress 0\\.0\\.0\\.0;`)).length > 0, {

@@ -301,6 +301,15 @@ describe("the lab's gateway", () => {
     }
   })
 
+  it("a renumbering whose wait between removal and addition fails still leaves the new address in place", async () => {
+    const waitFailed = lab.setGatewayWanAddress("122.112.219.233/24", {
+      afterRemoval: () => Promise.reject(new Error("the test's wait failed"))
+    })
+    await expect(waitFailed).rejects.toThrow("the test's wait failed")
+    expect(lab.loadLab().gatewayWanIp).toBe("122.112.219.233")
+    expect((await lab.upnpcList()).externalIpAddress).toBe("122.112.219.233")
+  })
+
   it("holds mappings of another LAN host: made from the peer host under secure_mode=yes, refused from the node (718, 606)", async () => {
     const { peerIp } = lab.loadLab()
     await lab.reconfigureGateway({ secureMode: true })

@@ -6,27 +6,32 @@
  * runs the walkthrough's workloads on it so that there is something to clean, and compares the
  * machine before and after. It runs in a gateway-only lab of its own (nothing here needs that
  * one but its namespace to run in), and reads the machine's own network and mount namespaces
- * through an ancestor process that lives in them.
+ * through an ancestor process that lives in them. Then: a real-node lab whose runner was killed
+ * before it could tear down is taken down by the next real-node lab, which then starts.
  */
+import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { describe, expect, it } from "vitest"
 import { type LabStateFile, readState, statePathFor } from "../../../scripts/lab/driver.ts"
 import { run, runOk, type RunResult } from "../../../scripts/lab/proc.ts"
 import { HOST_PATHS, KUBELET_SYSCTLS, REAL_NODE_LOCK } from "../../../scripts/lab/real-node.ts"
+import { waitFor } from "../support/lab.ts"
 
 const root = path.resolve(import.meta.dirname, "../../..")
 const NAME = `teardown-${process.pid}`
+/** How long another test run's real-node lab is waited for. */
+const WAIT_FOR_OTHER_MS = 1_800_000
 /** What a real node runs, by executable name. */
 const REAL_NODE_PROGRAMS = ["containerd", "containerd-shim-runc-v2", "kubelet", "kube-proxy", "kube-scheduler", "kube-controller-manager", "nginx", "catatonit", "pause"]
 
 /** `npm run lab -- …` as from the machine's own shell (its network and mount namespaces). */
-const lab = (args: ReadonlyArray<string>, timeoutMs = 600_000) => {
+const lab = (args: ReadonlyArray<string>, options: { readonly timeoutMs?: number; readonly env?: Record<string, string> } = {}) => {
   const host = hostProcess()
   return run([
     "nsenter", `--net=/proc/${host}/ns/net`, `--mount=/proc/${host}/ns/mnt`, `--wd=${root}`, "--",
     process.execPath, path.join(root, "scripts/lab/cli.ts"), ...args
-  ], { cwd: root, timeoutMs })
+  ], { cwd: root, timeoutMs: options.timeoutMs ?? 600_000, env: options.env })
 }
 
 /** The nearest ancestor in the machine's own network (and mount) namespace, to look through. */
@@ -98,10 +103,17 @@ describe("teardown of a lab with real nodes", () => {
   it("leaves the machine as it was: namespaces, mounts, links, cgroups, host paths, kernel settings, processes", async () => {
     let prefix = ""
     const otherLabs = (netns: string) => netns.startsWith("eccm-") && (prefix === "" || !netns.startsWith(prefix))
+    // A test run beside this one may hold the real node: its lab comes and goes whole, so wait
+    // for the machine without one before looking at it.
+    await waitFor(() => !fs.existsSync(REAL_NODE_LOCK), {
+      description: "no other lab running a real node (the real-node lock free)",
+      timeoutMs: WAIT_FOR_OTHER_MS,
+      intervalMs: 2_000
+    })
     const before = await machine(otherLabs)
     expect(before.processes, "a real node already runs on this machine").toEqual([])
 
-    const upResult = await lab(["up", "--real-node", "--nodes", "2", "--name", NAME, "--json"])
+    const upResult = await lab(["up", "--real-node", "--nodes", "2", "--name", NAME, "--json", "--wait-real-node", String(WAIT_FOR_OTHER_MS / 1000)])
     expect(upResult.code, upResult.stderr.slice(-3000)).toBe(0)
     let state: LabStateFile = JSON.parse(upResult.stdout) as LabStateFile
     prefix = state.prefix
@@ -137,5 +149,38 @@ describe("teardown of a lab with real nodes", () => {
     const after = await machine(otherLabs)
     expect(after).toEqual(before)
     expect(fs.existsSync(state.labDir)).toBe(false)
-  }, 900_000)
+  }, 900_000 + 2 * WAIT_FOR_OTHER_MS)
+
+  it("a real-node lab whose runner was killed is taken down by the next one, which then starts", async () => {
+    await waitFor(() => !fs.existsSync(REAL_NODE_LOCK), {
+      description: "no other lab running a real node (the real-node lock free)",
+      timeoutMs: WAIT_FOR_OTHER_MS,
+      intervalMs: 2_000
+    })
+    // The runner stands in for in-lab.sh: the lab is its, and it dies without tearing down.
+    const runner = spawn("sleep", ["600"], { stdio: "ignore" })
+    const orphan = `${NAME}-orphan`
+    const taker = `${NAME}-taker`
+    try {
+      const left = await lab(["up", "--real-node", "--name", orphan, "--json"], {
+        env: { EDGE_CCM_LAB_OWNER_PID: String(runner.pid) }
+      })
+      expect(left.code, left.stderr.slice(-3000)).toBe(0)
+      const orphanState = JSON.parse(left.stdout) as LabStateFile
+      expect(orphanState.owner?.pid).toBe(runner.pid)
+      runner.kill("SIGKILL")
+      await waitFor(() => runner.exitCode !== null || runner.signalCode !== null, { description: "the runner gone", timeoutMs: 10_000 })
+
+      const next = await lab(["up", "--real-node", "--name", taker, "--json"])
+      expect(next.code, next.stderr.slice(-3000)).toBe(0)
+      expect(next.stderr).toContain(`lab "${orphan}" was left up by a run that is gone (pid ${runner.pid}): taking it down`)
+      expect(fs.readdirSync("/run/netns").filter((n) => n.startsWith(orphanState.prefix))).toEqual([])
+      expect(fs.existsSync(orphanState.labDir)).toBe(false)
+      expect(JSON.parse(fs.readFileSync(REAL_NODE_LOCK, "utf8"))).toMatchObject({ lab: taker })
+    } finally {
+      runner.kill("SIGKILL")
+      for (const name of [taker, orphan]) await lab(["down", "--name", name])
+    }
+    expect(fs.existsSync(REAL_NODE_LOCK)).toBe(false)
+  }, 900_000 + WAIT_FOR_OTHER_MS)
 })
