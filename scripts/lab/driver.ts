@@ -927,6 +927,15 @@ async function createNodes(state: LabStateFile, signal: AbortSignal | undefined)
 // ---------------------------------------------------------------------------------------------
 // Up
 
+/** A lab's state, or undefined when it is gone (a lab going down removes it at any moment). */
+function stateIfThere(statePath: string): LabStateFile | undefined {
+  try {
+    return readState(statePath)
+  } catch {
+    return undefined
+  }
+}
+
 /** The real-node lock, waited for (polled every 2 s, a progress line every 30 s) within `waitRealNodeSeconds`. */
 async function takeRealNodeLock(name: string, statePath: string, options: UpOptions, log: Logger): Promise<string> {
   const deadline = performance.now() + (options.waitRealNodeSeconds ?? 0) * 1000
@@ -934,11 +943,14 @@ async function takeRealNodeLock(name: string, statePath: string, options: UpOpti
   const takenDown = new Set<string>()
   for (;;) {
     try {
-      return acquireRealNodeLock(name, statePath, (other) => isInUse(readState(other)), log)
+      return acquireRealNodeLock(name, statePath, (other) => {
+        const holder = stateIfThere(other)
+        return holder !== undefined && isInUse(holder)
+      }, log)
     } catch (error) {
       const now = performance.now()
       if (!(error instanceof RealNodeLockHeld)) throw error
-      const holder = fs.existsSync(error.statePath) ? readState(error.statePath) : undefined
+      const holder = stateIfThere(error.statePath)
       // Once per lab: a teardown that could not end it leaves the lock to the wait below.
       if (holder?.owner != null && !isAlive(holder.owner) && !takenDown.has(holder.statePath)) {
         takenDown.add(holder.statePath)
