@@ -3,10 +3,10 @@
  * after a burst but leaves most of what the burst committed in place (free old-generation pages,
  * a grown young generation): 500 Services applied at once left the process at 139 MiB RSS 40 s
  * later, and one "last resort" collection (which compacts and shrinks the young generation)
- * brought it to 99 MiB. That collection costs 140-240 ms of CPU in the call and 300-450 ms in
- * all (its background threads and what follows; docs/benchmarks.md), so it runs only after the
- * heap has grown by `growth` since the last one, at most once in `minInterval`, once no Service
- * is queued or being reconciled.
+ * brought it to 99 MiB. That collection costs 140-240 ms of CPU in the call and about 380 ms
+ * in all (its background threads and what follows; docs/benchmarks.md), so it runs only after
+ * the heap has grown by `growth` since the last one, at most once in `minInterval`, once no
+ * Service is queued or being reconciled.
  */
 import * as v8 from "node:v8"
 import * as vm from "node:vm"
