@@ -59,6 +59,23 @@ const create = async (name: string, port: number) => {
 const published = (name: string, ip: string) =>
   waitFor(async () => ingressIp(await getService(name)) === ip, { description: `${name} published at ${ip}`, timeoutMs: 20_000, intervalMs: 20 })
 
+/**
+ * Until no NOTIFY has been accepted for `quietMs`. A NOTIFY's delivery on the LAN takes
+ * milliseconds, a few hundred on a loaded machine; a second without one means none is in flight.
+ */
+const notifiesQuiet = async (quietMs: number) => {
+  let count = -1
+  let since = 0
+  await waitFor(async () => {
+    const now = (await counterBy(controller!, "edge_ccm_gateway_event_notifies_total", "result"))["accepted"] ?? 0
+    if (now !== count) {
+      count = now
+      since = performance.now()
+    }
+    return performance.now() - since >= quietMs
+  }, { description: `no NOTIFY for ${quietMs} ms`, timeoutMs: 15_000, intervalMs: 100 })
+}
+
 /** The controller's resident memory (kB), from /proc. */
 const rssKb = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? "0")
 
@@ -172,12 +189,18 @@ describe("the controller hears the router", () => {
     // The renewal would come 15 min later: the announcement or the probe's reboot judgement did it.
     expect(logged(/subscribing to the upnp-igd router's events afresh$/).length).toBeGreaterThanOrEqual(1)
     const sid = /SID (uuid:\S+),/.exec(subscribed().at(-1)!)?.[1]
-    // miniupnpd drops a change made while a NOTIFY is in flight: the new subscription's first one
-    // (the address as it is) must be in before the renumbering.
+    // miniupnpd drops a change made while a NOTIFY is in flight, and shows no sign of one: the new
+    // subscription's first NOTIFY (the address as it is) and those of the repair's AddPortMappings
+    // (the table's size changed) must all be in before the renumbering.
     await waitFor(() => logged(new RegExp(`^NOTIFY SID ${sid} SEQ 0: `)).length > 0, {
       description: "the new subscription's initial NOTIFY",
       timeoutMs: 10_000
     })
+    await waitFor(async () => (await eventsFor("events-reboot")).some((event) => event.reason === "MappingRepaired"), {
+      description: "the rebooted router's mapping repaired",
+      timeoutMs: 15_000
+    })
+    await notifiesQuiet(1_000)
     await setGatewayWanAddress("122.112.219.231/24", {
       afterRemoval: () =>
         waitFor(() => logged(new RegExp(`^NOTIFY SID ${sid} SEQ \\d+: ExternalIPAddress 0\\.0\\.0\\.0;`)).length > 0, {

@@ -7,7 +7,8 @@
  */
 import { NodeHttpClient } from "@effect/platform-node"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
-import { Effect, Fiber, Stream } from "effect"
+import { Effect, Fiber, Metric, Stream } from "effect"
+import { eventNotifies } from "../../src/gateway/metrics.ts"
 import { Description } from "../../src/gateway/upnp/Description.ts"
 import { type WanEvent, watchWanEvents } from "../../src/gateway/upnp/Eventing.ts"
 import * as lab from "./support/lab.ts"
@@ -68,6 +69,11 @@ const forgeNotify = async (
   const result = await lab.inNamespace(from, ["sh", "-c", script], { timeoutMs: 15_000 })
   return result.stdout.trim()
 }
+
+/** The NOTIFYs this process's watches have accepted from the lab's router so far. */
+const acceptedNotifies = () =>
+  Effect.runPromise(Metric.value(Metric.withAttributes(eventNotifies, { router: new URL(eventUrl).hostname, result: "accepted" })))
+    .then((counter) => counter.count)
 
 /**
  * Renumbers the router's WAN, waiting between the old address going and the new one coming until
@@ -158,8 +164,15 @@ describe("GENA against the lab's miniupnpd", () => {
     try {
       await lab.waitFor(() => watch.addresses().length >= 1, { timeoutMs: 10_000, description: "the initial NOTIFY" })
       const first = watch.subscriptions()[0]!
+      const acceptedBefore = await acceptedNotifies()
       await lab.rebootGateway()
       await lab.waitFor(() => watch.subscriptions().length >= 2, { timeoutMs: 15_000, description: "a new subscription" })
+      // Its initial NOTIFY (the address unchanged, so no event) must be in before the renumbering,
+      // whose removal miniupnpd would not send while that one is in flight.
+      await lab.waitFor(async () => (await acceptedNotifies()) > acceptedBefore, {
+        timeoutMs: 10_000,
+        description: "the new subscription's initial NOTIFY"
+      })
       const lost = watch.events.find(({ event }) => event._tag === "SubscriptionLost")?.event
       expect(lost).toEqual({ _tag: "SubscriptionLost", sid: first, reason: "renewal failed: renewal answered HTTP 412" })
       const heard = watch.addresses().length
