@@ -124,11 +124,23 @@ function artifactDir(): string {
 }
 
 /**
- * The image's command line (the Dockerfile's ENTRYPOINT) for the snapshot in `dir`, this
- * process's Node in place of the image's: the command's arguments follow.
+ * The image's command line (the Dockerfile's ENTRYPOINT, its Node flags included) for the
+ * snapshot in `dir`, this process's Node in place of the image's, `nodeFlags` after the image's
+ * own: the command's arguments follow.
  */
 export const imageEntry = (dir: string, nodeFlags: ReadonlyArray<string> = []): Array<string> =>
-  [process.execPath, ...nodeFlags, "--snapshot-blob", path.join(dir, "edge-ccm.blob"), "--"]
+  [process.execPath, ...imageNodeFlags(), ...nodeFlags, "--snapshot-blob", path.join(dir, "edge-ccm.blob"), "--"]
+
+/** The Node flags of the Dockerfile's ENTRYPOINT: those between Node and `--snapshot-blob`. */
+export function imageNodeFlags(): Array<string> {
+  const dockerfile = fs.readFileSync(path.join(root, "Dockerfile"), "utf8")
+  const line = dockerfile.split("\n").find((candidate) => candidate.startsWith("ENTRYPOINT "))
+  const entry: unknown = JSON.parse(line?.slice("ENTRYPOINT ".length) ?? "null")
+  if (!Array.isArray(entry) || !entry.includes("--snapshot-blob")) {
+    throw new Error("the Dockerfile has no ENTRYPOINT [node, flags…, --snapshot-blob, …]")
+  }
+  return entry.slice(1, entry.indexOf("--snapshot-blob")).map(String)
+}
 
 /** Kept-alive connections for scrapes; the controller's certificate is self-signed (as curl -k). */
 const scrapeConnections = new Agent({ keepAlive: true, rejectUnauthorized: false })
