@@ -78,7 +78,7 @@ RUN ["/nodejs/bin/node", "--snapshot-blob", "/app/snapshot/edge-ccm.blob", "--",
 EXPOSE 10258 10259
 # `--` ends Node's options: what follows (CMD, the pod's args) is the command's, `--help` included.
 # `--max-opt=2`: V8 optimises hot code with Maglev and no further. TurboFan's code paged in, its
-# work memory and the code it makes cost about 5 MiB idle and 7-14 MiB with 1,000 mappings, for
+# work memory and the code it makes cost about 5 MiB idle and 5-14 MiB with 1,000 mappings, for
 # no speed the benchmarks can tell (docs/benchmarks.md, "V8's optimising tiers"). NODE_OPTIONS
 # cannot carry this flag.
 ENTRYPOINT ["/nodejs/bin/node", "--max-opt=2", "--snapshot-blob", "/app/snapshot/edge-ccm.blob", "--"]

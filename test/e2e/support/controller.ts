@@ -131,8 +131,14 @@ function artifactDir(): string {
 export const imageEntry = (dir: string, nodeFlags: ReadonlyArray<string> = []): Array<string> =>
   [process.execPath, ...imageNodeFlags(), ...nodeFlags, "--snapshot-blob", path.join(dir, "edge-ccm.blob"), "--"]
 
-/** The Node flags of the Dockerfile's ENTRYPOINT: those between Node and `--snapshot-blob`. */
-export function imageNodeFlags(): Array<string> {
+let entryNodeFlags: Array<string> | undefined
+/** The Node flags of the Dockerfile's ENTRYPOINT (those between Node and `--snapshot-blob`), read once. */
+function imageNodeFlags(): Array<string> {
+  entryNodeFlags ??= readEntryNodeFlags()
+  return entryNodeFlags
+}
+
+function readEntryNodeFlags(): Array<string> {
   const dockerfile = fs.readFileSync(path.join(root, "Dockerfile"), "utf8")
   const line = dockerfile.split("\n").find((candidate) => candidate.startsWith("ENTRYPOINT "))
   const entry: unknown = JSON.parse(line?.slice("ENTRYPOINT ".length) ?? "null")
